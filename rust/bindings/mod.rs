@@ -1,0 +1,29 @@
+//! `durable._core`: the pyo3 face of the engine. Conversion and nothing
+//! else: every decision lives in `engine` or in the Python package.
+
+mod engine;
+mod errors;
+mod json;
+mod runtime;
+mod workflow;
+
+use pyo3::prelude::*;
+
+/// Rust core of durable. Use the `durable` package, not this module.
+#[pymodule(name = "_core")]
+mod core {
+    use super::*;
+
+    #[pymodule_export]
+    use super::engine::PyEngine;
+    #[pymodule_export]
+    use super::runtime::Waker;
+    #[pymodule_export]
+    use super::workflow::PyWorkflow;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        runtime::init()?;
+        m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)
+    }
+}

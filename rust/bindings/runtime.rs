@@ -1,0 +1,161 @@
+//! The one tokio runtime of the process, and the hand-off of finished Rust
+//! futures to Python awaitables.
+//!
+//! Tokio threads never touch Python. A finished future's result goes into
+//! the queue of the `Waker` of the event loop that awaits it, and the first
+//! result into an empty queue writes one byte to a socket the loop watches
+//! (`loop.add_reader`). The loop thread then drains the whole queue in one
+//! callback: it converts each result to Python and resolves its future.
+//!
+//! Why not pyo3-async-runtimes: it resolves each future from a tokio
+//! blocking thread that takes the GIL, which (1) costs a thread hop and a
+//! GIL hand-over per await, and (2) crashed the interpreter at exit
+//! ("PyGILState_Release: thread state must be current") when that thread
+//! still held the GIL while the main thread finalized. Here no foreign
+//! thread ever attaches to Python, and one wake-up serves every result that
+//! arrived meanwhile (a group commit resolves many steps at once).
+
+use std::future::Future;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use futures_util::FutureExt;
+use pyo3::IntoPyObjectExt;
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use tokio::runtime::Runtime;
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// Builds the runtime (once per process).
+pub(crate) fn init() -> PyResult<()> {
+    if RUNTIME.get().is_none() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("durable-io")
+            .enable_all()
+            .build()
+            .map_err(|e| PyRuntimeError::new_err(format!("durable cannot start its I/O threads: {e}")))?;
+        // A concurrent initialization may have won the race; its runtime is as good.
+        let _ = RUNTIME.set(runtime);
+    }
+    Ok(())
+}
+
+fn runtime() -> PyResult<&'static Runtime> {
+    RUNTIME
+        .get()
+        .ok_or_else(|| PyRuntimeError::new_err("durable._core was not initialized"))
+}
+
+/// Converts a finished future's value into Python, on the loop's thread.
+type Convert = Box<dyn FnOnce(Python<'_>) -> PyResult<Py<PyAny>> + Send>;
+
+/// One event loop's queue of finished futures, and its wake-up socket.
+#[pyclass(frozen, module = "durable._core")]
+pub(crate) struct Waker {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    ready: Mutex<Vec<(Py<PyAny>, Convert)>>,
+    /// The loop watches `read`; a result into an empty queue writes to `write`.
+    read: UnixStream,
+    write: UnixStream,
+}
+
+impl Shared {
+    fn push(&self, future: Py<PyAny>, convert: Convert) {
+        let mut ready = self.ready.lock().unwrap_or_else(PoisonError::into_inner);
+        let was_empty = ready.is_empty();
+        ready.push((future, convert));
+        drop(ready);
+        if was_empty {
+            // WouldBlock means bytes are pending already: the loop will wake.
+            let _ = (&self.write).write(&[1]);
+        }
+    }
+}
+
+#[pymethods]
+impl Waker {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let (read, write) = UnixStream::pair()?;
+        read.set_nonblocking(true)?;
+        write.set_nonblocking(true)?;
+        Ok(Waker {
+            inner: Arc::new(Shared {
+                ready: Mutex::new(Vec::new()),
+                read,
+                write,
+            }),
+        })
+    }
+
+    /// The descriptor for `loop.add_reader`.
+    fn fileno(&self) -> i32 {
+        self.inner.read.as_raw_fd()
+    }
+
+    /// Resolves every future whose result has arrived. Called by the loop
+    /// when `fileno()` is readable.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        // Empty the socket first: a result pushed after this point writes again.
+        let mut sink = [0u8; 256];
+        loop {
+            match (&self.inner.read).read(&mut sink) {
+                Ok(n) if n == sink.len() => {}
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                _ => break,
+            }
+        }
+        let ready = std::mem::take(&mut *self.inner.ready.lock().unwrap_or_else(PoisonError::into_inner));
+        for (future, convert) in ready {
+            let future = future.bind(py);
+            // A cancelled await leaves a done future behind: drop the result.
+            if future.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
+                continue;
+            }
+            match convert(py) {
+                Ok(value) => future.call_method1(pyo3::intern!(py, "set_result"), (value,))?,
+                Err(err) => future.call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))?,
+            };
+        }
+        Ok(())
+    }
+}
+
+/// `durable._bridge.pending`: a new future of the running loop, and that loop's `Waker`.
+static PENDING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// Runs `future` on the runtime; returns an asyncio future of its result.
+/// Must be called with an event loop running (from async code).
+pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let pending = PENDING.import(py, "durable._bridge", "pending")?;
+    let (py_future, waker): (Bound<'py, PyAny>, Bound<'py, Waker>) = pending.call0()?.extract()?;
+    let shared = Arc::clone(&waker.get().inner);
+    let target = py_future.clone().unbind();
+    runtime()?.spawn(async move {
+        let result = AssertUnwindSafe(future).catch_unwind().await.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(PyRuntimeError::new_err(format!(
+                "internal error in durable (please report it): {what}"
+            )))
+        });
+        shared.push(target, Box::new(move |py| result.and_then(|v| v.into_py_any(py))));
+    });
+    Ok(py_future)
+}

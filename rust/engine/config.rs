@@ -1,0 +1,172 @@
+//! Connection settings and the validation of everything a user names:
+//! the DSN, the schema, workflow and step names.
+
+use std::time::Duration;
+
+use tokio_postgres::config::Host;
+
+use super::error::EngineError;
+
+/// Longest workflow or step name, in bytes (the schema checks it too).
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// How the engine connects and where it keeps its tables.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Postgres schema holding durable's tables.
+    pub schema: String,
+    /// Largest number of pooled connections (the checkpoint writer holds one of them).
+    pub max_connections: usize,
+    /// Used when the DSN does not set `connect_timeout` itself.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            schema: "durable".to_owned(),
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parses a DSN (URL or key=value form). The error never repeats the DSN,
+/// which may hold a password.
+pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<tokio_postgres::Config, EngineError> {
+    if dsn.trim().is_empty() {
+        return Err(EngineError::InvalidDsn("the URL is empty".to_owned()));
+    }
+    let mut config: tokio_postgres::Config = dsn
+        .parse()
+        .map_err(|e: tokio_postgres::Error| EngineError::InvalidDsn(e.to_string()))?;
+    if config.get_hosts().is_empty() {
+        return Err(EngineError::InvalidDsn(
+            "no host given (add @host:port to the URL, or host=... )".to_owned(),
+        ));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(options.connect_timeout);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name("durable");
+    }
+    Ok(config)
+}
+
+/// "host:port" for every host of the config, for error messages. Never includes credentials.
+pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
+    let ports = config.get_ports();
+    config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            // libpq rules: one port for all hosts, or one per host; 5432 when none is given.
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                Host::Tcp(name) => format!("{name}:{port}"),
+                Host::Unix(dir) => format!("{}/.s.PGSQL.{port}", dir.display()),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A schema name must be a plain lowercase SQL identifier, so it can be
+/// spliced into statements and typed unquoted in psql.
+pub fn validate_schema(schema: &str) -> Result<(), EngineError> {
+    let mut chars = schema.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if first_ok && rest_ok && schema.len() <= 63 {
+        Ok(())
+    } else {
+        Err(EngineError::InvalidSchema(schema.to_owned()))
+    }
+}
+
+/// Workflow, child and step names: non-empty, at most 255 bytes, no NUL
+/// (Postgres text cannot hold one).
+pub fn validate_name(what: &'static str, name: &str) -> Result<(), EngineError> {
+    let reason = if name.is_empty() {
+        "it is empty"
+    } else if name.len() > MAX_NAME_BYTES {
+        "it is longer than 255 bytes"
+    } else if name.contains('\0') {
+        "it contains a NUL character"
+    } else {
+        return Ok(());
+    };
+    let shown: String = name.chars().take(80).collect();
+    Err(EngineError::InvalidName {
+        what,
+        name: shown,
+        reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_errors_do_not_leak_the_password() {
+        let err = parse_dsn("postgresql://u:s3cret@host:notaport/db", &Options::default()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("invalid database URL"), "{text}");
+        assert!(!text.contains("s3cret"), "{text}");
+    }
+
+    #[test]
+    fn empty_dsn_is_rejected() {
+        let err = parse_dsn("  ", &Options::default()).unwrap_err();
+        assert!(matches!(err, EngineError::InvalidDsn(_)));
+    }
+
+    #[test]
+    fn target_names_hosts_and_ports_only() {
+        let config = parse_dsn("postgresql://u:s3cret@db.example:6543/app", &Options::default()).unwrap();
+        assert_eq!(describe_target(&config), "db.example:6543");
+        let config = parse_dsn("host=/run/pg user=x password=s3cret", &Options::default()).unwrap();
+        assert_eq!(describe_target(&config), "/run/pg/.s.PGSQL.5432");
+    }
+
+    #[test]
+    fn connect_timeout_defaults_but_the_dsn_wins() {
+        let options = Options::default();
+        let config = parse_dsn("postgresql://h/db", &options).unwrap();
+        assert_eq!(config.get_connect_timeout(), Some(&options.connect_timeout));
+        let config = parse_dsn("postgresql://h/db?connect_timeout=3", &options).unwrap();
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn schema_names_are_plain_identifiers() {
+        for good in ["durable", "_x", "app_2"] {
+            assert!(validate_schema(good).is_ok(), "{good}");
+        }
+        let too_long = "a".repeat(64);
+        for bad in ["", "Durable", "2x", "a-b", "a;drop", "\"x\"", too_long.as_str()] {
+            assert!(validate_schema(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("step", "fetch").is_ok());
+        assert!(validate_name("step", &"é".repeat(127)).is_ok()); // 254 bytes
+        for (bad, reason) in [
+            (String::new(), "it is empty"),
+            ("x".repeat(256), "it is longer than 255 bytes"),
+            ("a\0b".to_owned(), "it contains a NUL character"),
+        ] {
+            match validate_name("step", &bad) {
+                Err(EngineError::InvalidName { reason: r, .. }) => assert_eq!(r, reason),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The engine's one error type. Every variant is something a caller can act
+//! on; the message names the cause and the fix. No variant ever carries the
+//! database password: connection targets are described by host and port only.
+
+use std::fmt;
+
+/// What went wrong, with enough structure for the bindings to pick an exception class.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    #[error(
+        "invalid database URL: {0}. Expected postgresql://user:password@host:5432/dbname \
+         or key=value pairs such as 'host=localhost dbname=app'"
+    )]
+    InvalidDsn(String),
+
+    #[error(
+        "invalid schema name {0:?}: use 1 to 63 lowercase ASCII letters, digits or underscores, \
+         starting with a letter or underscore"
+    )]
+    InvalidSchema(String),
+
+    #[error("invalid {what} name {name:?}: {reason}")]
+    InvalidName {
+        what: &'static str,
+        name: String,
+        reason: &'static str,
+    },
+
+    #[error(
+        "cannot connect to Postgres at {target}: {reason}. Check that the server is running \
+         and that the host, port, user and password in the database URL are right"
+    )]
+    Connect {
+        target: String,
+        reason: String,
+        sqlstate: Option<String>,
+    },
+
+    #[error("{context}: {message}")]
+    Database {
+        context: String,
+        message: String,
+        sqlstate: Option<String>,
+    },
+
+    #[error(
+        "the database schema {schema:?} is at version {found}, but this durable library only \
+         knows versions up to {supported}. Upgrade the durable package (or use another schema)"
+    )]
+    SchemaTooNew {
+        schema: String,
+        found: i32,
+        supported: i32,
+    },
+
+    #[error(
+        "workflow {name:?} already exists with a different input. A workflow's name is its \
+         identity: start it with the same input to resume it, or use a new name"
+    )]
+    InputMismatch { name: String },
+
+    #[error(
+        "the name {name:?} is used twice in workflow {workflow:?}. Step and child names must be \
+         unique within a workflow: give each call its own name (e.g. add the loop index)"
+    )]
+    DuplicateName { workflow: String, name: String },
+
+    #[error(
+        "workflow {workflow:?} is already {status} and has no saved {what} {name:?}: a finished \
+         workflow only replays what it recorded. Start a workflow with a new name to run new work"
+    )]
+    WorkflowFinished {
+        workflow: String,
+        status: &'static str,
+        what: &'static str,
+        name: String,
+    },
+
+    #[error(
+        "workflow id {workflow_id} is no longer running, so its {what} was not saved: it \
+         finished or was cancelled elsewhere"
+    )]
+    NotRunning { workflow_id: i64, what: String },
+
+    #[error("unexpected data in the task table: {0}. Is a newer durable version writing to this schema?")]
+    Unexpected(String),
+
+    #[error("the database handle is closed; call durable.init() again")]
+    Closed,
+}
+
+impl EngineError {
+    /// Wraps a driver error with what the engine was doing when it happened.
+    pub(crate) fn database(context: impl fmt::Display, err: &tokio_postgres::Error) -> Self {
+        let (message, sqlstate) = describe(err);
+        EngineError::Database {
+            context: context.to_string(),
+            message,
+            sqlstate,
+        }
+    }
+
+    /// The SQLSTATE code of a database-side error, if there is one.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            EngineError::Connect { sqlstate, .. } | EngineError::Database { sqlstate, .. } => {
+                sqlstate.as_deref()
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A one-line description of a driver error, and its SQLSTATE when the server sent one.
+pub(crate) fn describe(err: &tokio_postgres::Error) -> (String, Option<String>) {
+    if let Some(db) = err.as_db_error() {
+        let mut message = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
+        return (message, Some(db.code().code().to_owned()));
+    }
+    // Non-server errors (I/O, protocol): the chain of sources says the most.
+    let mut message = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    (message, err.code().map(|c| c.code().to_owned()))
+}

@@ -1,0 +1,126 @@
+//! Schema migrations: numbered SQL files from `migrations/`, compiled into
+//! the binary and applied in one transaction under an advisory lock, so any
+//! number of processes may call `init()` at once.
+
+use tokio_postgres::Client;
+
+use super::error::EngineError;
+use super::workflow::col;
+
+/// (version, file name, SQL), in order. Append only: never edit a released file.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "0001_initial.sql",
+    include_str!("../../migrations/0001_initial.sql"),
+)];
+
+/// The newest schema version this library knows.
+pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// First key of the advisory lock that serializes migrations (the second is
+/// the schema's hash). Chosen at random; spells nothing.
+const LOCK_CLASS: i32 = 0x6475_7261;
+
+/// Brings `schema` to `LATEST_VERSION`. Returns the version found before.
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, EngineError> {
+    // Fast path without the lock: many processes starting against an
+    // up-to-date schema should not queue behind each other.
+    if let Some(version) = current_version(client, schema).await? {
+        check_not_newer(schema, version)?;
+        if version == LATEST_VERSION {
+            return Ok(version);
+        }
+    }
+    let context = |what: &str| format!("migrating schema {schema:?}: {what}");
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| EngineError::database(context("begin"), &e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_CLASS, &schema],
+    )
+    .await
+    .map_err(|e| EngineError::database(context("waiting for the migration lock"), &e))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.migration (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );"
+    ))
+    .await
+    .map_err(|e| EngineError::database(context("creating the migration table"), &e))?;
+    let row = tx
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) AS version FROM {schema}.migration"),
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::database(context("reading the version"), &e))?;
+    let found: i32 = col(&row, "version")?;
+    check_not_newer(schema, found)?;
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > found) {
+        tx.batch_execute(&format!("SET LOCAL search_path TO {schema}, pg_catalog;\n{sql}"))
+            .await
+            .map_err(|e| EngineError::database(context(&format!("applying {name}")), &e))?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.migration (version, name) VALUES ($1, $2)"),
+            &[&version, &name],
+        )
+        .await
+        .map_err(|e| EngineError::database(context(&format!("recording {name}")), &e))?;
+    }
+    tx.commit()
+        .await
+        .map_err(|e| EngineError::database(context("commit"), &e))?;
+    Ok(found)
+}
+
+/// The applied version, or `None` when the schema has no migration table yet.
+async fn current_version(client: &Client, schema: &str) -> Result<Option<i32>, EngineError> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass(format('%I.migration', $1::text)) IS NOT NULL AS present",
+            &[&schema],
+        )
+        .await
+        .map_err(|e| EngineError::database(format!("reading the version of schema {schema:?}"), &e))?;
+    if !col::<bool>(&row, "present")? {
+        return Ok(None);
+    }
+    let row = client
+        .query_one(
+            &format!("SELECT coalesce(max(version), 0) AS version FROM {schema}.migration"),
+            &[],
+        )
+        .await
+        .map_err(|e| EngineError::database(format!("reading the version of schema {schema:?}"), &e))?;
+    Ok(Some(col(&row, "version")?))
+}
+
+fn check_not_newer(schema: &str, found: i32) -> Result<(), EngineError> {
+    if found > LATEST_VERSION {
+        return Err(EngineError::SchemaTooNew {
+            schema: schema.to_owned(),
+            found,
+            supported: LATEST_VERSION,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_contiguous_from_one() {
+        for (i, (version, name, _)) in MIGRATIONS.iter().enumerate() {
+            let expected = i32::try_from(i).unwrap() + 1;
+            assert_eq!(*version, expected);
+            assert!(name.starts_with(&format!("{expected:04}_")), "{name}");
+        }
+    }
+}

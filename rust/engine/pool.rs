@@ -1,0 +1,45 @@
+//! The connection pool, and turning its failures into errors that name the
+//! server (host and port, never credentials).
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use super::error::{EngineError, describe};
+
+/// Builds the pool. Connections are opened lazily, by `checkout`.
+pub(crate) fn build(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, EngineError> {
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // A broken connection reports itself closed; checking that is
+            // enough, a test query per checkout would cost a round trip.
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size.max(2))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| EngineError::InvalidDsn(e.to_string()))
+}
+
+/// A pooled connection, or an error naming the server it could not reach.
+pub(crate) async fn checkout(pool: &Pool, target: &str) -> Result<Object, EngineError> {
+    pool.get().await.map_err(|err| match err {
+        PoolError::Backend(err) => {
+            let (reason, sqlstate) = describe(&err);
+            EngineError::Connect {
+                target: target.to_owned(),
+                reason,
+                sqlstate,
+            }
+        }
+        PoolError::Closed => EngineError::Closed,
+        other => EngineError::Connect {
+            target: target.to_owned(),
+            reason: other.to_string(),
+            sqlstate: None,
+        },
+    })
+}
