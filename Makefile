@@ -22,10 +22,10 @@ lint: build
 	$(PY) -m mypy.stubtest durable._core
 
 build: $(STAMP)
-	$(VENV)/bin/maturin develop --quiet --extras embedded
+	$(VENV)/bin/maturin develop --quiet
 
 build-release: $(STAMP)
-	$(VENV)/bin/maturin develop --quiet --release --extras embedded
+	$(VENV)/bin/maturin develop --quiet --release
 
 bench: build-release
 	$(PY) bench/steps.py

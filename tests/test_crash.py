@@ -23,7 +23,7 @@ async def run_program(dsn: str, schema: str, *args: str) -> asyncio.subprocess.P
 
 async def read_until(proc: asyncio.subprocess.Process, prefix: str) -> list[str]:
     assert proc.stdout is not None
-    lines = []
+    lines: list[str] = []
     while True:
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
         assert line, f"program ended before printing {prefix!r}; it printed {lines}"
@@ -67,4 +67,5 @@ async def test_completed_steps_are_not_rerun_after_sigkill(
         **{f"shard_{i}": ("completed", 2 if i == 2 else 1, i * 10) for i in range(6)},
     }
     root = await pg.fetchrow("SELECT status, attempt, output FROM task WHERE parent_id IS NULL")
+    assert root is not None
     assert (root["status"], root["attempt"], json.loads(root["output"])) == ("completed", 2, 150)

@@ -45,6 +45,7 @@ async def test_steps_in_a_loop_get_distinct_deterministic_names(db: durable.Db, 
     qualname = fetch.__qualname__
     assert names == [qualname, "store", f"{qualname}#2", "store#2"]
     status = await pg.fetchrow("SELECT status, output FROM task WHERE name = 'crawl-1'")
+    assert status is not None
     assert (status["status"], json.loads(status["output"])) == ("completed", 3)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -158,7 +159,7 @@ async def test_concurrent_steps_in_one_workflow(db: durable.Db, pg: asyncpg.Conn
         await asyncio.sleep(0.01 * (i % 3))
         return i * i
 
-    results = await asyncio.gather(*(ctx.step(f"sq_{i}", lambda i=i: square(i)) for i in range(30)))
+    results = await asyncio.gather(*(ctx.step(f"sq_{i}", functools.partial(square, i)) for i in range(30)))
     assert results == [i * i for i in range(30)]
     rows = await steps_of(pg, "wf")
     assert {name: json.loads(r["output"]) for name, r in rows.items()} == {f"sq_{i}": i * i for i in range(30)}

@@ -15,6 +15,7 @@ result is returned instead. See doc/api.md.
 from ._ctx import Ctx, Starting
 from ._db import Db, init
 from ._decorators import Workflow, step, workflow
+from ._embedded import start_embedded
 from .errors import (
     ConfigError,
     ConnectError,
@@ -44,6 +45,7 @@ __all__ = [
     "Workflow",
     "WorkflowFinished",
     "init",
+    "start_embedded",
     "step",
     "workflow",
 ]

@@ -3,6 +3,8 @@
 from collections.abc import Awaitable
 from typing import Any, final
 
+__all__ = ["SCHEMA_VERSION", "Engine", "Waker", "Workflow"]
+
 SCHEMA_VERSION: int
 
 @final

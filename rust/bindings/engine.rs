@@ -52,9 +52,15 @@ impl PyEngine {
     }
 
     /// Creates or resumes the root workflow `name`; an awaitable of its `Workflow`.
-    fn start<'py>(&self, py: Python<'py>, name: String, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn start<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        input: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         validate_name("workflow", &name).map_err(to_py)?;
-        let input = json::encode(input).map_err(|e| not_json(&format!("input of workflow {name:?}"), &e))?;
+        let input = json::encode(input)
+            .map_err(|e| not_json(&format!("input of workflow {name:?}"), &e))?;
         let engine = Arc::clone(&self.inner);
         awaitable(py, async move {
             let started = engine.start(None, &name, &input).await.map_err(to_py)?;

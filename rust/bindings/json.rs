@@ -16,7 +16,7 @@ use serde_json::ser::{CompactFormatter, Formatter};
 
 use crate::engine::JsonText;
 
-/// Deepest nesting accepted. Below serde_json's decoding limit (128), so
+/// Deepest nesting accepted. Below `serde_json`'s decoding limit (128), so
 /// whatever is saved can be read back; also stops self-containing values.
 const MAX_DEPTH: usize = 100;
 
@@ -122,7 +122,13 @@ fn write_float(out: &mut Vec<u8>, x: f64) -> Result<(), NotJson> {
     if !x.is_finite() {
         return Err(NotJson::new(format!(
             "is the float {}, which JSON cannot represent; use None or a string",
-            if x.is_nan() { "nan" } else if x > 0.0 { "inf" } else { "-inf" }
+            if x.is_nan() {
+                "nan"
+            } else if x > 0.0 {
+                "inf"
+            } else {
+                "-inf"
+            }
         )));
     }
     // jsonb keeps a number's decimal scale but drops exponents: "1e16" would
@@ -143,7 +149,8 @@ fn write_str(out: &mut Vec<u8>, text: &Bound<'_, PyString>) -> Result<(), NotJso
     if text.contains('\0') {
         // Postgres jsonb cannot store U+0000.
         return Err(NotJson::new(
-            "is a string containing a NUL character (U+0000), which Postgres cannot store".to_owned(),
+            "is a string containing a NUL character (U+0000), which Postgres cannot store"
+                .to_owned(),
         ));
     }
     let _ = serde_json::to_writer(&mut *out, text);
@@ -173,7 +180,9 @@ fn write_object(out: &mut Vec<u8>, dict: &Bound<'_, PyDict>, depth: usize) -> Re
             out.push(b',');
         }
         let Ok(key) = key.cast::<PyString>() else {
-            let shown = key.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
+            let shown = key
+                .repr()
+                .map_or_else(|_| "?".to_owned(), |r| r.to_string());
             return Err(NotJson::new(format!(
                 "has the key {shown} of type {}; JSON object keys must be strings (convert it with str())",
                 type_name(&key)
@@ -242,7 +251,10 @@ fn py_err<E: de::Error>(err: &PyErr) -> E {
 impl<'de, 'py> DeserializeSeed<'de> for PyValue<'py> {
     type Value = Bound<'py, PyAny>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }

@@ -12,7 +12,9 @@ use pyo3::prelude::*;
 /// Rust core of durable. Use the `durable` package, not this module.
 #[pymodule(name = "_core")]
 mod core {
-    use super::*;
+    use pyo3::prelude::*;
+
+    use super::runtime;
 
     #[pymodule_export]
     use super::engine::PyEngine;

@@ -11,7 +11,8 @@ use super::errors::{not_json, to_py};
 use super::json;
 use super::runtime::awaitable;
 use crate::engine::{
-    Engine, EngineError, HistoryEntry, JsonText, Kind, Outcome, Parent, Started, Status, WorkflowId, validate_name,
+    Engine, EngineError, HistoryEntry, JsonText, Kind, Outcome, Parent, Started, Status,
+    WorkflowId, validate_name,
 };
 
 #[pyclass(frozen, module = "durable._core", name = "Workflow")]
@@ -55,7 +56,9 @@ impl PyWorkflow {
     fn state(&self) -> MutexGuard<'_, State> {
         // A poisoned lock only means another thread panicked mid-update of
         // plain data; the data is still consistent enough to report from.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Claims `name` for this run and returns what the history holds for it.
@@ -66,7 +69,11 @@ impl PyWorkflow {
             return Err(self.duplicate(name));
         }
         let entry = state.history.get(name).cloned();
-        let wanted = if what == "step" { Kind::Step } else { Kind::Workflow };
+        let wanted = if what == "step" {
+            Kind::Step
+        } else {
+            Kind::Workflow
+        };
         match &entry {
             Some(entry) if entry.kind != wanted => Err(self.duplicate(name)),
             // A finished workflow replays its history and takes nothing new.
@@ -93,8 +100,13 @@ impl PyWorkflow {
         let state = Arc::clone(&self.state);
         let id = self.id;
         awaitable(py, async move {
-            engine.workflow_finished(id, outcome.clone()).await.map_err(to_py)?;
-            let mut state = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            engine
+                .workflow_finished(id, outcome.clone())
+                .await
+                .map_err(to_py)?;
+            let mut state = state
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match outcome {
                 Outcome::Completed(output) => {
                     state.status = Status::Completed;
@@ -115,7 +127,11 @@ impl PyWorkflow {
     /// Starts step `name`: returns `(True, saved_result, attempt)` when a
     /// previous run completed it, else queues its `running` marker and
     /// returns `(False, None, attempt)` for the caller to run the body.
-    fn begin_step<'py>(&self, py: Python<'py>, name: &str) -> PyResult<(bool, Bound<'py, PyAny>, i32)> {
+    fn begin_step<'py>(
+        &self,
+        py: Python<'py>,
+        name: &str,
+    ) -> PyResult<(bool, Bound<'py, PyAny>, i32)> {
         let entry = self.claim("step", name).map_err(to_py)?;
         if let Some(HistoryEntry {
             status: Status::Completed,
@@ -128,7 +144,9 @@ impl PyWorkflow {
             return Ok((true, json::decode(py, saved)?, *attempt));
         }
         let attempt = entry.map_or(1, |e| e.attempt + 1);
-        self.engine.step_started(self.id, name, attempt).map_err(to_py)?;
+        self.engine
+            .step_started(self.id, name, attempt)
+            .map_err(to_py)?;
         Ok((false, py.None().into_bound(py), attempt))
     }
 
@@ -140,7 +158,8 @@ impl PyWorkflow {
         attempt: i32,
         result: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let output = json::encode(result).map_err(|e| not_json(&format!("result of step {name:?}"), &e))?;
+        let output =
+            json::encode(result).map_err(|e| not_json(&format!("result of step {name:?}"), &e))?;
         self.save_step(py, name, attempt, Outcome::Completed(output))
     }
 
@@ -152,13 +171,20 @@ impl PyWorkflow {
         attempt: i32,
         error: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let error = json::encode(error).map_err(|e| not_json(&format!("error of step {name:?}"), &e))?;
+        let error =
+            json::encode(error).map_err(|e| not_json(&format!("error of step {name:?}"), &e))?;
         self.save_step(py, name, attempt, Outcome::Failed(error))
     }
 
     /// Creates or resumes the child workflow `name`; an awaitable of its `Workflow`.
-    fn start_child<'py>(&self, py: Python<'py>, name: String, input: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let input = json::encode(input).map_err(|e| not_json(&format!("input of child workflow {name:?}"), &e))?;
+    fn start_child<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        input: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let input = json::encode(input)
+            .map_err(|e| not_json(&format!("input of child workflow {name:?}"), &e))?;
         self.claim("child workflow", &name).map_err(to_py)?;
         let engine = Arc::clone(&self.engine);
         let parent_id = self.id;
@@ -168,20 +194,29 @@ impl PyWorkflow {
                 workflow: parent_id,
                 name: &parent_name,
             };
-            let started = engine.start(Some(parent), &name, &input).await.map_err(to_py)?;
+            let started = engine
+                .start(Some(parent), &name, &input)
+                .await
+                .map_err(to_py)?;
             Ok(PyWorkflow::new(engine, name, started))
         })
     }
 
     /// Marks the workflow completed with `result`.
-    fn complete<'py>(&self, py: Python<'py>, result: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let output = json::encode(result).map_err(|e| not_json(&format!("result of workflow {:?}", self.name), &e))?;
+    fn complete<'py>(
+        &self,
+        py: Python<'py>,
+        result: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let output = json::encode(result)
+            .map_err(|e| not_json(&format!("result of workflow {:?}", self.name), &e))?;
         self.finish(py, Outcome::Completed(output))
     }
 
     /// Marks the workflow failed with an error record.
     fn fail<'py>(&self, py: Python<'py>, error: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let error = json::encode(error).map_err(|e| not_json(&format!("error of workflow {:?}", self.name), &e))?;
+        let error = json::encode(error)
+            .map_err(|e| not_json(&format!("error of workflow {:?}", self.name), &e))?;
         self.finish(py, Outcome::Failed(error))
     }
 
@@ -221,23 +256,38 @@ impl PyWorkflow {
     #[getter]
     fn output<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let output = self.state().output.clone();
-        output.map_or_else(|| Ok(py.None().into_bound(py)), |text| json::decode(py, text.as_str()))
+        output.map_or_else(
+            || Ok(py.None().into_bound(py)),
+            |text| json::decode(py, text.as_str()),
+        )
     }
 
     /// The saved error record, once failed; else None.
     #[getter]
     fn error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let error = self.state().error.clone();
-        error.map_or_else(|| Ok(py.None().into_bound(py)), |text| json::decode(py, text.as_str()))
+        error.map_or_else(
+            || Ok(py.None().into_bound(py)),
+            |text| json::decode(py, text.as_str()),
+        )
     }
 }
 
 impl PyWorkflow {
-    fn save_step<'py>(&self, py: Python<'py>, name: String, attempt: i32, outcome: Outcome) -> PyResult<Bound<'py, PyAny>> {
+    fn save_step<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        attempt: i32,
+        outcome: Outcome,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let engine = Arc::clone(&self.engine);
         let id = self.id;
         awaitable(py, async move {
-            engine.step_finished(id, name, attempt, outcome).await.map_err(to_py)
+            engine
+                .step_finished(id, name, attempt, outcome)
+                .await
+                .map_err(to_py)
         })
     }
 }

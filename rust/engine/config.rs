@@ -33,7 +33,10 @@ impl Default for Options {
 
 /// Parses a DSN (URL or key=value form). The error never repeats the DSN,
 /// which may hold a password.
-pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<tokio_postgres::Config, EngineError> {
+pub(crate) fn parse_dsn(
+    dsn: &str,
+    options: &Options,
+) -> Result<tokio_postgres::Config, EngineError> {
     if dsn.trim().is_empty() {
         return Err(EngineError::InvalidDsn("the URL is empty".to_owned()));
     }
@@ -114,7 +117,11 @@ mod tests {
 
     #[test]
     fn dsn_errors_do_not_leak_the_password() {
-        let err = parse_dsn("postgresql://u:s3cret@host:notaport/db", &Options::default()).unwrap_err();
+        let err = parse_dsn(
+            "postgresql://u:s3cret@host:notaport/db",
+            &Options::default(),
+        )
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("invalid database URL"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
@@ -128,7 +135,11 @@ mod tests {
 
     #[test]
     fn target_names_hosts_and_ports_only() {
-        let config = parse_dsn("postgresql://u:s3cret@db.example:6543/app", &Options::default()).unwrap();
+        let config = parse_dsn(
+            "postgresql://u:s3cret@db.example:6543/app",
+            &Options::default(),
+        )
+        .unwrap();
         assert_eq!(describe_target(&config), "db.example:6543");
         let config = parse_dsn("host=/run/pg user=x password=s3cret", &Options::default()).unwrap();
         assert_eq!(describe_target(&config), "/run/pg/.s.PGSQL.5432");
@@ -149,7 +160,15 @@ mod tests {
             assert!(validate_schema(good).is_ok(), "{good}");
         }
         let too_long = "a".repeat(64);
-        for bad in ["", "Durable", "2x", "a-b", "a;drop", "\"x\"", too_long.as_str()] {
+        for bad in [
+            "",
+            "Durable",
+            "2x",
+            "a-b",
+            "a;drop",
+            "\"x\"",
+            too_long.as_str(),
+        ] {
             assert!(validate_schema(bad).is_err(), "{bad}");
         }
     }

@@ -82,7 +82,9 @@ pub enum EngineError {
     )]
     NotRunning { workflow_id: i64, what: String },
 
-    #[error("unexpected data in the task table: {0}. Is a newer durable version writing to this schema?")]
+    #[error(
+        "unexpected data in the task table: {0}. Is a newer durable version writing to this schema?"
+    )]
     Unexpected(String),
 
     #[error("the database handle is closed; call durable.init() again")]

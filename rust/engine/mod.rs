@@ -69,11 +69,6 @@ impl Engine {
         &self.schema
     }
 
-    /// "host:port" of the server, for messages.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
     /// Creates a workflow, or resumes the existing one of that name (under
     /// `parent`, or among roots), returning its saved history in the same
     /// round trip. A different input than the saved one is `InputMismatch`.
@@ -114,7 +109,12 @@ impl Engine {
 
     /// Queues the `running` marker of a step, to be written without anyone
     /// waiting: a step's body starts at once.
-    pub fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
+    pub fn step_started(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+    ) -> Result<(), EngineError> {
         self.check_open()?;
         self.writer.step_started(workflow, name, attempt)
     }
@@ -128,11 +128,17 @@ impl Engine {
         outcome: Outcome,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer.step_finished(workflow, name, attempt, outcome).await
+        self.writer
+            .step_finished(workflow, name, attempt, outcome)
+            .await
     }
 
     /// Saves a workflow's result or error; resolves after the commit.
-    pub async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
+    pub async fn workflow_finished(
+        &self,
+        workflow: WorkflowId,
+        outcome: Outcome,
+    ) -> Result<(), EngineError> {
         self.check_open()?;
         self.writer.workflow_finished(workflow, outcome).await
     }

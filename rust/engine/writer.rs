@@ -82,7 +82,12 @@ impl Writer {
     }
 
     /// Queues the `running` marker of a step without waiting for it.
-    pub(crate) fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
+    pub(crate) fn step_started(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+    ) -> Result<(), EngineError> {
         self.tx
             .send(Op::Step {
                 workflow,
@@ -114,7 +119,11 @@ impl Writer {
     }
 
     /// Saves a workflow's outcome; resolves once it is committed.
-    pub(crate) async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
+    pub(crate) async fn workflow_finished(
+        &self,
+        workflow: WorkflowId,
+        outcome: Outcome,
+    ) -> Result<(), EngineError> {
         let (reply, done) = oneshot::channel();
         self.send(Op::Workflow {
             workflow,
@@ -129,7 +138,12 @@ impl Writer {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Op>, pool: Pool, sql: Arc<Statements>, target: Arc<str>) {
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Op>,
+    pool: Pool,
+    sql: Arc<Statements>,
+    target: Arc<str>,
+) {
     let mut backlog: VecDeque<Op> = VecDeque::new();
     let mut conn: Option<Object> = None;
     loop {
@@ -307,7 +321,12 @@ impl Batch {
             };
             let _ = reply.send(answer);
         }
-        for ((id, status), reply) in self.wf_id.into_iter().zip(self.wf_status).zip(self.wf_reply) {
+        for ((id, status), reply) in self
+            .wf_id
+            .into_iter()
+            .zip(self.wf_status)
+            .zip(self.wf_reply)
+        {
             let answer = if applied.workflows.contains(&id) {
                 Ok(())
             } else {

@@ -4,17 +4,23 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use durable::engine::{Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Parent, Status};
+use durable::engine::{
+    Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Parent, Status,
+};
 use tokio_postgres::{Client, NoTls};
 
 fn dsn() -> String {
-    std::env::var("DURABLE_TEST_DSN").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("DURABLE_TEST_DSN")
+        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A schema name no other test (or test run) uses.
 fn fresh_schema() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!(
         "t_{}_{}_{}",
         std::process::id(),
@@ -24,7 +30,9 @@ fn fresh_schema() -> String {
 }
 
 async fn admin() -> Client {
-    let (client, conn) = tokio_postgres::connect(&dsn(), NoTls).await.expect("test database");
+    let (client, conn) = tokio_postgres::connect(&dsn(), NoTls)
+        .await
+        .expect("test database");
     tokio::spawn(conn);
     client
 }
@@ -63,7 +71,9 @@ impl Fixture {
             )
             .await
             .unwrap();
-        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
     }
 
     async fn drop_schema(self) {
@@ -103,8 +113,13 @@ async fn an_unknown_role_is_a_connect_error_with_its_sqlstate() {
         tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let dsn = format!("host={host} port={port} dbname=postgres user=no_such_role_for_durable password=s3cret-pw");
-    let err = Engine::connect(&dsn, &Options::default()).await.err().unwrap();
+    let dsn = format!(
+        "host={host} port={port} dbname=postgres user=no_such_role_for_durable password=s3cret-pw"
+    );
+    let err = Engine::connect(&dsn, &Options::default())
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, EngineError::Connect { .. }), "{err:?}");
     assert!(!err.to_string().contains("s3cret-pw"), "{err}");
     // 28000 under trust auth (no such role), 28P01 under password auth.
@@ -133,16 +148,25 @@ async fn migrations_apply_once_under_concurrent_connects() {
         tokio::spawn(async move { Engine::connect(&dsn(), &options).await })
     });
     for handle in connects {
-        handle.await.unwrap().expect("every concurrent connect succeeds");
+        handle
+            .await
+            .unwrap()
+            .expect("every concurrent connect succeeds");
     }
     let admin = admin().await;
     let rows = admin
-        .query(&format!("SELECT version FROM {schema}.migration ORDER BY version"), &[])
+        .query(
+            &format!("SELECT version FROM {schema}.migration ORDER BY version"),
+            &[],
+        )
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(versions, (1..=LATEST_VERSION).collect::<Vec<_>>());
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).await.unwrap();
+    admin
+        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -169,14 +193,21 @@ async fn a_newer_schema_is_refused() {
             supported: LATEST_VERSION
         }
     );
-    assert!(err.to_string().contains("Upgrade the durable package"), "{err}");
+    assert!(
+        err.to_string().contains("Upgrade the durable package"),
+        "{err}"
+    );
     fx.drop_schema().await;
 }
 
 #[tokio::test]
 async fn start_creates_then_resumes_with_history() {
     let fx = Fixture::new().await;
-    let first = fx.engine.start(None, "ingest", &json("{\"n\": 1}")).await.unwrap();
+    let first = fx
+        .engine
+        .start(None, "ingest", &json("{\"n\": 1}"))
+        .await
+        .unwrap();
     assert!(first.created);
     assert_eq!(first.status, Status::Running);
     assert_eq!(first.attempt, 1);
@@ -191,16 +222,31 @@ async fn start_creates_then_resumes_with_history() {
     fx.engine.step_started(wf, "b", 1).unwrap();
     // An awaited write after the marker proves the marker is flushed too.
     fx.engine
-        .step_finished(wf, "c".into(), 1, Outcome::Failed(json("{\"type\": \"ValueError\"}")))
+        .step_finished(
+            wf,
+            "c".into(),
+            1,
+            Outcome::Failed(json("{\"type\": \"ValueError\"}")),
+        )
         .await
         .unwrap();
 
-    let again = fx.engine.start(None, "ingest", &json("{\"n\": 1}")).await.unwrap();
+    let again = fx
+        .engine
+        .start(None, "ingest", &json("{\"n\": 1}"))
+        .await
+        .unwrap();
     assert!(!again.created);
     assert_eq!(again.workflow, wf);
-    assert_eq!(again.attempt, 2, "an interrupted run resumes as a new attempt");
+    assert_eq!(
+        again.attempt, 2,
+        "an interrupted run resumes as a new attempt"
+    );
     let a = &again.history["a"];
-    assert_eq!((a.kind, a.status, a.attempt), (Kind::Step, Status::Completed, 1));
+    assert_eq!(
+        (a.kind, a.status, a.attempt),
+        (Kind::Step, Status::Completed, 1)
+    );
     assert_eq!(a.output.as_ref().map(JsonText::as_str), Some("[1, 2]"));
     let b = &again.history["b"];
     assert_eq!((b.status, b.output.as_ref()), (Status::Running, None));
@@ -212,29 +258,53 @@ async fn start_creates_then_resumes_with_history() {
 #[tokio::test]
 async fn a_different_input_is_refused_and_changes_nothing() {
     let fx = Fixture::new().await;
-    let first = fx.engine.start(None, "job", &json("{\"a\": 1, \"b\": 2}")).await.unwrap();
+    let first = fx
+        .engine
+        .start(None, "job", &json("{\"a\": 1, \"b\": 2}"))
+        .await
+        .unwrap();
     // Same JSON value, other key order and spacing: the same input.
-    let same = fx.engine.start(None, "job", &json("{\"b\":2,\"a\":1}")).await.unwrap();
+    let same = fx
+        .engine
+        .start(None, "job", &json("{\"b\":2,\"a\":1}"))
+        .await
+        .unwrap();
     assert_eq!(same.workflow, first.workflow);
-    let err = fx.engine.start(None, "job", &json("{\"a\": 2}")).await.unwrap_err();
+    let err = fx
+        .engine
+        .start(None, "job", &json("{\"a\": 2}"))
+        .await
+        .unwrap_err();
     assert_eq!(err, EngineError::InputMismatch { name: "job".into() });
     let row = fx
         .admin
         .query_one(
-            &format!("SELECT input::text, attempt FROM {}.task WHERE id = $1", fx.schema),
+            &format!(
+                "SELECT input::text, attempt FROM {}.task WHERE id = $1",
+                fx.schema
+            ),
             &[&first.workflow.id],
         )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "{\"a\": 1, \"b\": 2}");
-    assert_eq!(row.get::<_, i32>(1), 2, "only the matching start counted as an attempt");
+    assert_eq!(
+        row.get::<_, i32>(1),
+        2,
+        "only the matching start counted as an attempt"
+    );
     fx.drop_schema().await;
 }
 
 #[tokio::test]
 async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
     let fx = Fixture::new().await;
-    let done = fx.engine.start(None, "done", &json("null")).await.unwrap().workflow;
+    let done = fx
+        .engine
+        .start(None, "done", &json("null"))
+        .await
+        .unwrap()
+        .workflow;
     fx.engine
         .workflow_finished(done, Outcome::Completed(json("\"finished\"")))
         .await
@@ -244,7 +314,12 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
     assert_eq!(again.attempt, 1);
     assert_eq!(again.output, Some(json("\"finished\"")));
 
-    let broken = fx.engine.start(None, "broken", &json("null")).await.unwrap().workflow;
+    let broken = fx
+        .engine
+        .start(None, "broken", &json("null"))
+        .await
+        .unwrap()
+        .workflow;
     fx.engine
         .workflow_finished(broken, Outcome::Failed(json("{\"type\": \"KeyError\"}")))
         .await
@@ -256,31 +331,60 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotRunning { .. }), "{err:?}");
-    let retried = fx.engine.start(None, "broken", &json("null")).await.unwrap();
-    assert_eq!((retried.status, retried.attempt, retried.error), (Status::Running, 2, None));
+    let retried = fx
+        .engine
+        .start(None, "broken", &json("null"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (retried.status, retried.attempt, retried.error),
+        (Status::Running, 2, None)
+    );
     fx.drop_schema().await;
 }
 
 #[tokio::test]
 async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     let fx = Fixture::new().await;
-    let root = fx.engine.start(None, "root", &json("null")).await.unwrap().workflow;
+    let root = fx
+        .engine
+        .start(None, "root", &json("null"))
+        .await
+        .unwrap()
+        .workflow;
     let parent = Parent {
         workflow: root,
         name: "root",
     };
-    let child = fx.engine.start(Some(parent), "child", &json("{\"n\": 4}")).await.unwrap();
+    let child = fx
+        .engine
+        .start(Some(parent), "child", &json("{\"n\": 4}"))
+        .await
+        .unwrap();
     assert!(child.created);
     assert_eq!(child.workflow.root_id, root.id);
     assert_ne!(child.workflow.id, root.id);
     fx.engine
-        .step_finished(child.workflow, "notify".into(), 1, Outcome::Completed(json("true")))
+        .step_finished(
+            child.workflow,
+            "notify".into(),
+            1,
+            Outcome::Completed(json("true")),
+        )
         .await
         .unwrap();
 
-    let history = fx.engine.start(None, "root", &json("null")).await.unwrap().history;
+    let history = fx
+        .engine
+        .start(None, "root", &json("null"))
+        .await
+        .unwrap()
+        .history;
     assert_eq!(history["child"].kind, Kind::Workflow);
-    assert!(!history.contains_key("notify"), "a child's steps belong to the child");
+    assert!(
+        !history.contains_key("notify"),
+        "a child's steps belong to the child"
+    );
 
     // A step cannot take a child's name, nor a child a step's.
     let err = fx
@@ -293,7 +397,11 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
         .step_finished(root, "s".into(), 1, Outcome::Completed(json("1")))
         .await
         .unwrap();
-    let err = fx.engine.start(Some(parent), "s", &json("null")).await.unwrap_err();
+    let err = fx
+        .engine
+        .start(Some(parent), "s", &json("null"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::DuplicateName { .. }), "{err:?}");
     fx.drop_schema().await;
 }
@@ -301,7 +409,12 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
 #[tokio::test]
 async fn a_late_marker_never_overwrites_a_result() {
     let fx = Fixture::new().await;
-    let wf = fx.engine.start(None, "w", &json("null")).await.unwrap().workflow;
+    let wf = fx
+        .engine
+        .start(None, "w", &json("null"))
+        .await
+        .unwrap()
+        .workflow;
     fx.engine
         .step_finished(wf, "s".into(), 1, Outcome::Completed(json("7")))
         .await
@@ -312,7 +425,11 @@ async fn a_late_marker_never_overwrites_a_result() {
         .await
         .unwrap();
     let rows = fx.children(wf.id).await;
-    assert_eq!(rows[1], ("s".into(), "completed".into(), 1, Some("7".into())), "{rows:?}");
+    assert_eq!(
+        rows[1],
+        ("s".into(), "completed".into(), 1, Some("7".into())),
+        "{rows:?}"
+    );
     // A marker of a later attempt does reopen it: that is a re-run.
     fx.engine.step_started(wf, "s", 2).unwrap();
     fx.engine
@@ -330,7 +447,13 @@ async fn concurrent_checkpoints_are_all_saved() {
     let engine = std::sync::Arc::new(fx.engine);
     let mut workflows = Vec::new();
     for w in 0..20 {
-        workflows.push(engine.start(None, &format!("w{w}"), &json("null")).await.unwrap().workflow);
+        workflows.push(
+            engine
+                .start(None, &format!("w{w}"), &json("null"))
+                .await
+                .unwrap()
+                .workflow,
+        );
     }
     let tasks: Vec<_> = workflows
         .iter()
@@ -352,7 +475,10 @@ async fn concurrent_checkpoints_are_all_saved() {
     let count: i64 = fx
         .admin
         .query_one(
-            &format!("SELECT count(*) FROM {}.task WHERE kind = 'step' AND status = 'completed'", fx.schema),
+            &format!(
+                "SELECT count(*) FROM {}.task WHERE kind = 'step' AND status = 'completed'",
+                fx.schema
+            ),
             &[],
         )
         .await
@@ -372,7 +498,11 @@ async fn names_are_validated() {
     let fx = Fixture::new().await;
     let err = fx.engine.start(None, "", &json("null")).await.unwrap_err();
     assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
-    let err = fx.engine.start(None, "a\0b", &json("null")).await.unwrap_err();
+    let err = fx
+        .engine
+        .start(None, "a\0b", &json("null"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
     fx.drop_schema().await;
 }

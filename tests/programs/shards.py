@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 
 import asyncpg
@@ -45,7 +46,7 @@ async def main(dsn: str, schema: str, block_at: int | None) -> None:
     shards = await ctx.step("resolve_shards", resolve)
     total = 0
     for s in shards:
-        total += await ctx.step(f"shard_{s}", lambda s=s: process(s))
+        total += await ctx.step(f"shard_{s}", functools.partial(process, s))
     await ctx.complete(total)
     print(f"done {total}", flush=True)
 
