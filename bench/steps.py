@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import statistics
 import time
@@ -33,11 +34,15 @@ from durable import Ctx
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
+def identity(i: int) -> int:
+    return i
+
+
 async def durable_sequential(db: durable.Db, steps: int) -> float:
     ctx = await Ctx.start(db, f"bench-{uuid.uuid4()}")
     start = time.perf_counter()
     for i in range(steps):
-        await ctx.step(f"s{i}", lambda i=i: i)
+        await ctx.step(f"s{i}", functools.partial(identity, i))
     elapsed = time.perf_counter() - start
     await ctx.complete(None)
     return steps / elapsed
@@ -47,7 +52,7 @@ async def durable_concurrent(db: durable.Db, workflows: int, steps: int) -> floa
     async def one(w: int) -> None:
         ctx = await Ctx.start(db, f"bench-{uuid.uuid4()}-{w}")
         for i in range(steps):
-            await ctx.step(f"s{i}", lambda i=i: i)
+            await ctx.step(f"s{i}", functools.partial(identity, i))
         await ctx.complete(None)
 
     start = time.perf_counter()
