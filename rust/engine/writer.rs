@@ -486,3 +486,54 @@ async fn flush(
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(name: &str, outcome: Option<Outcome>, reply: Option<Reply>) -> Op {
+        Op::Step {
+            workflow: WorkflowId { id: 1, root_id: 1 },
+            name: name.to_owned(),
+            attempt: 1,
+            outcome,
+            reply,
+        }
+    }
+
+    fn take(ops: Vec<Op>) -> (Batch, VecDeque<Op>) {
+        let mut backlog: VecDeque<Op> = ops.into();
+        let batch = Batch::take(&mut backlog);
+        (batch, backlog)
+    }
+
+    #[test]
+    fn only_a_batch_of_markers_skips_the_fsync() {
+        let (markers, _) = take(vec![step("a", None, None), step("b", None, None)]);
+        assert_eq!(markers.synchronous_commit(), "off");
+        let (reply, _done) = oneshot::channel();
+        let result = Some(Outcome::Completed(JsonText("1".into())));
+        let (mixed, _) = take(vec![step("a", None, None), step("b", result, Some(reply))]);
+        assert_eq!(mixed.synchronous_commit(), "on");
+    }
+
+    #[test]
+    fn a_marker_merges_into_its_result_and_a_second_result_waits() {
+        let result = || Some(Outcome::Completed(JsonText("1".into())));
+        let (r1, _d1) = oneshot::channel();
+        let (r2, _d2) = oneshot::channel();
+        let (batch, rest) = take(vec![
+            step("a", None, None),
+            step("a", result(), Some(r1)),
+            step("a", result(), Some(r2)),
+            step("b", None, None),
+        ]);
+        assert_eq!(batch.step_name, ["a", "b"]);
+        assert_eq!(batch.step_status, ["completed", "running"]);
+        assert_eq!(
+            rest.len(),
+            1,
+            "the second result of `a` goes to the next batch"
+        );
+    }
+}
