@@ -4,6 +4,20 @@
 -- with search_path set to the target schema (default "durable"): names here
 -- are unqualified on purpose. Never edit a released migration; add a new file.
 
+-- Processes that hold workflows. A lease is live while its owner's row has
+-- not expired (renewed by one heartbeat per process) and its dedicated
+-- session (backend_pid, backend_start) still exists: a killed process's
+-- session closes at once, so its workflows can be taken over at once.
+CREATE TABLE owner (
+    id            uuid PRIMARY KEY,
+    backend_pid   integer NOT NULL,
+    backend_start timestamptz,
+    host          text NOT NULL,
+    pid           integer NOT NULL,              -- the process id on host
+    started_at    timestamptz NOT NULL DEFAULT now(),
+    expires_at    timestamptz NOT NULL
+);
+
 -- Named queues for executor-driven work.
 CREATE TABLE task_queue (
     name            text PRIMARY KEY CHECK (name <> '' AND octet_length(name) <= 255),
@@ -30,9 +44,9 @@ CREATE TABLE task (
     output           jsonb,                 -- completed: the saved result
     error            jsonb,                 -- failed: {type, module, message, traceback}
     attempt          integer NOT NULL DEFAULT 1 CHECK (attempt >= 1),
-    owner_id         uuid,                  -- lease: the process holding a running workflow
-    lease_epoch      bigint NOT NULL DEFAULT 0,
-    lease_expires_at timestamptz,
+    owner_id         uuid,                  -- workflows: the owner (process) holding the lease
+    lease_epoch      bigint NOT NULL DEFAULT 0,  -- workflows: +1 at every claim; writes are fenced on it
+    deadline_at      timestamptz,           -- workflows: fail when not completed by then
     queue            text REFERENCES task_queue (name),
     run_at           timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now(),

@@ -17,7 +17,7 @@ INIT_PROGRAM = """
 import asyncio, sys, durable
 async def main():
     db = await durable.init(*sys.argv[1:2], schema=sys.argv[2] if len(sys.argv) > 2 else "durable")
-    ctx = await durable.Ctx.start(db, "hello")
+    ctx = await durable.Ctx.start(db, "hello", wait=60)  # each takes over when the last exits
     print(ctx.created, await ctx.step("s", lambda: "world"), flush=True)
 asyncio.run(main())
 """

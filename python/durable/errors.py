@@ -57,15 +57,51 @@ class WorkflowFinished(DurableError):
     """The workflow already finished: it replays what it recorded, but takes no new work."""
 
 
+class ValueTooLarge(DurableError, ValueError):
+    """A value's JSON is over the size limit (``durable.init(max_value_bytes=...)``)."""
+
+
+class WorkflowBusy(DurableError):
+    """Another live process holds the workflow (``Ctx.start(..., wait=...)`` waits for it)."""
+
+
+class LeaseLost(DurableError):
+    """Another process took the workflow over; this one must stop working on it.
+
+    Raised by the first write after the takeover; nothing from then on is saved.
+    """
+
+
+class Cancelled(DurableError):
+    """The workflow was cancelled (``durable.cancel``); raised at its next checkpoint."""
+
+
+class StepInterrupted(DurableError):
+    """An ``at_most_once`` step was interrupted in an earlier run and is not run again.
+
+    Its row is marked failed for a human to decide (see doc/api.md).
+    """
+
+
+class DeadlineExceeded(DurableError):
+    """The workflow passed its deadline (``Ctx.start(..., deadline=...)``)."""
+
+
 __all__ = [
+    "Cancelled",
     "ConfigError",
     "ConnectError",
     "DatabaseError",
+    "DeadlineExceeded",
     "DuplicateStep",
     "DurableError",
     "InputMismatch",
     "InvalidName",
+    "LeaseLost",
     "NotJson",
     "SchemaTooNew",
+    "StepInterrupted",
+    "ValueTooLarge",
+    "WorkflowBusy",
     "WorkflowFinished",
 ]

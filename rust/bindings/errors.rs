@@ -17,6 +17,12 @@ import_exception!(durable.errors, InvalidName);
 import_exception!(durable.errors, NotJson);
 import_exception!(durable.errors, SchemaTooNew);
 import_exception!(durable.errors, WorkflowFinished);
+import_exception!(durable.errors, WorkflowBusy);
+import_exception!(durable.errors, LeaseLost);
+import_exception!(durable.errors, Cancelled);
+import_exception!(durable.errors, StepInterrupted);
+import_exception!(durable.errors, DeadlineExceeded);
+import_exception!(durable.errors, ValueTooLarge);
 
 /// Converts an engine error into the matching Python exception.
 pub(crate) fn to_py(err: EngineError) -> PyErr {
@@ -35,10 +41,23 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::WorkflowFinished { .. } | EngineError::NotRunning { .. } => {
             WorkflowFinished::new_err(message)
         }
+        EngineError::WorkflowBusy { .. } => WorkflowBusy::new_err(message),
+        EngineError::LeaseLost { .. } => LeaseLost::new_err(message),
+        EngineError::Cancelled { .. } => Cancelled::new_err(message),
+        EngineError::StepInterrupted { .. } => StepInterrupted::new_err(message),
+        EngineError::DeadlineExceeded { .. } => DeadlineExceeded::new_err(message),
     }
 }
 
 /// A value that cannot be saved, with what it was meant to be.
 pub(crate) fn not_json(what: &str, err: &json::NotJson) -> PyErr {
     NotJson::new_err(format!("{what}: {err}"))
+}
+
+/// A value whose JSON is over the size limit.
+pub(crate) fn value_too_large(what: &str, size: usize, limit: usize) -> PyErr {
+    ValueTooLarge::new_err(format!(
+        "{what} is {size} bytes as JSON, over the limit of {limit} bytes (durable.init(max_value_bytes=...)); \
+         store large data elsewhere and save a reference to it"
+    ))
 }

@@ -14,6 +14,7 @@ use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::ser::{CompactFormatter, Formatter};
 
+use super::errors::{not_json, value_too_large};
 use crate::engine::JsonText;
 
 /// Deepest nesting accepted. Below `serde_json`'s decoding limit (128), so
@@ -65,14 +66,18 @@ impl NotJson {
     }
 }
 
-/// Encodes a Python value as JSON text.
-pub(crate) fn encode(value: &Bound<'_, PyAny>) -> Result<JsonText, NotJson> {
+/// Encodes a Python value as JSON text of at most `limit` bytes. `what`
+/// names the value in errors ("result of step \"fetch\"").
+pub(crate) fn encode(value: &Bound<'_, PyAny>, what: &str, limit: usize) -> PyResult<JsonText> {
     let mut out = Vec::with_capacity(64);
-    write_value(&mut out, value, 0)?;
+    write_value(&mut out, value, 0).map_err(|e| not_json(what, &e))?;
+    if out.len() > limit {
+        return Err(value_too_large(what, out.len(), limit));
+    }
     // Every byte written comes from valid UTF-8 strings or ASCII number text.
     String::from_utf8(out)
         .map(JsonText)
-        .map_err(|_| NotJson::new("is not valid UTF-8".to_owned()))
+        .map_err(|_| not_json(what, &NotJson::new("is not valid UTF-8".to_owned())))
 }
 
 fn write_value(out: &mut Vec<u8>, value: &Bound<'_, PyAny>, depth: usize) -> Result<(), NotJson> {

@@ -3,17 +3,22 @@
 //! here, synchronously; writes return awaitables that resolve after commit.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
 
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
-use super::errors::{not_json, to_py};
+use super::errors::to_py;
 use super::json;
 use super::runtime::awaitable;
 use crate::engine::{
     Engine, EngineError, HistoryEntry, JsonText, Kind, Outcome, Parent, Started, Status,
     WorkflowId, validate_name,
 };
+
+/// `type` of the error record of an at-most-once step found interrupted.
+const STEP_INTERRUPTED: &str = "StepInterrupted";
 
 #[pyclass(frozen, module = "durable._core", name = "Workflow")]
 pub(crate) struct PyWorkflow {
@@ -22,6 +27,9 @@ pub(crate) struct PyWorkflow {
     name: String,
     attempt: i32,
     created: bool,
+    deadline: Option<Instant>,
+    /// Largest JSON value (bytes) accepted for saving.
+    limit: usize,
     state: Arc<Mutex<State>>,
 }
 
@@ -33,38 +41,63 @@ struct State {
     history: HashMap<String, HistoryEntry>,
     /// Step and child names used by this run: each may be used once.
     used: HashSet<String>,
+    /// Set once a write learns that this process may no longer work on the
+    /// workflow (lease lost, cancelled): every later call fails with it, so
+    /// no further step body runs.
+    doomed: Option<EngineError>,
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    // A poisoned lock only means another thread panicked mid-update of plain
+    // data; the data is still consistent enough to report from.
+    state.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Passes `result` through, remembering an error that ends this run.
+fn watch<T>(state: &Mutex<State>, result: Result<T, EngineError>) -> Result<T, EngineError> {
+    if let Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) = &result {
+        lock(state).doomed.get_or_insert_with(|| err.clone());
+    }
+    result
 }
 
 impl PyWorkflow {
-    pub(crate) fn new(engine: Arc<Engine>, name: String, started: Started) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, name: String, started: Started, limit: usize) -> Self {
         PyWorkflow {
             engine,
             id: started.workflow,
             name,
             attempt: started.attempt,
             created: started.created,
+            deadline: started.deadline,
+            limit,
             state: Arc::new(Mutex::new(State {
                 status: started.status,
                 output: started.output,
                 error: started.error,
                 history: started.history,
                 used: HashSet::new(),
+                doomed: None,
             })),
         }
-    }
-
-    fn state(&self) -> MutexGuard<'_, State> {
-        // A poisoned lock only means another thread panicked mid-update of
-        // plain data; the data is still consistent enough to report from.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Claims `name` for this run and returns what the history holds for it.
     fn claim(&self, what: &'static str, name: &str) -> Result<Option<HistoryEntry>, EngineError> {
         validate_name(what, name)?;
-        let mut state = self.state();
+        let mut state = lock(&self.state);
+        if let Some(err) = &state.doomed {
+            return Err(err.clone());
+        }
+        if self
+            .deadline
+            .is_some_and(|deadline| Instant::now() >= deadline)
+            && state.status == Status::Running
+        {
+            return Err(EngineError::DeadlineExceeded {
+                workflow: self.name.clone(),
+            });
+        }
         if !state.used.insert(name.to_owned()) {
             return Err(self.duplicate(name));
         }
@@ -94,19 +127,35 @@ impl PyWorkflow {
         }
     }
 
+    fn encode(&self, value: &Bound<'_, PyAny>, what: &str) -> PyResult<JsonText> {
+        json::encode(value, what, self.limit)
+    }
+
+    fn save_step<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        attempt: i32,
+        outcome: Outcome,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = Arc::clone(&self.engine);
+        let state = Arc::clone(&self.state);
+        let id = self.id;
+        awaitable(py, async move {
+            let result = engine.step_finished(id, name, attempt, outcome).await;
+            watch(&state, result).map_err(to_py)
+        })
+    }
+
     /// Saves the workflow's outcome and records it locally once committed.
     fn finish<'py>(&self, py: Python<'py>, outcome: Outcome) -> PyResult<Bound<'py, PyAny>> {
         let engine = Arc::clone(&self.engine);
         let state = Arc::clone(&self.state);
         let id = self.id;
         awaitable(py, async move {
-            engine
-                .workflow_finished(id, outcome.clone())
-                .await
-                .map_err(to_py)?;
-            let mut state = state
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let result = engine.workflow_finished(id, outcome.clone()).await;
+            watch(&state, result).map_err(to_py)?;
+            let mut state = lock(&state);
             match outcome {
                 Outcome::Completed(output) => {
                     state.status = Status::Completed;
@@ -124,33 +173,74 @@ impl PyWorkflow {
 
 #[pymethods]
 impl PyWorkflow {
-    /// Starts step `name`: returns `(True, saved_result, attempt)` when a
-    /// previous run completed it, else queues its `running` marker and
-    /// returns `(False, None, attempt)` for the caller to run the body.
+    /// Looks step `name` up before running it. Returns `(verdict, value,
+    /// attempt)`: `("replay", saved_result, attempt)` when a previous run
+    /// completed it; `("run", None, attempt)` when the caller should write
+    /// its marker and run the body as `attempt`; `("interrupted", None,
+    /// attempt)` when an at-most-once step was found interrupted, for the
+    /// caller to record as failed. An at-most-once step recorded interrupted
+    /// before raises `StepInterrupted` again.
+    #[pyo3(signature = (name, at_most_once = false))]
     fn begin_step<'py>(
         &self,
         py: Python<'py>,
         name: &str,
-    ) -> PyResult<(bool, Bound<'py, PyAny>, i32)> {
+        at_most_once: bool,
+    ) -> PyResult<(&'static str, Bound<'py, PyAny>, i32)> {
+        let none = py.None().into_bound(py);
         let entry = self.claim("step", name).map_err(to_py)?;
-        if let Some(HistoryEntry {
-            status: Status::Completed,
-            output,
-            attempt,
-            ..
-        }) = &entry
-        {
-            let saved = output.as_ref().map_or("null", JsonText::as_str);
-            return Ok((true, json::decode(py, saved)?, *attempt));
+        let Some(entry) = entry else {
+            return Ok(("run", none, 1));
+        };
+        match entry.status {
+            Status::Completed => {
+                let saved = entry.output.as_ref().map_or("null", JsonText::as_str);
+                Ok(("replay", json::decode(py, saved)?, entry.attempt))
+            }
+            Status::Running | Status::Failed if at_most_once => {
+                let interrupted = EngineError::StepInterrupted {
+                    workflow: self.name.clone(),
+                    name: name.to_owned(),
+                };
+                if entry.status == Status::Running {
+                    let message = PyString::new(py, &interrupted.to_string()).into_any();
+                    Ok(("interrupted", message, entry.attempt))
+                } else if entry.error_type.as_deref() == Some(STEP_INTERRUPTED) {
+                    Err(to_py(interrupted))
+                } else {
+                    Ok(("run", none, entry.attempt + 1))
+                }
+            }
+            _ => Ok(("run", none, entry.attempt + 1)),
         }
-        let attempt = entry.map_or(1, |e| e.attempt + 1);
-        self.engine
-            .step_started(self.id, name, attempt)
-            .map_err(to_py)?;
-        Ok((false, py.None().into_bound(py), attempt))
     }
 
-    /// Saves a step's result. Raises `NotJson` at once if it is not JSON.
+    /// Queues the `running` marker of a step's attempt, without waiting.
+    fn mark_step(&self, name: &str, attempt: i32) -> PyResult<()> {
+        self.engine
+            .step_started(self.id, name, attempt)
+            .map_err(to_py)
+    }
+
+    /// Writes the `running` marker of a step's attempt; an awaitable that
+    /// resolves once it is committed (for at-most-once steps).
+    fn mark_step_durably<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        attempt: i32,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = Arc::clone(&self.engine);
+        let state = Arc::clone(&self.state);
+        let id = self.id;
+        awaitable(py, async move {
+            let result = engine.step_started_durably(id, name, attempt).await;
+            watch(&state, result).map_err(to_py)
+        })
+    }
+
+    /// Saves a step's result. Raises `NotJson` or `ValueTooLarge` at once if
+    /// it cannot be saved.
     fn finish_step<'py>(
         &self,
         py: Python<'py>,
@@ -158,8 +248,7 @@ impl PyWorkflow {
         attempt: i32,
         result: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let output =
-            json::encode(result).map_err(|e| not_json(&format!("result of step {name:?}"), &e))?;
+        let output = self.encode(result, &format!("result of step {name:?}"))?;
         self.save_step(py, name, attempt, Outcome::Completed(output))
     }
 
@@ -171,34 +260,37 @@ impl PyWorkflow {
         attempt: i32,
         error: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let error =
-            json::encode(error).map_err(|e| not_json(&format!("error of step {name:?}"), &e))?;
+        let error = self.encode(error, &format!("error of step {name:?}"))?;
         self.save_step(py, name, attempt, Outcome::Failed(error))
     }
 
-    /// Creates or resumes the child workflow `name`; an awaitable of its `Workflow`.
+    /// Creates or takes the child workflow `name`; an awaitable of its `Workflow`.
     fn start_child<'py>(
         &self,
         py: Python<'py>,
         name: String,
         input: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let input = json::encode(input)
-            .map_err(|e| not_json(&format!("input of child workflow {name:?}"), &e))?;
+        let input = self.encode(input, &format!("input of child workflow {name:?}"))?;
         self.claim("child workflow", &name).map_err(to_py)?;
         let engine = Arc::clone(&self.engine);
+        let state = Arc::clone(&self.state);
         let parent_id = self.id;
         let parent_name = self.name.clone();
+        let limit = self.limit;
+        let replay = lock(&self.state).status != Status::Running;
         awaitable(py, async move {
             let parent = Parent {
                 workflow: parent_id,
                 name: &parent_name,
             };
-            let started = engine
-                .start(Some(parent), &name, &input)
-                .await
-                .map_err(to_py)?;
-            Ok(PyWorkflow::new(engine, name, started))
+            let result = if replay {
+                engine.replay_child(parent, &name, &input).await
+            } else {
+                engine.start(Some(parent), &name, &input, None).await
+            };
+            let started = watch(&state, result).map_err(to_py)?;
+            Ok(PyWorkflow::new(engine, name, started, limit))
         })
     }
 
@@ -208,15 +300,13 @@ impl PyWorkflow {
         py: Python<'py>,
         result: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let output = json::encode(result)
-            .map_err(|e| not_json(&format!("result of workflow {:?}", self.name), &e))?;
+        let output = self.encode(result, &format!("result of workflow {:?}", self.name))?;
         self.finish(py, Outcome::Completed(output))
     }
 
     /// Marks the workflow failed with an error record.
     fn fail<'py>(&self, py: Python<'py>, error: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let error = json::encode(error)
-            .map_err(|e| not_json(&format!("error of workflow {:?}", self.name), &e))?;
+        let error = self.encode(error, &format!("error of workflow {:?}", self.name))?;
         self.finish(py, Outcome::Failed(error))
     }
 
@@ -235,6 +325,12 @@ impl PyWorkflow {
         self.id.root_id
     }
 
+    /// The lease epoch this process holds the workflow under.
+    #[getter]
+    fn epoch(&self) -> i64 {
+        self.id.epoch
+    }
+
     /// Runs of this workflow so far, this one included.
     #[getter]
     fn attempt(&self) -> i32 {
@@ -249,13 +345,26 @@ impl PyWorkflow {
 
     #[getter]
     fn status(&self) -> &'static str {
-        self.state().status.as_str()
+        lock(&self.state).status.as_str()
+    }
+
+    /// Seconds left before the deadline (negative once passed), or None.
+    #[getter]
+    fn deadline_in(&self) -> Option<f64> {
+        self.deadline.map(|deadline| {
+            let now = Instant::now();
+            if deadline >= now {
+                (deadline - now).as_secs_f64()
+            } else {
+                -(now - deadline).as_secs_f64()
+            }
+        })
     }
 
     /// The saved result, once completed; else None.
     #[getter]
     fn output<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let output = self.state().output.clone();
+        let output = lock(&self.state).output.clone();
         output.map_or_else(
             || Ok(py.None().into_bound(py)),
             |text| json::decode(py, text.as_str()),
@@ -265,29 +374,10 @@ impl PyWorkflow {
     /// The saved error record, once failed; else None.
     #[getter]
     fn error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let error = self.state().error.clone();
+        let error = lock(&self.state).error.clone();
         error.map_or_else(
             || Ok(py.None().into_bound(py)),
             |text| json::decode(py, text.as_str()),
         )
-    }
-}
-
-impl PyWorkflow {
-    fn save_step<'py>(
-        &self,
-        py: Python<'py>,
-        name: String,
-        attempt: i32,
-        outcome: Outcome,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let engine = Arc::clone(&self.engine);
-        let id = self.id;
-        awaitable(py, async move {
-            engine
-                .step_finished(id, name, attempt, outcome)
-                .await
-                .map_err(to_py)
-        })
     }
 }

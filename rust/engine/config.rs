@@ -31,6 +31,14 @@ pub struct Options {
     pub max_connections: usize,
     /// Used when the DSN does not set `connect_timeout` itself.
     pub connect_timeout: Duration,
+    /// How long a lease outlives the last heartbeat of its owner. Only a hung
+    /// or cut-off process needs it to run out: a dead one is seen at once.
+    pub lease: Duration,
+    /// How long writes keep retrying through a lost connection or a database
+    /// restart before failing.
+    pub reconnect_timeout: Duration,
+    /// This machine's name, recorded with the owner row (for humans).
+    pub host: String,
 }
 
 impl Default for Options {
@@ -39,6 +47,10 @@ impl Default for Options {
             schema: "durable".to_owned(),
             max_connections: 10,
             connect_timeout: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            reconnect_timeout: Duration::from_secs(30),
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map_or_else(|_| "unknown".to_owned(), |name| name.trim().to_owned()),
         }
     }
 }

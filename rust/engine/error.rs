@@ -87,6 +87,32 @@ pub enum EngineError {
     )]
     Unexpected(String),
 
+    #[error(
+        "workflow {name:?} is running in another live process. Wait for it (Ctx.start(..., \
+         wait=seconds)), or start it again once that process has stopped"
+    )]
+    WorkflowBusy { name: String },
+
+    #[error(
+        "workflow id {workflow_id} was taken over by another process (its lease expired or its \
+         owner looked dead), so this process stopped working on it; nothing it did after the \
+         takeover was saved"
+    )]
+    LeaseLost { workflow_id: i64 },
+
+    #[error("workflow id {workflow_id} was cancelled")]
+    Cancelled { workflow_id: i64 },
+
+    #[error(
+        "step {name:?} of workflow {workflow:?} was interrupted in an earlier run and is declared \
+         at_most_once, so it is not run again. Decide by hand: mark it completed with a result, \
+         or delete its row to let it run again (see doc/api.md)"
+    )]
+    StepInterrupted { workflow: String, name: String },
+
+    #[error("workflow {workflow:?} passed its deadline")]
+    DeadlineExceeded { workflow: String },
+
     #[error("the database handle is closed; call durable.init() again")]
     Closed,
 }

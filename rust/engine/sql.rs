@@ -1,4 +1,4 @@
-//! Every statement of the hot path, written once with the schema spliced in.
+//! Every statement of the engine, written once with the schema spliced in.
 //!
 //! The schema name is validated by `config::validate_schema` (a plain
 //! lowercase identifier), so splicing it is safe; every value is a parameter.
@@ -8,100 +8,164 @@
 pub(crate) struct Statements {
     pub start_root: String,
     pub start_child: String,
+    pub replay_child: String,
+    pub history: String,
     pub flush: String,
+    pub diagnose: String,
+    pub cancel: String,
+    pub owner_register: String,
+    pub owner_heartbeat: String,
+    pub owner_release: String,
 }
 
-/// The history columns appended to a started workflow's row: every direct
-/// child (steps and child workflows) in one aggregate, so a resume costs one
-/// round trip whatever its length. Outputs are sent for completed steps only.
-const HISTORY: &str = "
-SELECT u.*, h.names, h.kinds, h.statuses, h.attempts, h.outputs
-FROM upsert AS u
-LEFT JOIN LATERAL (
-    SELECT array_agg(c.name) AS names,
-           array_agg(c.kind) AS kinds,
-           array_agg(c.status) AS statuses,
-           array_agg(c.attempt) AS attempts,
-           array_agg(CASE WHEN c.kind = 'step' AND c.status = 'completed' THEN c.output END) AS outputs
-    FROM {s}.task AS c
-    WHERE c.parent_id = u.id
-) AS h ON true";
+/// True while the owner of row `t` is alive: its row has not expired and its
+/// dedicated session still exists. A killed process's session is gone as soon
+/// as the server sees its socket close; the expiry covers hung processes and
+/// partitions. (`backend_start` is compared when visible, against pid reuse;
+/// other users' sessions show it as NULL.)
+const OWNER_ALIVE: &str = "EXISTS (
+    SELECT 1 FROM {s}.owner AS o JOIN pg_stat_activity AS a ON a.pid = o.backend_pid
+    WHERE o.id = t.owner_id AND o.expires_at > now()
+      AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start))";
 
-/// What happens to an existing workflow row when it is started again:
-/// an interrupted (`running`) or `failed` run resumes as a new attempt;
-/// `completed` stays as it is (it replays); a different input changes nothing.
-const RESUME: &str = "
-    status = CASE WHEN t.kind = 'workflow' AND t.status IN ('running', 'failed')
-                   AND t.input IS NOT DISTINCT FROM EXCLUDED.input
-                  THEN 'running' ELSE t.status END,
-    attempt = CASE WHEN t.kind = 'workflow' AND t.status IN ('running', 'failed')
-                    AND t.input IS NOT DISTINCT FROM EXCLUDED.input
-                   THEN t.attempt + 1 ELSE t.attempt END,
-    error = CASE WHEN t.kind = 'workflow' AND t.status = 'failed'
-                  AND t.input IS NOT DISTINCT FROM EXCLUDED.input
-                 THEN NULL ELSE t.error END,
-    updated_at = now()
-RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error,
-          (t.xmax = 0) AS created,
-          (t.input IS NOT DISTINCT FROM $2::jsonb) AS input_matches";
+/// What the start of an existing workflow row changes. `{claim}` says whether
+/// this start takes the workflow: then it becomes `running` under the new
+/// owner with the next lease epoch (fencing out the previous holder) and the
+/// next attempt. Otherwise nothing changes: a completed workflow replays, a
+/// busy or cancelled one and a different input are reported by the caller.
+const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch, updated_at) = (
+        SELECT CASE WHEN c.claim THEN 'running' ELSE t.status END,
+               CASE WHEN c.claim THEN t.attempt + 1 ELSE t.attempt END,
+               CASE WHEN c.claim THEN NULL ELSE t.error END,
+               CASE WHEN c.claim THEN $3::text::uuid ELSE t.owner_id END,
+               CASE WHEN c.claim THEN t.lease_epoch + 1 ELSE t.lease_epoch END,
+               now()
+        FROM (SELECT {claim} AS claim) AS c)
+    RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch,
+              (t.owner_id IS NOT DISTINCT FROM $3::text::uuid) AS owned,
+              (t.xmax = 0) AS created,
+              (t.input IS NOT DISTINCT FROM $2::jsonb) AS input_matches,
+              extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in";
+
+/// A root may be taken when it is interrupted or failed, has the same input,
+/// and nobody else holds it alive. The same owner may always take it back
+/// (a new `Ctx.start` in the same process supersedes the old context).
+const ROOT_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
+    AND t.input IS NOT DISTINCT FROM EXCLUDED.input
+    AND (t.status = 'failed' OR t.owner_id IS NULL OR t.owner_id = $3::text::uuid OR NOT {alive})";
+
+/// A child is started only by whoever holds its parent (fenced below), so
+/// it may always be taken when interrupted or failed.
+const CHILD_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
+    AND t.input IS NOT DISTINCT FROM EXCLUDED.input";
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
+        let take_root = TAKE.replace("{claim}", &ROOT_CLAIM.replace("{alive}", OWNER_ALIVE));
+        let take_child = TAKE.replace("{claim}", CHILD_CLAIM);
+        // $1 name, $2 input, $3 owner, $4 deadline (seconds from now, or NULL).
         let start_root = format!(
-            "WITH upsert AS (
-                INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at)
-                SELECT n.id, NULL, n.id, 'workflow', $1, 'running', $2::jsonb, now()
-                FROM (SELECT nextval('{{s}}.task_id_seq') AS id) AS n
-                ON CONFLICT (name) WHERE parent_id IS NULL DO UPDATE SET {RESUME}
-            ) {HISTORY}"
+            "INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                         owner_id, lease_epoch, deadline_at)
+             SELECT n.id, NULL, n.id, 'workflow', $1, 'running', $2::jsonb, now(), $3::text::uuid, 1,
+                    now() + make_interval(secs => $4::float8)
+             FROM (SELECT nextval('{{s}}.task_id_seq') AS id) AS n
+             ON CONFLICT (name) WHERE parent_id IS NULL {take_root}"
         );
+        // $1 name, $2 input, $3 owner, $4 parent id, $5 parent epoch. The
+        // parent's lease is checked and share-locked in the same statement:
+        // a parent taken over meanwhile yields no row.
         let start_child = format!(
-            "WITH upsert AS (
-                INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at)
-                SELECT nextval('{{s}}.task_id_seq'), $3, $4, 'workflow', $1, 'running', $2::jsonb, now()
-                ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET {RESUME}
-            ) {HISTORY}"
+            "WITH parent AS (
+                 SELECT p.id, p.root_id, p.deadline_at FROM {{s}}.task AS p
+                 WHERE p.id = $4 AND p.owner_id = $3::text::uuid AND p.lease_epoch = $5 AND p.status = 'running'
+                 FOR SHARE
+             )
+             INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                         owner_id, lease_epoch, deadline_at)
+             SELECT nextval('{{s}}.task_id_seq'), parent.id, parent.root_id, 'workflow', $1, 'running',
+                    $2::jsonb, now(), $3::text::uuid, 1, parent.deadline_at
+             FROM parent
+             ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL {take_child}"
         );
+        let fill = |sql: &str| sql.replace("{s}", schema);
         Statements {
-            start_root: start_root.replace("{s}", schema),
-            start_child: start_child.replace("{s}", schema),
-            flush: FLUSH.replace("{s}", schema),
+            start_root: fill(&start_root),
+            start_child: fill(&start_child),
+            replay_child: fill(REPLAY_CHILD),
+            history: fill(HISTORY),
+            flush: fill(FLUSH),
+            diagnose: fill(DIAGNOSE),
+            cancel: fill(CANCEL),
+            owner_register: fill(OWNER_REGISTER),
+            owner_heartbeat: fill(OWNER_HEARTBEAT),
+            owner_release: fill(OWNER_RELEASE),
         }
     }
 }
 
+/// A child of a finished parent, read as it is, to replay: nothing is taken.
+/// Same columns as the start statements. `$1` name, `$2` input, `$3` parent.
+const REPLAY_CHILD: &str = "
+SELECT t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch,
+       false AS owned, false AS created,
+       (t.input IS NOT DISTINCT FROM $2::jsonb) AS input_matches,
+       extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
+FROM {s}.task AS t
+WHERE t.parent_id = $3 AND t.name = $1";
+
+/// Everything a workflow's previous runs recorded under it, in one query.
+/// Outputs are sent for completed steps only. Run after the start statement
+/// committed, so it sees every write of a previous holder that got in first.
+const HISTORY: &str = "
+SELECT name, kind, status, attempt,
+       CASE WHEN kind = 'step' AND status = 'completed' THEN output END AS output,
+       error ->> 'type' AS error_type
+FROM {s}.task
+WHERE parent_id = $1";
+
 /// One group commit: every queued step record and workflow result in one
 /// statement, hence one transaction and one WAL flush.
 ///
-/// * `$1..$7` step rows (parent, root, name, status, attempt, output, error).
-///   A `running` row (the marker written before a step's body runs) never
-///   overwrites a finished row of the same or a later attempt, so markers and
-///   results commute.
-/// * `$8..$11` workflow results (id, status, output, error), applied only to
-///   a workflow that is still running.
-/// * `$12` the `synchronous_commit` setting for this transaction: `off` when
-///   the batch holds only markers. A marker then costs no fsync of its own; it
-///   becomes durable with the next synchronous commit (WAL is flushed in
-///   order), and losing it in a crash only loses the knowledge that a step had
-///   started, which a re-run tolerates by design.
+/// * `$1..$8` step rows (parent, root, name, status, attempt, output, error,
+///   parent's lease epoch). A row is written only if its workflow is still
+///   running under this owner and epoch (the fence); the workflow row is
+///   share-locked until commit, so a takeover waits for this write or this
+///   write sees the takeover. A `running` row (the marker written before a
+///   step's body runs) never overwrites a finished row of the same or a later
+///   attempt, so markers and results commute.
+/// * `$9..$13` workflow results (id, status, output, error, epoch), fenced the
+///   same way. Writing the same status again under the same epoch succeeds,
+///   so a batch retried after a lost connection is idempotent.
+/// * `$14` the owner. `$15` the `synchronous_commit` setting for this
+///   transaction: `off` when the batch holds only markers nobody waits for.
+///   Such a marker costs no fsync of its own; it becomes durable with the next
+///   synchronous commit (WAL is flushed in order), and losing it in a crash
+///   only loses the knowledge that a step had started, which a re-run
+///   tolerates by design.
 ///
 /// Returns one row per applied record: ('s', parent, name) or ('w', id, NULL).
 const FLUSH: &str = "
 WITH durability AS (
-    SELECT set_config('synchronous_commit', $12, true)
+    SELECT set_config('synchronous_commit', $15, true)
+), fenced AS (
+    SELECT r.* FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int4[],
+                           $6::jsonb[], $7::jsonb[], $8::int8[])
+                    AS r(parent_id, root_id, name, status, attempt, output, error, epoch)
+    JOIN {s}.task AS w ON w.id = r.parent_id
+    WHERE w.owner_id = $14::text::uuid AND w.lease_epoch = r.epoch AND w.status = 'running'
+    FOR SHARE OF w
 ), steps AS (
     INSERT INTO {s}.task AS t (parent_id, root_id, kind, name, status, attempt, output, error,
                                started_at, completed_at)
     SELECT r.parent_id, r.root_id, 'step', r.name, r.status, r.attempt, r.output, r.error,
            now(), CASE WHEN r.status <> 'running' THEN now() END
-    FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int4[], $6::jsonb[], $7::jsonb[])
-         AS r(parent_id, root_id, name, status, attempt, output, error),
-         durability
+    FROM fenced AS r, durability
     ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
         status = EXCLUDED.status,
         attempt = EXCLUDED.attempt,
         output = EXCLUDED.output,
-        error = EXCLUDED.error,
+        error = CASE WHEN EXCLUDED.status = 'running' THEN t.error ELSE EXCLUDED.error END,
         started_at = CASE WHEN EXCLUDED.status = 'running' THEN now() ELSE t.started_at END,
         completed_at = EXCLUDED.completed_at,
         updated_at = now()
@@ -112,11 +176,60 @@ WITH durability AS (
     UPDATE {s}.task AS t
     SET status = w.status, output = w.output, error = w.error,
         completed_at = now(), updated_at = now()
-    FROM unnest($8::bigint[], $9::text[], $10::jsonb[], $11::jsonb[]) AS w(id, status, output, error),
+    FROM unnest($9::bigint[], $10::text[], $11::jsonb[], $12::jsonb[], $13::int8[])
+             AS w(id, status, output, error, epoch),
          durability
-    WHERE t.id = w.id AND t.kind = 'workflow' AND t.status = 'running'
+    WHERE t.id = w.id AND t.kind = 'workflow'
+      AND t.owner_id = $14::text::uuid AND t.lease_epoch = w.epoch
+      AND (t.status = 'running' OR t.status = w.status)
     RETURNING t.id
 )
 SELECT 's' AS kind, parent_id AS id, name FROM steps
 UNION ALL
 SELECT 'w', id, NULL FROM workflows";
+
+/// Why writes to these workflows were refused: their status and holder.
+const DIAGNOSE: &str = "
+SELECT id, status, (owner_id IS NOT DISTINCT FROM $2::text::uuid) AS ours, lease_epoch
+FROM {s}.task
+WHERE id = ANY($1)";
+
+/// Cancels the root `$1` and every workflow under it that has not finished.
+/// Their holders find out at their next checkpoint.
+const CANCEL: &str = "
+UPDATE {s}.task AS t
+SET status = 'cancelled', completed_at = now(), updated_at = now()
+FROM {s}.task AS root
+WHERE root.parent_id IS NULL AND root.name = $1
+  AND t.root_id = root.id AND t.kind = 'workflow'
+  AND t.status IN ('pending', 'queued', 'scheduled', 'running', 'failed')
+RETURNING t.id, (t.id = root.id) AS is_root";
+
+/// Registers this process as an owner (`$1` NULL: a new id), or re-registers
+/// it after its session was replaced. Runs on the owner's dedicated session.
+/// `$2` host, `$3` process id, `$4` lease seconds.
+const OWNER_REGISTER: &str = "
+INSERT INTO {s}.owner AS o (id, backend_pid, backend_start, host, pid, expires_at)
+SELECT coalesce($1::text::uuid, gen_random_uuid()), pg_backend_pid(),
+       (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+       $2, $3, now() + make_interval(secs => $4::float8)
+ON CONFLICT (id) DO UPDATE SET
+    backend_pid = EXCLUDED.backend_pid,
+    backend_start = EXCLUDED.backend_start,
+    expires_at = EXCLUDED.expires_at
+RETURNING id::text";
+
+/// The heartbeat: extends every lease of the owner `$1` by `$2` seconds at
+/// once. Also removes owners expired for a day, so the table stays small.
+const OWNER_HEARTBEAT: &str = "
+WITH renewed AS (
+    UPDATE {s}.owner SET expires_at = now() + make_interval(secs => $2::float8)
+    WHERE id = $1::text::uuid
+    RETURNING id
+), purged AS (
+    DELETE FROM {s}.owner WHERE expires_at < now() - interval '1 day'
+)
+SELECT count(*) AS renewed FROM renewed";
+
+/// Gives up every lease of owner `$1` at once (a clean shutdown).
+const OWNER_RELEASE: &str = "UPDATE {s}.owner SET expires_at = now() WHERE id = $1::text::uuid";

@@ -1,8 +1,9 @@
-//! Starting (or resuming) a workflow: one statement creates the row or
-//! takes the existing one, and returns the saved history of its direct
-//! children in the same round trip.
+//! Starting (or resuming) a workflow: one statement creates the row or takes
+//! it over, a second one (on resume only) reads the history of its direct
+//! children.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
@@ -35,7 +36,7 @@ impl Status {
         }
     }
 
-    fn parse(text: &str) -> Result<Self, EngineError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, EngineError> {
         Ok(match text {
             "pending" => Status::Pending,
             "queued" => Status::Queued,
@@ -77,11 +78,13 @@ fn unexpected(column: &str, value: &str) -> EngineError {
     EngineError::Unexpected(format!("{column} {value:?}"))
 }
 
-/// Identity of a running workflow, as the writer needs it.
+/// A workflow as held by this process: its identity and the lease epoch
+/// that every write of it is fenced on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct WorkflowId {
     pub id: i64,
     pub root_id: i64,
+    pub epoch: i64,
 }
 
 /// What a previous run recorded under one name of a workflow.
@@ -92,6 +95,8 @@ pub struct HistoryEntry {
     pub attempt: i32,
     /// The saved result of a completed step; `None` otherwise.
     pub output: Option<JsonText>,
+    /// The `type` of the saved error record of a failed row.
+    pub error_type: Option<String>,
 }
 
 /// A workflow row as `start` found or created it, with its history.
@@ -104,14 +109,27 @@ pub struct Started {
     pub created: bool,
     pub output: Option<JsonText>,
     pub error: Option<JsonText>,
+    /// When the workflow must be completed by, if it has a deadline.
+    pub deadline: Option<Instant>,
     pub history: HashMap<String, HistoryEntry>,
 }
 
-/// Turns the row of a start statement into `Started`, or the error it implies.
+/// How a workflow row was come by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// Created or taken over: only a running row held by this owner will do.
+    Take,
+    /// Read to replay under a finished parent: any status will do.
+    Replay,
+}
+
+/// Turns the row of a start statement into `Started` (history still empty),
+/// or the error it implies.
 pub(crate) fn read_started(
     row: &Row,
     name: &str,
     parent: Option<&str>,
+    access: Access,
 ) -> Result<Started, EngineError> {
     let kind = Kind::parse(col(row, "kind")?)?;
     if kind == Kind::Step {
@@ -125,42 +143,50 @@ pub(crate) fn read_started(
             name: name.to_owned(),
         });
     }
+    let id: i64 = col(row, "id")?;
+    let status = Status::parse(col(row, "status")?)?;
+    match status {
+        _ if access == Access::Replay => {}
+        Status::Completed => {}
+        Status::Cancelled => return Err(EngineError::Cancelled { workflow_id: id }),
+        Status::Running if col::<bool>(row, "owned")? => {}
+        _ => {
+            return Err(EngineError::WorkflowBusy {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let deadline = col::<Option<f64>>(row, "deadline_in")?.map(|seconds| {
+        Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO)
+    });
     Ok(Started {
         workflow: WorkflowId {
-            id: col(row, "id")?,
+            id,
             root_id: col(row, "root_id")?,
+            epoch: col(row, "lease_epoch")?,
         },
-        status: Status::parse(col(row, "status")?)?,
+        status,
         attempt: col(row, "attempt")?,
         created: col(row, "created")?,
         output: col(row, "output")?,
         error: col(row, "error")?,
-        history: read_history(row)?,
+        deadline,
+        history: HashMap::new(),
     })
 }
 
-fn read_history(row: &Row) -> Result<HashMap<String, HistoryEntry>, EngineError> {
-    let Some(names) = col::<Option<Vec<String>>>(row, "names")? else {
-        return Ok(HashMap::new());
-    };
-    let kinds: Vec<&str> = col(row, "kinds")?;
-    let statuses: Vec<&str> = col(row, "statuses")?;
-    let attempts: Vec<i32> = col(row, "attempts")?;
-    let outputs: Vec<Option<JsonText>> = col(row, "outputs")?;
-    names
-        .into_iter()
-        .zip(kinds)
-        .zip(statuses)
-        .zip(attempts)
-        .zip(outputs)
-        .map(|((((name, kind), status), attempt), output)| {
+/// The rows of the history query, by name.
+pub(crate) fn read_history(rows: &[Row]) -> Result<HashMap<String, HistoryEntry>, EngineError> {
+    rows.iter()
+        .map(|row| {
             let entry = HistoryEntry {
-                kind: Kind::parse(kind)?,
-                status: Status::parse(status)?,
-                attempt,
-                output,
+                kind: Kind::parse(col(row, "kind")?)?,
+                status: Status::parse(col(row, "status")?)?,
+                attempt: col(row, "attempt")?,
+                output: col(row, "output")?,
+                error_type: col(row, "error_type")?,
             };
-            Ok((name, entry))
+            Ok((col(row, "name")?, entry))
         })
         .collect()
 }

@@ -77,7 +77,7 @@ impl Fixture {
     }
 
     async fn drop_schema(self) {
-        self.engine.close();
+        self.engine.close().await;
         self.admin
             .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
             .await
@@ -205,7 +205,7 @@ async fn start_creates_then_resumes_with_history() {
     let fx = Fixture::new().await;
     let first = fx
         .engine
-        .start(None, "ingest", &json("{\"n\": 1}"))
+        .start(None, "ingest", &json("{\"n\": 1}"), None)
         .await
         .unwrap();
     assert!(first.created);
@@ -233,11 +233,16 @@ async fn start_creates_then_resumes_with_history() {
 
     let again = fx
         .engine
-        .start(None, "ingest", &json("{\"n\": 1}"))
+        .start(None, "ingest", &json("{\"n\": 1}"), None)
         .await
         .unwrap();
     assert!(!again.created);
-    assert_eq!(again.workflow, wf);
+    assert_eq!(again.workflow.id, wf.id);
+    assert_eq!(
+        again.workflow.epoch,
+        wf.epoch + 1,
+        "every start takes a new lease epoch"
+    );
     assert_eq!(
         again.attempt, 2,
         "an interrupted run resumes as a new attempt"
@@ -260,19 +265,19 @@ async fn a_different_input_is_refused_and_changes_nothing() {
     let fx = Fixture::new().await;
     let first = fx
         .engine
-        .start(None, "job", &json("{\"a\": 1, \"b\": 2}"))
+        .start(None, "job", &json("{\"a\": 1, \"b\": 2}"), None)
         .await
         .unwrap();
     // Same JSON value, other key order and spacing: the same input.
     let same = fx
         .engine
-        .start(None, "job", &json("{\"b\":2,\"a\":1}"))
+        .start(None, "job", &json("{\"b\":2,\"a\":1}"), None)
         .await
         .unwrap();
-    assert_eq!(same.workflow, first.workflow);
+    assert_eq!(same.workflow.id, first.workflow.id);
     let err = fx
         .engine
-        .start(None, "job", &json("{\"a\": 2}"))
+        .start(None, "job", &json("{\"a\": 2}"), None)
         .await
         .unwrap_err();
     assert_eq!(err, EngineError::InputMismatch { name: "job".into() });
@@ -301,7 +306,7 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
     let fx = Fixture::new().await;
     let done = fx
         .engine
-        .start(None, "done", &json("null"))
+        .start(None, "done", &json("null"), None)
         .await
         .unwrap()
         .workflow;
@@ -309,14 +314,18 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
         .workflow_finished(done, Outcome::Completed(json("\"finished\"")))
         .await
         .unwrap();
-    let again = fx.engine.start(None, "done", &json("null")).await.unwrap();
+    let again = fx
+        .engine
+        .start(None, "done", &json("null"), None)
+        .await
+        .unwrap();
     assert_eq!(again.status, Status::Completed);
     assert_eq!(again.attempt, 1);
     assert_eq!(again.output, Some(json("\"finished\"")));
 
     let broken = fx
         .engine
-        .start(None, "broken", &json("null"))
+        .start(None, "broken", &json("null"), None)
         .await
         .unwrap()
         .workflow;
@@ -333,7 +342,7 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
     assert!(matches!(err, EngineError::NotRunning { .. }), "{err:?}");
     let retried = fx
         .engine
-        .start(None, "broken", &json("null"))
+        .start(None, "broken", &json("null"), None)
         .await
         .unwrap();
     assert_eq!(
@@ -348,7 +357,7 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     let fx = Fixture::new().await;
     let root = fx
         .engine
-        .start(None, "root", &json("null"))
+        .start(None, "root", &json("null"), None)
         .await
         .unwrap()
         .workflow;
@@ -358,7 +367,7 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     };
     let child = fx
         .engine
-        .start(Some(parent), "child", &json("{\"n\": 4}"))
+        .start(Some(parent), "child", &json("{\"n\": 4}"), None)
         .await
         .unwrap();
     assert!(child.created);
@@ -374,12 +383,16 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
         .await
         .unwrap();
 
-    let history = fx
+    let again = fx
         .engine
-        .start(None, "root", &json("null"))
+        .start(None, "root", &json("null"), None)
         .await
-        .unwrap()
-        .history;
+        .unwrap();
+    let (root, history) = (again.workflow, again.history);
+    let parent = Parent {
+        workflow: root,
+        name: "root",
+    };
     assert_eq!(history["child"].kind, Kind::Workflow);
     assert!(
         !history.contains_key("notify"),
@@ -399,7 +412,7 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
         .unwrap();
     let err = fx
         .engine
-        .start(Some(parent), "s", &json("null"))
+        .start(Some(parent), "s", &json("null"), None)
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::DuplicateName { .. }), "{err:?}");
@@ -411,7 +424,7 @@ async fn a_late_marker_never_overwrites_a_result() {
     let fx = Fixture::new().await;
     let wf = fx
         .engine
-        .start(None, "w", &json("null"))
+        .start(None, "w", &json("null"), None)
         .await
         .unwrap()
         .workflow;
@@ -449,7 +462,7 @@ async fn concurrent_checkpoints_are_all_saved() {
     for w in 0..20 {
         workflows.push(
             engine
-                .start(None, &format!("w{w}"), &json("null"))
+                .start(None, &format!("w{w}"), &json("null"), None)
                 .await
                 .unwrap()
                 .workflow,
@@ -496,13 +509,318 @@ async fn concurrent_checkpoints_are_all_saved() {
 #[tokio::test]
 async fn names_are_validated() {
     let fx = Fixture::new().await;
-    let err = fx.engine.start(None, "", &json("null")).await.unwrap_err();
-    assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
     let err = fx
         .engine
-        .start(None, "a\0b", &json("null"))
+        .start(None, "", &json("null"), None)
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
+    let err = fx
+        .engine
+        .start(None, "a\0b", &json("null"), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
+    fx.drop_schema().await;
+}
+
+/// Another engine against the same schema: another process, as far as leases go.
+async fn second_engine(fx: &Fixture) -> Engine {
+    let options = Options {
+        schema: fx.schema.clone(),
+        ..Options::default()
+    };
+    Engine::connect(&dsn(), &options).await.expect("connect")
+}
+
+#[tokio::test]
+async fn a_live_owner_makes_the_workflow_busy_for_others() {
+    let fx = Fixture::new().await;
+    let other = second_engine(&fx).await;
+    let held = fx
+        .engine
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap();
+    let err = other
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::WorkflowBusy { name: "w".into() });
+    // Being refused changed nothing: the holder writes on.
+    fx.engine
+        .step_finished(held.workflow, "s".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    // A finished workflow is nobody's: the other engine replays it.
+    fx.engine
+        .workflow_finished(held.workflow, Outcome::Completed(json("2")))
+        .await
+        .unwrap();
+    let replay = other.start(None, "w", &json("null"), None).await.unwrap();
+    assert_eq!(
+        (replay.status, replay.output),
+        (Status::Completed, Some(json("2")))
+    );
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_dead_owner_is_taken_over_at_once() {
+    let fx = Fixture::new().await;
+    let dying = second_engine(&fx).await;
+    let held = dying
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    dying
+        .step_finished(held, "before".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    drop(dying); // its dedicated session closes: the owner is dead
+    let since = std::time::Instant::now();
+    let taken = loop {
+        match fx.engine.start(None, "w", &json("null"), None).await {
+            Ok(started) => break started,
+            // The server may take a moment to see the session end.
+            Err(EngineError::WorkflowBusy { .. }) if since.elapsed().as_secs() < 2 => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            Err(err) => panic!("{err:?} after {:?}", since.elapsed()),
+        }
+    };
+    assert_eq!(taken.workflow.epoch, held.epoch + 1);
+    assert_eq!(taken.history["before"].status, Status::Completed);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn an_expired_holder_cannot_write_after_a_takeover() {
+    let fx = Fixture::new().await;
+    let hung = second_engine(&fx).await;
+    let held = hung
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    // The holder's session lives on, but its lease ran out (a hung process).
+    fx.admin
+        .execute(
+            &format!("UPDATE {}.owner SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid", fx.schema),
+            &[&hung.owner_id()],
+        )
+        .await
+        .unwrap();
+    let taken = fx
+        .engine
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    assert_eq!(taken.epoch, held.epoch + 1);
+    fx.engine
+        .step_finished(taken, "s".into(), 1, Outcome::Completed(json("\"new\"")))
+        .await
+        .unwrap();
+
+    let stale_step = hung
+        .step_finished(held, "s".into(), 1, Outcome::Completed(json("\"stale\"")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale_step,
+        EngineError::LeaseLost {
+            workflow_id: held.id
+        }
+    );
+    hung.step_started(held, "t", 1).unwrap();
+    let stale_finish = hung
+        .workflow_finished(held, Outcome::Completed(json("\"stale\"")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        stale_finish,
+        EngineError::LeaseLost {
+            workflow_id: held.id
+        }
+    );
+    let rows = fx.children(held.id).await;
+    assert_eq!(
+        rows,
+        [("s".into(), "completed".into(), 1, Some("\"new\"".into()))],
+        "no stale write landed"
+    );
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn the_same_process_starting_again_fences_out_its_older_context() {
+    let fx = Fixture::new().await;
+    let old = fx
+        .engine
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    let new = fx
+        .engine
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    assert_eq!(new.epoch, old.epoch + 1);
+    let err = fx
+        .engine
+        .step_finished(old, "s".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::LeaseLost {
+            workflow_id: old.id
+        }
+    );
+    let parent = Parent {
+        workflow: old,
+        name: "w",
+    };
+    let err = fx
+        .engine
+        .start(Some(parent), "c", &json("null"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::LeaseLost {
+            workflow_id: old.id
+        }
+    );
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
+    let fx = Fixture::new().await;
+    let root = fx
+        .engine
+        .start(None, "r", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    let parent = Parent {
+        workflow: root,
+        name: "r",
+    };
+    let child = fx
+        .engine
+        .start(Some(parent), "c", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    assert!(fx.engine.cancel("r").await.unwrap());
+    assert!(
+        !fx.engine.cancel("r").await.unwrap(),
+        "nothing left to cancel"
+    );
+    assert!(!fx.engine.cancel("no-such-workflow").await.unwrap());
+    let err = fx
+        .engine
+        .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Cancelled {
+            workflow_id: child.id
+        }
+    );
+    let err = fx
+        .engine
+        .workflow_finished(root, Outcome::Completed(json("1")))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Cancelled {
+            workflow_id: root.id
+        }
+    );
+    let err = fx
+        .engine
+        .start(None, "r", &json("null"), None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EngineError::Cancelled {
+            workflow_id: root.id
+        }
+    );
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_durable_marker_is_committed_before_it_returns() {
+    let fx = Fixture::new().await;
+    let wf = fx
+        .engine
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    fx.engine
+        .step_started_durably(wf, "pay".into(), 1)
+        .await
+        .unwrap();
+    let rows = fx.children(wf.id).await;
+    assert_eq!(rows, [("pay".into(), "running".into(), 1, None)]);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_deadline_is_kept_across_starts_and_shared_by_children() {
+    let fx = Fixture::new().await;
+    let first = fx
+        .engine
+        .start(
+            None,
+            "w",
+            &json("null"),
+            Some(std::time::Duration::from_secs(60)),
+        )
+        .await
+        .unwrap();
+    let deadline = first.deadline.expect("a deadline");
+    let left = deadline - std::time::Instant::now();
+    assert!(
+        left > std::time::Duration::from_secs(58) && left <= std::time::Duration::from_secs(60),
+        "{left:?}"
+    );
+    let again = fx
+        .engine
+        .start(None, "w", &json("null"), None)
+        .await
+        .unwrap();
+    assert!(
+        again.deadline.is_some(),
+        "the deadline set at creation stays"
+    );
+    let parent = Parent {
+        workflow: again.workflow,
+        name: "w",
+    };
+    let child = fx
+        .engine
+        .start(Some(parent), "c", &json("null"), None)
+        .await
+        .unwrap();
+    assert!(child.deadline.is_some());
+    let plain = fx
+        .engine
+        .start(None, "plain", &json("null"), None)
+        .await
+        .unwrap();
+    assert!(plain.deadline.is_none());
     fx.drop_schema().await;
 }
