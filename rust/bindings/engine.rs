@@ -83,18 +83,11 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         validate_name("workflow", &name).map_err(to_py)?;
         let deadline = deadline.map(|d| seconds("deadline", d)).transpose()?;
-        let input = json::encode(
-            input,
-            &format!("input of workflow {name:?}"),
-            self.max_value_bytes,
-        )?;
+        let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
         let engine = Arc::clone(&self.inner);
         let limit = self.max_value_bytes;
         awaitable(py, async move {
-            let started = engine
-                .start(None, &name, &input, deadline)
-                .await
-                .map_err(to_py)?;
+            let started = engine.start(None, &name, &input, deadline).await.map_err(to_py)?;
             Ok(PyWorkflow::new(engine, name, started, limit))
         })
     }

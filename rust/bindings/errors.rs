@@ -32,15 +32,11 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::InvalidName { .. } => InvalidName::new_err(message),
         EngineError::Connect { sqlstate, .. } => ConnectError::new_err((message, sqlstate)),
         EngineError::Database { sqlstate, .. } => DatabaseError::new_err((message, sqlstate)),
-        EngineError::Unexpected(_) | EngineError::Closed => {
-            DatabaseError::new_err((message, None::<String>))
-        }
+        EngineError::Unexpected(_) | EngineError::Closed => DatabaseError::new_err((message, None::<String>)),
         EngineError::SchemaTooNew { .. } => SchemaTooNew::new_err(message),
         EngineError::InputMismatch { .. } => InputMismatch::new_err(message),
         EngineError::DuplicateName { .. } => DuplicateStep::new_err(message),
-        EngineError::WorkflowFinished { .. } | EngineError::NotRunning { .. } => {
-            WorkflowFinished::new_err(message)
-        }
+        EngineError::WorkflowFinished { .. } | EngineError::NotRunning { .. } => WorkflowFinished::new_err(message),
         EngineError::WorkflowBusy { .. } => WorkflowBusy::new_err(message),
         EngineError::LeaseLost { .. } => LeaseLost::new_err(message),
         EngineError::Cancelled { .. } => Cancelled::new_err(message),

@@ -148,14 +148,13 @@ fn write_float(out: &mut Vec<u8>, x: f64) -> Result<(), NotJson> {
 }
 
 fn write_str(out: &mut Vec<u8>, text: &Bound<'_, PyString>) -> Result<(), NotJson> {
-    let text = text.to_str().map_err(|_| {
-        NotJson::new("is a string with a lone surrogate, which is not valid UTF-8".to_owned())
-    })?;
+    let text = text
+        .to_str()
+        .map_err(|_| NotJson::new("is a string with a lone surrogate, which is not valid UTF-8".to_owned()))?;
     if text.contains('\0') {
         // Postgres jsonb cannot store U+0000.
         return Err(NotJson::new(
-            "is a string containing a NUL character (U+0000), which Postgres cannot store"
-                .to_owned(),
+            "is a string containing a NUL character (U+0000), which Postgres cannot store".to_owned(),
         ));
     }
     let _ = serde_json::to_writer(&mut *out, text);
@@ -185,9 +184,7 @@ fn write_object(out: &mut Vec<u8>, dict: &Bound<'_, PyDict>, depth: usize) -> Re
             out.push(b',');
         }
         let Ok(key) = key.cast::<PyString>() else {
-            let shown = key
-                .repr()
-                .map_or_else(|_| "?".to_owned(), |r| r.to_string());
+            let shown = key.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
             return Err(NotJson::new(format!(
                 "has the key {shown} of type {}; JSON object keys must be strings (convert it with str())",
                 type_name(&key)
@@ -239,9 +236,7 @@ pub(crate) fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, Py
     let value = PyValue(py)
         .deserialize(&mut deserializer)
         .and_then(|v| deserializer.end().map(|()| v))
-        .map_err(|e| {
-            pyo3::exceptions::PyValueError::new_err(format!("saved JSON could not be read: {e}"))
-        })?;
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("saved JSON could not be read: {e}")))?;
     Ok(value)
 }
 
@@ -256,10 +251,7 @@ fn py_err<E: de::Error>(err: &PyErr) -> E {
 impl<'de, 'py> DeserializeSeed<'de> for PyValue<'py> {
     type Value = Bound<'py, PyAny>;
 
-    fn deserialize<D: de::Deserializer<'de>>(
-        self,
-        deserializer: D,
-    ) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }

@@ -39,9 +39,7 @@ pub(crate) fn init() -> PyResult<()> {
             .thread_name("durable-io")
             .enable_all()
             .build()
-            .map_err(|e| {
-                PyRuntimeError::new_err(format!("durable cannot start its I/O threads: {e}"))
-            })?;
+            .map_err(|e| PyRuntimeError::new_err(format!("durable cannot start its I/O threads: {e}")))?;
         // A concurrent initialization may have won the race; its runtime is as good.
         let _ = RUNTIME.set(runtime);
     }
@@ -116,26 +114,16 @@ impl Waker {
                 _ => break,
             }
         }
-        let ready = std::mem::take(
-            &mut *self
-                .inner
-                .ready
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner),
-        );
+        let ready = std::mem::take(&mut *self.inner.ready.lock().unwrap_or_else(PoisonError::into_inner));
         for (future, convert) in ready {
             let future = future.bind(py);
             // A cancelled await leaves a done future behind: drop the result.
-            if future
-                .call_method0(pyo3::intern!(py, "done"))?
-                .is_truthy()?
-            {
+            if future.call_method0(pyo3::intern!(py, "done"))?.is_truthy()? {
                 continue;
             }
             match convert(py) {
                 Ok(value) => future.call_method1(pyo3::intern!(py, "set_result"), (value,))?,
-                Err(err) => future
-                    .call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))?,
+                Err(err) => future.call_method1(pyo3::intern!(py, "set_exception"), (err.into_value(py),))?,
             };
         }
         Ok(())
@@ -157,23 +145,17 @@ where
     let shared = Arc::clone(&waker.get().inner);
     let target = py_future.clone().unbind();
     runtime()?.spawn(async move {
-        let result = AssertUnwindSafe(future)
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|panic| {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .map(ToString::to_string)
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Err(PyRuntimeError::new_err(format!(
-                    "internal error in durable (please report it): {what}"
-                )))
-            });
-        shared.push(
-            target,
-            Box::new(move |py| result.and_then(|v| v.into_py_any(py))),
-        );
+        let result = AssertUnwindSafe(future).catch_unwind().await.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(PyRuntimeError::new_err(format!(
+                "internal error in durable (please report it): {what}"
+            )))
+        });
+        shared.push(target, Box::new(move |py| result.and_then(|v| v.into_py_any(py))));
     });
     Ok(py_future)
 }

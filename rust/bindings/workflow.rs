@@ -13,8 +13,7 @@ use super::errors::to_py;
 use super::json;
 use super::runtime::awaitable;
 use crate::engine::{
-    Engine, EngineError, HistoryEntry, JsonText, Kind, Outcome, Parent, Started, Status,
-    WorkflowId, validate_name,
+    Engine, EngineError, HistoryEntry, JsonText, Kind, Outcome, Parent, Started, Status, WorkflowId, validate_name,
 };
 
 /// `type` of the error record of an at-most-once step found interrupted.
@@ -89,24 +88,12 @@ impl PyWorkflow {
         if let Some(err) = &state.doomed {
             return Err(err.clone());
         }
-        if self
-            .deadline
-            .is_some_and(|deadline| Instant::now() >= deadline)
-            && state.status == Status::Running
-        {
-            return Err(EngineError::DeadlineExceeded {
-                workflow: self.name.clone(),
-            });
-        }
         if !state.used.insert(name.to_owned()) {
             return Err(self.duplicate(name));
         }
         let entry = state.history.get(name).cloned();
-        let wanted = if what == "step" {
-            Kind::Step
-        } else {
-            Kind::Workflow
-        };
+        let wanted = if what == "step" { Kind::Step } else { Kind::Workflow };
+        let past_deadline = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
         match &entry {
             Some(entry) if entry.kind != wanted => Err(self.duplicate(name)),
             // A finished workflow replays its history and takes nothing new.
@@ -115,6 +102,14 @@ impl PyWorkflow {
                 status: state.status.as_str(),
                 what,
                 name: name.to_owned(),
+            }),
+            // Past the deadline saved results still replay; new work is refused.
+            Some(HistoryEntry {
+                status: Status::Completed,
+                ..
+            }) => Ok(entry),
+            _ if past_deadline && state.status == Status::Running => Err(EngineError::DeadlineExceeded {
+                workflow: self.name.clone(),
             }),
             _ => Ok(entry),
         }
@@ -217,19 +212,12 @@ impl PyWorkflow {
 
     /// Queues the `running` marker of a step's attempt, without waiting.
     fn mark_step(&self, name: &str, attempt: i32) -> PyResult<()> {
-        self.engine
-            .step_started(self.id, name, attempt)
-            .map_err(to_py)
+        self.engine.step_started(self.id, name, attempt).map_err(to_py)
     }
 
     /// Writes the `running` marker of a step's attempt; an awaitable that
     /// resolves once it is committed (for at-most-once steps).
-    fn mark_step_durably<'py>(
-        &self,
-        py: Python<'py>,
-        name: String,
-        attempt: i32,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn mark_step_durably<'py>(&self, py: Python<'py>, name: String, attempt: i32) -> PyResult<Bound<'py, PyAny>> {
         let engine = Arc::clone(&self.engine);
         let state = Arc::clone(&self.state);
         let id = self.id;
@@ -295,11 +283,7 @@ impl PyWorkflow {
     }
 
     /// Marks the workflow completed with `result`.
-    fn complete<'py>(
-        &self,
-        py: Python<'py>,
-        result: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn complete<'py>(&self, py: Python<'py>, result: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let output = self.encode(result, &format!("result of workflow {:?}", self.name))?;
         self.finish(py, Outcome::Completed(output))
     }
@@ -365,19 +349,13 @@ impl PyWorkflow {
     #[getter]
     fn output<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let output = lock(&self.state).output.clone();
-        output.map_or_else(
-            || Ok(py.None().into_bound(py)),
-            |text| json::decode(py, text.as_str()),
-        )
+        output.map_or_else(|| Ok(py.None().into_bound(py)), |text| json::decode(py, text.as_str()))
     }
 
     /// The saved error record, once failed; else None.
     #[getter]
     fn error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let error = lock(&self.state).error.clone();
-        error.map_or_else(
-            || Ok(py.None().into_bound(py)),
-            |text| json::decode(py, text.as_str()),
-        )
+        error.map_or_else(|| Ok(py.None().into_bound(py)), |text| json::decode(py, text.as_str()))
     }
 }

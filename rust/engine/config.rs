@@ -57,10 +57,7 @@ impl Default for Options {
 
 /// Parses a DSN (URL or key=value form). The error never repeats the DSN,
 /// which may hold a password.
-pub(crate) fn parse_dsn(
-    dsn: &str,
-    options: &Options,
-) -> Result<tokio_postgres::Config, EngineError> {
+pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<tokio_postgres::Config, EngineError> {
     if dsn.trim().is_empty() {
         return Err(EngineError::InvalidDsn("the URL is empty".to_owned()));
     }
@@ -109,9 +106,7 @@ pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
 /// spliced into statements and typed unquoted in psql.
 pub fn validate_schema(schema: &str) -> Result<(), EngineError> {
     let mut chars = schema.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
     if first_ok && rest_ok && schema.len() <= 63 {
         Ok(())
@@ -146,11 +141,7 @@ mod tests {
 
     #[test]
     fn dsn_errors_do_not_leak_the_password() {
-        let err = parse_dsn(
-            "postgresql://u:s3cret@host:notaport/db",
-            &Options::default(),
-        )
-        .unwrap_err();
+        let err = parse_dsn("postgresql://u:s3cret@host:notaport/db", &Options::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("invalid database URL"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
@@ -164,11 +155,7 @@ mod tests {
 
     #[test]
     fn target_names_hosts_and_ports_only() {
-        let config = parse_dsn(
-            "postgresql://u:s3cret@db.example:6543/app",
-            &Options::default(),
-        )
-        .unwrap();
+        let config = parse_dsn("postgresql://u:s3cret@db.example:6543/app", &Options::default()).unwrap();
         assert_eq!(describe_target(&config), "db.example:6543");
         let config = parse_dsn("host=/run/pg user=x password=s3cret", &Options::default()).unwrap();
         assert_eq!(describe_target(&config), "/run/pg/.s.PGSQL.5432");
@@ -187,11 +174,7 @@ mod tests {
     fn planner_options_are_added_to_the_dsn_options() {
         let config = parse_dsn("postgresql://h/db", &Options::default()).unwrap();
         assert_eq!(config.get_options(), Some(PLANNER_OPTIONS));
-        let config = parse_dsn(
-            "postgresql://h/db?options=-c%20work_mem%3D64MB",
-            &Options::default(),
-        )
-        .unwrap();
+        let config = parse_dsn("postgresql://h/db?options=-c%20work_mem%3D64MB", &Options::default()).unwrap();
         assert_eq!(
             config.get_options(),
             Some(format!("-c work_mem=64MB {PLANNER_OPTIONS}").as_str())
@@ -204,15 +187,7 @@ mod tests {
             assert!(validate_schema(good).is_ok(), "{good}");
         }
         let too_long = "a".repeat(64);
-        for bad in [
-            "",
-            "Durable",
-            "2x",
-            "a-b",
-            "a;drop",
-            "\"x\"",
-            too_long.as_str(),
-        ] {
+        for bad in ["", "Durable", "2x", "a-b", "a;drop", "\"x\"", too_long.as_str()] {
             assert!(validate_schema(bad).is_err(), "{bad}");
         }
     }

@@ -47,11 +47,7 @@ pub enum EngineError {
         "the database schema {schema:?} is at version {found}, but this durable library only \
          knows versions up to {supported}. Upgrade the durable package (or use another schema)"
     )]
-    SchemaTooNew {
-        schema: String,
-        found: i32,
-        supported: i32,
-    },
+    SchemaTooNew { schema: String, found: i32, supported: i32 },
 
     #[error(
         "workflow {name:?} already exists with a different input. A workflow's name is its \
@@ -82,9 +78,7 @@ pub enum EngineError {
     )]
     NotRunning { workflow_id: i64, what: String },
 
-    #[error(
-        "unexpected data in the task table: {0}. Is a newer durable version writing to this schema?"
-    )]
+    #[error("unexpected data in the task table: {0}. Is a newer durable version writing to this schema?")]
     Unexpected(String),
 
     #[error(
@@ -131,9 +125,7 @@ impl EngineError {
     /// The SQLSTATE code of a database-side error, if there is one.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {
-            EngineError::Connect { sqlstate, .. } | EngineError::Database { sqlstate, .. } => {
-                sqlstate.as_deref()
-            }
+            EngineError::Connect { sqlstate, .. } | EngineError::Database { sqlstate, .. } => sqlstate.as_deref(),
             _ => None,
         }
     }

@@ -8,11 +8,7 @@ use super::error::EngineError;
 use super::workflow::col;
 
 /// (version, file name, SQL), in order. Append only: never edit a released file.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "0001_initial.sql",
-    include_str!("../../migrations/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "0001_initial.sql", include_str!("../../migrations/0001_initial.sql"))];
 
 /// The newest schema version this library knows.
 pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -62,11 +58,9 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
     let found: i32 = col(&row, "version")?;
     check_not_newer(schema, found)?;
     for &(version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > found) {
-        tx.batch_execute(&format!(
-            "SET LOCAL search_path TO {schema}, pg_catalog;\n{sql}"
-        ))
-        .await
-        .map_err(|e| EngineError::database(context(&format!("applying {name}")), &e))?;
+        tx.batch_execute(&format!("SET LOCAL search_path TO {schema}, pg_catalog;\n{sql}"))
+            .await
+            .map_err(|e| EngineError::database(context(&format!("applying {name}")), &e))?;
         tx.execute(
             &format!("INSERT INTO {schema}.migration (version, name) VALUES ($1, $2)"),
             &[&version, &name],
@@ -88,9 +82,7 @@ async fn current_version(client: &Client, schema: &str) -> Result<Option<i32>, E
             &[&schema],
         )
         .await
-        .map_err(|e| {
-            EngineError::database(format!("reading the version of schema {schema:?}"), &e)
-        })?;
+        .map_err(|e| EngineError::database(format!("reading the version of schema {schema:?}"), &e))?;
     if !col::<bool>(&row, "present")? {
         return Ok(None);
     }
@@ -100,9 +92,7 @@ async fn current_version(client: &Client, schema: &str) -> Result<Option<i32>, E
             &[],
         )
         .await
-        .map_err(|e| {
-            EngineError::database(format!("reading the version of schema {schema:?}"), &e)
-        })?;
+        .map_err(|e| EngineError::database(format!("reading the version of schema {schema:?}"), &e))?;
     Ok(Some(col(&row, "version")?))
 }
 

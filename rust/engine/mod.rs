@@ -172,23 +172,14 @@ impl Engine {
 
     /// Reads the child `name` of a finished parent as it is, to replay it:
     /// nothing is taken or written. `InputMismatch` for another input.
-    pub async fn replay_child(
-        &self,
-        parent: Parent<'_>,
-        name: &str,
-        input: &JsonText,
-    ) -> Result<Started, EngineError> {
+    pub async fn replay_child(&self, parent: Parent<'_>, name: &str, input: &JsonText) -> Result<Started, EngineError> {
         validate_name("workflow", name)?;
         self.check_open()?;
         let id = parent.workflow.id;
-        let row = retrying!(
-            self,
-            &format!("reading child workflow {name:?}"),
-            |client| async {
-                let statement = client.prepare_cached(&self.sql.replay_child).await?;
-                client.query_opt(&statement, &[&name, input, &id]).await
-            }
-        )?;
+        let row = retrying!(self, &format!("reading child workflow {name:?}"), |client| async {
+            let statement = client.prepare_cached(&self.sql.replay_child).await?;
+            client.query_opt(&statement, &[&name, input, &id]).await
+        })?;
         let Some(row) = row else {
             return Err(EngineError::WorkflowFinished {
                 workflow: parent.name.to_owned(),
@@ -219,12 +210,7 @@ impl Engine {
 
     /// Queues the `running` marker of a step, to be written without anyone
     /// waiting: a step's body starts at once.
-    pub fn step_started(
-        &self,
-        workflow: WorkflowId,
-        name: &str,
-        attempt: i32,
-    ) -> Result<(), EngineError> {
+    pub fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
         self.check_open()?;
         self.writer.step_started(workflow, name, attempt)
     }
@@ -238,9 +224,7 @@ impl Engine {
         attempt: i32,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer
-            .step_started_durably(workflow, name, attempt)
-            .await
+        self.writer.step_started_durably(workflow, name, attempt).await
     }
 
     /// Saves a step's result or error; resolves after the commit.
@@ -252,17 +236,11 @@ impl Engine {
         outcome: Outcome,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer
-            .step_finished(workflow, name, attempt, outcome)
-            .await
+        self.writer.step_finished(workflow, name, attempt, outcome).await
     }
 
     /// Saves a workflow's result or error; resolves after the commit.
-    pub async fn workflow_finished(
-        &self,
-        workflow: WorkflowId,
-        outcome: Outcome,
-    ) -> Result<(), EngineError> {
+    pub async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
         self.check_open()?;
         self.writer.workflow_finished(workflow, outcome).await
     }
@@ -273,14 +251,10 @@ impl Engine {
     pub async fn cancel(&self, name: &str) -> Result<bool, EngineError> {
         validate_name("workflow", name)?;
         self.check_open()?;
-        let rows = retrying!(
-            self,
-            &format!("cancelling workflow {name:?}"),
-            |client| async {
-                let statement = client.prepare_cached(&self.sql.cancel).await?;
-                client.query(&statement, &[&name]).await
-            }
-        )?;
+        let rows = retrying!(self, &format!("cancelling workflow {name:?}"), |client| async {
+            let statement = client.prepare_cached(&self.sql.cancel).await?;
+            client.query(&statement, &[&name]).await
+        })?;
         rows.iter()
             .map(|row| workflow::col::<bool>(row, "is_root"))
             .try_fold(false, |found, is_root| Ok(found || is_root?))
@@ -311,9 +285,7 @@ impl Engine {
     async fn refusal(&self, id: i64) -> EngineError {
         let owner = self.owner.id.as_str();
         let found = retrying!(self, "checking a workflow's lease", |client| async {
-            client
-                .query_opt(&self.sql.diagnose, &[&vec![id], &owner])
-                .await
+            client.query_opt(&self.sql.diagnose, &[&vec![id], &owner]).await
         });
         match found {
             Ok(Some(row)) => match workflow::col::<&str>(&row, "status").and_then(Status::parse) {

@@ -1,9 +1,7 @@
 //! The connection pool, and turning its failures into errors that name the
 //! server (host and port, never credentials).
 
-use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::error::{EngineError, describe};

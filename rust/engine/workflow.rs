@@ -139,9 +139,7 @@ pub(crate) fn read_started(
         });
     }
     if !col::<bool>(row, "input_matches")? {
-        return Err(EngineError::InputMismatch {
-            name: name.to_owned(),
-        });
+        return Err(EngineError::InputMismatch { name: name.to_owned() });
     }
     let id: i64 = col(row, "id")?;
     let status = Status::parse(col(row, "status")?)?;
@@ -151,14 +149,11 @@ pub(crate) fn read_started(
         Status::Cancelled => return Err(EngineError::Cancelled { workflow_id: id }),
         Status::Running if col::<bool>(row, "owned")? => {}
         _ => {
-            return Err(EngineError::WorkflowBusy {
-                name: name.to_owned(),
-            });
+            return Err(EngineError::WorkflowBusy { name: name.to_owned() });
         }
     }
-    let deadline = col::<Option<f64>>(row, "deadline_in")?.map(|seconds| {
-        Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO)
-    });
+    let deadline = col::<Option<f64>>(row, "deadline_in")?
+        .map(|seconds| Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO));
     Ok(Started {
         workflow: WorkflowId {
             id,

@@ -111,12 +111,7 @@ impl Writer {
     }
 
     /// Queues the `running` marker of a step without waiting for it.
-    pub(crate) fn step_started(
-        &self,
-        workflow: WorkflowId,
-        name: &str,
-        attempt: i32,
-    ) -> Result<(), EngineError> {
+    pub(crate) fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
         self.send(Op::Step {
             workflow,
             name: name.to_owned(),
@@ -164,11 +159,7 @@ impl Writer {
     }
 
     /// Saves a workflow's outcome; resolves once it is committed.
-    pub(crate) async fn workflow_finished(
-        &self,
-        workflow: WorkflowId,
-        outcome: Outcome,
-    ) -> Result<(), EngineError> {
+    pub(crate) async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
         let (reply, done) = oneshot::channel();
         self.send(Op::Workflow {
             workflow,
@@ -231,9 +222,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup) {
             Ok(conn) => conn,
             Err(err) => {
                 // Closed for good, or down for longer than we wait: tell whoever waits.
-                if matches!(err, EngineError::Closed)
-                    || !queue.wait_out(setup.reconnect_timeout).await
-                {
+                if matches!(err, EngineError::Closed) || !queue.wait_out(setup.reconnect_timeout).await {
                     queue.fail_all(&err);
                     queue.outage = None;
                 }
@@ -266,12 +255,7 @@ enum Stop {
 /// Writes batches on one connection until it breaks, the pool closes, or
 /// every sender is gone. Starts the next batch at once unless a batch that
 /// someone waits for is still in flight.
-async fn serve(
-    client: &Object,
-    rx: &mut mpsc::UnboundedReceiver<Op>,
-    queue: &mut Queue,
-    setup: &Setup,
-) -> Stop {
+async fn serve(client: &Object, rx: &mut mpsc::UnboundedReceiver<Op>, queue: &mut Queue, setup: &Setup) -> Stop {
     let statement = match client.prepare_cached(&setup.sql.flush).await {
         Ok(statement) => statement,
         Err(err) => return Stop::ConnectionLost(EngineError::database("saving checkpoints", &err)),
@@ -359,12 +343,7 @@ struct Applied {
 }
 
 /// Runs one batch's statement and, if some records were refused, finds out why.
-async fn execute(
-    client: &Object,
-    statement: &Statement,
-    setup: &Setup,
-    batch: Batch,
-) -> (Batch, Flushed) {
+async fn execute(client: &Object, statement: &Statement, setup: &Setup, batch: Batch) -> (Batch, Flushed) {
     let result = flush(client, statement, &setup.owner, &batch).await;
     let refused = match &result {
         Ok(applied) => {
@@ -400,12 +379,7 @@ fn failure(context: &str, err: &tokio_postgres::Error) -> Failure {
     }
 }
 
-async fn flush(
-    client: &Object,
-    statement: &Statement,
-    owner: &str,
-    batch: &Batch,
-) -> Result<Applied, Failure> {
+async fn flush(client: &Object, statement: &Statement, owner: &str, batch: &Batch) -> Result<Applied, Failure> {
     let durability = batch.synchronous_commit();
     let params: [&(dyn ToSql + Sync); 15] = [
         &batch.step_parent,
@@ -436,9 +410,7 @@ async fn flush(
         let kind: &str = col(row, "kind").map_err(Failure::Fatal)?;
         let id: i64 = col(row, "id").map_err(Failure::Fatal)?;
         if kind == "s" {
-            applied
-                .steps
-                .insert((id, col(row, "name").map_err(Failure::Fatal)?));
+            applied.steps.insert((id, col(row, "name").map_err(Failure::Fatal)?));
         } else {
             applied.workflows.insert(id);
         }
@@ -464,16 +436,13 @@ async fn diagnose(
         .map(|&id| {
             (
                 id,
-                Some(EngineError::Unexpected(format!(
-                    "workflow id {id} no longer exists"
-                ))),
+                Some(EngineError::Unexpected(format!("workflow id {id} no longer exists"))),
             )
         })
         .collect();
     for row in &rows {
         let id: i64 = col(row, "id").map_err(Failure::Fatal)?;
-        let status =
-            Status::parse(col(row, "status").map_err(Failure::Fatal)?).map_err(Failure::Fatal)?;
+        let status = Status::parse(col(row, "status").map_err(Failure::Fatal)?).map_err(Failure::Fatal)?;
         let ours: bool = col(row, "ours").map_err(Failure::Fatal)?;
         let epoch: i64 = col(row, "lease_epoch").map_err(Failure::Fatal)?;
         let reason = if status == Status::Cancelled {
@@ -664,12 +633,7 @@ impl Batch {
             }
         };
         let reason = |id: i64| flushed.refused.get(&id).cloned().flatten();
-        for ((parent, name), reply) in self
-            .step_parent
-            .into_iter()
-            .zip(self.step_name)
-            .zip(self.step_reply)
-        {
+        for ((parent, name), reply) in self.step_parent.into_iter().zip(self.step_name).zip(self.step_reply) {
             let Some(reply) = reply else { continue };
             let answer = if applied.steps.contains(&(parent, name.clone())) {
                 Ok(())
@@ -683,12 +647,7 @@ impl Batch {
             };
             let _ = reply.send(answer);
         }
-        for ((id, status), reply) in self
-            .wf_id
-            .into_iter()
-            .zip(self.wf_status)
-            .zip(self.wf_reply)
-        {
+        for ((id, status), reply) in self.wf_id.into_iter().zip(self.wf_status).zip(self.wf_reply) {
             let answer = if applied.workflows.contains(&id) {
                 Ok(())
             } else {
@@ -752,10 +711,6 @@ mod tests {
         ]);
         assert_eq!(batch.step_name, ["a", "b"]);
         assert_eq!(batch.step_status, ["completed", "running"]);
-        assert_eq!(
-            rest.len(),
-            1,
-            "the second result of `a` goes to the next batch"
-        );
+        assert_eq!(rest.len(), 1, "the second result of `a` goes to the next batch");
     }
 }

@@ -4,23 +4,17 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use durable::engine::{
-    Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Parent, Status,
-};
+use durable::engine::{Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Parent, Status};
 use tokio_postgres::{Client, NoTls};
 
 fn dsn() -> String {
-    std::env::var("DURABLE_TEST_DSN")
-        .unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("DURABLE_TEST_DSN").unwrap_or_else(|_| "postgresql://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// A schema name no other test (or test run) uses.
 fn fresh_schema() -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos();
     format!(
         "t_{}_{}_{}",
         std::process::id(),
@@ -30,9 +24,7 @@ fn fresh_schema() -> String {
 }
 
 async fn admin() -> Client {
-    let (client, conn) = tokio_postgres::connect(&dsn(), NoTls)
-        .await
-        .expect("test database");
+    let (client, conn) = tokio_postgres::connect(&dsn(), NoTls).await.expect("test database");
     tokio::spawn(conn);
     client
 }
@@ -71,9 +63,7 @@ impl Fixture {
             )
             .await
             .unwrap();
-        rows.iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
-            .collect()
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
     }
 
     async fn drop_schema(self) {
@@ -113,13 +103,8 @@ async fn an_unknown_role_is_a_connect_error_with_its_sqlstate() {
         tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
     };
     let port = config.get_ports().first().copied().unwrap_or(5432);
-    let dsn = format!(
-        "host={host} port={port} dbname=postgres user=no_such_role_for_durable password=s3cret-pw"
-    );
-    let err = Engine::connect(&dsn, &Options::default())
-        .await
-        .err()
-        .unwrap();
+    let dsn = format!("host={host} port={port} dbname=postgres user=no_such_role_for_durable password=s3cret-pw");
+    let err = Engine::connect(&dsn, &Options::default()).await.err().unwrap();
     assert!(matches!(err, EngineError::Connect { .. }), "{err:?}");
     assert!(!err.to_string().contains("s3cret-pw"), "{err}");
     // 28000 under trust auth (no such role), 28P01 under password auth.
@@ -148,17 +133,11 @@ async fn migrations_apply_once_under_concurrent_connects() {
         tokio::spawn(async move { Engine::connect(&dsn(), &options).await })
     });
     for handle in connects {
-        handle
-            .await
-            .unwrap()
-            .expect("every concurrent connect succeeds");
+        handle.await.unwrap().expect("every concurrent connect succeeds");
     }
     let admin = admin().await;
     let rows = admin
-        .query(
-            &format!("SELECT version FROM {schema}.migration ORDER BY version"),
-            &[],
-        )
+        .query(&format!("SELECT version FROM {schema}.migration ORDER BY version"), &[])
         .await
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
@@ -193,10 +172,7 @@ async fn a_newer_schema_is_refused() {
             supported: LATEST_VERSION
         }
     );
-    assert!(
-        err.to_string().contains("Upgrade the durable package"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("Upgrade the durable package"), "{err}");
     fx.drop_schema().await;
 }
 
@@ -222,12 +198,7 @@ async fn start_creates_then_resumes_with_history() {
     fx.engine.step_started(wf, "b", 1).unwrap();
     // An awaited write after the marker proves the marker is flushed too.
     fx.engine
-        .step_finished(
-            wf,
-            "c".into(),
-            1,
-            Outcome::Failed(json("{\"type\": \"ValueError\"}")),
-        )
+        .step_finished(wf, "c".into(), 1, Outcome::Failed(json("{\"type\": \"ValueError\"}")))
         .await
         .unwrap();
 
@@ -243,15 +214,9 @@ async fn start_creates_then_resumes_with_history() {
         wf.epoch + 1,
         "every start takes a new lease epoch"
     );
-    assert_eq!(
-        again.attempt, 2,
-        "an interrupted run resumes as a new attempt"
-    );
+    assert_eq!(again.attempt, 2, "an interrupted run resumes as a new attempt");
     let a = &again.history["a"];
-    assert_eq!(
-        (a.kind, a.status, a.attempt),
-        (Kind::Step, Status::Completed, 1)
-    );
+    assert_eq!((a.kind, a.status, a.attempt), (Kind::Step, Status::Completed, 1));
     assert_eq!(a.output.as_ref().map(JsonText::as_str), Some("[1, 2]"));
     let b = &again.history["b"];
     assert_eq!((b.status, b.output.as_ref()), (Status::Running, None));
@@ -284,20 +249,13 @@ async fn a_different_input_is_refused_and_changes_nothing() {
     let row = fx
         .admin
         .query_one(
-            &format!(
-                "SELECT input::text, attempt FROM {}.task WHERE id = $1",
-                fx.schema
-            ),
+            &format!("SELECT input::text, attempt FROM {}.task WHERE id = $1", fx.schema),
             &[&first.workflow.id],
         )
         .await
         .unwrap();
     assert_eq!(row.get::<_, String>(0), "{\"a\": 1, \"b\": 2}");
-    assert_eq!(
-        row.get::<_, i32>(1),
-        2,
-        "only the matching start counted as an attempt"
-    );
+    assert_eq!(row.get::<_, i32>(1), 2, "only the matching start counted as an attempt");
     fx.drop_schema().await;
 }
 
@@ -314,11 +272,7 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
         .workflow_finished(done, Outcome::Completed(json("\"finished\"")))
         .await
         .unwrap();
-    let again = fx
-        .engine
-        .start(None, "done", &json("null"), None)
-        .await
-        .unwrap();
+    let again = fx.engine.start(None, "done", &json("null"), None).await.unwrap();
     assert_eq!(again.status, Status::Completed);
     assert_eq!(again.attempt, 1);
     assert_eq!(again.output, Some(json("\"finished\"")));
@@ -340,11 +294,7 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotRunning { .. }), "{err:?}");
-    let retried = fx
-        .engine
-        .start(None, "broken", &json("null"), None)
-        .await
-        .unwrap();
+    let retried = fx.engine.start(None, "broken", &json("null"), None).await.unwrap();
     assert_eq!(
         (retried.status, retried.attempt, retried.error),
         (Status::Running, 2, None)
@@ -374,30 +324,18 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     assert_eq!(child.workflow.root_id, root.id);
     assert_ne!(child.workflow.id, root.id);
     fx.engine
-        .step_finished(
-            child.workflow,
-            "notify".into(),
-            1,
-            Outcome::Completed(json("true")),
-        )
+        .step_finished(child.workflow, "notify".into(), 1, Outcome::Completed(json("true")))
         .await
         .unwrap();
 
-    let again = fx
-        .engine
-        .start(None, "root", &json("null"), None)
-        .await
-        .unwrap();
+    let again = fx.engine.start(None, "root", &json("null"), None).await.unwrap();
     let (root, history) = (again.workflow, again.history);
     let parent = Parent {
         workflow: root,
         name: "root",
     };
     assert_eq!(history["child"].kind, Kind::Workflow);
-    assert!(
-        !history.contains_key("notify"),
-        "a child's steps belong to the child"
-    );
+    assert!(!history.contains_key("notify"), "a child's steps belong to the child");
 
     // A step cannot take a child's name, nor a child a step's.
     let err = fx
@@ -422,12 +360,7 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
 #[tokio::test]
 async fn a_late_marker_never_overwrites_a_result() {
     let fx = Fixture::new().await;
-    let wf = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let wf = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
     fx.engine
         .step_finished(wf, "s".into(), 1, Outcome::Completed(json("7")))
         .await
@@ -509,17 +442,9 @@ async fn concurrent_checkpoints_are_all_saved() {
 #[tokio::test]
 async fn names_are_validated() {
     let fx = Fixture::new().await;
-    let err = fx
-        .engine
-        .start(None, "", &json("null"), None)
-        .await
-        .unwrap_err();
+    let err = fx.engine.start(None, "", &json("null"), None).await.unwrap_err();
     assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
-    let err = fx
-        .engine
-        .start(None, "a\0b", &json("null"), None)
-        .await
-        .unwrap_err();
+    let err = fx.engine.start(None, "a\0b", &json("null"), None).await.unwrap_err();
     assert!(matches!(err, EngineError::InvalidName { .. }), "{err:?}");
     fx.drop_schema().await;
 }
@@ -537,15 +462,8 @@ async fn second_engine(fx: &Fixture) -> Engine {
 async fn a_live_owner_makes_the_workflow_busy_for_others() {
     let fx = Fixture::new().await;
     let other = second_engine(&fx).await;
-    let held = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap();
-    let err = other
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap_err();
+    let held = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let err = other.start(None, "w", &json("null"), None).await.unwrap_err();
     assert_eq!(err, EngineError::WorkflowBusy { name: "w".into() });
     // Being refused changed nothing: the holder writes on.
     fx.engine
@@ -558,10 +476,7 @@ async fn a_live_owner_makes_the_workflow_busy_for_others() {
         .await
         .unwrap();
     let replay = other.start(None, "w", &json("null"), None).await.unwrap();
-    assert_eq!(
-        (replay.status, replay.output),
-        (Status::Completed, Some(json("2")))
-    );
+    assert_eq!((replay.status, replay.output), (Status::Completed, Some(json("2"))));
     fx.drop_schema().await;
 }
 
@@ -569,11 +484,7 @@ async fn a_live_owner_makes_the_workflow_busy_for_others() {
 async fn a_dead_owner_is_taken_over_at_once() {
     let fx = Fixture::new().await;
     let dying = second_engine(&fx).await;
-    let held = dying
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let held = dying.start(None, "w", &json("null"), None).await.unwrap().workflow;
     dying
         .step_finished(held, "before".into(), 1, Outcome::Completed(json("1")))
         .await
@@ -599,25 +510,19 @@ async fn a_dead_owner_is_taken_over_at_once() {
 async fn an_expired_holder_cannot_write_after_a_takeover() {
     let fx = Fixture::new().await;
     let hung = second_engine(&fx).await;
-    let held = hung
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let held = hung.start(None, "w", &json("null"), None).await.unwrap().workflow;
     // The holder's session lives on, but its lease ran out (a hung process).
     fx.admin
         .execute(
-            &format!("UPDATE {}.owner SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid", fx.schema),
+            &format!(
+                "UPDATE {}.owner SET expires_at = now() - interval '1 second' WHERE id = $1::text::uuid",
+                fx.schema
+            ),
             &[&hung.owner_id()],
         )
         .await
         .unwrap();
-    let taken = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let taken = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
     assert_eq!(taken.epoch, held.epoch + 1);
     fx.engine
         .step_finished(taken, "s".into(), 1, Outcome::Completed(json("\"new\"")))
@@ -628,23 +533,13 @@ async fn an_expired_holder_cannot_write_after_a_takeover() {
         .step_finished(held, "s".into(), 1, Outcome::Completed(json("\"stale\"")))
         .await
         .unwrap_err();
-    assert_eq!(
-        stale_step,
-        EngineError::LeaseLost {
-            workflow_id: held.id
-        }
-    );
+    assert_eq!(stale_step, EngineError::LeaseLost { workflow_id: held.id });
     hung.step_started(held, "t", 1).unwrap();
     let stale_finish = hung
         .workflow_finished(held, Outcome::Completed(json("\"stale\"")))
         .await
         .unwrap_err();
-    assert_eq!(
-        stale_finish,
-        EngineError::LeaseLost {
-            workflow_id: held.id
-        }
-    );
+    assert_eq!(stale_finish, EngineError::LeaseLost { workflow_id: held.id });
     let rows = fx.children(held.id).await;
     assert_eq!(
         rows,
@@ -657,30 +552,15 @@ async fn an_expired_holder_cannot_write_after_a_takeover() {
 #[tokio::test]
 async fn the_same_process_starting_again_fences_out_its_older_context() {
     let fx = Fixture::new().await;
-    let old = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
-    let new = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let old = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    let new = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
     assert_eq!(new.epoch, old.epoch + 1);
     let err = fx
         .engine
         .step_finished(old, "s".into(), 1, Outcome::Completed(json("1")))
         .await
         .unwrap_err();
-    assert_eq!(
-        err,
-        EngineError::LeaseLost {
-            workflow_id: old.id
-        }
-    );
+    assert_eq!(err, EngineError::LeaseLost { workflow_id: old.id });
     let parent = Parent {
         workflow: old,
         name: "w",
@@ -690,24 +570,14 @@ async fn the_same_process_starting_again_fences_out_its_older_context() {
         .start(Some(parent), "c", &json("null"), None)
         .await
         .unwrap_err();
-    assert_eq!(
-        err,
-        EngineError::LeaseLost {
-            workflow_id: old.id
-        }
-    );
+    assert_eq!(err, EngineError::LeaseLost { workflow_id: old.id });
     fx.drop_schema().await;
 }
 
 #[tokio::test]
 async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
     let fx = Fixture::new().await;
-    let root = fx
-        .engine
-        .start(None, "r", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let root = fx.engine.start(None, "r", &json("null"), None).await.unwrap().workflow;
     let parent = Parent {
         workflow: root,
         name: "r",
@@ -719,60 +589,30 @@ async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
         .unwrap()
         .workflow;
     assert!(fx.engine.cancel("r").await.unwrap());
-    assert!(
-        !fx.engine.cancel("r").await.unwrap(),
-        "nothing left to cancel"
-    );
+    assert!(!fx.engine.cancel("r").await.unwrap(), "nothing left to cancel");
     assert!(!fx.engine.cancel("no-such-workflow").await.unwrap());
     let err = fx
         .engine
         .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
         .await
         .unwrap_err();
-    assert_eq!(
-        err,
-        EngineError::Cancelled {
-            workflow_id: child.id
-        }
-    );
+    assert_eq!(err, EngineError::Cancelled { workflow_id: child.id });
     let err = fx
         .engine
         .workflow_finished(root, Outcome::Completed(json("1")))
         .await
         .unwrap_err();
-    assert_eq!(
-        err,
-        EngineError::Cancelled {
-            workflow_id: root.id
-        }
-    );
-    let err = fx
-        .engine
-        .start(None, "r", &json("null"), None)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err,
-        EngineError::Cancelled {
-            workflow_id: root.id
-        }
-    );
+    assert_eq!(err, EngineError::Cancelled { workflow_id: root.id });
+    let err = fx.engine.start(None, "r", &json("null"), None).await.unwrap_err();
+    assert_eq!(err, EngineError::Cancelled { workflow_id: root.id });
     fx.drop_schema().await;
 }
 
 #[tokio::test]
 async fn a_durable_marker_is_committed_before_it_returns() {
     let fx = Fixture::new().await;
-    let wf = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
-    fx.engine
-        .step_started_durably(wf, "pay".into(), 1)
-        .await
-        .unwrap();
+    let wf = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    fx.engine.step_started_durably(wf, "pay".into(), 1).await.unwrap();
     let rows = fx.children(wf.id).await;
     assert_eq!(rows, [("pay".into(), "running".into(), 1, None)]);
     fx.drop_schema().await;
@@ -783,12 +623,7 @@ async fn a_deadline_is_kept_across_starts_and_shared_by_children() {
     let fx = Fixture::new().await;
     let first = fx
         .engine
-        .start(
-            None,
-            "w",
-            &json("null"),
-            Some(std::time::Duration::from_secs(60)),
-        )
+        .start(None, "w", &json("null"), Some(std::time::Duration::from_secs(60)))
         .await
         .unwrap();
     let deadline = first.deadline.expect("a deadline");
@@ -797,30 +632,15 @@ async fn a_deadline_is_kept_across_starts_and_shared_by_children() {
         left > std::time::Duration::from_secs(58) && left <= std::time::Duration::from_secs(60),
         "{left:?}"
     );
-    let again = fx
-        .engine
-        .start(None, "w", &json("null"), None)
-        .await
-        .unwrap();
-    assert!(
-        again.deadline.is_some(),
-        "the deadline set at creation stays"
-    );
+    let again = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    assert!(again.deadline.is_some(), "the deadline set at creation stays");
     let parent = Parent {
         workflow: again.workflow,
         name: "w",
     };
-    let child = fx
-        .engine
-        .start(Some(parent), "c", &json("null"), None)
-        .await
-        .unwrap();
+    let child = fx.engine.start(Some(parent), "c", &json("null"), None).await.unwrap();
     assert!(child.deadline.is_some());
-    let plain = fx
-        .engine
-        .start(None, "plain", &json("null"), None)
-        .await
-        .unwrap();
+    let plain = fx.engine.start(None, "plain", &json("null"), None).await.unwrap();
     assert!(plain.deadline.is_none());
     fx.drop_schema().await;
 }
