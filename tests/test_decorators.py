@@ -140,3 +140,22 @@ def test_decorators_need_async_functions() -> None:
 
     with pytest.raises(TypeError, match="async def"):
         durable.workflow(not_async)  # type: ignore[arg-type]
+
+
+async def test_step_options_pass_through_the_decorator(db: durable.Db, pg: asyncpg.Connection) -> None:
+    tries: list[int] = []
+
+    @durable.step(retries=2, backoff=durable.Backoff(initial=0.01, jitter=0.0), retry_on=ConnectionError)
+    async def flaky() -> int:
+        tries.append(durable.attempt())
+        if len(tries) < 3:
+            raise ConnectionError("blip")
+        return len(tries)
+
+    @durable.workflow
+    async def wf(ctx: Ctx, _: None) -> int:
+        return await flaky()
+
+    assert await wf.run(db, "wf", None) == 3
+    assert tries == [1, 2, 3]
+    assert await pg.fetchval("SELECT attempt FROM task WHERE kind = 'step'") == 3

@@ -9,6 +9,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 from ._ctx import Ctx, current
 from ._db import Db
+from ._retry import Backoff
 
 I = TypeVar("I")  # noqa: E741 - the workflow's input type
 O = TypeVar("O")  # noqa: E741 - the workflow's output type
@@ -66,18 +67,33 @@ def step(fn: Callable[P, Awaitable[T]], /) -> Callable[P, Coroutine[Any, Any, T]
 
 
 @overload
-def step(*, name: str | None = None) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
+def step(
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: Backoff | None = None,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    at_most_once: bool = False,
+) -> Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]: ...
 
 
 def step(
-    fn: Callable[P, Awaitable[T]] | None = None, /, *, name: str | None = None
+    fn: Callable[P, Awaitable[T]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    retries: int = 0,
+    backoff: Backoff | None = None,
+    retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    at_most_once: bool = False,
 ) -> Callable[P, Coroutine[Any, Any, T]] | Callable[[Callable[P, Awaitable[T]]], Callable[P, Coroutine[Any, Any, T]]]:
     """Checkpoints an async function as a step whenever it is called inside a
     running workflow (``Workflow.run`` or ``async with`` a ``Ctx``).
 
     The step is named after the function (or ``name=``); repeated calls in one
     run are named ``name``, ``name#2``, ``name#3``... in call order. Called
-    outside any workflow, the function simply runs.
+    outside any workflow, the function simply runs. ``retries``, ``backoff``,
+    ``retry_on`` and ``at_most_once`` are those of ``Ctx.step``.
     """
 
     def decorate(f: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -94,7 +110,14 @@ def step(
             if ctx is None:
                 return _plain(f, *args, **kwargs)
             # Named now, at call time, so that gather() keeps call order.
-            return ctx.step(ctx.auto_name(base), lambda: f(*args, **kwargs))
+            return ctx.step(
+                ctx.auto_name(base),
+                lambda: f(*args, **kwargs),
+                retries=retries,
+                backoff=backoff,
+                retry_on=retry_on,
+                at_most_once=at_most_once,
+            )
 
         return call
 
