@@ -218,3 +218,43 @@ async def test_a_paused_holder_is_fenced_out_after_a_takeover(
     root = await pg.fetchrow("SELECT status, output FROM task WHERE name = 'stale'")
     assert root is not None
     assert (root["status"], json.loads(root["output"])) == ("completed", "new holder's result")
+
+
+async def test_the_heartbeat_keeps_an_idle_holder_alive(dsn: str, schema: str, db: durable.Db) -> None:
+    short = await durable.init(dsn, schema=schema, lease=1.0)
+    try:
+        await Ctx.start(short, "idle")
+        await asyncio.sleep(2.5)  # well past one lease, with no work done
+        with pytest.raises(durable.WorkflowBusy):
+            await Ctx.start(db, "idle")
+    finally:
+        await short.close()
+
+
+async def test_a_takeover_waits_for_a_write_in_flight(
+    dsn: str, schema: str, db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    first = await Ctx.start(db, "w")
+    with pytest.raises(ZeroDivisionError):
+        await first.step("s", lambda: 1 / 0)  # leaves a row for step s
+    holder = await Ctx.start(db, "w")  # a new run, to run s again
+    blocker = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        # Hold the step's row: the holder's next write of it passes its fence,
+        # then waits here, in flight.
+        lock = blocker.transaction()
+        await lock.start()
+        await blocker.execute("SELECT 1 FROM task WHERE name = 's' FOR UPDATE")
+        writing = asyncio.ensure_future(holder.step("s", lambda: "from the holder"))
+        await asyncio.sleep(0.3)
+        await pg.execute("UPDATE owner SET expires_at = now() - interval '1 second' WHERE id = $1::uuid", db.owner_id)
+        taking = asyncio.ensure_future(Ctx.start(other_db, "w"))
+        await asyncio.sleep(0.5)
+        assert not writing.done()
+        assert not taking.done(), "the takeover waits for the write that passed its fence"
+        await lock.rollback()
+    finally:
+        await blocker.close()
+    assert await writing == "from the holder"
+    taken = await taking
+    assert await taken.step("s", lambda: "again") == "from the holder", "the takeover sees it"

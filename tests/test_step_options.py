@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -94,6 +96,7 @@ async def test_an_interrupted_at_most_once_step_is_not_run_again(db: durable.Db,
     started = asyncio.Event()
 
     async def charge() -> str:
+        assert not charged, "charged twice"
         charged.append("charge")
         started.set()
         await asyncio.sleep(3600)
@@ -207,3 +210,25 @@ async def test_step_options_are_validated(db: durable.Db) -> None:
         await durable.init("postgresql://x@127.0.0.1:1/x", lease=0)
     with pytest.raises(durable.ConfigError, match="deadline must be a positive number"):
         await Ctx.start(db, "w2", deadline=-1)
+
+
+async def test_an_at_most_once_marker_is_committed_before_the_body_runs(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    program = Path(__file__).parent / "programs" / "charge.py"
+
+    async def run(*args: str) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(program), dsn, schema, *args, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode is not None
+        return proc.returncode, out.decode().strip()
+
+    # The body kills its process the instant it starts, with no await in between.
+    code, _ = await run("--die")
+    assert code == -9
+    assert await run() == (0, "interrupted")
+    assert await run() == (0, "interrupted"), "and it stays so until a human decides"
+    row = await step_row(pg, "charge")
+    assert (row["status"], json.loads(row["error"])["type"]) == ("failed", "StepInterrupted")
