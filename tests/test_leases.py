@@ -75,6 +75,15 @@ async def test_a_closed_owner_gives_its_workflows_up_at_once(db: durable.Db, oth
     assert await taken.step("s", lambda: "not run") == "saved"
 
 
+async def test_a_closed_owner_stays_released(dsn: str, schema: str, db: durable.Db) -> None:
+    short = await durable.init(dsn, schema=schema, lease=1.0)
+    await Ctx.start(short, "w")
+    await short.close()
+    await asyncio.sleep(1.0)  # three heartbeat periods: none may renew the released lease
+    taken = await Ctx.start(db, "w")
+    assert taken.attempt == 2
+
+
 async def test_an_expired_holder_is_taken_over_and_fenced_out(
     db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection
 ) -> None:

@@ -264,6 +264,7 @@ impl Engine {
     /// unfinished workflows at once), then refuses new work with `Closed` and
     /// releases the connections (the writer's after its current batch).
     pub async fn close(&self) {
+        self.owner.stop();
         if !self.pool.is_closed() {
             let owner = self.owner.id.as_str();
             let _ = retrying!(self, "releasing leases", |client| async {

@@ -52,9 +52,17 @@ impl Owner {
     }
 }
 
+impl Owner {
+    /// Stops the heartbeat and closes the dedicated session: from now on
+    /// this owner is dead to everyone.
+    pub(crate) fn stop(&self) {
+        self.heartbeat.abort();
+    }
+}
+
 impl Drop for Owner {
     fn drop(&mut self) {
-        self.heartbeat.abort();
+        self.stop();
     }
 }
 

@@ -128,15 +128,14 @@ impl Writer {
         name: String,
         attempt: i32,
     ) -> Result<(), EngineError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Op::Step {
+        self.committed(|reply| Op::Step {
             workflow,
             name,
             attempt,
             outcome: None,
             reply: Some(reply),
-        })?;
-        done.await.map_err(|_| EngineError::Closed)?
+        })
+        .await
     }
 
     /// Saves a step's outcome; resolves once it is committed.
@@ -147,25 +146,31 @@ impl Writer {
         attempt: i32,
         outcome: Outcome,
     ) -> Result<(), EngineError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Op::Step {
+        self.committed(|reply| Op::Step {
             workflow,
             name,
             attempt,
             outcome: Some(outcome),
             reply: Some(reply),
-        })?;
-        done.await.map_err(|_| EngineError::Closed)?
+        })
+        .await
     }
 
     /// Saves a workflow's outcome; resolves once it is committed.
     pub(crate) async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
-        let (reply, done) = oneshot::channel();
-        self.send(Op::Workflow {
+        self.committed(|reply| Op::Workflow {
             workflow,
             outcome,
             reply,
-        })?;
+        })
+        .await
+    }
+
+    /// Queues the record `make` builds around a reply channel, and waits for
+    /// the answer: sent after the commit that holds the record.
+    async fn committed(&self, make: impl FnOnce(Reply) -> Op) -> Result<(), EngineError> {
+        let (reply, done) = oneshot::channel();
+        self.send(make(reply))?;
         done.await.map_err(|_| EngineError::Closed)?
     }
 
