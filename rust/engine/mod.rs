@@ -163,8 +163,12 @@ impl Engine {
         })?;
         let Some(row) = row else {
             // Only a child start yields no row: its parent's lease was refused.
-            let parent = parent.map_or(0, |p| p.workflow.id);
-            return Err(self.refusal(parent).await);
+            let Some(parent) = parent else {
+                return Err(EngineError::Unexpected(format!(
+                    "starting workflow {name:?} returned no row"
+                )));
+            };
+            return Err(self.refusal(parent.workflow).await);
         };
         let started = workflow::read_started(&row, name, parent.map(|p| p.name), Access::Take)?;
         self.with_history(started).await
@@ -282,24 +286,19 @@ impl Engine {
         }
     }
 
-    /// Why the writes of this process to workflow `id` are refused.
-    async fn refusal(&self, id: i64) -> EngineError {
+    /// Why `workflow` refuses the writes of this process.
+    async fn refusal(&self, workflow: WorkflowId) -> EngineError {
         let owner = self.owner.id.as_str();
+        let id = workflow.id;
         let found = retrying!(self, "checking a workflow's lease", |client| async {
             client.query_opt(&self.sql.diagnose, &[&vec![id], &owner]).await
         });
-        match found {
-            Ok(Some(row)) => match workflow::col::<&str>(&row, "status").and_then(Status::parse) {
-                Ok(Status::Cancelled) => EngineError::Cancelled { workflow_id: id },
-                Ok(Status::Running) => EngineError::LeaseLost { workflow_id: id },
-                Ok(_) => EngineError::NotRunning {
-                    workflow_id: id,
-                    what: "child workflow".to_owned(),
-                },
-                Err(err) => err,
-            },
-            Ok(None) => EngineError::Unexpected(format!("workflow id {id} no longer exists")),
-            Err(err) => err,
+        match found.map(|row| row.map(|row| workflow::refusal(&row, workflow.epoch, "child workflow"))) {
+            Ok(Some(Ok((_, Some(reason))))) => reason,
+            // Its fence would pass: the refusal came from somewhere else.
+            Ok(Some(Ok((_, None)))) => EngineError::Unexpected(format!("workflow id {id} refused a child start")),
+            Ok(Some(Err(err))) | Err(err) => err,
+            Ok(None) => workflow::vanished(id),
         }
     }
 }

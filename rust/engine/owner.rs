@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, Config, NoTls};
 
-use super::error::{EngineError, describe};
+use super::error::EngineError;
+use super::pool::connect_error;
 use super::retry::Backoff;
 use super::sql::Statements;
 use super::workflow::col;
@@ -50,9 +51,7 @@ impl Owner {
         let heartbeat = tokio::spawn(session.beat(client, id.clone()));
         Ok(Owner { id, heartbeat })
     }
-}
 
-impl Owner {
     /// Stops the heartbeat and closes the dedicated session: from now on
     /// this owner is dead to everyone.
     pub(crate) fn stop(&self) {
@@ -68,14 +67,11 @@ impl Drop for Owner {
 
 impl Session {
     async fn connect(&self) -> Result<Client, EngineError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(|err| {
-            let (reason, sqlstate) = describe(&err);
-            EngineError::Connect {
-                target: self.target.to_string(),
-                reason,
-                sqlstate,
-            }
-        })?;
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|err| connect_error(&self.target, &err))?;
         tokio::spawn(connection);
         Ok(client)
     }

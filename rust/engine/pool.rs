@@ -24,17 +24,20 @@ pub(crate) fn build(config: tokio_postgres::Config, max_size: usize) -> Result<P
         .map_err(|e| EngineError::InvalidDsn(e.to_string()))
 }
 
+/// A failed connection attempt to `target` ("host:port"), as `Connect`.
+pub(crate) fn connect_error(target: &str, err: &tokio_postgres::Error) -> EngineError {
+    let (reason, sqlstate) = describe(err);
+    EngineError::Connect {
+        target: target.to_owned(),
+        reason,
+        sqlstate,
+    }
+}
+
 /// A pooled connection, or an error naming the server it could not reach.
 pub(crate) async fn checkout(pool: &Pool, target: &str) -> Result<Object, EngineError> {
     pool.get().await.map_err(|err| match err {
-        PoolError::Backend(err) => {
-            let (reason, sqlstate) = describe(&err);
-            EngineError::Connect {
-                target: target.to_owned(),
-                reason,
-                sqlstate,
-            }
-        }
+        PoolError::Backend(err) => connect_error(target, &err),
         PoolError::Closed => EngineError::Closed,
         other => EngineError::Connect {
             target: target.to_owned(),

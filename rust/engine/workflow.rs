@@ -186,6 +186,31 @@ pub(crate) fn read_history(rows: &[Row]) -> Result<HashMap<String, HistoryEntry>
         .collect()
 }
 
+/// Why a workflow refuses writes (of `what`) made under `epoch`, from a row
+/// of the `diagnose` statement: `(id, reason)`, `None` when it would take them.
+pub(crate) fn refusal(row: &Row, epoch: i64, what: &str) -> Result<(i64, Option<EngineError>), EngineError> {
+    let id: i64 = col(row, "id")?;
+    let status = Status::parse(col(row, "status")?)?;
+    let reason = if status == Status::Cancelled {
+        Some(EngineError::Cancelled { workflow_id: id })
+    } else if !col::<bool>(row, "ours")? || col::<i64>(row, "lease_epoch")? != epoch {
+        Some(EngineError::LeaseLost { workflow_id: id })
+    } else if status != Status::Running {
+        Some(EngineError::NotRunning {
+            workflow_id: id,
+            what: what.to_owned(),
+        })
+    } else {
+        None
+    };
+    Ok((id, reason))
+}
+
+/// A workflow row that is not there any more.
+pub(crate) fn vanished(id: i64) -> EngineError {
+    EngineError::Unexpected(format!("workflow id {id} no longer exists"))
+}
+
 /// Reads one column; a type mismatch is reported as an error, never a panic.
 pub(crate) fn col<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<T, EngineError> {
     row.try_get(name)

@@ -34,7 +34,7 @@ use super::jsonb::JsonText;
 use super::pool::checkout;
 use super::retry::{Backoff, is_transient};
 use super::sql::Statements;
-use super::workflow::{Status, WorkflowId, col};
+use super::workflow::{Status, WorkflowId, col, refusal, vanished};
 
 /// Most records in one statement; more wait for the next flush.
 const MAX_BATCH: usize = 1000;
@@ -436,32 +436,11 @@ async fn diagnose(
         .query(&sql.diagnose, &[&ids, &owner])
         .await
         .map_err(|e| failure("checking why checkpoints were refused", &e))?;
-    let mut reasons: HashMap<i64, Option<EngineError>> = ids
-        .iter()
-        .map(|&id| {
-            (
-                id,
-                Some(EngineError::Unexpected(format!("workflow id {id} no longer exists"))),
-            )
-        })
-        .collect();
+    let mut reasons: HashMap<i64, Option<EngineError>> = ids.iter().map(|&id| (id, Some(vanished(id)))).collect();
     for row in &rows {
         let id: i64 = col(row, "id").map_err(Failure::Fatal)?;
-        let status = Status::parse(col(row, "status").map_err(Failure::Fatal)?).map_err(Failure::Fatal)?;
-        let ours: bool = col(row, "ours").map_err(Failure::Fatal)?;
-        let epoch: i64 = col(row, "lease_epoch").map_err(Failure::Fatal)?;
-        let reason = if status == Status::Cancelled {
-            Some(EngineError::Cancelled { workflow_id: id })
-        } else if !ours || Some(&epoch) != epochs.get(&id) {
-            Some(EngineError::LeaseLost { workflow_id: id })
-        } else if status != Status::Running {
-            Some(EngineError::NotRunning {
-                workflow_id: id,
-                what: "record".to_owned(),
-            })
-        } else {
-            None
-        };
+        let epoch = epochs.get(&id).copied().unwrap_or_default();
+        let (id, reason) = refusal(row, epoch, "record").map_err(Failure::Fatal)?;
         reasons.insert(id, reason);
     }
     Ok(reasons)
