@@ -1,6 +1,6 @@
 """Step throughput against raw asyncpg, on the same Postgres, in one run.
 
-    python bench/steps.py [--dsn URL] [--runs 3] [--steps 1000]
+    python bench/steps.py [--dsn URL] [--runs 3] [--steps 1000] [--payload int|dict]
 
 Measures, each `--runs` times, reporting the median:
 
@@ -38,11 +38,19 @@ def identity(i: int) -> int:
     return i
 
 
+def small_dict(i: int) -> dict[str, object]:
+    return {"id": i, "status": "ok", "score": i / 7, "tags": ["a", "b"]}
+
+
+#: What every step returns: set by --payload.
+result = identity
+
+
 async def durable_sequential(db: durable.Db, steps: int) -> float:
     ctx = await Ctx.start(db, f"bench-{uuid.uuid4()}")
     start = time.perf_counter()
     for i in range(steps):
-        await ctx.step(f"s{i}", functools.partial(identity, i))
+        await ctx.step(f"s{i}", functools.partial(result, i))
     elapsed = time.perf_counter() - start
     await ctx.complete(None)
     return steps / elapsed
@@ -52,7 +60,7 @@ async def durable_concurrent(db: durable.Db, workflows: int, steps: int) -> floa
     async def one(w: int) -> None:
         ctx = await Ctx.start(db, f"bench-{uuid.uuid4()}-{w}")
         for i in range(steps):
-            await ctx.step(f"s{i}", functools.partial(identity, i))
+            await ctx.step(f"s{i}", functools.partial(result, i))
         await ctx.complete(None)
 
     start = time.perf_counter()
@@ -116,5 +124,8 @@ if __name__ == "__main__":
     parser.add_argument("--dsn", default=os.environ.get("DURABLE_DATABASE_URL") or LOCAL)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--payload", choices=["int", "dict"], default="int", help="what each step returns")
     args = parser.parse_args()
+    if args.payload == "dict":
+        result = small_dict  # type: ignore[assignment]
     asyncio.run(main(args.dsn, args.runs, args.steps))

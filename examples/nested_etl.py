@@ -29,7 +29,7 @@ from durable import Ctx
 SOURCES = ["orders", "customers", "inventory"]
 CRASH_IN = ("customers", "transform")  # where the first worker dies
 
-T = TypeVar("T")
+T = TypeVar("T", bound=durable.Json)
 
 
 async def tracked(ctx: Ctx, step: str, fn: Callable[[], T]) -> T:

@@ -17,6 +17,7 @@ from ._db import Db, cancel, init
 from ._retry import Backoff
 from ._decorators import Workflow, step, workflow
 from ._embedded import start_embedded
+from ._json import Json
 from .errors import (
     Cancelled,
     ConfigError,
@@ -49,6 +50,7 @@ __all__ = [
     "DurableError",
     "InputMismatch",
     "InvalidName",
+    "Json",
     "LeaseLost",
     "NotJson",
     "SchemaTooNew",

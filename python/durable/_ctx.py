@@ -12,11 +12,15 @@ from typing import Any, TypeVar, overload
 
 from . import _core
 from ._db import Db, resolve
+from ._json import J, Json
+from ._options import Seconds, seconds
 from ._retry import Backoff
 from .errors import (
     Cancelled,
+    ConfigError,
     DeadlineExceeded,
     DurableError,
+    InputMismatch,
     LeaseLost,
     NotJson,
     StepInterrupted,
@@ -27,13 +31,29 @@ from .errors import (
 
 T = TypeVar("T")
 
-#: The context of the workflow running in the current task, for ``@durable.step``.
-current: contextvars.ContextVar[Ctx] = contextvars.ContextVar("durable_current_ctx")
+#: The context of the workflow running in the current task, for
+#: ``@durable.step``; None inside a step's body, where decorated steps are
+#: plain calls.
+current: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("durable_current_ctx", default=None)
+
+#: The workflow whose step body is running in the current task, if any.
+_in_step: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("durable_in_step", default=None)
 
 #: The attempt number of the step body running in the current task.
 _attempt: contextvars.ContextVar[int] = contextvars.ContextVar("durable_step_attempt")
 
 _NO_RETRY = Backoff()
+
+#: Longest ``wait`` of ``Ctx.start`` (a year) and farthest ``deadline`` (a century), in seconds.
+MAX_WAIT = 365 * 86400.0
+MAX_DEADLINE = 100 * 365 * 86400.0
+
+#: Marks "no argument given" where None is a value.
+_SAVED: Any = object()
+
+#: Longest message and traceback kept in an error record, in characters.
+_MESSAGE_CHARS = 16_000
+_TRACEBACK_CHARS = 64_000
 
 
 def attempt() -> int:
@@ -46,15 +66,62 @@ def attempt() -> int:
         raise LookupError("durable.attempt() is only known inside a step's body") from None
 
 
-def error_record(exc: BaseException) -> dict[str, str]:
-    """What is saved about an exception: enough for a human to act on."""
+def error_record(exc: BaseException, *, brief: bool = False) -> dict[str, str]:
+    """What is saved about an exception: enough for a human to act on.
+
+    Every text is made storable: a NUL becomes the four characters ``\\x00``
+    and a lone surrogate its ``\\udXXX`` escape; a message or traceback too
+    long keeps its beginning and end. ``brief`` keeps only type, module and
+    the start of the message (for a value-size limit too small for more).
+    """
     kind = type(exc)
-    return {
-        "type": kind.__qualname__,
-        "module": kind.__module__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
+    try:
+        message = str(exc)
+    except Exception:
+        message = f"<str() of the {kind.__qualname__} failed>"
+    record = {
+        "type": _storable(kind.__qualname__, 200),
+        "module": _storable(kind.__module__, 200),
+        "message": _storable(message, 200 if brief else _MESSAGE_CHARS),
     }
+    if not brief:
+        try:
+            text = "".join(traceback.format_exception(exc))
+        except Exception:
+            text = "<the traceback could not be formatted>"
+        record["traceback"] = _storable(text, _TRACEBACK_CHARS)
+    return record
+
+
+def _storable(text: str, limit: int) -> str:
+    """``text`` as Postgres can store it, at most about ``limit`` characters."""
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+    if len(text) > limit:
+        cut = len(text) - limit
+        text = f"{text[: limit // 2]}\n[... {cut} characters cut ...]\n{text[-(limit // 2) :]}"
+    return text
+
+
+def check_step_options(
+    name: str,
+    retries: int,
+    backoff: Backoff | None,
+    retry_on: type[Exception] | tuple[type[Exception], ...],
+    at_most_once: bool,
+) -> None:
+    """Refuses bad step options with ``ConfigError`` before anything runs."""
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ConfigError(f"step {name!r}: retries must be an int >= 0, not {retries!r}")
+    if backoff is not None and not isinstance(backoff, Backoff):
+        raise ConfigError(f"step {name!r}: backoff must be a durable.Backoff or None, not {backoff!r}")
+    kinds = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+    if not all(isinstance(k, type) and issubclass(k, Exception) for k in kinds):
+        raise ConfigError(
+            f"step {name!r}: retry_on must be an exception class (a subclass of Exception) "
+            f"or a tuple of them, not {retry_on!r}"
+        )
+    if not isinstance(at_most_once, bool):
+        raise ConfigError(f"step {name!r}: at_most_once must be True or False, not {at_most_once!r}")
 
 
 class Ctx:
@@ -74,10 +141,10 @@ class Ctx:
     def start(
         db: Db | str,
         name: str,
-        input: Any = None,
+        input: Json = None,
         *,
-        wait: float = 0.0,
-        deadline: float | None = None,
+        wait: Seconds = 0.0,
+        deadline: Seconds | None = None,
     ) -> Starting:
         """Creates the root workflow ``name``, or takes it over if it exists.
 
@@ -86,28 +153,31 @@ class Ctx:
         and equal to the saved input of an existing workflow (else
         ``InputMismatch``). ``db`` may be a database URL string.
 
-        A workflow held by another live process raises ``WorkflowBusy``, or,
-        with ``wait`` seconds, is waited for (it may finish, or its holder
-        die). ``deadline``: seconds from now by which a new workflow must
-        complete (kept across restarts); past it, the next step raises
-        ``DeadlineExceeded``.
+        A workflow held by another live holder (another process, another
+        ``Db``, or another handle in this process) raises ``WorkflowBusy``,
+        or, with ``wait`` (seconds or a timedelta), is waited for: it may
+        finish, be released, or its holder die. ``deadline``: seconds from now
+        by which a new workflow must complete (kept across restarts); past
+        it, the next step raises ``DeadlineExceeded``.
         """
+        wait_s = seconds("wait", wait, at_most=MAX_WAIT, zero_ok=True)
+        deadline_s = None if deadline is None else seconds("deadline", deadline, at_most=MAX_DEADLINE)
 
         async def start() -> Ctx:
             resolved = await resolve(db)
             loop = asyncio.get_running_loop()
-            give_up = loop.time() + wait
+            give_up = loop.time() + wait_s
             delay = 0.05
             while True:
                 try:
-                    workflow = await resolved._engine.start(name, input, deadline)
+                    workflow = await resolved._engine.start(name, input, deadline_s)
                     return Ctx(resolved, workflow)
                 except WorkflowBusy:
                     left = give_up - loop.time()
                     if left <= 0:
                         raise
                     await asyncio.sleep(min(delay, left))
-                    delay = min(delay * 2, 1.0)
+                    delay = min(delay * 2, 0.5)
 
         return Starting(start())
 
@@ -126,6 +196,11 @@ class Ctx:
     def root_id(self) -> int:
         """Row id of the root workflow of this tree."""
         return self._wf.root_id
+
+    @property
+    def input(self) -> Any:
+        """The workflow's input as saved: its JSON form, the same on every run."""
+        return self._wf.input
 
     @property
     def attempt(self) -> int:
@@ -162,25 +237,25 @@ class Ctx:
     async def step(
         self,
         name: str,
-        fn: Callable[[], Awaitable[T]],
+        fn: Callable[[], Awaitable[J]],
         *,
         retries: int = 0,
         backoff: Backoff | None = None,
         retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
         at_most_once: bool = False,
-    ) -> T: ...
+    ) -> J: ...
 
     @overload
     async def step(
         self,
         name: str,
-        fn: Callable[[], T],
+        fn: Callable[[], J],
         *,
         retries: int = 0,
         backoff: Backoff | None = None,
         retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
         at_most_once: bool = False,
-    ) -> T: ...
+    ) -> J: ...
 
     async def step(
         self,
@@ -195,7 +270,8 @@ class Ctx:
         """Runs ``fn`` (sync or async, no arguments) once, saving its JSON result.
 
         If a previous run completed this step, its saved result is returned and
-        ``fn`` is not called. Returns only after the result is committed. If
+        ``fn`` is not called. Returns only after the result is committed, and
+        returns the result's JSON form, exactly what a replay returns. If
         ``fn`` raises, the attempt is recorded failed (type, message,
         traceback); with ``retries``, an exception matching ``retry_on`` is
         retried after ``backoff``, else it propagates.
@@ -204,17 +280,22 @@ class Ctx:
         ``running`` marker is committed before ``fn`` runs, and a step found
         interrupted by a crash is not run again: it raises ``StepInterrupted``
         for a human to decide.
+
+        Called inside another step's body (of the same workflow tree), ``fn``
+        simply runs: the outer step's saved result covers it.
         """
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be a callable taking no arguments, not {type(fn).__name__}")
-        if retries < 0:
-            raise ValueError(f"step {name!r}: retries must be >= 0, not {retries}")
+        check_step_options(name, retries, backoff, retry_on, at_most_once)
+        outer = _in_step.get()
+        if outer is not None and outer.root_id == self.root_id:
+            return await _call(fn)
         verdict, saved, number = self._wf.begin_step(name, at_most_once)
         if verdict == "replay":
             return saved
         if verdict == "interrupted":
             interrupted = StepInterrupted(saved)
-            await self._record_failure(interrupted, self._wf.fail_step(name, number, error_record(interrupted)))
+            await self._record_failure(interrupted, lambda record: self._wf.fail_step(name, number, record))
             raise interrupted
         policy = backoff or _NO_RETRY
         retried = 0
@@ -223,13 +304,11 @@ class Ctx:
                 await self._wf.mark_step_durably(name, number)
             else:
                 self._wf.mark_step(name, number)
-            token = _attempt.set(number)
+            tokens = (_attempt.set(number), _in_step.set(self), current.set(None))
             try:
-                result = fn()
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await _call(fn)
             except Exception as exc:
-                await self._record_failure(exc, self._wf.fail_step(name, number, error_record(exc)))
+                await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
                 if retried >= retries or not isinstance(exc, retry_on):
                     raise
                 retried += 1
@@ -237,23 +316,32 @@ class Ctx:
                 await asyncio.sleep(policy.delay(retried))
                 continue
             finally:
-                _attempt.reset(token)
+                current.reset(tokens[2])
+                _in_step.reset(tokens[1])
+                _attempt.reset(tokens[0])
             break
         try:
             saving = self._wf.finish_step(name, number, result)
         except (NotJson, ValueTooLarge) as exc:
             # The body ran but its result cannot be saved: that is the step's failure.
-            await self._record_failure(exc, self._wf.fail_step(name, number, error_record(exc)))
+            await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
             raise
-        await saving
-        return result
+        return await saving
 
-    def child(self, name: str, input: Any = None) -> Starting:
+    def child(self, name: str, input: Json = None) -> Starting:
         """Creates (or resumes) the child workflow ``name`` with its own steps.
 
         Children may run concurrently. Use ``async with ctx.child(...) as c:``
-        or call ``await c.complete(result)`` yourself.
+        or call ``await c.complete(result)`` yourself. Not inside a step's
+        body: a step's saved result stands for everything its body did.
         """
+        outer = _in_step.get()
+        if outer is not None and outer.root_id == self.root_id:
+            raise DurableError(
+                f"ctx.child({name!r}) was called inside the body of a step of workflow {outer.name!r}: "
+                "a step's body runs as one unit whose result is saved, so it cannot start child "
+                "workflows; start the child from the workflow itself"
+            )
 
         async def start() -> Ctx:
             workflow = await self._wf.start_child(name, input)
@@ -267,42 +355,54 @@ class Ctx:
     async def complete(self) -> None: ...
 
     @overload
-    async def complete(self, result: T) -> T: ...
+    async def complete(self, result: J) -> J: ...
 
     async def complete(self, result: Any = None) -> Any:
-        """Marks the workflow completed with ``result`` (JSON) and returns it.
+        """Marks the workflow completed with ``result`` (JSON) and returns its
+        JSON form (what a replay returns).
 
         On a workflow that completed in an earlier run, returns the saved result.
         """
         if self._wf.status == "completed":
             return self._wf.output
-        await self._wf.complete(result)
-        return result
+        return await self._wf.complete(result)
 
     async def fail(self, exc: BaseException) -> None:
         """Marks the workflow failed with the error's type, message and traceback."""
-        await self._wf.fail(error_record(exc))
+        record = error_record(exc)
+        try:
+            recording = self._wf.fail(record)
+        except ValueTooLarge:
+            recording = self._wf.fail(error_record(exc, brief=True))
+        await recording
 
-    async def run(self, fn: Callable[[Ctx, Any], Awaitable[T]], input: Any) -> T:
+    async def run(self, fn: Callable[[Ctx, Any], Awaitable[J]], input: Any = _SAVED) -> J:
         """Runs a workflow function as this workflow: completes it with the
         function's result, or fails it if the function raises. A workflow
         completed in an earlier run returns its saved result without running.
-        With a deadline, the function is interrupted when it passes."""
+        With a deadline, the function is interrupted when it passes.
+
+        The function is given the workflow's input as saved (its JSON form,
+        the same on every run). ``input``, if given, must have the same JSON
+        form (else ``InputMismatch``).
+        """
+        if input is not _SAVED and not self._wf.same_input(input):
+            raise InputMismatch(f"ctx.run() was given another input than workflow {self.name!r} was started with")
         if self._wf.status == "completed":
-            saved: T = self._wf.output
+            saved: J = self._wf.output
             return saved
         token = current.set(self)
         try:
             deadline = asyncio.timeout(self._wf.deadline_in)
             try:
                 async with deadline:
-                    result = await fn(self, input)
+                    result = await fn(self, self._wf.input)
             except TimeoutError as exc:
                 if deadline.expired():
                     raise DeadlineExceeded(f"workflow {self.name!r} passed its deadline") from exc
                 raise
         except Exception as exc:
-            await self._record_failure(exc, self.fail(exc))
+            await self._record_failure(exc, self._wf.fail)
             raise
         finally:
             current.reset(token)
@@ -311,22 +411,29 @@ class Ctx:
     def auto_name(self, base: str) -> str:
         """``base`` on first use in this run, then ``base#2``, ``base#3``...
 
-        Deterministic as long as calls happen in the same order."""
+        Deterministic as long as the workflow's own code calls in the same
+        order: steps called inside a step's body are plain calls and take no
+        name, so a replayed step never shifts the names after it."""
         count = self._auto_names.get(base, 0) + 1
         self._auto_names[base] = count
         return base if count == 1 else f"{base}#{count}"
 
     @staticmethod
-    async def _record_failure(exc: BaseException, recording: Awaitable[None]) -> None:
-        """Saves a failure. If the workflow is no longer this process's to
-        write (lease lost, cancelled), that is raised instead; if saving fails
-        otherwise, the original error says so in a note."""
+    async def _record_failure(exc: BaseException, save: Callable[[dict[str, str]], Awaitable[None]]) -> None:
+        """Saves a failure with ``save(error_record)``. If the workflow is no
+        longer this process's to write (lease lost, cancelled), that is raised
+        instead; if saving fails otherwise, the original error says so in a
+        note. The original error is never replaced."""
         try:
+            try:
+                recording = save(error_record(exc))
+            except ValueTooLarge:
+                recording = save(error_record(exc, brief=True))
             await recording
         except (LeaseLost, Cancelled) as stop:
             raise stop from exc
         except WorkflowFinished:
-            pass  # finished elsewhere: nothing left to mark
+            pass  # finished already: nothing left to mark
         except DurableError as db_exc:
             exc.add_note(f"durable could not record this failure: {db_exc}")
 
@@ -347,7 +454,7 @@ class Ctx:
             if self._wf.status == "running":
                 await self.complete(None)
         elif isinstance(exc, Exception) and self._wf.status == "running":
-            await self._record_failure(exc, self.fail(exc))
+            await self._record_failure(exc, self._wf.fail)
 
     def __repr__(self) -> str:
         return f"<Ctx {self.name!r} id={self.id} {self.status} attempt={self.attempt}>"
@@ -375,3 +482,11 @@ class Starting:
     ) -> None:
         if self._ctx is not None:
             await self._ctx.__aexit__(exc_type, exc, tb)
+
+
+async def _call(fn: Callable[[], Any]) -> Any:
+    """Calls a step body, sync or async."""
+    result = fn()
+    if inspect.isawaitable(result):
+        result = await result
+    return result

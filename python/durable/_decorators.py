@@ -7,14 +7,15 @@ import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._ctx import Ctx, current
+from ._ctx import Ctx, check_step_options, current
 from ._db import Db
+from ._json import Json
 from ._retry import Backoff
 
-I = TypeVar("I")  # noqa: E741 - the workflow's input type
-O = TypeVar("O")  # noqa: E741 - the workflow's output type
+I = TypeVar("I", bound=Json)  # noqa: E741 - the workflow's input type
+O = TypeVar("O", bound=Json)  # noqa: E741 - the workflow's output type
 P = ParamSpec("P")
-T = TypeVar("T")
+T = TypeVar("T", bound=Json)
 
 
 class Workflow(Generic[I, O]):
@@ -32,14 +33,16 @@ class Workflow(Generic[I, O]):
         Completed steps of an earlier run replay; a workflow that already
         completed returns its saved result without running. If the function
         raises, the workflow is recorded failed and the exception propagates.
+        The function gets the input's JSON form, and the result returned is
+        the output's JSON form: the same on every run.
         """
         ctx = await Ctx.start(db, name, input)
-        return await ctx.run(self.fn, input)
+        return await ctx.run(self.fn)
 
     async def run_child(self, parent: Ctx, name: str, input: I) -> O:
         """Runs the workflow as the child ``name`` of ``parent``."""
         ctx = await parent.child(name, input)
-        return await ctx.run(self.fn, input)
+        return await ctx.run(self.fn)
 
 
 @overload
@@ -92,8 +95,10 @@ def step(
 
     The step is named after the function (or ``name=``); repeated calls in one
     run are named ``name``, ``name#2``, ``name#3``... in call order. Called
-    outside any workflow, the function simply runs. ``retries``, ``backoff``,
-    ``retry_on`` and ``at_most_once`` are those of ``Ctx.step``.
+    outside any workflow, or inside another step's body, the function simply
+    runs (inside a step, the outer step's saved result covers it).
+    ``retries``, ``backoff``, ``retry_on`` and ``at_most_once`` are those of
+    ``Ctx.step``, checked here, when the function is decorated.
     """
 
     def decorate(f: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -103,10 +108,11 @@ def step(
                 "wrap sync code with ctx.step(name, fn) instead"
             )
         base = name or f.__qualname__
+        check_step_options(base, retries, backoff, retry_on, at_most_once)
 
         @functools.wraps(f)
         def call(*args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, T]:
-            ctx = current.get(None)
+            ctx = current.get()
             if ctx is None:
                 return _plain(f, *args, **kwargs)
             # Named now, at call time, so that gather() keeps call order.

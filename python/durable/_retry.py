@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
+
+from .errors import ConfigError
+
+#: Longest wait between two attempts (a day), and the largest growth factor.
+MAX_DELAY = 86400.0
+MAX_FACTOR = 1000.0
 
 
 @dataclass(frozen=True)
@@ -19,12 +26,23 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if not (self.initial >= 0 and self.factor >= 1 and self.max >= self.initial and 0 <= self.jitter <= 1):
-            raise ValueError(
-                f"invalid {self!r}: need initial >= 0, factor >= 1, max >= initial and 0 <= jitter <= 1"
+        numbers = (self.initial, self.factor, self.max, self.jitter)
+        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
+            raise ConfigError(f"invalid {self!r}: every field must be a finite number")
+        if not (
+            0 <= self.initial <= self.max <= MAX_DELAY and 1 <= self.factor <= MAX_FACTOR and 0 <= self.jitter <= 1
+        ):
+            raise ConfigError(
+                f"invalid {self!r}: need 0 <= initial <= max <= {MAX_DELAY:g} (seconds), "
+                f"1 <= factor <= {MAX_FACTOR:g} and 0 <= jitter <= 1"
             )
 
     def delay(self, retry: int) -> float:
         """Seconds to wait before retry number ``retry`` (1 for the first)."""
-        base = min(self.max, self.initial * self.factor ** (retry - 1))
+        if self.initial == 0 or self.factor == 1:
+            base = self.initial
+        elif retry - 1 >= math.log(self.max / self.initial, self.factor):
+            base = self.max  # computing the power there could overflow
+        else:
+            base = self.initial * self.factor ** (retry - 1)
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))

@@ -11,8 +11,10 @@ class DurableError(Exception):
     """Base of every error raised by durable itself."""
 
 
-class ConfigError(DurableError, ValueError):
-    """A bad setting: an unparsable database URL, an invalid schema name."""
+class ConfigError(DurableError, ValueError, TypeError):
+    """A bad setting: an unparsable database URL, an invalid schema name, an
+    option out of range or of the wrong type (so it is also a ``ValueError``
+    and a ``TypeError``)."""
 
 
 class InvalidName(DurableError, ValueError):

@@ -88,7 +88,7 @@ impl PyEngine {
         let limit = self.max_value_bytes;
         awaitable(py, async move {
             let started = engine.start(None, &name, &input, deadline).await.map_err(to_py)?;
-            Ok(PyWorkflow::new(engine, name, started, limit))
+            Ok(PyWorkflow::new(engine, name, input, started, None, limit))
         })
     }
 

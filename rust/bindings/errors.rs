@@ -36,7 +36,10 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::SchemaTooNew { .. } => SchemaTooNew::new_err(message),
         EngineError::InputMismatch { .. } => InputMismatch::new_err(message),
         EngineError::DuplicateName { .. } => DuplicateStep::new_err(message),
-        EngineError::WorkflowFinished { .. } | EngineError::NotRunning { .. } => WorkflowFinished::new_err(message),
+        EngineError::WorkflowFinished { .. }
+        | EngineError::WithinFinished { .. }
+        | EngineError::FinishedHere { .. }
+        | EngineError::NotRunning { .. } => WorkflowFinished::new_err(message),
         EngineError::WorkflowBusy { .. } => WorkflowBusy::new_err(message),
         EngineError::LeaseLost { .. } => LeaseLost::new_err(message),
         EngineError::Cancelled { .. } => Cancelled::new_err(message),

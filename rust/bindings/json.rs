@@ -1,11 +1,18 @@
 //! Python values to JSON text and back, with no `json` module in between.
 //!
+//! The contract: a value is its JSON form, on every run. The encoder writes
+//! the text jsonb gives back (object keys in jsonb's order, `-0.0` as
+//! `0.0`, tuples as arrays), and the first run hands the caller that text
+//! decoded, just as a replay decodes the saved text, so both see the same
+//! types, key order and values. Floats are parsed exactly (`serde_json`'s
+//! `float_roundtrip`): every finite float comes back bit for bit.
+//!
 //! Encoding is strict where `json.dumps` is lax, because a lax encoder would
 //! make a replayed value differ from the original: NaN and Infinity are
 //! refused (jsonb cannot hold them), dict keys must be strings (no silent
 //! `1` -> `"1"`), integers must fit 64 bits (what decoding gives back), and
 //! anything else (sets, bytes, datetimes, objects) is refused with the path
-//! to the offending value and a hint. Tuples are written as lists.
+//! to the offending value and a hint.
 
 use std::fmt::{self, Write as _};
 
@@ -136,10 +143,13 @@ fn write_float(out: &mut Vec<u8>, x: f64) -> Result<(), NotJson> {
             }
         )));
     }
+    // jsonb's numeric has no negative zero: write what it will give back.
+    if x == 0.0 {
+        out.extend_from_slice(b"0.0");
     // jsonb keeps a number's decimal scale but drops exponents: "1e16" would
     // read back as the int 10000000000000000. Whole floats that large are
     // written out with a ".0" so they stay floats.
-    if x.abs() >= 1e16 && x.fract() == 0.0 {
+    } else if x.abs() >= 1e16 && x.fract() == 0.0 {
         let _ = write!(Utf8Sink(out), "{x:.1}");
     } else {
         let _ = CompactFormatter.write_f64(out, x);
@@ -148,6 +158,12 @@ fn write_float(out: &mut Vec<u8>, x: f64) -> Result<(), NotJson> {
 }
 
 fn write_str(out: &mut Vec<u8>, text: &Bound<'_, PyString>) -> Result<(), NotJson> {
+    let _ = serde_json::to_writer(&mut *out, checked_str(text)?);
+    Ok(())
+}
+
+/// The text of a Python string that jsonb can store.
+fn checked_str<'a>(text: &'a Bound<'_, PyString>) -> Result<&'a str, NotJson> {
     let text = text
         .to_str()
         .map_err(|_| NotJson::new("is a string with a lone surrogate, which is not valid UTF-8".to_owned()))?;
@@ -157,8 +173,7 @@ fn write_str(out: &mut Vec<u8>, text: &Bound<'_, PyString>) -> Result<(), NotJso
             "is a string containing a NUL character (U+0000), which Postgres cannot store".to_owned(),
         ));
     }
-    let _ = serde_json::to_writer(&mut *out, text);
-    Ok(())
+    Ok(text)
 }
 
 fn write_array<'py>(
@@ -177,26 +192,52 @@ fn write_array<'py>(
     Ok(())
 }
 
+/// Writes a dict with its keys in jsonb's order (shorter keys first, then
+/// by bytes), the order Postgres gives them back in: a value then reads
+/// the same on the first run as on every replay.
 fn write_object(out: &mut Vec<u8>, dict: &Bound<'_, PyDict>, depth: usize) -> Result<(), NotJson> {
+    let mut entries = Vec::with_capacity(dict.len());
+    for (key, item) in dict.iter() {
+        let key = match key.cast_into::<PyString>() {
+            Ok(key) => key,
+            Err(err) => {
+                let key = err.into_inner();
+                let shown = key.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
+                return Err(NotJson::new(format!(
+                    "has the key {shown} of type {}; JSON object keys must be strings (convert it with str())",
+                    type_name(&key)
+                )));
+            }
+        };
+        entries.push((key, item));
+    }
+    let mut keys = Vec::with_capacity(entries.len());
+    for (key, _) in &entries {
+        keys.push(checked_str(key)?);
+    }
+    let mut order: Vec<usize> = (0..entries.len()).collect();
+    order.sort_unstable_by(|&a, &b| jsonb_key_order(keys[a], keys[b]));
     out.push(b'{');
-    for (i, (key, item)) in dict.iter().enumerate() {
-        if i > 0 {
+    for (n, &i) in order.iter().enumerate() {
+        if n > 0 {
+            if keys[order[n - 1]] == keys[i] {
+                // Two str subclasses that compare unequal yet spell the same key.
+                return Err(NotJson::new(format!("has the key {:?} twice", keys[i])));
+            }
             out.push(b',');
         }
-        let Ok(key) = key.cast::<PyString>() else {
-            let shown = key.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string());
-            return Err(NotJson::new(format!(
-                "has the key {shown} of type {}; JSON object keys must be strings (convert it with str())",
-                type_name(&key)
-            )));
-        };
-        write_str(out, key)?;
+        let _ = serde_json::to_writer(&mut *out, keys[i]);
         out.push(b':');
-        let segment = || Segment::Key(key.to_string());
-        write_value(out, &item, depth + 1).map_err(|e| e.within(segment()))?;
+        let segment = || Segment::Key(keys[i].to_owned());
+        write_value(out, &entries[i].1, depth + 1).map_err(|e| e.within(segment()))?;
     }
     out.push(b'}');
     Ok(())
+}
+
+/// How jsonb orders object keys: by length in bytes, then bytewise.
+fn jsonb_key_order(a: &str, b: &str) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
 /// The message for a value of a type JSON has no form for, with a fix.

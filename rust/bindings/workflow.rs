@@ -24,9 +24,14 @@ pub(crate) struct PyWorkflow {
     engine: Arc<Engine>,
     id: WorkflowId,
     name: String,
+    /// The input as saved: what the workflow function is given.
+    input: JsonText,
     attempt: i32,
     created: bool,
     deadline: Option<Instant>,
+    /// Set for a child read to replay under a finished parent: the parent's
+    /// name and status. Such a child replays what it recorded, nothing new.
+    within_finished: Option<(String, Status)>,
     /// Largest JSON value (bytes) accepted for saving.
     limit: usize,
     state: Arc<Mutex<State>>,
@@ -44,6 +49,8 @@ struct State {
     /// workflow (lease lost, cancelled): every later call fails with it, so
     /// no further step body runs.
     doomed: Option<EngineError>,
+    /// True once this run completed or failed the workflow itself.
+    finished_here: bool,
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
@@ -52,23 +59,46 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Passes `result` through, remembering an error that ends this run.
-fn watch<T>(state: &Mutex<State>, result: Result<T, EngineError>) -> Result<T, EngineError> {
-    if let Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) = &result {
-        lock(state).doomed.get_or_insert_with(|| err.clone());
+/// Passes `result` through, remembering an error that ends this run. A
+/// write refused because this very run had finished the workflow says so.
+fn watch<T>(
+    state: &Mutex<State>,
+    workflow: &str,
+    what: impl FnOnce() -> String,
+    result: Result<T, EngineError>,
+) -> Result<T, EngineError> {
+    let mut state = lock(state);
+    match result {
+        Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) => {
+            Err(state.doomed.get_or_insert(err).clone())
+        }
+        Err(EngineError::NotRunning { .. }) if state.finished_here => Err(EngineError::FinishedHere {
+            workflow: workflow.to_owned(),
+            status: state.status.as_str(),
+            what: what(),
+        }),
+        result => result,
     }
-    result
 }
 
 impl PyWorkflow {
-    pub(crate) fn new(engine: Arc<Engine>, name: String, started: Started, limit: usize) -> Self {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        name: String,
+        input: JsonText,
+        started: Started,
+        within_finished: Option<(String, Status)>,
+        limit: usize,
+    ) -> Self {
         PyWorkflow {
             engine,
             id: started.workflow,
             name,
+            input,
             attempt: started.attempt,
             created: started.created,
             deadline: started.deadline,
+            within_finished,
             limit,
             state: Arc::new(Mutex::new(State {
                 status: started.status,
@@ -77,11 +107,17 @@ impl PyWorkflow {
                 history: started.history,
                 used: HashSet::new(),
                 doomed: None,
+                finished_here: false,
             })),
         }
     }
 
     /// Claims `name` for this run and returns what the history holds for it.
+    ///
+    /// A workflow that finished (or a child replayed under a finished parent)
+    /// replays what it recorded and nothing else: a step it never completed
+    /// (absent, or left `running` by an abandoned body) is refused without
+    /// running; a child it started is read as it is.
     fn claim(&self, what: &'static str, name: &str) -> Result<Option<HistoryEntry>, EngineError> {
         validate_name(what, name)?;
         let mut state = lock(&self.state);
@@ -93,26 +129,76 @@ impl PyWorkflow {
         }
         let entry = state.history.get(name).cloned();
         let wanted = if what == "step" { Kind::Step } else { Kind::Workflow };
+        if entry.as_ref().is_some_and(|entry| entry.kind != wanted) {
+            return Err(self.duplicate(name));
+        }
+        let replayable = entry
+            .as_ref()
+            .is_some_and(|entry| entry.kind == Kind::Workflow || entry.status == Status::Completed);
+        if !replayable {
+            if state.status != Status::Running {
+                return Err(EngineError::WorkflowFinished {
+                    workflow: self.name.clone(),
+                    status: state.status.as_str(),
+                    what,
+                    name: name.to_owned(),
+                });
+            }
+            if let Some((parent, status)) = &self.within_finished {
+                return Err(EngineError::WithinFinished {
+                    parent: parent.clone(),
+                    status: status.as_str(),
+                    child: self.name.clone(),
+                    what: format!("its {what} {name:?}, which it never completed,"),
+                });
+            }
+        }
+        // Past the deadline saved results still replay; new work is refused.
         let past_deadline = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
-        match &entry {
-            Some(entry) if entry.kind != wanted => Err(self.duplicate(name)),
-            // A finished workflow replays its history and takes nothing new.
-            None if state.status != Status::Running => Err(EngineError::WorkflowFinished {
+        if past_deadline && !replayable {
+            return Err(EngineError::DeadlineExceeded {
+                workflow: self.name.clone(),
+            });
+        }
+        Ok(entry)
+    }
+
+    /// Why this handle may not record `outcome` as the workflow's end, if it
+    /// may not: the workflow (or the parent it was replayed under) finished.
+    fn finish_refused(&self, outcome: &Outcome) -> Option<EngineError> {
+        let what = match outcome {
+            Outcome::Completed(_) => "result",
+            Outcome::Failed(_) => "failure",
+        };
+        let state = lock(&self.state);
+        if let Some((parent, status)) = &self.within_finished {
+            return Some(EngineError::WithinFinished {
+                parent: parent.clone(),
+                status: status.as_str(),
+                child: self.name.clone(),
+                what: format!("its {what}"),
+            });
+        }
+        if state.status == Status::Running {
+            None
+        } else if state.finished_here {
+            Some(EngineError::FinishedHere {
                 workflow: self.name.clone(),
                 status: state.status.as_str(),
-                what,
-                name: name.to_owned(),
-            }),
-            // Past the deadline saved results still replay; new work is refused.
-            Some(HistoryEntry {
-                status: Status::Completed,
-                ..
-            }) => Ok(entry),
-            _ if past_deadline && state.status == Status::Running => Err(EngineError::DeadlineExceeded {
-                workflow: self.name.clone(),
-            }),
-            _ => Ok(entry),
+                what: format!("its {what}"),
+            })
+        } else {
+            Some(EngineError::NotRunning {
+                workflow_id: self.id.id,
+                what: what.to_owned(),
+            })
         }
+    }
+
+    /// True when this handle only replays: its workflow, or the parent it
+    /// was read under, has finished.
+    fn replays_only(&self) -> bool {
+        self.within_finished.is_some() || lock(&self.state).status != Status::Running
     }
 
     fn duplicate(&self, name: &str) -> EngineError {
@@ -126,31 +212,42 @@ impl PyWorkflow {
         json::encode(value, what, self.limit)
     }
 
+    /// Saves a step's outcome; the awaitable resolves to `value` once committed.
     fn save_step<'py>(
         &self,
         py: Python<'py>,
         name: String,
         attempt: i32,
         outcome: Outcome,
+        value: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = Arc::clone(&self.engine);
         let state = Arc::clone(&self.state);
+        let workflow = self.name.clone();
         let id = self.id;
         awaitable(py, async move {
-            let result = engine.step_finished(id, name, attempt, outcome).await;
-            watch(&state, result).map_err(to_py)
+            let what = || format!("the outcome of step {name:?}");
+            let result = engine.step_finished(id, name.clone(), attempt, outcome).await;
+            watch(&state, &workflow, what, result).map_err(to_py)?;
+            Ok(value)
         })
     }
 
-    /// Saves the workflow's outcome and records it locally once committed.
-    fn finish<'py>(&self, py: Python<'py>, outcome: Outcome) -> PyResult<Bound<'py, PyAny>> {
+    /// Saves the workflow's outcome and records it locally once committed;
+    /// the awaitable resolves to `value`.
+    fn finish<'py>(&self, py: Python<'py>, outcome: Outcome, value: Py<PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(refused) = self.finish_refused(&outcome) {
+            return Err(to_py(refused));
+        }
         let engine = Arc::clone(&self.engine);
         let state = Arc::clone(&self.state);
+        let workflow = self.name.clone();
         let id = self.id;
         awaitable(py, async move {
             let result = engine.workflow_finished(id, outcome.clone()).await;
-            watch(&state, result).map_err(to_py)?;
+            watch(&state, &workflow, || "its outcome".to_owned(), result).map_err(to_py)?;
             let mut state = lock(&state);
+            state.finished_here = true;
             match outcome {
                 Outcome::Completed(output) => {
                     state.status = Status::Completed;
@@ -161,7 +258,7 @@ impl PyWorkflow {
                     state.error = Some(error);
                 }
             }
-            Ok(())
+            Ok(value)
         })
     }
 }
@@ -220,15 +317,18 @@ impl PyWorkflow {
     fn mark_step_durably<'py>(&self, py: Python<'py>, name: String, attempt: i32) -> PyResult<Bound<'py, PyAny>> {
         let engine = Arc::clone(&self.engine);
         let state = Arc::clone(&self.state);
+        let workflow = self.name.clone();
         let id = self.id;
         awaitable(py, async move {
-            let result = engine.step_started_durably(id, name, attempt).await;
-            watch(&state, result).map_err(to_py)
+            let what = || format!("the start of step {name:?}");
+            let result = engine.step_started_durably(id, name.clone(), attempt).await;
+            watch(&state, &workflow, what, result).map_err(to_py)
         })
     }
 
-    /// Saves a step's result. Raises `NotJson` or `ValueTooLarge` at once if
-    /// it cannot be saved.
+    /// Saves a step's result; the awaitable resolves, once committed, to the
+    /// result as a replay will return it (its JSON form). Raises `NotJson` or
+    /// `ValueTooLarge` at once if it cannot be saved.
     fn finish_step<'py>(
         &self,
         py: Python<'py>,
@@ -237,7 +337,8 @@ impl PyWorkflow {
         result: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let output = self.encode(result, &format!("result of step {name:?}"))?;
-        self.save_step(py, name, attempt, Outcome::Completed(output))
+        let value = json::decode(py, output.as_str())?.unbind();
+        self.save_step(py, name, attempt, Outcome::Completed(output), value)
     }
 
     /// Saves a step's error record (a dict of type, module, message, traceback).
@@ -249,10 +350,11 @@ impl PyWorkflow {
         error: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let error = self.encode(error, &format!("error of step {name:?}"))?;
-        self.save_step(py, name, attempt, Outcome::Failed(error))
+        self.save_step(py, name, attempt, Outcome::Failed(error), py.None())
     }
 
-    /// Creates or takes the child workflow `name`; an awaitable of its `Workflow`.
+    /// Creates or takes the child workflow `name`; an awaitable of its
+    /// `Workflow`. Under a finished parent the child is only read, to replay.
     fn start_child<'py>(
         &self,
         py: Python<'py>,
@@ -266,32 +368,54 @@ impl PyWorkflow {
         let parent_id = self.id;
         let parent_name = self.name.clone();
         let limit = self.limit;
-        let replay = lock(&self.state).status != Status::Running;
+        let within_finished = if self.replays_only() {
+            Some(
+                self.within_finished
+                    .clone()
+                    .unwrap_or_else(|| (self.name.clone(), lock(&self.state).status)),
+            )
+        } else {
+            None
+        };
         awaitable(py, async move {
             let parent = Parent {
                 workflow: parent_id,
                 name: &parent_name,
             };
-            let result = if replay {
+            let result = if within_finished.is_some() {
                 engine.replay_child(parent, &name, &input).await
             } else {
                 engine.start(Some(parent), &name, &input, None).await
             };
-            let started = watch(&state, result).map_err(to_py)?;
-            Ok(PyWorkflow::new(engine, name, started, limit))
+            let what = || format!("the start of child workflow {name:?}");
+            let started = watch(&state, &parent_name, what, result).map_err(to_py)?;
+            Ok(PyWorkflow::new(engine, name, input, started, within_finished, limit))
         })
     }
 
-    /// Marks the workflow completed with `result`.
+    /// Marks the workflow completed with `result`; the awaitable resolves to
+    /// the result as a replay will return it (its JSON form).
     fn complete<'py>(&self, py: Python<'py>, result: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let output = self.encode(result, &format!("result of workflow {:?}", self.name))?;
-        self.finish(py, Outcome::Completed(output))
+        let value = json::decode(py, output.as_str())?.unbind();
+        self.finish(py, Outcome::Completed(output), value)
     }
 
     /// Marks the workflow failed with an error record.
     fn fail<'py>(&self, py: Python<'py>, error: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let error = self.encode(error, &format!("error of workflow {:?}", self.name))?;
-        self.finish(py, Outcome::Failed(error))
+        self.finish(py, Outcome::Failed(error), py.None())
+    }
+
+    /// True when `value`'s JSON form is the workflow's input.
+    fn same_input(&self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.encode(value, "input")?.as_str() == self.input.as_str())
+    }
+
+    /// The workflow's input, as saved (its JSON form).
+    #[getter]
+    fn input<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json::decode(py, self.input.as_str())
     }
 
     #[getter]

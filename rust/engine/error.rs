@@ -62,14 +62,33 @@ pub enum EngineError {
     DuplicateName { workflow: String, name: String },
 
     #[error(
-        "workflow {workflow:?} is already {status} and has no saved {what} {name:?}: a finished \
-         workflow only replays what it recorded. Start a workflow with a new name to run new work"
+        "workflow {workflow:?} is already {status} and has no completed {what} {name:?}: a \
+         finished workflow only replays what it recorded and runs nothing new. Start a workflow \
+         with a new name to run new work"
     )]
     WorkflowFinished {
         workflow: String,
         status: &'static str,
         what: &'static str,
         name: String,
+    },
+
+    #[error(
+        "child workflow {child:?} belongs to workflow {parent:?}, which is already {status}: a \
+         finished workflow only replays what it recorded, so {what} cannot run or be saved"
+    )]
+    WithinFinished {
+        parent: String,
+        status: &'static str,
+        child: String,
+        what: String,
+    },
+
+    #[error("workflow {workflow:?} was already {status} by this run, so {what} was not saved")]
+    FinishedHere {
+        workflow: String,
+        status: &'static str,
+        what: String,
     },
 
     #[error(

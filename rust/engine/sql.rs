@@ -28,6 +28,10 @@ const OWNER_ALIVE: &str = "EXISTS (
     WHERE o.id = t.owner_id AND o.expires_at > now()
       AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start))";
 
+// Inputs are compared as jsonb text, not with jsonb's `=`: that one calls
+// 1 and 1.0 equal, yet the workflow function would see an int on one run
+// and a float on another.
+
 /// What the start of an existing workflow row changes. `{claim}` says whether
 /// this start takes the workflow: then it becomes `running` under the new
 /// owner with the next lease epoch (fencing out the previous holder) and the
@@ -44,20 +48,20 @@ const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch
     RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch,
               (t.owner_id IS NOT DISTINCT FROM $3::text::uuid) AS owned,
               (t.xmax = 0) AS created,
-              (t.input IS NOT DISTINCT FROM $2::jsonb) AS input_matches,
+              (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches,
               extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in";
 
 /// A root may be taken when it is interrupted or failed, has the same input,
 /// and nobody else holds it alive. The same owner may always take it back
 /// (a new `Ctx.start` in the same process supersedes the old context).
 const ROOT_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
-    AND t.input IS NOT DISTINCT FROM EXCLUDED.input
+    AND t.input::text IS NOT DISTINCT FROM EXCLUDED.input::text
     AND (t.status = 'failed' OR t.owner_id IS NULL OR t.owner_id = $3::text::uuid OR NOT {alive})";
 
 /// A child is started only by whoever holds its parent (fenced below), so
 /// it may always be taken when interrupted or failed.
 const CHILD_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
-    AND t.input IS NOT DISTINCT FROM EXCLUDED.input";
+    AND t.input::text IS NOT DISTINCT FROM EXCLUDED.input::text";
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
@@ -109,7 +113,7 @@ impl Statements {
 const REPLAY_CHILD: &str = "
 SELECT t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch,
        false AS owned, false AS created,
-       (t.input IS NOT DISTINCT FROM $2::jsonb) AS input_matches,
+       (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches,
        extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
 FROM {s}.task AS t
 WHERE t.parent_id = $3 AND t.name = $1";
