@@ -125,6 +125,7 @@ async def test_a_database_down_too_long_fails_cleanly_and_the_workflow_resumes_l
             assert time.monotonic() - started < 10, "gave up after the reconnect timeout"
         finally:
             await asyncio.to_thread(pg_ctl, own_server, "start")
+        await ctx.release()  # this handle gives up; a new run resumes the workflow
         again = await Ctx.start(db, "wf")
         assert await again.step("before", lambda: "not run") == "saved"
         assert await again.step("during", lambda: "done now") == "done now"

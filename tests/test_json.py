@@ -44,6 +44,7 @@ ROUND_TRIPS: list[Any] = [
 async def test_saved_values_replay_equal_and_of_the_same_type(db: durable.Db, value: Any) -> None:
     ctx = await Ctx.start(db, "wf")
     first: Any = await ctx.step("v", lambda: value)
+    await ctx.release()
     replayed: Any = await (await Ctx.start(db, "wf")).step("v", lambda: "not run")
     for seen in (first, replayed):
         assert seen == value
@@ -67,6 +68,7 @@ async def test_tuples_replay_as_lists_and_enums_as_their_values(db: durable.Db) 
     first_e: list[object] = await ctx.step("e", lambda: [Size.BIG, Mood.CALM])
     with pytest.raises(durable.NotJson, match="is a Color"):
         await ctx.step("plain_enum", lambda: Color.RED)  # type: ignore[arg-type, return-value]
+    await ctx.release()
     again = await Ctx.start(db, "wf")
     assert first_t == await again.step("t", lambda: [0]) == [1, [2, 3]]
     replayed: list[object] = await again.step("e", lambda: ["not run"])
@@ -121,6 +123,7 @@ async def test_dict_keys_come_back_in_jsonb_order_on_every_run(db: durable.Db) -
     # jsonb stores keys sorted by length, then bytes: documented in doc/api.md.
     ctx = await Ctx.start(db, "wf")
     first: Any = await ctx.step("d", lambda: {"bb": 1, "é": 0, "a": 2, "c": {"zz": 1, "y": 2}})
+    await ctx.release()
     replayed: Any = await (await Ctx.start(db, "wf")).step("d", lambda: {"not": "run"})
     for seen in (first, replayed):
         assert list(seen) == ["a", "c", "bb", "é"]  # "é" is two bytes, after "bb"

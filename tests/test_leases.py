@@ -101,7 +101,7 @@ async def test_an_expired_holder_is_taken_over_and_fenced_out(
         calls.append(name)
         return name
 
-    with pytest.raises(durable.LeaseLost, match="taken over by another process"):
+    with pytest.raises(durable.LeaseLost, match="taken over elsewhere"):
         await stale.step("b", lambda: body("stale b"))
     assert calls == ["stale b"], "the body ran (its marker is not awaited), its result was refused"
     with pytest.raises(durable.LeaseLost):
@@ -232,10 +232,11 @@ async def test_a_paused_holder_is_fenced_out_after_a_takeover(
 async def test_the_heartbeat_keeps_an_idle_holder_alive(dsn: str, schema: str, db: durable.Db) -> None:
     short = await durable.init(dsn, schema=schema, lease=1.0)
     try:
-        await Ctx.start(short, "idle")
+        held = await Ctx.start(short, "idle")
         await asyncio.sleep(2.5)  # well past one lease, with no work done
         with pytest.raises(durable.WorkflowBusy):
             await Ctx.start(db, "idle")
+        assert held.status == "running"
     finally:
         await short.close()
 
@@ -246,6 +247,7 @@ async def test_a_takeover_waits_for_a_write_in_flight(
     first = await Ctx.start(db, "w")
     with pytest.raises(ZeroDivisionError):
         await first.step("s", lambda: 1 / 0)  # leaves a row for step s
+    await first.release()
     holder = await Ctx.start(db, "w")  # a new run, to run s again
     blocker = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:

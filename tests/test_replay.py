@@ -51,8 +51,10 @@ async def test_a_step_returns_on_the_first_run_exactly_what_a_replay_returns(db:
     }
     ctx = await Ctx.start(db, "wf")
     first = {name: await ctx.step(name, const(v)) for name, v in values.items()}
+    await ctx.release()
     again = await Ctx.start(db, "wf")
     replayed = {name: await again.step(name, lambda: "not run") for name in values}
+    await again.release()
     for name in values:
         assert same(first[name], replayed[name]), (name, first[name], replayed[name])
     assert first["a"] == [1, 2]
@@ -70,6 +72,7 @@ async def test_every_finite_float_comes_back_bit_for_bit(db: durable.Db) -> None
     floats += [1 / 3, 0.1, 2**-1074, 2**1023 * 1.5, 9007199254740993.0, 1e-7, 123e-20]
     ctx = await Ctx.start(db, "wf")
     first = await ctx.step("floats", lambda: floats)
+    await ctx.release()
     replayed: list[float] = await (await Ctx.start(db, "wf")).step("floats", lambda: [])
     assert [bits(x) for x in replayed] == [bits(x) for x in floats]
     assert [bits(x) for x in first] == [bits(x) for x in floats]
@@ -121,7 +124,7 @@ async def test_a_workflow_sees_the_same_input_when_first_run_and_when_resumed(db
 
 
 async def test_an_int_and_a_float_are_different_inputs(db: durable.Db) -> None:
-    await Ctx.start(db, "w", {"n": 1})
+    await (await Ctx.start(db, "w", {"n": 1})).release()
     with pytest.raises(durable.InputMismatch):
         await Ctx.start(db, "w", {"n": 1.0})  # jsonb calls them equal; the function would see another type
     ctx = await Ctx.start(db, "w", {"n": 1})

@@ -55,6 +55,7 @@ async def test_completed_step_is_not_rerun_on_resume(db: durable.Db) -> None:
     await ctx.step("a", lambda: body("a", {"k": [1, 2]}))
     await ctx.step("b", lambda: body("b", "text"))
 
+    await ctx.release()
     resumed = await Ctx.start(db, "wf")
     assert not resumed.created
     assert await resumed.step("a", lambda: body("a", "other")) == {"k": [1, 2]}
@@ -102,6 +103,7 @@ async def test_failed_step_reruns_on_the_next_run_with_a_new_attempt(
     ctx = await Ctx.start(db, "wf")
     with pytest.raises(ZeroDivisionError):
         await ctx.step("flaky", lambda: 1 / 0)
+    await ctx.release()
     resumed = await Ctx.start(db, "wf")
     assert await resumed.step("flaky", lambda: "fixed") == "fixed"
     row = (await steps_of(pg, "wf"))["flaky"]
@@ -127,6 +129,7 @@ async def test_running_step_found_on_resume_is_rerun_with_attempt_plus_one(
     with pytest.raises(asyncio.CancelledError):
         await task
 
+    await ctx.release()
     resumed = await Ctx.start(db, "wf")
     assert await resumed.step("slow", lambda: "done") == "done"
     row = (await steps_of(pg, "wf"))["slow"]
@@ -146,6 +149,7 @@ async def test_duplicate_step_name_in_one_run_is_an_error(db: durable.Db, pg: as
 async def test_duplicate_name_is_an_error_on_replay_too(db: durable.Db) -> None:
     ctx = await Ctx.start(db, "wf")
     await ctx.step("fetch", lambda: 1)
+    await ctx.release()
     resumed = await Ctx.start(db, "wf")
     assert await resumed.step("fetch", lambda: 2) == 1
     with pytest.raises(durable.DuplicateStep):
@@ -164,6 +168,7 @@ async def test_concurrent_steps_in_one_workflow(db: durable.Db, pg: asyncpg.Conn
     rows = await steps_of(pg, "wf")
     assert {name: json.loads(r["output"]) for name, r in rows.items()} == {f"sq_{i}": i * i for i in range(30)}
 
+    await ctx.release()
     resumed = await Ctx.start(db, "wf")
     replayed = await asyncio.gather(*(resumed.step(f"sq_{i}", lambda: -1) for i in range(30)))
     assert replayed == results

@@ -22,6 +22,7 @@ async def row(pg: asyncpg.Connection, name: str, parent_id: int | None = None) -
 
 async def test_a_root_is_identified_by_its_name(db: durable.Db, pg: asyncpg.Connection) -> None:
     first = await Ctx.start(db, "ingest", {"day": "2026-11-24"})
+    await first.release()
     again = await Ctx.start(db, "ingest", {"day": "2026-11-24"})
     other = await Ctx.start(db, "ingest-2", {"day": "2026-11-24"})
     assert (first.created, again.created, other.created) == (True, False, True)
@@ -35,7 +36,7 @@ async def test_a_root_is_identified_by_its_name(db: durable.Db, pg: asyncpg.Conn
 
 
 async def test_starting_with_a_different_input_is_input_mismatch(db: durable.Db, pg: asyncpg.Connection) -> None:
-    await Ctx.start(db, "ingest", {"source": "s3://a"})
+    held = await Ctx.start(db, "ingest", {"source": "s3://a"})
     with pytest.raises(durable.InputMismatch, match="different input"):
         await Ctx.start(db, "ingest", {"source": "s3://b"})
     with pytest.raises(durable.InputMismatch):
@@ -43,6 +44,9 @@ async def test_starting_with_a_different_input_is_input_mismatch(db: durable.Db,
     record = await row(pg, "ingest")
     assert json.loads(record["input"]) == {"source": "s3://a"}
     assert record["attempt"] == 1
+    await held.release()
+    with pytest.raises(durable.InputMismatch):
+        await Ctx.start(db, "ingest", {"source": "s3://b"})
 
 
 async def test_a_dsn_string_works_in_place_of_db(dsn: str, schema: str) -> None:
@@ -152,11 +156,13 @@ async def test_child_input_mismatch_and_name_clash_with_a_step(db: durable.Db) -
     ctx = await Ctx.start(db, "root")
     await ctx.child("c", input=1)
     await ctx.step("s", lambda: 1)
+    await ctx.release()
     again = await Ctx.start(db, "root")
     with pytest.raises(durable.InputMismatch):
         await again.child("c", input=2)
     with pytest.raises(durable.DuplicateStep):
         await again.child("s")
+    await again.release()
     third = await Ctx.start(db, "root")
     with pytest.raises(durable.DuplicateStep):
         await third.step("c", lambda: 1)

@@ -404,9 +404,26 @@ class Ctx:
         except Exception as exc:
             await self._record_failure(exc, self._wf.fail)
             raise
+        except BaseException:
+            # Cancelled or interrupted, not failed: give the workflow up so the
+            # same or another process can resume it at once.
+            self._wf.release_soon()
+            raise
         finally:
             current.reset(token)
         return await self.complete(result)
+
+    async def release(self) -> None:
+        """Gives the workflow up without finishing it: this handle (and, on a
+        root, every handle of its tree) does no more work, and anyone (this
+        process, another one) may resume the workflow at once. Returns once
+        the database lets them. A finished workflow has nothing to release.
+
+        ``Workflow.run``, ``ctx.run`` and ``async with`` release by themselves
+        when interrupted (a cancelled task, ``KeyboardInterrupt``), and a
+        handle that is garbage-collected unfinished releases its workflow too.
+        """
+        await self._wf.release()
 
     def auto_name(self, base: str) -> str:
         """``base`` on first use in this run, then ``base#2``, ``base#3``...
@@ -455,6 +472,8 @@ class Ctx:
                 await self.complete(None)
         elif isinstance(exc, Exception) and self._wf.status == "running":
             await self._record_failure(exc, self._wf.fail)
+        elif not isinstance(exc, Exception):
+            self._wf.release_soon()
 
     def __repr__(self) -> str:
         return f"<Ctx {self.name!r} id={self.id} {self.status} attempt={self.attempt}>"

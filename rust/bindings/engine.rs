@@ -1,32 +1,46 @@
 //! `durable._core.Engine`: a connected engine (pool, migrations, lease
 //! owner, writer).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 
 use super::errors::{ConfigError, to_py};
+use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
-use crate::engine::{Engine, Options, validate_name};
+use crate::engine::{Engine, Options, limits, validate_name};
+
+/// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
+/// promise more.
+pub(crate) const MAX_VALUE_BYTES: i64 = 268_435_455;
+
+/// The farthest deadline accepted: a century.
+const MAX_DEADLINE: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 #[pyclass(frozen, module = "durable._core", name = "Engine")]
 pub(crate) struct PyEngine {
-    inner: Arc<Engine>,
+    engine: ForkSafe<Engine>,
     /// Largest JSON value (bytes) accepted for saving.
     max_value_bytes: usize,
 }
 
-/// A positive, finite number of seconds, or a `ConfigError` naming `what`.
-pub(crate) fn seconds(what: &str, value: f64) -> PyResult<Duration> {
-    if value.is_finite() && value > 0.0 {
-        Ok(Duration::from_secs_f64(value))
-    } else {
-        Err(ConfigError::new_err(format!(
-            "{what} must be a positive number of seconds, not {value}"
-        )))
+/// A finite number of seconds in `(0, at_most]`, or a `ConfigError` naming `what`.
+pub(crate) fn seconds(what: &str, value: f64, at_most: Duration) -> PyResult<Duration> {
+    match Duration::try_from_secs_f64(value) {
+        Ok(duration) if value > 0.0 && duration <= at_most => Ok(duration),
+        _ => Err(ConfigError::new_err(format!(
+            "{what} must be a positive number of seconds (at most {}), not {value}",
+            at_most.as_secs_f64()
+        ))),
+    }
+}
+
+impl PyEngine {
+    pub(crate) fn engine(&self) -> PyResult<&Engine> {
+        self.engine.get()
     }
 }
 
@@ -34,39 +48,43 @@ pub(crate) fn seconds(what: &str, value: f64) -> PyResult<Duration> {
 impl PyEngine {
     /// Connects, migrates and registers this process; an awaitable of the engine.
     #[staticmethod]
-    #[pyo3(signature = (dsn, *, schema, max_connections, connect_timeout, lease, reconnect_timeout, max_value_bytes, host))]
+    #[pyo3(signature = (
+        dsn, *, schema, max_connections, connect_timeout, lease, reconnect_timeout, session_grace,
+        max_value_bytes, host
+    ))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each documented in durable.init
     fn connect(
         py: Python<'_>,
         dsn: String,
         schema: String,
-        max_connections: usize,
+        max_connections: i64,
         connect_timeout: f64,
         lease: f64,
         reconnect_timeout: f64,
-        max_value_bytes: usize,
+        session_grace: f64,
+        max_value_bytes: i64,
         host: String,
     ) -> PyResult<Bound<'_, PyAny>> {
-        if max_connections < 2 {
+        if !(1..=MAX_VALUE_BYTES).contains(&max_value_bytes) {
             return Err(ConfigError::new_err(format!(
-                "max_connections must be at least 2 (the checkpoint writer keeps one), not {max_connections}"
+                "max_value_bytes must be from 1 to {MAX_VALUE_BYTES} (the most jsonb holds), not {max_value_bytes}"
             )));
-        }
-        if max_value_bytes == 0 {
-            return Err(ConfigError::new_err("max_value_bytes must be positive"));
         }
         let options = Options {
             schema,
-            max_connections,
-            connect_timeout: seconds("connect_timeout", connect_timeout)?,
-            lease: seconds("lease", lease)?,
-            reconnect_timeout: seconds("reconnect_timeout", reconnect_timeout)?,
+            max_connections: usize::try_from(max_connections).unwrap_or(0),
+            connect_timeout: seconds("connect_timeout", connect_timeout, limits::MAX_CONNECT_TIMEOUT)?,
+            lease: seconds("lease", lease, limits::MAX_LEASE)?,
+            reconnect_timeout: seconds("reconnect_timeout", reconnect_timeout, limits::MAX_RECONNECT_TIMEOUT)?,
+            session_grace: seconds("session_grace", session_grace, limits::MAX_SESSION_GRACE)?,
             host,
         };
+        options.validate().map_err(to_py)?;
+        let max_value_bytes = usize::try_from(max_value_bytes).unwrap_or(1);
         awaitable(py, async move {
             let engine = Engine::connect(&dsn, &options).await.map_err(to_py)?;
             Ok(PyEngine {
-                inner: Arc::new(engine),
+                engine: ForkSafe::new(engine),
                 max_value_bytes,
             })
         })
@@ -81,10 +99,10 @@ impl PyEngine {
         input: &Bound<'py, PyAny>,
         deadline: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
         validate_name("workflow", &name).map_err(to_py)?;
-        let deadline = deadline.map(|d| seconds("deadline", d)).transpose()?;
+        let deadline = deadline.map(|d| seconds("deadline", d, MAX_DEADLINE)).transpose()?;
         let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
-        let engine = Arc::clone(&self.inner);
         let limit = self.max_value_bytes;
         awaitable(py, async move {
             let started = engine.start(None, &name, &input, deadline).await.map_err(to_py)?;
@@ -95,25 +113,43 @@ impl PyEngine {
     /// Cancels the root workflow `name` and its unfinished children; an
     /// awaitable of whether there was anything to cancel.
     fn cancel<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
-        let engine = Arc::clone(&self.inner);
+        let engine = self.engine()?.clone();
         awaitable(py, async move { engine.cancel(&name).await.map_err(to_py) })
+    }
+
+    /// What the checkpoint writer did so far: `commits` (statements
+    /// committed), `records` (rows written in them), `splits` (batches split
+    /// to isolate a record the server refused).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let stats = self.engine()?.stats();
+        let dict = PyDict::new(py);
+        dict.set_item("commits", stats.commits)?;
+        dict.set_item("records", stats.records)?;
+        dict.set_item("splits", stats.splits)?;
+        Ok(dict)
     }
 
     /// The Postgres schema holding durable's tables.
     #[getter]
-    fn schema(&self) -> &str {
-        self.inner.schema()
+    fn schema(&self) -> PyResult<&str> {
+        Ok(self.engine()?.schema())
     }
 
     /// This process's id in `owner` and `task.owner_id`.
     #[getter]
-    fn owner_id(&self) -> &str {
-        self.inner.owner_id()
+    fn owner_id(&self) -> PyResult<&str> {
+        Ok(self.engine()?.owner_id())
+    }
+
+    /// Largest JSON value (bytes) accepted for saving.
+    #[getter]
+    fn max_value_bytes(&self) -> usize {
+        self.max_value_bytes
     }
 
     /// Gives up this process's leases and closes the pool; an awaitable.
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let engine = Arc::clone(&self.inner);
+        let engine = self.engine()?.clone();
         awaitable(py, async move {
             engine.close().await;
             Ok(())

@@ -12,6 +12,7 @@ import_exception!(durable.errors, ConfigError);
 import_exception!(durable.errors, ConnectError);
 import_exception!(durable.errors, DatabaseError);
 import_exception!(durable.errors, DuplicateStep);
+import_exception!(durable.errors, DurableError);
 import_exception!(durable.errors, InputMismatch);
 import_exception!(durable.errors, InvalidName);
 import_exception!(durable.errors, NotJson);
@@ -28,7 +29,9 @@ import_exception!(durable.errors, ValueTooLarge);
 pub(crate) fn to_py(err: EngineError) -> PyErr {
     let message = err.to_string();
     match err {
-        EngineError::InvalidDsn(_) | EngineError::InvalidSchema(_) => ConfigError::new_err(message),
+        EngineError::InvalidDsn(_) | EngineError::InvalidSchema(_) | EngineError::InvalidOption(_) => {
+            ConfigError::new_err(message)
+        }
         EngineError::InvalidName { .. } => InvalidName::new_err(message),
         EngineError::Connect { sqlstate, .. } => ConnectError::new_err((message, sqlstate)),
         EngineError::Database { sqlstate, .. } => DatabaseError::new_err((message, sqlstate)),
@@ -39,9 +42,10 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::WorkflowFinished { .. }
         | EngineError::WithinFinished { .. }
         | EngineError::FinishedHere { .. }
+        | EngineError::RootFinished { .. }
         | EngineError::NotRunning { .. } => WorkflowFinished::new_err(message),
-        EngineError::WorkflowBusy { .. } => WorkflowBusy::new_err(message),
-        EngineError::LeaseLost { .. } => LeaseLost::new_err(message),
+        EngineError::WorkflowBusy { .. } | EngineError::HeldHere { .. } => WorkflowBusy::new_err(message),
+        EngineError::LeaseLost { .. } | EngineError::Released { .. } => LeaseLost::new_err(message),
         EngineError::Cancelled { .. } => Cancelled::new_err(message),
         EngineError::StepInterrupted { .. } => StepInterrupted::new_err(message),
         EngineError::DeadlineExceeded { .. } => DeadlineExceeded::new_err(message),

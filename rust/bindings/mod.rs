@@ -3,6 +3,7 @@
 
 mod engine;
 mod errors;
+mod fork;
 mod json;
 mod runtime;
 mod workflow;

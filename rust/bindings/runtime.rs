@@ -26,7 +26,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures_util::FutureExt;
 use pyo3::IntoPyObjectExt;
@@ -35,30 +35,38 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tokio::runtime::Handle;
 
-static RUNTIME: OnceLock<Handle> = OnceLock::new();
+/// The runtime of this process and the pid it was made in. A child made by
+/// `fork()` inherits the handle but not the thread that runs it: it gets a
+/// runtime of its own on first use (the parent's is leaked, never dropped).
+static RUNTIME: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
 
-/// Builds the runtime (once per process) and the thread that runs it.
+/// Builds the runtime of this process (once) and the thread that runs it.
 pub(crate) fn init() -> PyResult<()> {
-    if RUNTIME.get().is_none() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| PyRuntimeError::new_err(format!("durable cannot start its I/O thread: {e}")))?;
-        let handle = runtime.handle().clone();
-        std::thread::Builder::new()
-            .name("durable-io".to_owned())
-            .spawn(move || runtime.block_on(std::future::pending::<()>()))
-            .map_err(|e| PyRuntimeError::new_err(format!("durable cannot start its I/O thread: {e}")))?;
-        // A concurrent initialization may have won the race; its runtime is as good.
-        let _ = RUNTIME.set(handle);
-    }
-    Ok(())
+    runtime().map(drop)
 }
 
-fn runtime() -> PyResult<&'static Handle> {
-    RUNTIME
-        .get()
-        .ok_or_else(|| PyRuntimeError::new_err("durable._core was not initialized"))
+/// The runtime of this process.
+fn runtime() -> PyResult<Handle> {
+    let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let pid = std::process::id();
+    if let Some((made_in, handle)) = &*slot {
+        if *made_in == pid {
+            return Ok(handle.clone());
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("durable cannot start its I/O thread: {e}")))?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("durable-io".to_owned())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(|e| PyRuntimeError::new_err(format!("durable cannot start its I/O thread: {e}")))?;
+    if let Some(inherited) = slot.replace((pid, handle.clone())) {
+        std::mem::forget(inherited);
+    }
+    Ok(handle)
 }
 
 /// Converts a finished future's value into Python, on the loop's thread.

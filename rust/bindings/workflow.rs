@@ -10,10 +10,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use super::errors::to_py;
+use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use crate::engine::{
-    Engine, EngineError, HistoryEntry, JsonText, Kind, Outcome, Parent, Started, Status, WorkflowId, validate_name,
+    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, WorkflowId,
+    validate_name,
 };
 
 /// `type` of the error record of an at-most-once step found interrupted.
@@ -21,9 +23,8 @@ const STEP_INTERRUPTED: &str = "StepInterrupted";
 
 #[pyclass(frozen, module = "durable._core", name = "Workflow")]
 pub(crate) struct PyWorkflow {
-    engine: Arc<Engine>,
+    engine: ForkSafe<Engine>,
     id: WorkflowId,
-    name: String,
     /// The input as saved: what the workflow function is given.
     input: JsonText,
     attempt: i32,
@@ -34,7 +35,18 @@ pub(crate) struct PyWorkflow {
     within_finished: Option<(String, Status)>,
     /// Largest JSON value (bytes) accepted for saving.
     limit: usize,
-    state: Arc<Mutex<State>>,
+    run: Arc<Run>,
+}
+
+/// What the awaitables of a handle share with it.
+struct Run {
+    name: String,
+    /// The hold of the tree in this engine (roots taken to run, and their
+    /// children); `None` for what only replays.
+    hold: ForkSafe<Option<Hold>>,
+    /// True for a root: its end ends the hold.
+    is_root: bool,
+    state: Mutex<State>,
 }
 
 /// What changes while the workflow runs.
@@ -46,70 +58,122 @@ struct State {
     /// Step and child names used by this run: each may be used once.
     used: HashSet<String>,
     /// Set once a write learns that this process may no longer work on the
-    /// workflow (lease lost, cancelled): every later call fails with it, so
-    /// no further step body runs.
+    /// workflow (lease lost, cancelled), or the handle was released: every
+    /// later call fails with it, so no further step body runs.
     doomed: Option<EngineError>,
     /// True once this run completed or failed the workflow itself.
     finished_here: bool,
 }
 
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    // A poisoned lock only means another thread panicked mid-update of plain
-    // data; the data is still consistent enough to report from.
-    state.lock().unwrap_or_else(PoisonError::into_inner)
-}
+impl Run {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A poisoned lock only means another thread panicked mid-update of
+        // plain data; the data is still consistent enough to report from.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-/// Passes `result` through, remembering an error that ends this run. A
-/// write refused because this very run had finished the workflow says so.
-fn watch<T>(
-    state: &Mutex<State>,
-    workflow: &str,
-    what: impl FnOnce() -> String,
-    result: Result<T, EngineError>,
-) -> Result<T, EngineError> {
-    let mut state = lock(state);
-    match result {
-        Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) => {
-            Err(state.doomed.get_or_insert(err).clone())
+    fn hold(&self) -> Option<&Hold> {
+        self.hold.get().ok().and_then(Option::as_ref)
+    }
+
+    /// Ok while this handle may start new work.
+    fn check(&self) -> Result<(), EngineError> {
+        if let Some(err) = &self.lock().doomed {
+            return Err(err.clone());
         }
-        Err(EngineError::NotRunning { .. }) if state.finished_here => Err(EngineError::FinishedHere {
-            workflow: workflow.to_owned(),
-            status: state.status.as_str(),
-            what: what(),
-        }),
-        result => result,
+        match self.hold().map(Hold::check) {
+            // A root's own end is told by its status, more precisely.
+            Some(Err(EngineError::RootFinished { .. })) if self.is_root => Ok(()),
+            Some(Err(err)) => Err(err),
+            _ => Ok(()),
+        }
+    }
+
+    /// Passes `result` through, remembering an error that ends this run (and
+    /// the hold of its tree). A write refused because this very run had
+    /// finished the workflow, or released it, says so.
+    fn watch<T>(&self, what: impl FnOnce() -> String, result: Result<T, EngineError>) -> Result<T, EngineError> {
+        match result {
+            Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) => {
+                let released = self.hold().is_some_and(Hold::is_released);
+                let err = if released && matches!(err, EngineError::LeaseLost { .. }) {
+                    EngineError::Released {
+                        name: self.name.clone(),
+                    }
+                } else {
+                    err
+                };
+                if let Some(hold) = self.hold() {
+                    hold.lost(&err);
+                }
+                Err(self.lock().doomed.get_or_insert(err).clone())
+            }
+            Err(EngineError::NotRunning { .. }) if self.lock().finished_here => {
+                let state = self.lock();
+                Err(EngineError::FinishedHere {
+                    workflow: self.name.clone(),
+                    status: state.status.as_str(),
+                    what: what(),
+                })
+            }
+            result => result,
+        }
     }
 }
 
 impl PyWorkflow {
     pub(crate) fn new(
-        engine: Arc<Engine>,
+        engine: Engine,
         name: String,
         input: JsonText,
         started: Started,
         within_finished: Option<(String, Status)>,
         limit: usize,
     ) -> Self {
+        Self::with_hold(engine, name, input, started, within_finished, limit, None)
+    }
+
+    /// A handle of a workflow of a tree whose hold is `tree` (children), or
+    /// of a root with its own hold (from `started`).
+    fn with_hold(
+        engine: Engine,
+        name: String,
+        input: JsonText,
+        mut started: Started,
+        within_finished: Option<(String, Status)>,
+        limit: usize,
+        tree: Option<Hold>,
+    ) -> Self {
+        let is_root = started.workflow.id == started.workflow.root_id;
+        let hold = started.hold.take().or(tree);
         PyWorkflow {
-            engine,
+            engine: ForkSafe::new(engine),
             id: started.workflow,
-            name,
             input,
             attempt: started.attempt,
             created: started.created,
             deadline: started.deadline,
             within_finished,
             limit,
-            state: Arc::new(Mutex::new(State {
-                status: started.status,
-                output: started.output,
-                error: started.error,
-                history: started.history,
-                used: HashSet::new(),
-                doomed: None,
-                finished_here: false,
-            })),
+            run: Arc::new(Run {
+                name,
+                hold: ForkSafe::new(hold),
+                is_root,
+                state: Mutex::new(State {
+                    status: started.status,
+                    output: started.output,
+                    error: started.error,
+                    history: started.history,
+                    used: HashSet::new(),
+                    doomed: None,
+                    finished_here: false,
+                }),
+            }),
         }
+    }
+
+    fn engine(&self) -> PyResult<Engine> {
+        self.engine.get().cloned()
     }
 
     /// Claims `name` for this run and returns what the history holds for it.
@@ -120,10 +184,8 @@ impl PyWorkflow {
     /// running; a child it started is read as it is.
     fn claim(&self, what: &'static str, name: &str) -> Result<Option<HistoryEntry>, EngineError> {
         validate_name(what, name)?;
-        let mut state = lock(&self.state);
-        if let Some(err) = &state.doomed {
-            return Err(err.clone());
-        }
+        self.run.check()?;
+        let mut state = self.run.lock();
         if !state.used.insert(name.to_owned()) {
             return Err(self.duplicate(name));
         }
@@ -138,7 +200,7 @@ impl PyWorkflow {
         if !replayable {
             if state.status != Status::Running {
                 return Err(EngineError::WorkflowFinished {
-                    workflow: self.name.clone(),
+                    workflow: self.run.name.clone(),
                     status: state.status.as_str(),
                     what,
                     name: name.to_owned(),
@@ -148,7 +210,7 @@ impl PyWorkflow {
                 return Err(EngineError::WithinFinished {
                     parent: parent.clone(),
                     status: status.as_str(),
-                    child: self.name.clone(),
+                    child: self.run.name.clone(),
                     what: format!("its {what} {name:?}, which it never completed,"),
                 });
             }
@@ -157,7 +219,7 @@ impl PyWorkflow {
         let past_deadline = self.deadline.is_some_and(|deadline| Instant::now() >= deadline);
         if past_deadline && !replayable {
             return Err(EngineError::DeadlineExceeded {
-                workflow: self.name.clone(),
+                workflow: self.run.name.clone(),
             });
         }
         Ok(entry)
@@ -170,12 +232,12 @@ impl PyWorkflow {
             Outcome::Completed(_) => "result",
             Outcome::Failed(_) => "failure",
         };
-        let state = lock(&self.state);
+        let state = self.run.lock();
         if let Some((parent, status)) = &self.within_finished {
             return Some(EngineError::WithinFinished {
                 parent: parent.clone(),
                 status: status.as_str(),
-                child: self.name.clone(),
+                child: self.run.name.clone(),
                 what: format!("its {what}"),
             });
         }
@@ -183,7 +245,7 @@ impl PyWorkflow {
             None
         } else if state.finished_here {
             Some(EngineError::FinishedHere {
-                workflow: self.name.clone(),
+                workflow: self.run.name.clone(),
                 status: state.status.as_str(),
                 what: format!("its {what}"),
             })
@@ -195,15 +257,32 @@ impl PyWorkflow {
         }
     }
 
+    /// Stops this handle; returns the hold to release when it is a root's.
+    fn release_here(&self) -> Option<Hold> {
+        let mut state = self.run.lock();
+        if state.status != Status::Running || self.within_finished.is_some() {
+            return None;
+        }
+        state.doomed.get_or_insert_with(|| EngineError::Released {
+            name: self.run.name.clone(),
+        });
+        drop(state);
+        if self.run.is_root {
+            self.run.hold().cloned()
+        } else {
+            None
+        }
+    }
+
     /// True when this handle only replays: its workflow, or the parent it
     /// was read under, has finished.
     fn replays_only(&self) -> bool {
-        self.within_finished.is_some() || lock(&self.state).status != Status::Running
+        self.within_finished.is_some() || self.run.lock().status != Status::Running
     }
 
     fn duplicate(&self, name: &str) -> EngineError {
         EngineError::DuplicateName {
-            workflow: self.name.clone(),
+            workflow: self.run.name.clone(),
             name: name.to_owned(),
         }
     }
@@ -221,14 +300,13 @@ impl PyWorkflow {
         outcome: Outcome,
         value: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let engine = Arc::clone(&self.engine);
-        let state = Arc::clone(&self.state);
-        let workflow = self.name.clone();
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
         let id = self.id;
         awaitable(py, async move {
             let what = || format!("the outcome of step {name:?}");
             let result = engine.step_finished(id, name.clone(), attempt, outcome).await;
-            watch(&state, &workflow, what, result).map_err(to_py)?;
+            run.watch(what, result).map_err(to_py)?;
             Ok(value)
         })
     }
@@ -239,23 +317,21 @@ impl PyWorkflow {
         if let Some(refused) = self.finish_refused(&outcome) {
             return Err(to_py(refused));
         }
-        let engine = Arc::clone(&self.engine);
-        let state = Arc::clone(&self.state);
-        let workflow = self.name.clone();
+        self.run.check().map_err(to_py)?;
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
         let id = self.id;
         awaitable(py, async move {
             let result = engine.workflow_finished(id, outcome.clone()).await;
-            watch(&state, &workflow, || "its outcome".to_owned(), result).map_err(to_py)?;
-            let mut state = lock(&state);
-            state.finished_here = true;
-            match outcome {
-                Outcome::Completed(output) => {
-                    state.status = Status::Completed;
-                    state.output = Some(output);
-                }
-                Outcome::Failed(error) => {
-                    state.status = Status::Failed;
-                    state.error = Some(error);
+            run.watch(|| "its outcome".to_owned(), result).map_err(to_py)?;
+            let status = outcome.status();
+            {
+                let mut state = run.lock();
+                state.finished_here = true;
+                state.status = status;
+                match outcome {
+                    Outcome::Completed(output) => state.output = Some(output),
+                    Outcome::Failed(error) => state.error = Some(error),
                 }
             }
             Ok(value)
@@ -291,7 +367,7 @@ impl PyWorkflow {
             }
             Status::Running | Status::Failed if at_most_once => {
                 let interrupted = EngineError::StepInterrupted {
-                    workflow: self.name.clone(),
+                    workflow: self.run.name.clone(),
                     name: name.to_owned(),
                 };
                 if entry.status == Status::Running {
@@ -308,21 +384,26 @@ impl PyWorkflow {
     }
 
     /// Queues the `running` marker of a step's attempt, without waiting.
+    /// Refuses (before the body runs) when the handle may do no more work:
+    /// cancelled, lease lost, released.
     fn mark_step(&self, name: &str, attempt: i32) -> PyResult<()> {
-        self.engine.step_started(self.id, name, attempt).map_err(to_py)
+        self.run.check().map_err(to_py)?;
+        self.engine.get()?.step_started(self.id, name, attempt).map_err(to_py)
     }
 
     /// Writes the `running` marker of a step's attempt; an awaitable that
     /// resolves once it is committed (for at-most-once steps).
     fn mark_step_durably<'py>(&self, py: Python<'py>, name: String, attempt: i32) -> PyResult<Bound<'py, PyAny>> {
-        let engine = Arc::clone(&self.engine);
-        let state = Arc::clone(&self.state);
-        let workflow = self.name.clone();
+        self.run.check().map_err(to_py)?;
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
         let id = self.id;
         awaitable(py, async move {
             let what = || format!("the start of step {name:?}");
             let result = engine.step_started_durably(id, name.clone(), attempt).await;
-            watch(&state, &workflow, what, result).map_err(to_py)
+            run.watch(what, result).map_err(to_py)?;
+            // The body runs only if nothing ended the hold while the marker was written.
+            run.check().map_err(to_py)
         })
     }
 
@@ -363,24 +444,28 @@ impl PyWorkflow {
     ) -> PyResult<Bound<'py, PyAny>> {
         let input = self.encode(input, &format!("input of child workflow {name:?}"))?;
         self.claim("child workflow", &name).map_err(to_py)?;
-        let engine = Arc::clone(&self.engine);
-        let state = Arc::clone(&self.state);
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
         let parent_id = self.id;
-        let parent_name = self.name.clone();
         let limit = self.limit;
         let within_finished = if self.replays_only() {
             Some(
                 self.within_finished
                     .clone()
-                    .unwrap_or_else(|| (self.name.clone(), lock(&self.state).status)),
+                    .unwrap_or_else(|| (self.run.name.clone(), self.run.lock().status)),
             )
         } else {
             None
         };
+        let tree = if within_finished.is_some() {
+            None
+        } else {
+            run.hold().cloned()
+        };
         awaitable(py, async move {
             let parent = Parent {
                 workflow: parent_id,
-                name: &parent_name,
+                name: &run.name,
             };
             let result = if within_finished.is_some() {
                 engine.replay_child(parent, &name, &input).await
@@ -388,23 +473,53 @@ impl PyWorkflow {
                 engine.start(Some(parent), &name, &input, None).await
             };
             let what = || format!("the start of child workflow {name:?}");
-            let started = watch(&state, &parent_name, what, result).map_err(to_py)?;
-            Ok(PyWorkflow::new(engine, name, input, started, within_finished, limit))
+            let started = run.watch(what, result).map_err(to_py)?;
+            Ok(PyWorkflow::with_hold(
+                engine,
+                name,
+                input,
+                started,
+                within_finished,
+                limit,
+                tree,
+            ))
         })
     }
 
     /// Marks the workflow completed with `result`; the awaitable resolves to
     /// the result as a replay will return it (its JSON form).
     fn complete<'py>(&self, py: Python<'py>, result: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let output = self.encode(result, &format!("result of workflow {:?}", self.name))?;
+        let output = self.encode(result, &format!("result of workflow {:?}", self.run.name))?;
         let value = json::decode(py, output.as_str())?.unbind();
         self.finish(py, Outcome::Completed(output), value)
     }
 
     /// Marks the workflow failed with an error record.
     fn fail<'py>(&self, py: Python<'py>, error: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-        let error = self.encode(error, &format!("error of workflow {:?}", self.name))?;
+        let error = self.encode(error, &format!("error of workflow {:?}", self.run.name))?;
         self.finish(py, Outcome::Failed(error), py.None())
+    }
+
+    /// Gives the workflow up without finishing it; an awaitable that
+    /// resolves once the database lets anyone resume it. On a root: every
+    /// handle of its tree stops. On a child: this handle stops (its parent's
+    /// holder may start it again).
+    fn release<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let hold = self.release_here();
+        awaitable(py, async move {
+            if let Some(hold) = hold {
+                hold.release().await;
+            }
+            Ok(())
+        })
+    }
+
+    /// `release`, without waiting for the database (for a run that was
+    /// cancelled, which should not wait).
+    fn release_soon(&self) {
+        if let Some(hold) = self.release_here() {
+            hold.release_soon();
+        }
     }
 
     /// True when `value`'s JSON form is the workflow's input.
@@ -420,7 +535,7 @@ impl PyWorkflow {
 
     #[getter]
     fn name(&self) -> &str {
-        &self.name
+        &self.run.name
     }
 
     #[getter]
@@ -451,9 +566,16 @@ impl PyWorkflow {
         self.created
     }
 
+    /// The status as this handle knows it: `cancelled` as soon as it was
+    /// told (by this process, or by the cancel notification).
     #[getter]
     fn status(&self) -> &'static str {
-        lock(&self.state).status.as_str()
+        let status = self.run.lock().status;
+        if status == Status::Running && matches!(self.run.check(), Err(EngineError::Cancelled { .. })) {
+            Status::Cancelled.as_str()
+        } else {
+            status.as_str()
+        }
     }
 
     /// Seconds left before the deadline (negative once passed), or None.
@@ -472,14 +594,14 @@ impl PyWorkflow {
     /// The saved result, once completed; else None.
     #[getter]
     fn output<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let output = lock(&self.state).output.clone();
+        let output = self.run.lock().output.clone();
         output.map_or_else(|| Ok(py.None().into_bound(py)), |text| json::decode(py, text.as_str()))
     }
 
     /// The saved error record, once failed; else None.
     #[getter]
     fn error<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let error = lock(&self.state).error.clone();
+        let error = self.run.lock().error.clone();
         error.map_or_else(|| Ok(py.None().into_bound(py)), |text| json::decode(py, text.as_str()))
     }
 }

@@ -22,6 +22,23 @@ const PLANNER_OPTIONS: &str = "-c plan_cache_mode=force_generic_plan -c enable_s
 /// Longest workflow or step name, in bytes (the schema checks it too).
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// Bounds of the options: what makes sense, and keeps every deadline
+/// computed from them representable (no overflow, no panic).
+pub const MAX_CONNECTIONS: usize = 10_000;
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
+pub const MAX_RECONNECT_TIMEOUT: Duration = Duration::from_secs(86_400);
+pub const MAX_SESSION_GRACE: Duration = Duration::from_secs(60);
+
+/// TCP keepalive settings used when the DSN sets none: a peer that vanished
+/// (a crashed host, a cut network) is noticed within about 25 seconds.
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVES_RETRIES: u32 = 3;
+/// libpq's default keepalive idle time, which tokio-postgres also uses.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// How the engine connects and where it keeps its tables.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -29,14 +46,18 @@ pub struct Options {
     pub schema: String,
     /// Largest number of pooled connections (the checkpoint writer holds one of them).
     pub max_connections: usize,
-    /// Used when the DSN does not set `connect_timeout` itself.
+    /// Used when the DSN does not set `connect_timeout` itself. Bounds the
+    /// whole connection setup (TCP, TLS, login), not only the TCP connect.
     pub connect_timeout: Duration,
     /// How long a lease outlives the last heartbeat of its owner. Only a hung
     /// or cut-off process needs it to run out: a dead one is seen at once.
     pub lease: Duration,
     /// How long writes keep retrying through a lost connection or a database
-    /// restart before failing.
+    /// restart before failing; also the longest wait for any one answer.
     pub reconnect_timeout: Duration,
+    /// How long others wait for this process to re-register when its
+    /// liveness session drops, before they take its workflows over.
+    pub session_grace: Duration,
     /// This machine's name, recorded with the owner row (for humans).
     pub host: String,
 }
@@ -49,10 +70,62 @@ impl Default for Options {
             connect_timeout: Duration::from_secs(10),
             lease: Duration::from_secs(30),
             reconnect_timeout: Duration::from_secs(30),
+            session_grace: Duration::from_millis(500),
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map_or_else(|_| "unknown".to_owned(), |name| name.trim().to_owned()),
         }
     }
+}
+
+impl Options {
+    /// Refuses options out of their bounds, naming the option and the bounds.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        validate_schema(&self.schema)?;
+        if !(2..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(EngineError::InvalidOption(format!(
+                "max_connections must be from 2 (the checkpoint writer keeps one) to {MAX_CONNECTIONS}, not {}",
+                self.max_connections
+            )));
+        }
+        let durations = [
+            (
+                "connect_timeout",
+                self.connect_timeout,
+                Duration::from_millis(1),
+                MAX_CONNECT_TIMEOUT,
+            ),
+            ("lease", self.lease, MIN_LEASE, MAX_LEASE),
+            (
+                "reconnect_timeout",
+                self.reconnect_timeout,
+                Duration::from_millis(1),
+                MAX_RECONNECT_TIMEOUT,
+            ),
+            (
+                "session_grace",
+                self.session_grace,
+                Duration::from_millis(1),
+                MAX_SESSION_GRACE,
+            ),
+        ];
+        for (what, value, low, high) in durations {
+            if !(low..=high).contains(&value) {
+                return Err(EngineError::InvalidOption(format!(
+                    "{what} must be from {} to {} seconds, not {}",
+                    low.as_secs_f64(),
+                    high.as_secs_f64(),
+                    value.as_secs_f64()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A schema name as an SQL identifier: quoted, so that names that are SQL
+/// keywords (`user`, `order`) work. `validate_schema` admits no quote.
+pub(crate) fn quote(schema: &str) -> String {
+    format!("\"{schema}\"")
 }
 
 /// Parses a DSN (URL or key=value form). The error never repeats the DSN,
@@ -74,6 +147,15 @@ pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<tokio_postgres::
     }
     if config.get_application_name().is_none() {
         config.application_name("durable");
+    }
+    if config.get_keepalives() && config.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVES_INTERVAL);
+        }
+        if config.get_keepalives_retries().is_none() {
+            config.keepalives_retries(KEEPALIVES_RETRIES);
+        }
     }
     let options = match config.get_options() {
         Some(given) => format!("{given} {PLANNER_OPTIONS}"),
@@ -102,8 +184,8 @@ pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
         .join(", ")
 }
 
-/// A schema name must be a plain lowercase SQL identifier, so it can be
-/// spliced into statements and typed unquoted in psql.
+/// A schema name must be a plain lowercase identifier (spliced into
+/// statements quoted, see `quote`).
 pub fn validate_schema(schema: &str) -> Result<(), EngineError> {
     let mut chars = schema.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');

@@ -19,6 +19,9 @@ pub enum EngineError {
     )]
     InvalidSchema(String),
 
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+
     #[error("invalid {what} name {name:?}: {reason}")]
     InvalidName {
         what: &'static str,
@@ -107,11 +110,27 @@ pub enum EngineError {
     WorkflowBusy { name: String },
 
     #[error(
-        "workflow id {workflow_id} was taken over by another process (its lease expired or its \
-         owner looked dead), so this process stopped working on it; nothing it did after the \
-         takeover was saved"
+        "workflow {name:?} is held by another handle in this process (another Ctx, or a \
+         Workflow.run still going). Finish or release that one first (ctx.release()), or wait \
+         for it (Ctx.start(..., wait=seconds))"
+    )]
+    HeldHere { name: String },
+
+    #[error(
+        "workflow id {workflow_id} was taken over elsewhere (by another process, or another \
+         durable.init of this one: its lease expired or its owner looked dead), so this handle \
+         stopped working on it; nothing it did after the takeover was saved"
     )]
     LeaseLost { workflow_id: i64 },
+
+    #[error(
+        "workflow {name:?} was released by this process (ctx.release(), or its run ended without \
+         finishing), so this handle does no more work on it; start it again to resume it"
+    )]
+    Released { name: String },
+
+    #[error("workflow {name:?} is already {status}, so the handles of its children do no more work")]
+    RootFinished { name: String, status: &'static str },
 
     #[error("workflow id {workflow_id} was cancelled")]
     Cancelled { workflow_id: i64 },

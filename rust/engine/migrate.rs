@@ -4,11 +4,19 @@
 
 use tokio_postgres::Client;
 
+use super::config::quote;
 use super::error::EngineError;
 use super::workflow::col;
 
 /// (version, file name, SQL), in order. Append only: never edit a released file.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "0001_initial.sql", include_str!("../../migrations/0001_initial.sql"))];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "0001_initial.sql", include_str!("../../migrations/0001_initial.sql")),
+    (
+        2,
+        "0002_owner_grace.sql",
+        include_str!("../../migrations/0002_owner_grace.sql"),
+    ),
+];
 
 /// The newest schema version this library knows.
 pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
@@ -38,9 +46,10 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
     )
     .await
     .map_err(|e| EngineError::database(context("waiting for the migration lock"), &e))?;
+    let quoted = quote(schema);
     tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {schema};
-         CREATE TABLE IF NOT EXISTS {schema}.migration (
+        "CREATE SCHEMA IF NOT EXISTS {quoted};
+         CREATE TABLE IF NOT EXISTS {quoted}.migration (
              version    integer PRIMARY KEY,
              name       text NOT NULL,
              applied_at timestamptz NOT NULL DEFAULT now()
@@ -50,7 +59,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
     .map_err(|e| EngineError::database(context("creating the migration table"), &e))?;
     let row = tx
         .query_one(
-            &format!("SELECT coalesce(max(version), 0) AS version FROM {schema}.migration"),
+            &format!("SELECT coalesce(max(version), 0) AS version FROM {quoted}.migration"),
             &[],
         )
         .await
@@ -58,11 +67,11 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
     let found: i32 = col(&row, "version")?;
     check_not_newer(schema, found)?;
     for &(version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > found) {
-        tx.batch_execute(&format!("SET LOCAL search_path TO {schema}, pg_catalog;\n{sql}"))
+        tx.batch_execute(&format!("SET LOCAL search_path TO {quoted}, pg_catalog;\n{sql}"))
             .await
             .map_err(|e| EngineError::database(context(&format!("applying {name}")), &e))?;
         tx.execute(
-            &format!("INSERT INTO {schema}.migration (version, name) VALUES ($1, $2)"),
+            &format!("INSERT INTO {quoted}.migration (version, name) VALUES ($1, $2)"),
             &[&version, &name],
         )
         .await
@@ -88,7 +97,10 @@ async fn current_version(client: &Client, schema: &str) -> Result<Option<i32>, E
     }
     let row = client
         .query_one(
-            &format!("SELECT coalesce(max(version), 0) AS version FROM {schema}.migration"),
+            &format!(
+                "SELECT coalesce(max(version), 0) AS version FROM {}.migration",
+                quote(schema)
+            ),
             &[],
         )
         .await

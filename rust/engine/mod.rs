@@ -4,6 +4,7 @@
 
 mod config;
 mod error;
+mod holds;
 mod jsonb;
 mod migrate;
 mod owner;
@@ -16,37 +17,67 @@ mod writer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::Pool;
+use deadpool_postgres::{Object, Pool};
+use tokio::runtime::Handle;
 
 pub use config::{MAX_NAME_BYTES, Options, validate_name, validate_schema};
+
+/// The bounds of the options (see `Options::validate`).
+pub mod limits {
+    pub use super::config::{
+        MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_LEASE, MAX_RECONNECT_TIMEOUT, MAX_SESSION_GRACE, MIN_LEASE,
+    };
+}
 pub use error::EngineError;
+pub use holds::Hold;
 pub use jsonb::JsonText;
 pub use migrate::LATEST_VERSION;
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
-pub use writer::Outcome;
+pub use writer::{Outcome, Stats};
 
+use holds::Holds;
 use owner::Owner;
 use retry::{Backoff, is_transient};
 use sql::Statements;
 use workflow::Access;
 use writer::Writer;
 
+/// How often a start that found its root busy looks again (after waiting
+/// out the grace of an owner whose session is gone) before it reports it
+/// busy: the owner kept coming back, or kept changing.
+const MAX_BUSY_TRIES: u32 = 5;
+
 /// Runs an idempotent database call (`body`, an async block using the
-/// connection `client`), retrying it on a fresh connection while the server
-/// is unreachable, up to the engine's reconnect timeout.
+/// pooled connection `client`), retrying it on a fresh connection while the
+/// server is unreachable. Everything, waiting for a connection and for
+/// answers included, ends within the engine's reconnect timeout: a
+/// connection whose answer does not come in time is dropped from the pool
+/// (it may be stuck) and the call fails.
 macro_rules! retrying {
     ($engine:expr, $context:expr, |$client:ident| $body:expr) => {{
-        let engine: &Engine = $engine;
-        let mut backoff = Backoff::until(Instant::now() + engine.reconnect_timeout);
+        let inner: &Inner = &$engine.inner;
+        let context = $context;
+        let give_up = Instant::now() + inner.reconnect_timeout;
+        let mut backoff = Backoff::until(give_up);
+        let no_answer = || pool::no_answer(&inner.target, &context, inner.reconnect_timeout);
         loop {
-            let err = match pool::checkout(&engine.pool, &engine.target).await {
-                Ok($client) => match $body.await {
-                    Ok(value) => break Ok(value),
-                    Err(err) if is_transient(&err) => EngineError::database($context, &err),
-                    Err(err) => break Err(EngineError::database($context, &err)),
-                },
-                Err(EngineError::Closed) => break Err(EngineError::Closed),
-                Err(err) => err,
+            let checkout = pool::checkout(&inner.pool, &inner.target);
+            let err = match tokio::time::timeout_at(give_up.into(), checkout).await {
+                Err(_) => break Err(no_answer()),
+                Ok(Err(EngineError::Closed)) => break Err(EngineError::Closed),
+                Ok(Err(err)) => err,
+                Ok(Ok($client)) => {
+                    let answer = tokio::time::timeout_at(give_up.into(), $body).await;
+                    match answer {
+                        Ok(Ok(value)) => break Ok(value),
+                        Ok(Err(err)) if is_transient(&err) => EngineError::database(&context, &err),
+                        Ok(Err(err)) => break Err(EngineError::database(&context, &err)),
+                        Err(_) => {
+                            drop(Object::take($client));
+                            break Err(no_answer());
+                        }
+                    }
+                }
             };
             if !backoff.wait().await {
                 break Err(err);
@@ -55,16 +86,25 @@ macro_rules! retrying {
     }};
 }
 
-/// A connected engine. Cheap to share behind an `Arc`; every method may be
-/// called concurrently.
+/// A connected engine. Cheap to clone (clones share everything); every
+/// method may be called concurrently.
+#[derive(Clone)]
 pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pool: Pool,
     writer: Writer,
     owner: Owner,
+    holds: Arc<Holds>,
     sql: Arc<Statements>,
     schema: String,
     target: Arc<str>,
     reconnect_timeout: Duration,
+    /// The runtime the engine was made on: releases of dropped holds are
+    /// spawned there, from whatever thread drops them.
+    runtime: Handle,
 }
 
 /// The parent of a child workflow: its identity and its name (for messages).
@@ -74,27 +114,53 @@ pub struct Parent<'a> {
     pub name: &'a str,
 }
 
+/// The owner of a busy root, as a start saw it.
+enum Holder {
+    /// Connected, or within its lease with a session still there: busy.
+    Alive,
+    /// Its session is gone; it has this long left to come back.
+    Gone(Duration),
+    /// Nobody live holds it any more: try again at once.
+    Free,
+}
+
 impl Engine {
     /// Connects, applies missing migrations, registers this process as a
     /// lease owner and starts the checkpoint writer. Must run inside a tokio
     /// runtime. Fails fast when the server cannot be reached, naming host and
-    /// port (never the password).
+    /// port (never the password); no step of it waits longer than the
+    /// connect timeout for a connection or the reconnect timeout for an answer.
     pub async fn connect(dsn: &str, options: &Options) -> Result<Engine, EngineError> {
-        validate_schema(&options.schema)?;
+        options.validate()?;
         let config = config::parse_dsn(dsn, options)?;
         let target: Arc<str> = config::describe_target(&config).into();
-        let pool = pool::build(config.clone(), options.max_connections)?;
+        let connect_timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
+        let pool = pool::build(config.clone(), options.max_connections, connect_timeout)?;
         let mut conn = pool::checkout(&pool, &target).await?;
-        migrate::migrate(&mut conn, &options.schema).await?;
+        let migrating = migrate::migrate(&mut conn, &options.schema);
+        let Ok(migrated) = tokio::time::timeout(options.reconnect_timeout, migrating).await else {
+            drop(Object::take(conn));
+            return Err(pool::no_answer(
+                &target,
+                "migrating the schema",
+                options.reconnect_timeout,
+            ));
+        };
+        migrated?;
         drop(conn);
         let sql = Arc::new(Statements::new(&options.schema));
-        let owner = Owner::register(
+        let holds = Arc::new(Holds::default());
+        let owner = Owner::register(owner::Setup {
             config,
-            Arc::clone(&sql),
-            Arc::clone(&target),
-            options.host.clone(),
-            options.lease,
-        )
+            sql: Arc::clone(&sql),
+            target: Arc::clone(&target),
+            host: options.host.clone(),
+            schema: options.schema.clone(),
+            lease: options.lease,
+            grace: options.session_grace,
+            connect_timeout,
+            holds: Arc::clone(&holds),
+        })
         .await?;
         let writer = Writer::spawn(writer::Setup {
             pool: pool.clone(),
@@ -104,32 +170,53 @@ impl Engine {
             reconnect_timeout: options.reconnect_timeout,
         });
         Ok(Engine {
-            pool,
-            writer,
-            owner,
-            sql,
-            schema: options.schema.clone(),
-            target,
-            reconnect_timeout: options.reconnect_timeout,
+            inner: Arc::new(Inner {
+                pool,
+                writer,
+                owner,
+                holds,
+                sql,
+                schema: options.schema.clone(),
+                target,
+                reconnect_timeout: options.reconnect_timeout,
+                runtime: Handle::current(),
+            }),
         })
     }
 
     /// The schema holding the tables.
     pub fn schema(&self) -> &str {
-        &self.schema
+        &self.inner.schema
     }
 
     /// This process's owner id, as recorded in `task.owner_id`.
     pub fn owner_id(&self) -> &str {
-        &self.owner.id
+        &self.inner.owner.id
+    }
+
+    /// What the checkpoint writer did so far.
+    pub fn stats(&self) -> Stats {
+        self.inner.writer.stats()
+    }
+
+    pub(crate) fn holds(&self) -> &Holds {
+        &self.inner.holds
     }
 
     /// Creates a workflow, or takes the existing one of that name (under
     /// `parent`, or among roots) and reads its saved history.
     ///
+    /// A root taken to run (not a completed one, which only replays) comes
+    /// with its `Hold`: keep it (and clones, for the handles of its children)
+    /// while working on the workflow. Dropping the last clone releases the
+    /// workflow; until then a second start of it in this engine is
+    /// `WorkflowBusy`, as from another process.
+    ///
     /// Errors: `InputMismatch` for a different input than the saved one,
-    /// `WorkflowBusy` when another live process holds it, `Cancelled`,
+    /// `WorkflowBusy` when another live holder has it, `Cancelled`,
     /// `LeaseLost` when `parent` is no longer held by this process.
+    /// A root whose owner's session is gone is waited for, for the rest of
+    /// that owner's grace, then taken over unless the owner came back.
     /// `deadline` applies to a new root only (children share their root's).
     pub async fn start(
         &self,
@@ -140,38 +227,106 @@ impl Engine {
     ) -> Result<Started, EngineError> {
         validate_name("workflow", name)?;
         self.check_open()?;
-        let context = || format!("starting workflow {name:?}");
+        match parent {
+            None => self.start_root(name, input, deadline).await,
+            Some(parent) => self.start_child(parent, name, input).await,
+        }
+    }
+
+    async fn start_root(
+        &self,
+        name: &str,
+        input: &JsonText,
+        deadline: Option<Duration>,
+    ) -> Result<Started, EngineError> {
+        let reservation = match self.inner.holds.reserve(name) {
+            Ok(reservation) => reservation,
+            Err(busy) => return Err(self.input_mismatch(name, input).await?.unwrap_or(busy)),
+        };
         let deadline_secs = deadline.map(|d| d.as_secs_f64());
-        let owner = self.owner.id.as_str();
-        let row = retrying!(self, &context(), |client| async {
-            let row = match parent {
-                None => {
-                    let statement = client.prepare_cached(&self.sql.start_root).await?;
-                    client
-                        .query_opt(&statement, &[&name, input, &owner, &deadline_secs])
-                        .await?
+        let owner = self.owner_id();
+        let mut tries = 0;
+        loop {
+            let row = retrying!(self, &format!("starting workflow {name:?}"), |client| async {
+                let statement = client.prepare_cached(&self.inner.sql.start_root).await?;
+                client
+                    .query_one(&statement, &[&name, input, &owner, &deadline_secs])
+                    .await
+            })?;
+            match workflow::read_started(&row, name, None, Access::Take) {
+                Err(busy @ EngineError::WorkflowBusy { .. }) if tries < MAX_BUSY_TRIES => {
+                    tries += 1;
+                    match self.holder(name).await? {
+                        Holder::Alive => return Err(busy),
+                        Holder::Free => {}
+                        // A little past the grace, so the claim's own clock agrees it ran out.
+                        Holder::Gone(left) => tokio::time::sleep(left + Duration::from_millis(20)).await,
+                    }
                 }
-                Some(parent) => {
-                    let statement = client.prepare_cached(&self.sql.start_child).await?;
-                    let p = parent.workflow;
-                    client
-                        .query_opt(&statement, &[&name, input, &owner, &p.id, &p.epoch])
-                        .await?
+                Err(err) => return Err(err),
+                Ok(mut started) => {
+                    if started.status == Status::Running {
+                        started.hold = Some(reservation.hold(self.clone(), started.workflow));
+                    }
+                    return self.with_history(started).await;
                 }
-            };
-            Ok(row)
+            }
+        }
+    }
+
+    async fn start_child(&self, parent: Parent<'_>, name: &str, input: &JsonText) -> Result<Started, EngineError> {
+        let owner = self.owner_id();
+        let p = parent.workflow;
+        let row = retrying!(self, &format!("starting workflow {name:?}"), |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.start_child).await?;
+            client
+                .query_opt(&statement, &[&name, input, &owner, &p.id, &p.epoch])
+                .await
         })?;
+        // No row: the parent's lease was refused.
         let Some(row) = row else {
-            // Only a child start yields no row: its parent's lease was refused.
-            let Some(parent) = parent else {
-                return Err(EngineError::Unexpected(format!(
-                    "starting workflow {name:?} returned no row"
-                )));
-            };
             return Err(self.refusal(parent.workflow).await);
         };
-        let started = workflow::read_started(&row, name, parent.map(|p| p.name), Access::Take)?;
+        let started = workflow::read_started(&row, name, Some(parent.name), Access::Take)?;
         self.with_history(started).await
+    }
+
+    /// `InputMismatch` if the root `name` exists with another input.
+    async fn input_mismatch(&self, name: &str, input: &JsonText) -> Result<Option<EngineError>, EngineError> {
+        let row = retrying!(
+            self,
+            &format!("reading the input of workflow {name:?}"),
+            |client| async {
+                let statement = client.prepare_cached(&self.inner.sql.root_input).await?;
+                client.query_opt(&statement, &[&name, input]).await
+            }
+        )?;
+        let matches = row
+            .map(|row| workflow::col::<bool>(&row, "input_matches"))
+            .transpose()?;
+        Ok((matches == Some(false)).then(|| EngineError::InputMismatch { name: name.to_owned() }))
+    }
+
+    /// Who holds the busy root `name`, marking its session gone if it is.
+    async fn holder(&self, name: &str) -> Result<Holder, EngineError> {
+        let owner = self.owner_id();
+        let row = retrying!(self, &format!("checking who holds workflow {name:?}"), |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.holder).await?;
+            client.query_opt(&statement, &[&name, &owner]).await
+        })?;
+        let Some(row) = row else {
+            return Ok(Holder::Free);
+        };
+        if workflow::col::<bool>(&row, "connected")? {
+            return Ok(Holder::Alive);
+        }
+        if workflow::col::<bool>(&row, "expired")? {
+            return Ok(Holder::Free);
+        }
+        let left = workflow::col::<Option<f64>>(&row, "grace_left")?.unwrap_or(0.0);
+        Ok(Holder::Gone(
+            Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO),
+        ))
     }
 
     /// Reads the child `name` of a finished parent as it is, to replay it:
@@ -181,7 +336,7 @@ impl Engine {
         self.check_open()?;
         let id = parent.workflow.id;
         let row = retrying!(self, &format!("reading child workflow {name:?}"), |client| async {
-            let statement = client.prepare_cached(&self.sql.replay_child).await?;
+            let statement = client.prepare_cached(&self.inner.sql.replay_child).await?;
             client.query_opt(&statement, &[&name, input, &id]).await
         })?;
         let Some(row) = row else {
@@ -205,7 +360,7 @@ impl Engine {
         }
         let id = started.workflow.id;
         let rows = retrying!(self, "reading a workflow's history", |client| async {
-            let statement = client.prepare_cached(&self.sql.history).await?;
+            let statement = client.prepare_cached(&self.inner.sql.history).await?;
             client.query(&statement, &[&id]).await
         })?;
         started.history = workflow::read_history(&rows)?;
@@ -216,7 +371,7 @@ impl Engine {
     /// waiting: a step's body starts at once.
     pub fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer.step_started(workflow, name, attempt)
+        self.inner.writer.step_started(workflow, name, attempt)
     }
 
     /// Writes the `running` marker of a step and waits for its commit: for
@@ -228,7 +383,7 @@ impl Engine {
         attempt: i32,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer.step_started_durably(workflow, name, attempt).await
+        self.inner.writer.step_started_durably(workflow, name, attempt).await
     }
 
     /// Saves a step's result or error; resolves after the commit.
@@ -240,46 +395,81 @@ impl Engine {
         outcome: Outcome,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer.step_finished(workflow, name, attempt, outcome).await
+        self.inner.writer.step_finished(workflow, name, attempt, outcome).await
     }
 
-    /// Saves a workflow's result or error; resolves after the commit.
+    /// Saves a workflow's result or error; resolves after the commit. A root
+    /// that finished is no longer held: its name is free (a failed root may
+    /// be started again at once) and the handles of its tree stop.
     pub async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
         self.check_open()?;
-        self.writer.workflow_finished(workflow, outcome).await
+        let status = outcome.status();
+        self.inner.writer.workflow_finished(workflow, outcome).await?;
+        if workflow.id == workflow.root_id {
+            self.inner.holds.finished(workflow, status);
+        }
+        Ok(())
+    }
+
+    /// Gives up the root `root` and its tree in the database, so that anyone
+    /// may take it over at once. Best effort: an unreachable database leaves
+    /// the lease to run out as a dead process's would.
+    pub(crate) async fn release(&self, root: WorkflowId) {
+        if self.check_open().is_err() {
+            return;
+        }
+        let owner = self.owner_id();
+        let _ = retrying!(self, "releasing a workflow", |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.release).await?;
+            client.execute(&statement, &[&root.id, &owner, &root.epoch]).await
+        });
+    }
+
+    /// `release`, spawned: for drops, which cannot wait.
+    pub(crate) fn release_soon(&self, root: WorkflowId) {
+        let engine = self.clone();
+        self.inner.runtime.spawn(async move { engine.release(root).await });
     }
 
     /// Cancels the root workflow `name` and every unfinished workflow under
-    /// it. Whoever runs them gets `Cancelled` at their next checkpoint.
-    /// Returns false when there is no such root or it already finished.
+    /// it. Their holders are told at once (a notification on their liveness
+    /// session) and start no further step; a body already running finishes,
+    /// its result refused. Returns false when there is no such root or it
+    /// already finished.
     pub async fn cancel(&self, name: &str) -> Result<bool, EngineError> {
         validate_name("workflow", name)?;
         self.check_open()?;
+        let schema = self.schema();
         let rows = retrying!(self, &format!("cancelling workflow {name:?}"), |client| async {
-            let statement = client.prepare_cached(&self.sql.cancel).await?;
-            client.query(&statement, &[&name]).await
+            let statement = client.prepare_cached(&self.inner.sql.cancel).await?;
+            client.query(&statement, &[&name, &schema]).await
         })?;
-        rows.iter()
-            .map(|row| workflow::col::<bool>(row, "is_root"))
-            .try_fold(false, |found, is_root| Ok(found || is_root?))
+        let mut found = false;
+        for row in &rows {
+            if workflow::col::<bool>(row, "is_root")? {
+                found = true;
+                self.inner.holds.cancelled(workflow::col(row, "id")?);
+            }
+        }
+        Ok(found)
     }
 
     /// Closes the engine: gives up this process's leases (others may take its
     /// unfinished workflows at once), then refuses new work with `Closed` and
     /// releases the connections (the writer's after its current batch).
     pub async fn close(&self) {
-        self.owner.stop();
-        if !self.pool.is_closed() {
-            let owner = self.owner.id.as_str();
+        self.inner.owner.stop();
+        if !self.inner.pool.is_closed() {
+            let owner = self.owner_id();
             let _ = retrying!(self, "releasing leases", |client| async {
-                client.execute(&self.sql.owner_release, &[&owner]).await
+                client.execute(&self.inner.sql.owner_release, &[&owner]).await
             });
         }
-        self.pool.close();
+        self.inner.pool.close();
     }
 
     fn check_open(&self) -> Result<(), EngineError> {
-        if self.pool.is_closed() {
+        if self.inner.pool.is_closed() {
             Err(EngineError::Closed)
         } else {
             Ok(())
@@ -288,10 +478,10 @@ impl Engine {
 
     /// Why `workflow` refuses the writes of this process.
     async fn refusal(&self, workflow: WorkflowId) -> EngineError {
-        let owner = self.owner.id.as_str();
+        let owner = self.owner_id();
         let id = workflow.id;
         let found = retrying!(self, "checking a workflow's lease", |client| async {
-            client.query_opt(&self.sql.diagnose, &[&vec![id], &owner]).await
+            client.query_opt(&self.inner.sql.diagnose, &[&vec![id], &owner]).await
         });
         match found.map(|row| row.map(|row| workflow::refusal(&row, workflow.epoch, "child workflow"))) {
             Ok(Some(Ok((_, Some(reason))))) => reason,

@@ -1,61 +1,83 @@
 //! This process as a lease owner: a row in `owner`, a dedicated session whose
-//! existence proves the process alive, and one heartbeat that renews every
-//! lease of the process at once.
+//! existence proves the process alive, one heartbeat that renews every lease
+//! of the process at once, and the notifications (cancels) that arrive on
+//! that session.
+//!
+//! The session is kept, not merely opened: it is immune to the server's
+//! `idle_session_timeout`, and when it drops anyway (a terminated backend,
+//! a restart) the loss is seen at once, because this task drives the
+//! connection itself, and a new session is registered right away. Claimants
+//! give a gone session the owner's grace (`session_grace`) before they take
+//! its workflows over, so a live process keeps them.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio::time::timeout;
+use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
 
 use super::error::EngineError;
+use super::holds::Holds;
 use super::pool::connect_error;
-use super::retry::Backoff;
-use super::sql::Statements;
+use super::sql::{CHANNEL, Statements};
 use super::workflow::col;
+
+/// Server settings of the dedicated session: it sits idle between
+/// heartbeats, and must not be closed for that (managed Postgres often sets
+/// an idle timeout).
+const SESSION_SETTINGS: &str = "-c idle_session_timeout=0";
+
+/// Shortest wait between two attempts to get a lost session back.
+const FIRST_RETRY: Duration = Duration::from_millis(10);
 
 /// The owner of this engine's workflows. Dropping it stops the heartbeat and
 /// closes the dedicated session, which others then see as a dead owner.
 pub(crate) struct Owner {
     pub(crate) id: String,
-    heartbeat: JoinHandle<()>,
+    task: JoinHandle<()>,
 }
 
-/// What the heartbeat needs to keep going, and to reconnect.
+/// What the owner's task needs to keep its session, and to get it back.
+pub(crate) struct Setup {
+    pub config: Config,
+    pub sql: Arc<Statements>,
+    pub target: Arc<str>,
+    pub host: String,
+    pub schema: String,
+    pub lease: Duration,
+    pub grace: Duration,
+    pub connect_timeout: Duration,
+    pub holds: Arc<Holds>,
+}
+
+/// The dedicated session: its client, and the notifications it receives
+/// (the channel closes when the session is gone).
 struct Session {
-    config: Config,
-    sql: Arc<Statements>,
-    target: Arc<str>,
-    host: String,
-    lease: Duration,
+    client: Client,
+    events: mpsc::UnboundedReceiver<Notification>,
 }
 
 impl Owner {
     /// Opens the dedicated session, registers, and starts the heartbeat.
-    pub(crate) async fn register(
-        config: Config,
-        sql: Arc<Statements>,
-        target: Arc<str>,
-        host: String,
-        lease: Duration,
-    ) -> Result<Owner, EngineError> {
-        let session = Session {
-            config,
-            sql,
-            target,
-            host,
-            lease,
+    pub(crate) async fn register(mut setup: Setup) -> Result<Owner, EngineError> {
+        let options = match setup.config.get_options() {
+            Some(given) => format!("{given} {SESSION_SETTINGS}"),
+            None => SESSION_SETTINGS.to_owned(),
         };
-        let client = session.connect().await?;
-        let id = session.register(&client, None).await?;
-        let heartbeat = tokio::spawn(session.beat(client, id.clone()));
-        Ok(Owner { id, heartbeat })
+        setup.config.options(&options);
+        let session = setup.connect().await?;
+        let id = setup.register(&session.client, None).await?;
+        let task = tokio::spawn(setup.run(session, id.clone()));
+        Ok(Owner { id, task })
     }
 
     /// Stops the heartbeat and closes the dedicated session: from now on
     /// this owner is dead to everyone.
     pub(crate) fn stop(&self) {
-        self.heartbeat.abort();
+        self.task.abort();
     }
 }
 
@@ -65,62 +87,137 @@ impl Drop for Owner {
     }
 }
 
-impl Session {
-    async fn connect(&self) -> Result<Client, EngineError> {
-        let (client, connection) = self
-            .config
-            .connect(NoTls)
+impl Setup {
+    /// Opens the session and listens on `CHANNEL`, all within the connect
+    /// timeout. The connection is driven by a task of its own, which passes
+    /// notifications on and ends (closing the channel) with the session.
+    async fn connect(&self) -> Result<Session, EngineError> {
+        let no_answer = || EngineError::Connect {
+            target: self.target.to_string(),
+            reason: format!(
+                "no answer within the connect timeout ({} s)",
+                self.connect_timeout.as_secs_f64()
+            ),
+            sqlstate: None,
+        };
+        let (client, mut connection) = timeout(self.connect_timeout, self.config.connect(NoTls))
             .await
+            .map_err(|_| no_answer())?
             .map_err(|err| connect_error(&self.target, &err))?;
-        tokio::spawn(connection);
-        Ok(client)
+        let (tx, events) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(notification) = message {
+                    if tx.send(notification).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        timeout(self.connect_timeout, client.batch_execute(&format!("LISTEN {CHANNEL}")))
+            .await
+            .map_err(|_| no_answer())?
+            .map_err(|err| EngineError::database("listening for cancellations", &err))?;
+        Ok(Session { client, events })
     }
 
     /// Records (or refreshes) the owner row for this session; returns the id.
     async fn register(&self, client: &Client, id: Option<&str>) -> Result<String, EngineError> {
         let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        let row = client
-            .query_one(
-                &self.sql.owner_register,
-                &[&id, &self.host, &pid, &self.lease.as_secs_f64()],
-            )
-            .await
-            .map_err(|e| EngineError::database("registering this process as a lease owner", &e))?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+            &id,
+            &self.host,
+            &pid,
+            &self.lease.as_secs_f64(),
+            &self.grace.as_secs_f64(),
+        ];
+        let context = "registering this process as a lease owner";
+        let row = timeout(
+            self.connect_timeout,
+            client.query_one(&self.sql.owner_register, &params),
+        )
+        .await
+        .map_err(|_| EngineError::Unexpected(format!("{context}: no answer")))?
+        .map_err(|e| EngineError::database(context, &e))?;
         col(&row, "id")
     }
 
-    /// Renews the leases every third of their length. If the session breaks
-    /// (a database restart), reconnects and registers the new session: until
-    /// then this process looks dead and its workflows may be taken over,
-    /// which the fencing of every write makes safe.
-    async fn beat(self, mut client: Client, id: String) {
+    /// Renews the leases every third of their length, and hands cancel
+    /// notifications to the holds. When the session is lost, gets a new one
+    /// at once; until it is registered, this process looks dead, and once
+    /// its grace has passed its workflows may be taken over, which the
+    /// fencing of every write makes safe.
+    async fn run(self, mut session: Session, id: String) {
         let period = self.lease / 3;
+        let mut beats = tokio::time::interval(period);
+        beats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        beats.tick().await; // the first tick is immediate: registering was the first beat
         loop {
-            tokio::time::sleep(period).await;
-            let renewed = client
-                .query_one(&self.sql.owner_heartbeat, &[&id, &self.lease.as_secs_f64()])
-                .await
-                .ok()
-                .and_then(|row| col::<i64>(&row, "renewed").ok());
-            match renewed {
-                Some(1) => {}
-                // The row was removed (expired for a day): put it back.
-                Some(_) => {
-                    let _ = self.register(&client, Some(&id)).await;
+            tokio::select! {
+                _ = beats.tick() => {
+                    if !self.beat(&session.client, &id, period).await {
+                        session = self.reconnect(&id).await;
+                    }
                 }
-                None => client = self.reconnect(&id).await,
+                event = session.events.recv() => match event {
+                    Some(notification) => self.dispatch(notification.payload()),
+                    None => session = self.reconnect(&id).await,
+                },
             }
         }
     }
 
-    async fn reconnect(&self, id: &str) -> Client {
+    /// One heartbeat; false when the session did not answer in time.
+    async fn beat(&self, client: &Client, id: &str, period: Duration) -> bool {
+        let lease = self.lease.as_secs_f64();
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&id, &lease];
+        let renewed = match timeout(period, client.query_one(&self.sql.owner_heartbeat, &params)).await {
+            Ok(Ok(row)) => col::<i64>(&row, "renewed").unwrap_or(0),
+            _ => return false,
+        };
+        // The row was purged (expired for a day) or names another session: put it back.
+        renewed == 1 || self.register(client, Some(id)).await.is_ok()
+    }
+
+    /// A new session, registered, after the old one was lost. Tries at once,
+    /// then at short intervals (a fraction of the grace, so that a server
+    /// coming back finds this owner back well within it).
+    async fn reconnect(&self, id: &str) -> Session {
+        let longest = (self.grace / 3).max(FIRST_RETRY);
+        let mut delay = FIRST_RETRY;
         loop {
-            let mut backoff = Backoff::until(Instant::now() + self.lease);
-            while backoff.wait().await {
-                if let Ok(client) = self.connect().await {
-                    if self.register(&client, Some(id)).await.is_ok() {
-                        return client;
-                    }
+            if let Ok(session) = self.connect().await {
+                if self.register(&session.client, Some(id)).await.is_ok() {
+                    self.catch_up(&session.client).await;
+                    return session;
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(longest);
+        }
+    }
+
+    /// Cancels that went out while the session was away.
+    async fn catch_up(&self, client: &Client) {
+        let held = self.holds.root_ids();
+        if held.is_empty() {
+            return;
+        }
+        if let Ok(Ok(rows)) = timeout(self.connect_timeout, client.query(&self.sql.cancelled, &[&held])).await {
+            for id in rows.iter().filter_map(|row| col::<i64>(row, "id").ok()) {
+                self.holds.cancelled(id);
+            }
+        }
+    }
+
+    /// Acts on a notification: `<schema> cancel <root id>`.
+    fn dispatch(&self, payload: &str) {
+        let mut words = payload.split(' ');
+        if let (Some(schema), Some("cancel"), Some(id)) = (words.next(), words.next(), words.next()) {
+            if schema == self.schema {
+                if let Ok(id) = id.parse() {
+                    self.holds.cancelled(id);
                 }
             }
         }

@@ -1,13 +1,22 @@
 //! The connection pool, and turning its failures into errors that name the
 //! server (host and port, never credentials).
 
+use std::time::Duration;
+
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 
 use super::error::{EngineError, describe};
 
-/// Builds the pool. Connections are opened lazily, by `checkout`.
-pub(crate) fn build(config: tokio_postgres::Config, max_size: usize) -> Result<Pool, EngineError> {
+/// Builds the pool. Connections are opened lazily, by `checkout`; opening
+/// one (TCP, TLS, login) takes at most `connect_timeout`: tokio-postgres
+/// bounds only the TCP connect, so a server that accepts and never answers
+/// would otherwise hold a start forever.
+pub(crate) fn build(
+    config: tokio_postgres::Config,
+    max_size: usize,
+    connect_timeout: Duration,
+) -> Result<Pool, EngineError> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -20,6 +29,8 @@ pub(crate) fn build(config: tokio_postgres::Config, max_size: usize) -> Result<P
     Pool::builder(manager)
         .max_size(max_size.max(2))
         .runtime(Runtime::Tokio1)
+        .create_timeout(Some(connect_timeout))
+        .recycle_timeout(Some(connect_timeout))
         .build()
         .map_err(|e| EngineError::InvalidDsn(e.to_string()))
 }
@@ -39,10 +50,32 @@ pub(crate) async fn checkout(pool: &Pool, target: &str) -> Result<Object, Engine
     pool.get().await.map_err(|err| match err {
         PoolError::Backend(err) => connect_error(target, &err),
         PoolError::Closed => EngineError::Closed,
+        PoolError::Timeout(_) => EngineError::Connect {
+            target: target.to_owned(),
+            reason: format!(
+                "no connection within the connect timeout ({} s): the server does not answer",
+                pool.timeouts().create.unwrap_or_default().as_secs_f64()
+            ),
+            sqlstate: None,
+        },
         other => EngineError::Connect {
             target: target.to_owned(),
             reason: other.to_string(),
             sqlstate: None,
         },
     })
+}
+
+/// A request to `target` that got no answer in time: the server is stuck
+/// (stopped, overloaded) or the network is cut.
+pub(crate) fn no_answer(target: &str, context: &str, waited: Duration) -> EngineError {
+    EngineError::Database {
+        context: context.to_owned(),
+        message: format!(
+            "no answer from Postgres at {target} within the reconnect timeout ({} s); \
+             is the server stopped or overloaded, or the network cut?",
+            waited.as_secs_f64()
+        ),
+        sqlstate: None,
+    }
 }

@@ -3,13 +3,15 @@
 
 use std::time::{Duration, Instant};
 
-/// SQLSTATEs of a server going away or not yet back: `admin_shutdown`,
-/// `crash_shutdown`, `cannot_connect_now` (class 08 is added below).
-const TRANSIENT_STATES: [&str; 3] = ["57P01", "57P02", "57P03"];
+/// SQLSTATEs worth another try: a server going away or not yet back
+/// (`admin_shutdown`, `crash_shutdown`, `cannot_connect_now`, and
+/// `idle_session_timeout`: class 08 is added below), and a transaction that
+/// lost a race with another (`serialization_failure`, `deadlock_detected`).
+const TRANSIENT_STATES: [&str; 6] = ["57P01", "57P02", "57P03", "57P05", "40001", "40P01"];
 
-/// True when `err` says the connection or the server went away, so that the
-/// same (idempotent) statement may succeed on a fresh connection. False for
-/// errors the statement itself caused.
+/// True when `err` says the connection or the server went away, or the
+/// transaction lost a race, so that the same (idempotent) statement may
+/// succeed when sent again. False for errors the statement itself caused.
 pub(crate) fn is_transient(err: &tokio_postgres::Error) -> bool {
     if err.is_closed() {
         return true;

@@ -1,7 +1,9 @@
 //! Every statement of the engine, written once with the schema spliced in.
 //!
 //! The schema name is validated by `config::validate_schema` (a plain
-//! lowercase identifier), so splicing it is safe; every value is a parameter.
+//! lowercase identifier) and spliced in quoted; every value is a parameter.
+
+use super::config::quote;
 
 /// Statement texts for one schema.
 #[derive(Debug)]
@@ -9,23 +11,41 @@ pub(crate) struct Statements {
     pub start_root: String,
     pub start_child: String,
     pub replay_child: String,
+    pub holder: String,
+    pub root_input: String,
     pub history: String,
     pub flush: String,
     pub diagnose: String,
+    pub release: String,
     pub cancel: String,
+    pub cancelled: String,
     pub owner_register: String,
     pub owner_heartbeat: String,
     pub owner_release: String,
 }
 
-/// True while the owner of row `t` is alive: its row has not expired and its
-/// dedicated session still exists. A killed process's session is gone as soon
-/// as the server sees its socket close; the expiry covers hung processes and
-/// partitions. (`backend_start` is compared when visible, against pid reuse;
-/// other users' sessions show it as NULL.)
+/// The channel of every notification durable sends (`LISTEN durable`). The
+/// payload names the schema first, so engines of other schemas ignore it.
+pub(crate) const CHANNEL: &str = "durable";
+
+/// True while the owner of row `t` is alive: its row has not expired, and
+/// its dedicated session still exists or has been gone for less than its
+/// grace. A killed process's session is gone as soon as the server sees its
+/// socket close; the grace (set from when a claimant first saw it gone, see
+/// `HOLDER`) lets a live process whose session merely dropped re-register
+/// first; the expiry covers hung processes and partitions. (`backend_start`
+/// is compared when visible, against pid reuse; other users' sessions show
+/// it as NULL.)
 const OWNER_ALIVE: &str = "EXISTS (
-    SELECT 1 FROM {s}.owner AS o JOIN pg_stat_activity AS a ON a.pid = o.backend_pid
+    SELECT 1 FROM {s}.owner AS o
     WHERE o.id = t.owner_id AND o.expires_at > now()
+      AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace
+           OR {connected}))";
+
+/// True while the dedicated session of owner `o` exists.
+const CONNECTED: &str = "EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = o.backend_pid
       AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start))";
 
 // Inputs are compared as jsonb text, not with jsonb's `=`: that one calls
@@ -52,8 +72,9 @@ const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch
               extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in";
 
 /// A root may be taken when it is interrupted or failed, has the same input,
-/// and nobody else holds it alive. The same owner may always take it back
-/// (a new `Ctx.start` in the same process supersedes the old context).
+/// and no live holder has it: nobody (released), this owner (a handle of this
+/// process that ended without releasing it in the database; the engine keeps
+/// two live handles of one process apart itself), or a dead owner.
 const ROOT_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
     AND t.input::text IS NOT DISTINCT FROM EXCLUDED.input::text
     AND (t.status = 'failed' OR t.owner_id IS NULL OR t.owner_id = $3::text::uuid OR NOT {alive})";
@@ -65,7 +86,8 @@ const CHILD_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'fail
 
 impl Statements {
     pub(crate) fn new(schema: &str) -> Self {
-        let take_root = TAKE.replace("{claim}", &ROOT_CLAIM.replace("{alive}", OWNER_ALIVE));
+        let alive = OWNER_ALIVE.replace("{connected}", CONNECTED);
+        let take_root = TAKE.replace("{claim}", &ROOT_CLAIM.replace("{alive}", &alive));
         let take_child = TAKE.replace("{claim}", CHILD_CLAIM);
         // $1 name, $2 input, $3 owner, $4 deadline (seconds from now, or NULL).
         let start_root = format!(
@@ -92,21 +114,51 @@ impl Statements {
              FROM parent
              ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL {take_child}"
         );
-        let fill = |sql: &str| sql.replace("{s}", schema);
+        let quoted = quote(schema);
+        let fill = |sql: &str| sql.replace("{s}", &quoted).replace("{connected}", CONNECTED);
         Statements {
             start_root: fill(&start_root),
             start_child: fill(&start_child),
             replay_child: fill(REPLAY_CHILD),
+            holder: fill(HOLDER),
+            root_input: fill(ROOT_INPUT),
             history: fill(HISTORY),
             flush: fill(FLUSH),
             diagnose: fill(DIAGNOSE),
+            release: fill(RELEASE),
             cancel: fill(CANCEL),
+            cancelled: fill(CANCELLED),
             owner_register: fill(OWNER_REGISTER),
             owner_heartbeat: fill(OWNER_HEARTBEAT),
             owner_release: fill(OWNER_RELEASE),
         }
     }
 }
+
+/// Who holds the running root `$1` that a start found busy, as seen now:
+/// whether its session is connected, whether its row expired, and how many
+/// seconds of its grace are left. The first claimant to find the session
+/// gone records when (`session_lost_at`), so the grace runs from then; the
+/// mark is only set on the very session seen gone (`backend_pid`), so an
+/// owner that re-registered meanwhile keeps a clean row. No row: nobody
+/// live holds it any more (released, finished, or its owner row is gone).
+const HOLDER: &str = "
+WITH h AS (
+    SELECT o.id, o.backend_pid, o.session_lost_at, o.session_grace,
+           o.expires_at <= now() AS expired, {connected} AS connected
+    FROM {s}.task AS t JOIN {s}.owner AS o ON o.id = t.owner_id
+    WHERE t.parent_id IS NULL AND t.name = $1 AND t.status = 'running' AND t.owner_id <> $2::text::uuid
+), marked AS (
+    UPDATE {s}.owner AS o SET session_lost_at = now()
+    FROM h
+    WHERE o.id = h.id AND o.backend_pid = h.backend_pid AND o.session_lost_at IS NULL
+      AND NOT h.connected AND NOT h.expired
+    RETURNING o.session_lost_at
+)
+SELECT h.connected, h.expired,
+       extract(epoch FROM coalesce((SELECT session_lost_at FROM marked), h.session_lost_at)
+                          + h.session_grace - now())::float8 AS grace_left
+FROM h";
 
 /// A child of a finished parent, read as it is, to replay: nothing is taken.
 /// Same columns as the start statements. `$1` name, `$2` input, `$3` parent.
@@ -117,6 +169,12 @@ SELECT t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_
        extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
 FROM {s}.task AS t
 WHERE t.parent_id = $3 AND t.name = $1";
+
+/// Whether the root `$1` has the input `$2` (for a start refused before its
+/// claim: a different input is the error to report, not a busy holder).
+const ROOT_INPUT: &str = "
+SELECT (input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches
+FROM {s}.task WHERE parent_id IS NULL AND name = $1";
 
 /// Everything a workflow's previous runs recorded under it, in one query.
 /// Outputs are sent for completed steps only. Run after the start statement
@@ -198,37 +256,67 @@ SELECT id, status, (owner_id IS NOT DISTINCT FROM $2::text::uuid) AS ours, lease
 FROM {s}.task
 WHERE id = ANY($1)";
 
-/// Cancels the root `$1` and every workflow under it that has not finished.
-/// Their holders find out at their next checkpoint.
+/// Gives up the root `$1` that this owner `$2` holds under epoch `$3`, and
+/// every running workflow of its tree this owner holds, so that anyone may
+/// take the tree over at once. A no-op once the root was taken again (a
+/// later epoch), so a late release never undoes a newer claim.
+const RELEASE: &str = "
+WITH root AS (
+    SELECT id FROM {s}.task
+    WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'
+    FOR UPDATE
+)
+UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now()
+FROM root
+WHERE t.root_id = root.id AND t.kind = 'workflow' AND t.status = 'running' AND t.owner_id = $2::text::uuid";
+
+/// Cancels the root `$1` and every workflow under it that has not finished,
+/// and tells their holders at once: a notification on `CHANNEL`, payload
+/// `<schema> cancel <root id>` (`$2` the schema), sent when this commits.
+/// Identical notifications of one transaction are delivered once.
 const CANCEL: &str = "
-UPDATE {s}.task AS t
-SET status = 'cancelled', completed_at = now(), updated_at = now()
-FROM {s}.task AS root
-WHERE root.parent_id IS NULL AND root.name = $1
-  AND t.root_id = root.id AND t.kind = 'workflow'
-  AND t.status IN ('pending', 'queued', 'scheduled', 'running', 'failed')
-RETURNING t.id, (t.id = root.id) AS is_root";
+WITH cancelled AS (
+    UPDATE {s}.task AS t
+    SET status = 'cancelled', completed_at = now(), updated_at = now()
+    FROM {s}.task AS root
+    WHERE root.parent_id IS NULL AND root.name = $1
+      AND t.root_id = root.id AND t.kind = 'workflow'
+      AND t.status IN ('pending', 'queued', 'scheduled', 'running', 'failed')
+    RETURNING t.id, t.root_id, (t.id = root.id) AS is_root
+)
+SELECT id, is_root,
+       pg_notify('durable', $2::text || ' cancel ' || root_id) IS NULL AS notify  -- evaluated for its effect
+FROM cancelled";
+
+/// Which of the roots `$1` were cancelled: for a holder that was away from
+/// its session when the notification went out.
+const CANCELLED: &str = "SELECT id FROM {s}.task WHERE id = ANY($1) AND status = 'cancelled'";
 
 /// Registers this process as an owner (`$1` NULL: a new id), or re-registers
-/// it after its session was replaced. Runs on the owner's dedicated session.
-/// `$2` host, `$3` process id, `$4` lease seconds.
+/// it after its session was replaced, clearing any mark of the old session
+/// being gone. Runs on the owner's dedicated session. `$2` host, `$3`
+/// process id, `$4` lease seconds, `$5` grace seconds.
 const OWNER_REGISTER: &str = "
-INSERT INTO {s}.owner AS o (id, backend_pid, backend_start, host, pid, expires_at)
+INSERT INTO {s}.owner AS o (id, backend_pid, backend_start, host, pid, expires_at, session_grace)
 SELECT coalesce($1::text::uuid, gen_random_uuid()), pg_backend_pid(),
        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
-       $2, $3, now() + make_interval(secs => $4::float8)
+       $2, $3, now() + make_interval(secs => $4::float8), make_interval(secs => $5::float8)
 ON CONFLICT (id) DO UPDATE SET
     backend_pid = EXCLUDED.backend_pid,
     backend_start = EXCLUDED.backend_start,
-    expires_at = EXCLUDED.expires_at
+    expires_at = EXCLUDED.expires_at,
+    session_grace = EXCLUDED.session_grace,
+    session_lost_at = NULL
 RETURNING id::text";
 
 /// The heartbeat: extends every lease of the owner `$1` by `$2` seconds at
-/// once. Also removes owners expired for a day, so the table stays small.
+/// once (run on its own session, it also proves that session alive, so any
+/// mark of it being gone is cleared). Also removes owners expired for a
+/// day, so the table stays small.
 const OWNER_HEARTBEAT: &str = "
 WITH renewed AS (
-    UPDATE {s}.owner SET expires_at = now() + make_interval(secs => $2::float8)
-    WHERE id = $1::text::uuid
+    UPDATE {s}.owner SET expires_at = now() + make_interval(secs => $2::float8), session_lost_at = NULL
+    WHERE id = $1::text::uuid AND backend_pid = pg_backend_pid()
     RETURNING id
 ), purged AS (
     DELETE FROM {s}.owner WHERE expires_at < now() - interval '1 day'

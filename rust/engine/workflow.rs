@@ -9,6 +9,7 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use super::error::EngineError;
+use super::holds::Hold;
 use super::jsonb::JsonText;
 
 /// Lifecycle of a task row (see doc/schema.md).
@@ -112,6 +113,8 @@ pub struct Started {
     /// When the workflow must be completed by, if it has a deadline.
     pub deadline: Option<Instant>,
     pub history: HashMap<String, HistoryEntry>,
+    /// For a root taken to run: its hold in this engine (see `Engine::start`).
+    pub hold: Option<Hold>,
 }
 
 /// How a workflow row was come by.
@@ -167,6 +170,7 @@ pub(crate) fn read_started(
         error: col(row, "error")?,
         deadline,
         history: HashMap::new(),
+        hold: None,
     })
 }
 

@@ -17,9 +17,16 @@
 //! connection breaks mid-batch the batch is sent again on a fresh one: the
 //! statement is idempotent under the same lease epoch, so a batch that did
 //! commit before the break changes nothing the second time.
+//!
+//! A batch mixes records of many workflows, so one bad record must not fail
+//! the others: a batch the server refuses for good is split in halves, and
+//! the halves sent again, until the records at fault stand alone and fail
+//! alone. A batch is bounded by bytes as well as by count, far below what a
+//! statement may carry (1 GB).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{Object, Pool};
@@ -31,13 +38,18 @@ use tokio_postgres::types::ToSql;
 
 use super::error::EngineError;
 use super::jsonb::JsonText;
-use super::pool::checkout;
+use super::pool::{checkout, no_answer};
 use super::retry::{Backoff, is_transient};
 use super::sql::Statements;
 use super::workflow::{Status, WorkflowId, col, refusal, vanished};
 
 /// Most records in one statement; more wait for the next flush.
 const MAX_BATCH: usize = 1000;
+
+/// Most bytes of names and values in one statement, unless a single record
+/// is larger (it then goes alone). Values may be up to 256 MiB each (what
+/// jsonb holds); a statement must stay well below Postgres' 1 GB.
+const MAX_BATCH_BYTES: usize = 64 << 20;
 
 /// Most batches in flight on the connection at once.
 const MAX_IN_FLIGHT: usize = 8;
@@ -52,7 +64,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn status(&self) -> Status {
+    /// The status this outcome gives its row.
+    pub fn status(&self) -> Status {
         match self {
             Outcome::Completed(_) => Status::Completed,
             Outcome::Failed(_) => Status::Failed,
@@ -65,6 +78,22 @@ impl Outcome {
             Outcome::Failed(error) => (None, Some(error)),
         }
     }
+}
+
+/// What the writer did so far: statements committed, records written in
+/// them, and batches split to isolate a record the server refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub commits: u64,
+    pub records: u64,
+    pub splits: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    commits: AtomicU64,
+    records: AtomicU64,
+    splits: AtomicU64,
 }
 
 type Reply = oneshot::Sender<Result<(), EngineError>>;
@@ -92,7 +121,8 @@ pub(crate) struct Setup {
     pub sql: Arc<Statements>,
     pub target: Arc<str>,
     pub owner: String,
-    /// How long to keep retrying through a lost connection before failing.
+    /// How long to keep retrying through a lost connection before failing,
+    /// and the longest wait for the answer to one statement.
     pub reconnect_timeout: Duration,
 }
 
@@ -100,14 +130,24 @@ pub(crate) struct Setup {
 #[derive(Clone)]
 pub(crate) struct Writer {
     tx: mpsc::UnboundedSender<Op>,
+    counters: Arc<Counters>,
 }
 
 impl Writer {
     /// Starts the writer task on the current tokio runtime.
     pub(crate) fn spawn(setup: Setup) -> Writer {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(rx, setup));
-        Writer { tx }
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(rx, setup, Arc::clone(&counters)));
+        Writer { tx, counters }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        Stats {
+            commits: self.counters.commits.load(Ordering::Relaxed),
+            records: self.counters.records.load(Ordering::Relaxed),
+            splits: self.counters.splits.load(Ordering::Relaxed),
+        }
     }
 
     /// Queues the `running` marker of a step without waiting for it.
@@ -184,7 +224,8 @@ impl Writer {
 struct Queue {
     /// Records not yet in a batch, in arrival order.
     backlog: VecDeque<Op>,
-    /// Batches whose connection broke before they were answered; sent first.
+    /// Batches to send before the backlog: those whose connection broke
+    /// before they were answered, and the halves of split batches.
     retry: VecDeque<Batch>,
     /// Set at the first failure since the last success: when to give up.
     outage: Option<Backoff>,
@@ -214,7 +255,7 @@ impl Queue {
     }
 }
 
-async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup) {
+async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup, counters: Arc<Counters>) {
     let mut queue = Queue::default();
     loop {
         if queue.is_empty() {
@@ -234,9 +275,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup) {
                 continue;
             }
         };
-        match serve(&conn, &mut rx, &mut queue, &setup).await {
+        match serve(&conn, &mut rx, &mut queue, &setup, &counters).await {
             Stop::Finished => return,
             Stop::PoolClosed => drop(conn),
+            // The connection may still hold unanswered requests: never reuse it.
+            Stop::Stuck => drop(Object::take(conn)),
             Stop::ConnectionLost(err) => {
                 drop(conn);
                 if !queue.wait_out(setup.reconnect_timeout).await {
@@ -254,13 +297,22 @@ enum Stop {
     Finished,
     /// The connection broke; the unanswered batches are in `queue.retry`.
     ConnectionLost(EngineError),
+    /// A statement got no answer within the reconnect timeout; its waiters
+    /// were told so.
+    Stuck,
     PoolClosed,
 }
 
 /// Writes batches on one connection until it breaks, the pool closes, or
 /// every sender is gone. Starts the next batch at once unless a batch that
 /// someone waits for is still in flight.
-async fn serve(client: &Object, rx: &mut mpsc::UnboundedReceiver<Op>, queue: &mut Queue, setup: &Setup) -> Stop {
+async fn serve(
+    client: &Object,
+    rx: &mut mpsc::UnboundedReceiver<Op>,
+    queue: &mut Queue,
+    setup: &Setup,
+    counters: &Counters,
+) -> Stop {
     let statement = match client.prepare_cached(&setup.sql.flush).await {
         Ok(statement) => statement,
         Err(err) => return Stop::ConnectionLost(EngineError::database("saving checkpoints", &err)),
@@ -295,19 +347,31 @@ async fn serve(client: &Object, rx: &mut mpsc::UnboundedReceiver<Op>, queue: &mu
                 if batch.anyone_waits() {
                     awaited_in_flight = false;
                 }
-                if let Err(Failure::Transient(err)) = flushed.result {
-                    // Keep this batch and every later one (in order) for a fresh connection.
-                    queue.retry.push_back(batch);
-                    while let Some((batch, flushed)) = in_flight.next().await {
-                        match flushed.result {
-                            Err(Failure::Transient(_)) => queue.retry.push_back(batch),
-                            _ => batch.settle(&flushed),
+                match &flushed.result {
+                    Err(Failure::Transient(err)) => {
+                        // Keep this batch and every later one (in order) for a fresh connection.
+                        let err = err.clone();
+                        queue.retry.push_back(batch);
+                        while let Some((batch, flushed)) = in_flight.next().await {
+                            match flushed.result {
+                                Err(Failure::Transient(_)) => queue.retry.push_back(batch),
+                                _ => done(batch, &flushed, queue, counters),
+                            }
                         }
+                        return Stop::ConnectionLost(err);
                     }
-                    return Stop::ConnectionLost(err);
+                    Err(Failure::Stuck(_)) => {
+                        batch.settle(&flushed);
+                        while let Some((batch, flushed)) = in_flight.next().await {
+                            match flushed.result {
+                                Err(Failure::Transient(_)) => queue.retry.push_back(batch),
+                                _ => done(batch, &flushed, queue, counters),
+                            }
+                        }
+                        return Stop::Stuck;
+                    }
+                    _ => done(batch, &flushed, queue, counters),
                 }
-                queue.outage = None;
-                batch.settle(&flushed);
             }
             op = rx.recv(), if !senders_gone => match op {
                 Some(op) => queue.backlog.push_back(op),
@@ -317,10 +381,33 @@ async fn serve(client: &Object, rx: &mut mpsc::UnboundedReceiver<Op>, queue: &mu
     }
 }
 
-/// Why a flush failed: worth retrying on a fresh connection, or not.
+/// Settles a batch that was answered, or splits one the server refused for
+/// good, so that its halves are sent again before anything else.
+fn done(batch: Batch, flushed: &Flushed, queue: &mut Queue, counters: &Counters) {
+    match &flushed.result {
+        Err(Failure::Fatal(_)) if batch.len() > 1 => {
+            counters.splits.fetch_add(1, Ordering::Relaxed);
+            let (first, second) = batch.split();
+            queue.retry.push_front(second);
+            queue.retry.push_front(first);
+        }
+        Ok(applied) => {
+            queue.outage = None;
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            let written = applied.steps.len() + applied.workflows.len();
+            counters.records.fetch_add(written as u64, Ordering::Relaxed);
+            batch.settle(flushed);
+        }
+        Err(_) => batch.settle(flushed),
+    }
+}
+
+/// Why a flush failed: worth retrying on a fresh connection; no answer in
+/// time; or refused by the server.
 #[derive(Debug, Clone)]
 enum Failure {
     Transient(EngineError),
+    Stuck(EngineError),
     Fatal(EngineError),
 }
 
@@ -347,32 +434,43 @@ struct Applied {
     workflows: HashSet<i64>,
 }
 
-/// Runs one batch's statement and, if some records were refused, finds out why.
+/// Runs one batch's statement and, if some records were refused, finds out
+/// why; all within the reconnect timeout.
 async fn execute(client: &Object, statement: &Statement, setup: &Setup, batch: Batch) -> (Batch, Flushed) {
-    let result = flush(client, statement, &setup.owner, &batch).await;
-    let refused = match &result {
-        Ok(applied) => {
-            let epochs = batch.refused(applied);
-            if epochs.is_empty() {
-                HashMap::new()
-            } else {
-                match diagnose(client, &setup.sql, &setup.owner, &epochs).await {
-                    Ok(refused) => refused,
-                    Err(failure) => {
-                        return (
-                            batch,
-                            Flushed {
+    let answered = async {
+        let result = flush(client, statement, &setup.owner, &batch).await;
+        let refused = match &result {
+            Ok(applied) => {
+                let epochs = batch.refused(applied);
+                if epochs.is_empty() {
+                    HashMap::new()
+                } else {
+                    match diagnose(client, &setup.sql, &setup.owner, &epochs).await {
+                        Ok(refused) => refused,
+                        Err(failure) => {
+                            return Flushed {
                                 result: Err(failure),
                                 refused: HashMap::new(),
-                            },
-                        );
+                            };
+                        }
                     }
                 }
             }
-        }
-        Err(_) => HashMap::new(),
+            Err(_) => HashMap::new(),
+        };
+        Flushed { result, refused }
     };
-    (batch, Flushed { result, refused })
+    let flushed = tokio::time::timeout(setup.reconnect_timeout, answered)
+        .await
+        .unwrap_or_else(|_| Flushed {
+            result: Err(Failure::Stuck(no_answer(
+                &setup.target,
+                "saving checkpoints",
+                setup.reconnect_timeout,
+            ))),
+            refused: HashMap::new(),
+        });
+    (batch, flushed)
 }
 
 fn failure(context: &str, err: &tokio_postgres::Error) -> Failure {
@@ -386,20 +484,35 @@ fn failure(context: &str, err: &tokio_postgres::Error) -> Failure {
 
 async fn flush(client: &Object, statement: &Statement, owner: &str, batch: &Batch) -> Result<Applied, Failure> {
     let durability = batch.synchronous_commit();
+    let steps = &batch.steps;
+    let workflows = &batch.workflows;
+    let step_parent: Vec<i64> = steps.iter().map(|s| s.workflow.id).collect();
+    let step_root: Vec<i64> = steps.iter().map(|s| s.workflow.root_id).collect();
+    let step_name: Vec<&str> = steps.iter().map(|s| s.name.as_str()).collect();
+    let step_status: Vec<&str> = steps.iter().map(|s| s.status.as_str()).collect();
+    let step_attempt: Vec<i32> = steps.iter().map(|s| s.attempt).collect();
+    let step_output: Vec<Option<&JsonText>> = steps.iter().map(|s| s.output.as_ref()).collect();
+    let step_error: Vec<Option<&JsonText>> = steps.iter().map(|s| s.error.as_ref()).collect();
+    let step_epoch: Vec<i64> = steps.iter().map(|s| s.workflow.epoch).collect();
+    let wf_id: Vec<i64> = workflows.iter().map(|w| w.workflow.id).collect();
+    let wf_status: Vec<&str> = workflows.iter().map(|w| w.status.as_str()).collect();
+    let wf_output: Vec<Option<&JsonText>> = workflows.iter().map(|w| w.output.as_ref()).collect();
+    let wf_error: Vec<Option<&JsonText>> = workflows.iter().map(|w| w.error.as_ref()).collect();
+    let wf_epoch: Vec<i64> = workflows.iter().map(|w| w.workflow.epoch).collect();
     let params: [&(dyn ToSql + Sync); 15] = [
-        &batch.step_parent,
-        &batch.step_root,
-        &batch.step_name,
-        &batch.step_status,
-        &batch.step_attempt,
-        &batch.step_output,
-        &batch.step_error,
-        &batch.step_epoch,
-        &batch.wf_id,
-        &batch.wf_status,
-        &batch.wf_output,
-        &batch.wf_error,
-        &batch.wf_epoch,
+        &step_parent,
+        &step_root,
+        &step_name,
+        &step_status,
+        &step_attempt,
+        &step_output,
+        &step_error,
+        &step_epoch,
+        &wf_id,
+        &wf_status,
+        &wf_output,
+        &wf_error,
+        &wf_epoch,
         &owner,
         &durability,
     ];
@@ -446,37 +559,62 @@ async fn diagnose(
     Ok(reasons)
 }
 
-/// Records of one flush, as parameter columns, and who waits for them.
+/// A step row to write: its marker, or its outcome (a marker merged into
+/// the outcome that followed it in the same batch).
+struct StepRecord {
+    workflow: WorkflowId,
+    name: String,
+    attempt: i32,
+    status: Status,
+    output: Option<JsonText>,
+    error: Option<JsonText>,
+    reply: Option<Reply>,
+}
+
+/// A workflow's outcome to write.
+struct WorkflowRecord {
+    workflow: WorkflowId,
+    status: Status,
+    output: Option<JsonText>,
+    error: Option<JsonText>,
+    reply: Reply,
+}
+
+/// Records of one flush, and who waits for them.
 #[derive(Default)]
 struct Batch {
-    step_parent: Vec<i64>,
-    step_root: Vec<i64>,
-    step_name: Vec<String>,
-    step_status: Vec<&'static str>,
-    step_attempt: Vec<i32>,
-    step_output: Vec<Option<JsonText>>,
-    step_error: Vec<Option<JsonText>>,
-    step_epoch: Vec<i64>,
-    step_reply: Vec<Option<Reply>>,
+    steps: Vec<StepRecord>,
     step_index: HashMap<(i64, String), usize>,
-    wf_id: Vec<i64>,
-    wf_status: Vec<&'static str>,
-    wf_output: Vec<Option<JsonText>>,
-    wf_error: Vec<Option<JsonText>>,
-    wf_epoch: Vec<i64>,
-    wf_reply: Vec<Reply>,
+    workflows: Vec<WorkflowRecord>,
     wf_seen: HashSet<i64>,
+    /// Bytes of names and values held.
+    bytes: usize,
+}
+
+/// Bytes an operation adds to a statement (names and values; the rest is small).
+fn op_bytes(op: &Op) -> usize {
+    let outcome_bytes = |outcome: Option<&Outcome>| match outcome {
+        Some(Outcome::Completed(text) | Outcome::Failed(text)) => text.as_str().len(),
+        None => 0,
+    };
+    match op {
+        Op::Step { name, outcome, .. } => name.len() + outcome_bytes(outcome.as_ref()),
+        Op::Workflow { outcome, .. } => outcome_bytes(Some(outcome)),
+    }
 }
 
 impl Batch {
-    /// Takes up to `MAX_BATCH` records from the front of the backlog. A record
-    /// that would touch a row twice in one statement (Postgres refuses that)
-    /// stays in the backlog, in order, for the next flush.
+    /// Takes up to `MAX_BATCH` records (and `MAX_BATCH_BYTES`, or a single
+    /// larger record) from the front of the backlog. A record that would
+    /// touch a row twice in one statement (Postgres refuses that) stays in
+    /// the backlog, in order, for the next flush.
     fn take(backlog: &mut VecDeque<Op>) -> Batch {
         let mut batch = Batch::default();
         let mut deferred = VecDeque::new();
         while let Some(op) = backlog.pop_front() {
-            if batch.len() >= MAX_BATCH {
+            let bytes = op_bytes(&op);
+            let full = batch.len() >= MAX_BATCH || (batch.len() > 0 && batch.bytes + bytes > MAX_BATCH_BYTES);
+            if full {
                 backlog.push_front(op);
                 break;
             }
@@ -490,10 +628,11 @@ impl Batch {
     }
 
     fn len(&self) -> usize {
-        self.step_name.len() + self.wf_id.len()
+        self.steps.len() + self.workflows.len()
     }
 
     fn add(&mut self, op: Op) -> Result<(), Op> {
+        let bytes = op_bytes(&op);
         match op {
             Op::Step {
                 workflow,
@@ -507,7 +646,7 @@ impl Batch {
                     // An unawaited marker in this batch is superseded by
                     // whatever comes later for the same step; anything that
                     // someone waits for is never superseded.
-                    if self.step_reply[i].is_some() {
+                    if self.steps[i].reply.is_some() {
                         let (_, name) = key;
                         return Err(Op::Step {
                             workflow,
@@ -517,22 +656,21 @@ impl Batch {
                             reply,
                         });
                     }
-                    self.set_step(i, workflow, attempt, outcome, reply);
+                    self.steps[i].set(workflow, attempt, outcome, reply);
                 } else {
-                    let i = self.step_name.len();
-                    self.step_parent.push(workflow.id);
-                    self.step_root.push(workflow.root_id);
-                    self.step_name.push(key.1.clone());
-                    self.step_status.push(Status::Running.as_str());
-                    self.step_attempt.push(attempt);
-                    self.step_output.push(None);
-                    self.step_error.push(None);
-                    self.step_epoch.push(workflow.epoch);
-                    self.step_reply.push(None);
-                    self.step_index.insert(key, i);
-                    self.set_step(i, workflow, attempt, outcome, reply);
+                    let mut record = StepRecord {
+                        workflow,
+                        name: key.1.clone(),
+                        attempt,
+                        status: Status::Running,
+                        output: None,
+                        error: None,
+                        reply: None,
+                    };
+                    record.set(workflow, attempt, outcome, reply);
+                    self.step_index.insert(key, self.steps.len());
+                    self.steps.push(record);
                 }
-                Ok(())
             }
             Op::Workflow {
                 workflow,
@@ -546,39 +684,62 @@ impl Batch {
                         reply,
                     });
                 }
-                self.wf_id.push(workflow.id);
-                self.wf_status.push(outcome.status().as_str());
+                let status = outcome.status();
                 let (output, error) = outcome.into_columns();
-                self.wf_output.push(output);
-                self.wf_error.push(error);
-                self.wf_epoch.push(workflow.epoch);
-                self.wf_reply.push(reply);
-                Ok(())
+                self.workflows.push(WorkflowRecord {
+                    workflow,
+                    status,
+                    output,
+                    error,
+                    reply,
+                });
             }
         }
+        self.bytes += bytes;
+        Ok(())
     }
 
-    fn set_step(
-        &mut self,
-        i: usize,
-        workflow: WorkflowId,
-        attempt: i32,
-        outcome: Option<Outcome>,
-        reply: Option<Reply>,
-    ) {
-        self.step_attempt[i] = attempt;
-        self.step_epoch[i] = workflow.epoch;
-        if let Some(outcome) = outcome {
-            self.step_status[i] = outcome.status().as_str();
-            let (output, error) = outcome.into_columns();
-            self.step_output[i] = output;
-            self.step_error[i] = error;
-        }
-        self.step_reply[i] = reply;
+    /// The records again, as operations: a merged marker is its outcome.
+    fn into_ops(self) -> Vec<Op> {
+        let steps = self.steps.into_iter().map(|s| Op::Step {
+            workflow: s.workflow,
+            name: s.name,
+            attempt: s.attempt,
+            outcome: match s.status {
+                Status::Completed => Some(Outcome::Completed(s.output.unwrap_or_else(|| JsonText("null".into())))),
+                Status::Failed => Some(Outcome::Failed(s.error.unwrap_or_else(|| JsonText("null".into())))),
+                _ => None,
+            },
+            reply: s.reply,
+        });
+        let workflows = self.workflows.into_iter().map(|w| Op::Workflow {
+            workflow: w.workflow,
+            outcome: match w.status {
+                Status::Completed => Outcome::Completed(w.output.unwrap_or_else(|| JsonText("null".into()))),
+                _ => Outcome::Failed(w.error.unwrap_or_else(|| JsonText("null".into()))),
+            },
+            reply: w.reply,
+        });
+        steps.chain(workflows).collect()
+    }
+
+    /// Two batches of about half the records each.
+    fn split(self) -> (Batch, Batch) {
+        let mut ops = self.into_ops();
+        let second = ops.split_off(ops.len() / 2);
+        let rebuild = |ops: Vec<Op>| {
+            let mut batch = Batch::default();
+            for op in ops {
+                // Records of one batch never clash: none comes back.
+                let _ = batch.add(op);
+            }
+            batch
+        };
+        (rebuild(ops), rebuild(second))
     }
 
     fn anyone_waits(&self) -> bool {
-        !self.wf_id.is_empty() || self.step_reply.iter().any(Option::is_some)
+        !self.workflows.is_empty() || self.steps.iter().any(|s| s.reply.is_some())
     }
 
     /// Only markers nobody waits for: the commit need not wait for its fsync.
@@ -589,16 +750,16 @@ impl Batch {
     /// Workflows (and the epochs written under) with an awaited record that
     /// was not written.
     fn refused(&self, applied: &Applied) -> HashMap<i64, i64> {
-        let steps = self.step_reply.iter().enumerate().filter(|(i, reply)| {
-            reply.is_some()
-                && !applied
-                    .steps
-                    .contains(&(self.step_parent[*i], self.step_name[*i].clone()))
-        });
-        let steps = steps.map(|(i, _)| (self.step_parent[i], self.step_epoch[i]));
-        let workflows = (0..self.wf_id.len())
-            .filter(|&i| !applied.workflows.contains(&self.wf_id[i]))
-            .map(|i| (self.wf_id[i], self.wf_epoch[i]));
+        let steps = self
+            .steps
+            .iter()
+            .filter(|s| s.reply.is_some() && !applied.steps.contains(&(s.workflow.id, s.name.clone())))
+            .map(|s| (s.workflow.id, s.workflow.epoch));
+        let workflows = self
+            .workflows
+            .iter()
+            .filter(|w| !applied.workflows.contains(&w.workflow.id))
+            .map(|w| (w.workflow.id, w.workflow.epoch));
         steps.chain(workflows).collect()
     }
 
@@ -606,42 +767,58 @@ impl Batch {
     fn settle(self, flushed: &Flushed) {
         let applied = match &flushed.result {
             Ok(applied) => applied,
-            Err(Failure::Transient(err) | Failure::Fatal(err)) => {
-                for reply in self.step_reply.into_iter().flatten() {
+            Err(Failure::Transient(err) | Failure::Stuck(err) | Failure::Fatal(err)) => {
+                for reply in self.steps.into_iter().filter_map(|s| s.reply) {
                     let _ = reply.send(Err(err.clone()));
                 }
-                for reply in self.wf_reply {
-                    let _ = reply.send(Err(err.clone()));
+                for record in self.workflows {
+                    let _ = record.reply.send(Err(err.clone()));
                 }
                 return;
             }
         };
         let reason = |id: i64| flushed.refused.get(&id).cloned().flatten();
-        for ((parent, name), reply) in self.step_parent.into_iter().zip(self.step_name).zip(self.step_reply) {
-            let Some(reply) = reply else { continue };
-            let answer = if applied.steps.contains(&(parent, name.clone())) {
+        for step in self.steps {
+            let Some(reply) = step.reply else { continue };
+            let parent = step.workflow.id;
+            let answer = if applied.steps.contains(&(parent, step.name.clone())) {
                 Ok(())
             } else {
                 // The workflow took the write, so the step's row refused it:
                 // the only such row is a child workflow of the same name.
                 Err(reason(parent).unwrap_or(EngineError::DuplicateName {
                     workflow: format!("id {parent}"),
-                    name,
+                    name: step.name,
                 }))
             };
             let _ = reply.send(answer);
         }
-        for ((id, status), reply) in self.wf_id.into_iter().zip(self.wf_status).zip(self.wf_reply) {
+        for record in self.workflows {
+            let id = record.workflow.id;
             let answer = if applied.workflows.contains(&id) {
                 Ok(())
             } else {
                 Err(reason(id).unwrap_or(EngineError::NotRunning {
                     workflow_id: id,
-                    what: format!("{status} status"),
+                    what: format!("{} status", record.status.as_str()),
                 }))
             };
-            let _ = reply.send(answer);
+            let _ = record.reply.send(answer);
         }
+    }
+}
+
+impl StepRecord {
+    fn set(&mut self, workflow: WorkflowId, attempt: i32, outcome: Option<Outcome>, reply: Option<Reply>) {
+        self.attempt = attempt;
+        self.workflow = workflow;
+        if let Some(outcome) = outcome {
+            self.status = outcome.status();
+            let (output, error) = outcome.into_columns();
+            self.output = output;
+            self.error = error;
+        }
+        self.reply = reply;
     }
 }
 
@@ -669,6 +846,10 @@ mod tests {
         (batch, backlog)
     }
 
+    fn names(batch: &Batch) -> Vec<&str> {
+        batch.steps.iter().map(|s| s.name.as_str()).collect()
+    }
+
     #[test]
     fn only_a_batch_of_unawaited_markers_skips_the_fsync() {
         let (markers, _) = take(vec![step("a", None, None), step("b", None, None)]);
@@ -693,8 +874,52 @@ mod tests {
             step("a", result(), Some(r2)),
             step("b", None, None),
         ]);
-        assert_eq!(batch.step_name, ["a", "b"]);
-        assert_eq!(batch.step_status, ["completed", "running"]);
+        assert_eq!(names(&batch), ["a", "b"]);
+        let statuses: Vec<Status> = batch.steps.iter().map(|s| s.status).collect();
+        assert_eq!(statuses, [Status::Completed, Status::Running]);
         assert_eq!(rest.len(), 1, "the second result of `a` goes to the next batch");
+    }
+
+    #[test]
+    fn a_batch_is_bounded_by_bytes_but_takes_one_large_record_alone() {
+        let big = || Some(Outcome::Completed(JsonText("x".repeat(MAX_BATCH_BYTES / 2 + 1))));
+        let ops = (0..3).map(|i| step(&format!("s{i}"), big(), None)).collect();
+        let (batch, rest) = take(ops);
+        assert_eq!(names(&batch), ["s0"], "two halves and a bit do not fit together");
+        assert_eq!(rest.len(), 2);
+        let huge = Some(Outcome::Completed(JsonText("x".repeat(MAX_BATCH_BYTES + 1))));
+        let (alone, rest) = take(vec![step("h", huge, None), step("small", None, None)]);
+        assert_eq!((names(&alone), rest.len()), (vec!["h"], 1));
+    }
+
+    #[test]
+    fn a_split_keeps_every_record_and_its_waiter() {
+        let result = || Some(Outcome::Completed(JsonText("1".into())));
+        let mut done = Vec::new();
+        let mut ops = Vec::new();
+        for i in 0..5 {
+            let (reply, wait) = oneshot::channel();
+            done.push(wait);
+            ops.push(step(&format!("s{i}"), result(), Some(reply)));
+        }
+        ops.push(step("marker", None, None));
+        let (batch, _) = take(ops);
+        let (first, second) = batch.split();
+        assert_eq!(names(&first), ["s0", "s1", "s2"]);
+        assert_eq!(names(&second), ["s3", "s4", "marker"]);
+        assert!(
+            first
+                .steps
+                .iter()
+                .chain(&second.steps)
+                .all(|s| s.status != Status::Running || s.name == "marker")
+        );
+        let waiting = first
+            .steps
+            .iter()
+            .chain(&second.steps)
+            .filter(|s| s.reply.is_some())
+            .count();
+        assert_eq!(waiting, 5);
     }
 }

@@ -202,6 +202,7 @@ async fn start_creates_then_resumes_with_history() {
         .await
         .unwrap();
 
+    drop(first); // its hold goes: the workflow may be started again
     let again = fx
         .engine
         .start(None, "ingest", &json("{\"n\": 1}"), None)
@@ -233,13 +234,15 @@ async fn a_different_input_is_refused_and_changes_nothing() {
         .start(None, "job", &json("{\"a\": 1, \"b\": 2}"), None)
         .await
         .unwrap();
+    let first_id = first.workflow.id;
+    drop(first);
     // Same JSON value, other key order and spacing: the same input.
     let same = fx
         .engine
         .start(None, "job", &json("{\"b\":2,\"a\":1}"), None)
         .await
         .unwrap();
-    assert_eq!(same.workflow.id, first.workflow.id);
+    assert_eq!(same.workflow.id, first_id);
     let err = fx
         .engine
         .start(None, "job", &json("{\"a\": 2}"), None)
@@ -250,7 +253,7 @@ async fn a_different_input_is_refused_and_changes_nothing() {
         .admin
         .query_one(
             &format!("SELECT input::text, attempt FROM {}.task WHERE id = $1", fx.schema),
-            &[&first.workflow.id],
+            &[&first_id],
         )
         .await
         .unwrap();
@@ -262,12 +265,8 @@ async fn a_different_input_is_refused_and_changes_nothing() {
 #[tokio::test]
 async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
     let fx = Fixture::new().await;
-    let done = fx
-        .engine
-        .start(None, "done", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let started = fx.engine.start(None, "done", &json("null"), None).await.unwrap();
+    let done = started.workflow;
     fx.engine
         .workflow_finished(done, Outcome::Completed(json("\"finished\"")))
         .await
@@ -277,12 +276,8 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
     assert_eq!(again.attempt, 1);
     assert_eq!(again.output, Some(json("\"finished\"")));
 
-    let broken = fx
-        .engine
-        .start(None, "broken", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let broken_started = fx.engine.start(None, "broken", &json("null"), None).await.unwrap();
+    let broken = broken_started.workflow;
     fx.engine
         .workflow_finished(broken, Outcome::Failed(json("{\"type\": \"KeyError\"}")))
         .await
@@ -294,6 +289,7 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::NotRunning { .. }), "{err:?}");
+    drop(broken_started);
     let retried = fx.engine.start(None, "broken", &json("null"), None).await.unwrap();
     assert_eq!(
         (retried.status, retried.attempt, retried.error),
@@ -305,12 +301,8 @@ async fn a_completed_workflow_keeps_its_output_and_a_failed_one_resumes() {
 #[tokio::test]
 async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     let fx = Fixture::new().await;
-    let root = fx
-        .engine
-        .start(None, "root", &json("null"), None)
-        .await
-        .unwrap()
-        .workflow;
+    let root_started = fx.engine.start(None, "root", &json("null"), None).await.unwrap();
+    let root = root_started.workflow;
     let parent = Parent {
         workflow: root,
         name: "root",
@@ -328,8 +320,9 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
         .await
         .unwrap();
 
+    drop(root_started);
     let again = fx.engine.start(None, "root", &json("null"), None).await.unwrap();
-    let (root, history) = (again.workflow, again.history);
+    let (root, history) = (again.workflow, again.history.clone());
     let parent = Parent {
         workflow: root,
         name: "root",
@@ -360,7 +353,8 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
 #[tokio::test]
 async fn a_late_marker_never_overwrites_a_result() {
     let fx = Fixture::new().await;
-    let wf = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    let started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let wf = started.workflow;
     fx.engine
         .step_finished(wf, "s".into(), 1, Outcome::Completed(json("7")))
         .await
@@ -391,16 +385,11 @@ async fn a_late_marker_never_overwrites_a_result() {
 async fn concurrent_checkpoints_are_all_saved() {
     let fx = Fixture::new().await;
     let engine = std::sync::Arc::new(fx.engine);
-    let mut workflows = Vec::new();
+    let mut started = Vec::new();
     for w in 0..20 {
-        workflows.push(
-            engine
-                .start(None, &format!("w{w}"), &json("null"), None)
-                .await
-                .unwrap()
-                .workflow,
-        );
+        started.push(engine.start(None, &format!("w{w}"), &json("null"), None).await.unwrap());
     }
+    let workflows: Vec<_> = started.iter().map(|s| s.workflow).collect();
     let tasks: Vec<_> = workflows
         .iter()
         .flat_map(|&wf| (0..25).map(move |s| (wf, s)))
@@ -431,6 +420,14 @@ async fn concurrent_checkpoints_are_all_saved() {
         .unwrap()
         .get(0);
     assert_eq!(count, 500);
+    let stats = engine.stats();
+    // Markers merge into their results when they meet in a batch.
+    assert!((500..=1000).contains(&stats.records), "{stats:?}");
+    assert!(
+        stats.commits < 100,
+        "results of concurrent workflows share commits: {stats:?}"
+    );
+    drop(started);
     let fx = Fixture {
         engine: std::sync::Arc::into_inner(engine).unwrap(),
         admin: fx.admin,
@@ -481,28 +478,27 @@ async fn a_live_owner_makes_the_workflow_busy_for_others() {
 }
 
 #[tokio::test]
-async fn a_dead_owner_is_taken_over_at_once() {
+async fn a_released_workflow_is_taken_over_at_once_and_its_old_handles_fenced_out() {
     let fx = Fixture::new().await;
-    let dying = second_engine(&fx).await;
-    let held = dying.start(None, "w", &json("null"), None).await.unwrap().workflow;
-    dying
+    let other = second_engine(&fx).await;
+    let started = other.start(None, "w", &json("null"), None).await.unwrap();
+    let held = started.workflow;
+    let tree = started.hold.clone().expect("a root taken to run is held");
+    other
         .step_finished(held, "before".into(), 1, Outcome::Completed(json("1")))
         .await
         .unwrap();
-    drop(dying); // its dedicated session closes: the owner is dead
-    let since = std::time::Instant::now();
-    let taken = loop {
-        match fx.engine.start(None, "w", &json("null"), None).await {
-            Ok(started) => break started,
-            // The server may take a moment to see the session end.
-            Err(EngineError::WorkflowBusy { .. }) if since.elapsed().as_secs() < 2 => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            Err(err) => panic!("{err:?} after {:?}", since.elapsed()),
-        }
-    };
+    tree.release().await;
+    assert!(matches!(tree.check(), Err(EngineError::Released { .. })));
+    let taken = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
     assert_eq!(taken.workflow.epoch, held.epoch + 1);
     assert_eq!(taken.history["before"].status, Status::Completed);
+    let err = other
+        .step_finished(held, "late".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::LeaseLost { workflow_id: held.id });
+    drop(started);
     fx.drop_schema().await;
 }
 
@@ -510,7 +506,8 @@ async fn a_dead_owner_is_taken_over_at_once() {
 async fn an_expired_holder_cannot_write_after_a_takeover() {
     let fx = Fixture::new().await;
     let hung = second_engine(&fx).await;
-    let held = hung.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    let held_started = hung.start(None, "w", &json("null"), None).await.unwrap();
+    let held = held_started.workflow;
     // The holder's session lives on, but its lease ran out (a hung process).
     fx.admin
         .execute(
@@ -522,7 +519,8 @@ async fn an_expired_holder_cannot_write_after_a_takeover() {
         )
         .await
         .unwrap();
-    let taken = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    let taken_started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let taken = taken_started.workflow;
     assert_eq!(taken.epoch, held.epoch + 1);
     fx.engine
         .step_finished(taken, "s".into(), 1, Outcome::Completed(json("\"new\"")))
@@ -550,10 +548,15 @@ async fn an_expired_holder_cannot_write_after_a_takeover() {
 }
 
 #[tokio::test]
-async fn the_same_process_starting_again_fences_out_its_older_context() {
+async fn a_second_start_in_one_engine_is_busy_until_the_first_hold_goes() {
     let fx = Fixture::new().await;
-    let old = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
-    let new = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    let first = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let old = first.workflow;
+    let err = fx.engine.start(None, "w", &json("null"), None).await.unwrap_err();
+    assert_eq!(err, EngineError::HeldHere { name: "w".into() });
+    drop(first);
+    let second = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let new = second.workflow;
     assert_eq!(new.epoch, old.epoch + 1);
     let err = fx
         .engine
@@ -577,7 +580,8 @@ async fn the_same_process_starting_again_fences_out_its_older_context() {
 #[tokio::test]
 async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
     let fx = Fixture::new().await;
-    let root = fx.engine.start(None, "r", &json("null"), None).await.unwrap().workflow;
+    let started = fx.engine.start(None, "r", &json("null"), None).await.unwrap();
+    let root = started.workflow;
     let parent = Parent {
         workflow: root,
         name: "r",
@@ -589,6 +593,12 @@ async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
         .unwrap()
         .workflow;
     assert!(fx.engine.cancel("r").await.unwrap());
+    let hold = started.hold.as_ref().unwrap();
+    assert_eq!(
+        hold.check(),
+        Err(EngineError::Cancelled { workflow_id: root.id }),
+        "told at once"
+    );
     assert!(!fx.engine.cancel("r").await.unwrap(), "nothing left to cancel");
     assert!(!fx.engine.cancel("no-such-workflow").await.unwrap());
     let err = fx
@@ -611,7 +621,8 @@ async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
 #[tokio::test]
 async fn a_durable_marker_is_committed_before_it_returns() {
     let fx = Fixture::new().await;
-    let wf = fx.engine.start(None, "w", &json("null"), None).await.unwrap().workflow;
+    let started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let wf = started.workflow;
     fx.engine.step_started_durably(wf, "pay".into(), 1).await.unwrap();
     let rows = fx.children(wf.id).await;
     assert_eq!(rows, [("pay".into(), "running".into(), 1, None)]);
@@ -632,6 +643,7 @@ async fn a_deadline_is_kept_across_starts_and_shared_by_children() {
         left > std::time::Duration::from_secs(58) && left <= std::time::Duration::from_secs(60),
         "{left:?}"
     );
+    drop(first);
     let again = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
     assert!(again.deadline.is_some(), "the deadline set at creation stays");
     let parent = Parent {

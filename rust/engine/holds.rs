@@ -1,0 +1,249 @@
+//! The workflows this engine holds, one handle each.
+//!
+//! The database fences writes per owner (one per engine), so it cannot keep
+//! two handles of one engine apart: that is done here. A root name is
+//! reserved before its start statement runs, and stays taken while a handle
+//! of its tree lives. A second start of it in this engine is `WorkflowBusy`,
+//! as it is from another process.
+//!
+//! A hold ends when its root finishes, when the tree is released (its run
+//! ended without finishing, or every handle of it is gone), or when a write
+//! learns the lease is lost or the workflow cancelled. From then on every
+//! handle of the tree refuses new work, so no further body runs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use super::Engine;
+use super::error::EngineError;
+use super::workflow::{Status, WorkflowId};
+
+/// The roots this engine holds or is starting, by name.
+#[derive(Default)]
+pub(crate) struct Holds {
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+enum Slot {
+    /// A start statement for this name is in flight.
+    Starting,
+    Held(Weak<State>),
+}
+
+impl Holds {
+    fn slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reserves the root `name` for a start, or `HeldHere` (`WorkflowBusy`
+    /// in Python) when a handle of this engine holds it (or is starting it).
+    pub(crate) fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation, EngineError> {
+        // Declared before the lock, so dropped after it: the last reference
+        // to a hold may go here, and its drop takes the lock itself.
+        let upgraded;
+        let mut slots = self.slots();
+        let taken = match slots.get(name) {
+            Some(Slot::Starting) => true,
+            Some(Slot::Held(state)) => {
+                upgraded = state.upgrade();
+                upgraded.as_ref().is_some_and(|state| state.end().is_none())
+            }
+            None => false,
+        };
+        if taken {
+            return Err(EngineError::HeldHere { name: name.to_owned() });
+        }
+        slots.insert(name.to_owned(), Slot::Starting);
+        Ok(Reservation {
+            holds: Arc::clone(self),
+            name: Some(name.to_owned()),
+        })
+    }
+
+    /// Ends every hold of the root `root_id` with `Cancelled` (a cancel
+    /// notification, or this engine's own cancel).
+    pub(crate) fn cancelled(&self, root_id: i64) {
+        for state in self.live() {
+            if state.root.id == root_id {
+                state.end_with(End::Lost(EngineError::Cancelled { workflow_id: root_id }));
+            }
+        }
+    }
+
+    /// Ends the hold of the root `root` (at its epoch): it completed or failed.
+    pub(crate) fn finished(&self, root: WorkflowId, status: Status) {
+        for state in self.live() {
+            if state.root == root {
+                state.end_with(End::Finished(status));
+            }
+        }
+    }
+
+    /// The ids of the roots held now.
+    pub(crate) fn root_ids(&self) -> Vec<i64> {
+        self.live().iter().map(|state| state.root.id).collect()
+    }
+
+    /// Every hold that lasts. The caller drops them after the lock is gone.
+    fn live(&self) -> Vec<Arc<State>> {
+        self.slots()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Held(state) => state.upgrade(),
+                Slot::Starting => None,
+            })
+            .collect()
+    }
+
+    /// Frees `name` if `state` still holds it.
+    fn free(&self, name: &str, state: *const State) {
+        let mut slots = self.slots();
+        if matches!(slots.get(name), Some(Slot::Held(held)) if held.as_ptr() == state) {
+            slots.remove(name);
+        }
+    }
+}
+
+/// A root name reserved for a start in flight. Dropped unused, it frees
+/// the name; `hold` turns it into the hold of the started workflow.
+pub(crate) struct Reservation {
+    holds: Arc<Holds>,
+    name: Option<String>,
+}
+
+impl Reservation {
+    pub(crate) fn hold(mut self, engine: Engine, root: WorkflowId) -> Hold {
+        let name = self.name.take().unwrap_or_default();
+        let state = Arc::new(State {
+            engine,
+            name: name.clone(),
+            root,
+            end: Mutex::new(None),
+        });
+        self.holds.slots().insert(name, Slot::Held(Arc::downgrade(&state)));
+        Hold(state)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if let Some(name) = self.name.take() {
+            let mut slots = self.holds.slots();
+            if matches!(slots.get(&name), Some(Slot::Starting)) {
+                slots.remove(&name);
+            }
+        }
+    }
+}
+
+/// Why a hold ended.
+#[derive(Debug, Clone)]
+enum End {
+    /// The root completed or failed.
+    Finished(Status),
+    /// Given up: released, or the run ended without finishing.
+    Released,
+    /// Taken away: the lease was lost or the workflow cancelled.
+    Lost(EngineError),
+}
+
+/// The hold of one root and its tree, shared by every handle of the tree in
+/// this engine. When the last handle goes while the hold has not ended, the
+/// tree is released in the database, so anyone may take it over at once.
+#[derive(Clone)]
+pub struct Hold(Arc<State>);
+
+struct State {
+    engine: Engine,
+    name: String,
+    root: WorkflowId,
+    end: Mutex<Option<End>>,
+}
+
+impl State {
+    fn end(&self) -> Option<End> {
+        self.end.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Records the first end; frees the root's name. False if it had ended.
+    fn end_with(&self, end: End) -> bool {
+        let mut slot = self.end.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(end);
+        drop(slot);
+        self.engine.holds().free(&self.name, self);
+        true
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        let end = self.end.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if end.is_none() {
+            *end = Some(End::Released);
+            self.engine.holds().free(&self.name, self);
+            self.engine.release_soon(self.root);
+        }
+    }
+}
+
+impl Hold {
+    /// The root workflow held.
+    pub fn root(&self) -> WorkflowId {
+        self.0.root
+    }
+
+    /// Ok while the hold lasts; else why handles of the tree may do no more.
+    pub fn check(&self) -> Result<(), EngineError> {
+        match self.0.end() {
+            None => Ok(()),
+            Some(End::Lost(err)) => Err(err),
+            Some(End::Released) => Err(EngineError::Released {
+                name: self.0.name.clone(),
+            }),
+            Some(End::Finished(status)) => Err(EngineError::RootFinished {
+                name: self.0.name.clone(),
+                status: status.as_str(),
+            }),
+        }
+    }
+
+    /// A write learned that the lease is lost or the workflow cancelled.
+    pub fn lost(&self, err: &EngineError) {
+        self.0.end_with(End::Lost(err.clone()));
+    }
+
+    /// Gives the tree up: its handles stop, and the database lets anyone take
+    /// it over at once. Resolves once that is committed (best effort: if the
+    /// database cannot be reached, the lease runs out as for a dead process).
+    pub async fn release(&self) {
+        if self.0.end_with(End::Released) {
+            self.0.engine.release(self.0.root).await;
+        }
+    }
+
+    /// `release`, without waiting for the database.
+    pub fn release_soon(&self) {
+        if self.0.end_with(End::Released) {
+            self.0.engine.release_soon(self.0.root);
+        }
+    }
+
+    /// True when the hold was released (explicitly or by its run ending).
+    pub fn is_released(&self) -> bool {
+        matches!(self.0.end(), Some(End::Released))
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold")
+            .field("name", &self.0.name)
+            .field("root", &self.0.root)
+            .field("end", &self.0.end())
+            .finish()
+    }
+}
