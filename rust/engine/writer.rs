@@ -236,6 +236,13 @@ impl Queue {
         self.backlog.is_empty() && self.retry.is_empty()
     }
 
+    /// Moves every record waiting in the channel into the backlog.
+    fn take_queued(&mut self, rx: &mut mpsc::UnboundedReceiver<Op>) {
+        while let Ok(op) = rx.try_recv() {
+            self.backlog.push_back(op);
+        }
+    }
+
     /// Answers everything held with `err`.
     fn fail_all(&mut self, err: &EngineError) {
         for batch in self.retry.drain(..) {
@@ -267,8 +274,10 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup, counters: Arc<Co
         let conn = match checkout(&setup.pool, &setup.target).await {
             Ok(conn) => conn,
             Err(err) => {
-                // Closed for good, or down for longer than we wait: tell whoever waits.
+                // Closed for good, or down for longer than we wait: tell
+                // whoever waits, including what queued up meanwhile.
                 if matches!(err, EngineError::Closed) || !queue.wait_out(setup.reconnect_timeout).await {
+                    queue.take_queued(&mut rx);
                     queue.fail_all(&err);
                     queue.outage = None;
                 }
@@ -283,6 +292,7 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup, counters: Arc<Co
             Stop::ConnectionLost(err) => {
                 drop(conn);
                 if !queue.wait_out(setup.reconnect_timeout).await {
+                    queue.take_queued(&mut rx);
                     queue.fail_all(&err);
                     queue.outage = None;
                 }
@@ -321,9 +331,7 @@ async fn serve(
     let mut awaited_in_flight = false;
     let mut senders_gone = false;
     loop {
-        while let Ok(op) = rx.try_recv() {
-            queue.backlog.push_back(op);
-        }
+        queue.take_queued(rx);
         while !awaited_in_flight && in_flight.len() < MAX_IN_FLIGHT {
             let batch = match queue.retry.pop_front() {
                 Some(batch) => batch,

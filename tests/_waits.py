@@ -1,0 +1,35 @@
+"""Waiting on the thing itself (a lock, a row, a state), never on a timer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
+    """Polls ``check`` until it holds; fails naming ``what`` after ``timeout`` seconds."""
+    give_up = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < give_up, f"timed out waiting until {what}"
+        await asyncio.sleep(0.005)
+
+
+async def lock_waits(conn: asyncpg.Connection) -> int:
+    """How many of durable's sessions on this database wait on a lock now."""
+    count: int = await conn.fetchval(
+        """SELECT count(*) FROM pg_stat_activity
+           WHERE datname = current_database() AND application_name = 'durable' AND wait_event_type = 'Lock'"""
+    )
+    return count
+
+
+async def until_lock_waits(conn: asyncpg.Connection, count: int) -> None:
+    """Waits until ``count`` of durable's sessions wait on a lock."""
+
+    async def enough() -> bool:
+        return await lock_waits(conn) >= count
+
+    await until(enough, f"{count} durable sessions wait on a lock")

@@ -1,0 +1,122 @@
+"""The checkpoint writer: group commit, a failed record fails only its own
+workflow, transient conflicts are retried, batches are bounded by bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import durable
+from _waits import until_lock_waits
+from durable import Ctx
+
+
+async def test_concurrent_steps_share_commits(db: durable.Db, pg: asyncpg.Connection) -> None:
+    workflows, steps = 50, 20
+
+    async def one(w: int) -> None:
+        ctx = await Ctx.start(db, f"w{w}")
+        for s in range(steps):
+            await ctx.step(f"s{s}", lambda: {"w": w})
+        await ctx.complete(None)
+
+    before = db.stats()
+    await asyncio.gather(*(one(w) for w in range(workflows)))
+    after = db.stats()
+    commits = after["commits"] - before["commits"]
+    results = workflows * steps
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE kind = 'step' AND status = 'completed'") == results
+    # One commit per result (plus one per marker batch) without group commit.
+    assert commits < results / 4, f"{commits} commits for {results} step results"
+    print(f"\ngroup commit: {results} step results and {workflows} completions in {commits} commits")
+
+
+@contextlib.asynccontextmanager
+async def writer_blocked(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[None]:
+    """While the block runs, the writer's batch in flight waits on a row lock
+    (of workflow ``gate``), so everything queued meanwhile forms the next
+    batch, sent when the block ends."""
+    gate = await Ctx.start(db, "gate")
+    locker = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM task WHERE name = 'gate' FOR UPDATE")
+            waiting = asyncio.ensure_future(gate.step("gate", lambda: "opened"))
+            await until_lock_waits(locker, 1)
+            yield
+            await locker.execute("ROLLBACK")
+        assert await waiting == "opened"
+    finally:
+        await locker.close()
+
+
+async def test_a_record_the_server_refuses_fails_only_its_own_workflow(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    await pg.execute(
+        """CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF NEW.name = 'poisoned' AND NEW.status = 'completed' THEN
+                   RAISE EXCEPTION 'this row is poisoned';
+               END IF;
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON task FOR EACH ROW EXECUTE FUNCTION poison();"""
+    )
+    contexts = [await Ctx.start(db, f"w{i}") for i in range(8)]
+    splits = db.stats()["splits"]
+    async with writer_blocked(dsn, schema, db):
+        steps = [
+            asyncio.ensure_future(ctx.step("poisoned" if i == 3 else "fine", lambda i=i: i))
+            for i, ctx in enumerate(contexts)
+        ]
+        await asyncio.sleep(0)  # every step runs up to its commit: its result is queued behind the blocked batch
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for i, outcome in enumerate(outcomes):
+        if i == 3:
+            assert isinstance(outcome, durable.DatabaseError) and outcome.sqlstate == "P0001", outcome
+            assert "this row is poisoned" in str(outcome)
+        else:
+            assert outcome == i, (i, outcome)
+    assert db.stats()["splits"] > splits, "the batch was split to find the poisoned record"
+    rows = await pg.fetch("SELECT w.name, s.status FROM task s JOIN task w ON w.id = s.parent_id WHERE s.name = 'fine'")
+    assert sorted(r["name"] for r in rows if r["status"] == "completed") == [f"w{i}" for i in range(8) if i != 3]
+
+
+async def test_a_deadlock_or_serialization_failure_is_retried(
+    schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    await pg.execute(
+        f"""CREATE SEQUENCE tries;
+           CREATE FUNCTION conflict() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               IF NEW.name = 'contended' AND NEW.status = 'completed' THEN
+                   IF nextval('{schema}.tries') = 1 THEN
+                       RAISE EXCEPTION 'deadlock, as Postgres would report it' USING ERRCODE = '40P01';
+                   ELSIF currval('{schema}.tries') = 2 THEN
+                       RAISE EXCEPTION 'serialization failure' USING ERRCODE = '40001';
+                   END IF;
+               END IF;
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER conflict BEFORE INSERT OR UPDATE ON task FOR EACH ROW EXECUTE FUNCTION conflict();"""
+    )
+    ctx = await Ctx.start(db, "wf")
+    assert await ctx.step("contended", lambda: "through") == "through"
+    assert await pg.fetchval("SELECT last_value FROM tries") == 3
+
+
+async def test_a_batch_is_bounded_by_bytes(dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection) -> None:
+    big = "x" * (24 << 20)  # two fit in a 64 MiB batch, three do not
+    contexts = [await Ctx.start(db, f"w{i}") for i in range(4)]
+    async with writer_blocked(dsn, schema, db):
+        steps = [asyncio.ensure_future(ctx.step("big", lambda: big)) for ctx in contexts]
+        await asyncio.sleep(0)  # every result is queued behind the blocked batch
+        commits = db.stats()["commits"]
+    assert all(len(value) == len(big) for value in await asyncio.gather(*steps))
+    used = db.stats()["commits"] - commits
+    assert used >= 2, f"4 values of 24 MiB (96 MiB) went out in {used} statement"
+    sizes = await pg.fetch("SELECT octet_length(output::text) AS n FROM task WHERE name = 'big'")
+    assert [r["n"] for r in sizes] == [len(big) + 2] * 4
