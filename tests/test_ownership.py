@@ -133,12 +133,22 @@ ENDINGS: dict[str, Callable[[durable.Db, str], Awaitable[None]]] = {
 }
 
 
+#: Endings whose release runs in the background: a garbage-collected handle
+#: (a plain handle whose code raised is one) cannot wait for the database.
+#: The others have released when they return.
+IN_THE_BACKGROUND = {"garbage collected", "exception"}
+
+
 @pytest.mark.parametrize("ending", list(ENDINGS))
 async def test_a_handle_that_ends_unfinished_releases_its_workflow_at_once(
     db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection, ending: str
 ) -> None:
     await ENDINGS[ending](db, "w")
-    await released(pg, "w")
+    if ending in IN_THE_BACKGROUND:
+        await released(pg, "w")
+    else:
+        holder = await pg.fetchval("SELECT owner_id FROM task WHERE name = 'w'")
+        assert holder is None, "released before the interrupted run returned"
     # Another owner (as another process would) takes it at once, with no wait...
     taken = await Ctx.start(other_db, "w")
     assert (taken.attempt, await taken.step("before", lambda: 2)) == (2, 1)

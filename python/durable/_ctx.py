@@ -48,6 +48,10 @@ _NO_RETRY = Backoff()
 MAX_WAIT = 365 * 86400.0
 MAX_DEADLINE = 100 * 365 * 86400.0
 
+#: Longest wait, in seconds, for the database to take a release while an
+#: interruption propagates (see ``Ctx._release_on_interrupt``).
+RELEASE_WAIT = 1.0
+
 #: Marks "no argument given" where None is a value.
 _SAVED: Any = object()
 
@@ -409,7 +413,7 @@ class Ctx:
         except BaseException:
             # Cancelled or interrupted, not failed: give the workflow up so the
             # same or another process can resume it at once.
-            self._wf.release_soon()
+            await self._release_on_interrupt()
             raise
         finally:
             current.reset(token)
@@ -436,6 +440,18 @@ class Ctx:
         count = self._auto_names.get(base, 0) + 1
         self._auto_names[base] = count
         return base if count == 1 else f"{base}#{count}"
+
+    async def _release_on_interrupt(self) -> None:
+        """Releases the workflow while an interruption (a cancel) propagates.
+        Waits for the database for at most ``RELEASE_WAIT`` seconds, so that
+        whoever awaited the cancelled run finds the workflow free at once, yet
+        a cancel is never held up long by a database that does not answer
+        (the release then completes in the background)."""
+        releasing = self._wf.release()
+        try:
+            await asyncio.wait_for(asyncio.shield(releasing), RELEASE_WAIT)
+        except (Exception, asyncio.CancelledError):
+            pass  # the interruption that brought us here is what propagates
 
     @staticmethod
     async def _record_failure(exc: BaseException, save: Callable[[dict[str, str]], Awaitable[None]]) -> None:
@@ -475,7 +491,7 @@ class Ctx:
         elif isinstance(exc, Exception) and self._wf.status == "running":
             await self._record_failure(exc, self._wf.fail)
         elif not isinstance(exc, Exception):
-            self._wf.release_soon()
+            await self._release_on_interrupt()
 
     def __repr__(self) -> str:
         return f"<Ctx {self.name!r} id={self.id} {self.status} attempt={self.attempt}>"

@@ -206,13 +206,8 @@ impl PyWorkflow {
                     name: name.to_owned(),
                 });
             }
-            if let Some((parent, status)) = &self.within_finished {
-                return Err(EngineError::WithinFinished {
-                    parent: parent.clone(),
-                    status: status.as_str(),
-                    child: self.run.name.clone(),
-                    what: format!("its {what} {name:?}, which it never completed,"),
-                });
+            if let Some(err) = self.within_finished(format!("its {what} {name:?}, which it never completed,")) {
+                return Err(err);
             }
         }
         // Past the deadline saved results still replay; new work is refused.
@@ -225,6 +220,18 @@ impl PyWorkflow {
         Ok(entry)
     }
 
+    /// For a child replayed under a finished parent: why `what` cannot run.
+    fn within_finished(&self, what: String) -> Option<EngineError> {
+        self.within_finished
+            .as_ref()
+            .map(|(parent, status)| EngineError::WithinFinished {
+                parent: parent.clone(),
+                status: status.as_str(),
+                child: self.run.name.clone(),
+                what,
+            })
+    }
+
     /// Why this handle may not record `outcome` as the workflow's end, if it
     /// may not: the workflow (or the parent it was replayed under) finished.
     fn finish_refused(&self, outcome: &Outcome) -> Option<EngineError> {
@@ -232,15 +239,10 @@ impl PyWorkflow {
             Outcome::Completed(_) => "result",
             Outcome::Failed(_) => "failure",
         };
-        let state = self.run.lock();
-        if let Some((parent, status)) = &self.within_finished {
-            return Some(EngineError::WithinFinished {
-                parent: parent.clone(),
-                status: status.as_str(),
-                child: self.run.name.clone(),
-                what: format!("its {what}"),
-            });
+        if let Some(err) = self.within_finished(format!("its {what}")) {
+            return Some(err);
         }
+        let state = self.run.lock();
         if state.status == Status::Running {
             None
         } else if state.finished_here {
