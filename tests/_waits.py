@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+
+import durable
+from durable import Ctx
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 10.0) -> None:
@@ -33,3 +37,22 @@ async def until_lock_waits(conn: asyncpg.Connection, count: int) -> None:
         return await lock_waits(conn) >= count
 
     await until(enough, f"{count} durable sessions wait on a lock")
+
+
+@contextlib.asynccontextmanager
+async def writer_blocked(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[None]:
+    """While the block runs, the writer's batch in flight waits on a row lock
+    (of workflow ``gate``), so everything queued meanwhile forms the next
+    batch, sent when the block ends."""
+    gate = await Ctx.start(db, "gate")
+    locker = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        async with locker.transaction():
+            await locker.execute("SELECT 1 FROM task WHERE name = 'gate' FOR UPDATE")
+            waiting = asyncio.ensure_future(gate.step("gate", lambda: "opened"))
+            await until_lock_waits(locker, 1)
+            yield
+            await locker.execute("ROLLBACK")
+        assert await waiting == "opened"
+    finally:
+        await locker.close()

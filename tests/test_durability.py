@@ -50,7 +50,9 @@ async def test_an_immediate_shutdown_of_postgres_loses_no_returned_step(own_serv
         await until(under_way, "a third of the steps returned")
         await asyncio.to_thread(_cluster.pg_ctl, own_server, "stop", "immediate")  # a crash: no shutdown checkpoint
         try:
-            outcomes = await asyncio.gather(*running, return_exceptions=True)
+            # Each run fails once its step's save and its failure's save have
+            # each waited out the reconnect timeout: all of them together.
+            outcomes = await asyncio.wait_for(asyncio.gather(*running, return_exceptions=True), 15)
         finally:
             await asyncio.to_thread(_cluster.pg_ctl, own_server, "start")
         assert all(isinstance(o, durable.DatabaseError) for o in outcomes), outcomes

@@ -46,13 +46,17 @@ async def test_a_frozen_server_fails_waits_within_the_timeouts_and_work_resumes_
     try:
         ctx = await Ctx.start(db, "wf")
         await ctx.step("before", lambda: "saved")
+        # Leave idle connections in the pool: a start then waits for an answer
+        # on one of them, not for a new connection.
+        for other in await asyncio.gather(*(Ctx.start(db, f"warm-{i}") for i in range(4))):
+            await other.release()
         frozen = _cluster.freeze(own_server)
         try:
             for attempt in (lambda: ctx.step("during", lambda: "lost"), lambda: Ctx.start(db, "another")):
                 started = time.monotonic()
-                with pytest.raises(durable.DatabaseError, match="no answer|connect timeout"):
+                with pytest.raises(durable.DatabaseError, match="no answer from Postgres"):
                     await attempt()
-                assert time.monotonic() - started < 5, "bounded by the reconnect and connect timeouts"
+                assert time.monotonic() - started < 5, "bounded by the reconnect timeout"
             started = time.monotonic()
             with pytest.raises(durable.ConnectError):
                 await durable.init(dsn, schema="frozen", connect_timeout=1.0)

@@ -15,6 +15,7 @@ import pytest
 import durable
 from _programs import line, spawn, tell
 from _testdb import with_database
+from _waits import writer_blocked
 from durable import Ctx
 
 
@@ -61,18 +62,24 @@ async def test_two_dbs_in_one_process_hold_workflows_apart_like_two_processes(
     await held.complete(None)
 
 
-async def _plain_handle_raises(db: durable.Db, name: str) -> None:
+# Each ending hands out the handles it made (in `kept`), so that only the
+# ending itself, not the garbage collection of its handle, can release the
+# workflow; except the endings that are about garbage collection.
+
+
+async def _plain_handle_raises(db: durable.Db, name: str, kept: list[Ctx]) -> None:
     ctx = await Ctx.start(db, name)
     await ctx.step("before", lambda: 1)
     with pytest.raises(ZeroDivisionError):
         await ctx.step("boom", lambda: 1 / 0)
 
 
-async def _run_cancelled(db: durable.Db, name: str) -> None:
+async def _run_cancelled(db: durable.Db, name: str, kept: list[Ctx]) -> None:
     entered = asyncio.Event()
 
     @durable.workflow
     async def long(ctx: Ctx, _: None) -> None:
+        kept.append(ctx)
         await ctx.step("before", lambda: 1)
         entered.set()
         await asyncio.Event().wait()
@@ -84,9 +91,10 @@ async def _run_cancelled(db: durable.Db, name: str) -> None:
         await task
 
 
-async def _wait_for_around_run(db: durable.Db, name: str) -> None:
+async def _wait_for_around_run(db: durable.Db, name: str, kept: list[Ctx]) -> None:
     @durable.workflow
     async def long(ctx: Ctx, _: None) -> None:
+        kept.append(ctx)
         await ctx.step("before", lambda: 1)
         await asyncio.Event().wait()
 
@@ -94,11 +102,12 @@ async def _wait_for_around_run(db: durable.Db, name: str) -> None:
         await asyncio.wait_for(long.run(db, name, None), 0.3)
 
 
-async def _async_with_interrupted(db: durable.Db, name: str) -> None:
+async def _async_with_interrupted(db: durable.Db, name: str, kept: list[Ctx]) -> None:
     entered = asyncio.Event()
 
     async def body() -> None:
         async with Ctx.start(db, name) as ctx:
+            kept.append(ctx)
             await ctx.step("before", lambda: 1)
             entered.set()
             await asyncio.Event().wait()
@@ -110,20 +119,21 @@ async def _async_with_interrupted(db: durable.Db, name: str) -> None:
         await task
 
 
-async def _handle_garbage_collected(db: durable.Db, name: str) -> None:
+async def _handle_garbage_collected(db: durable.Db, name: str, kept: list[Ctx]) -> None:
     ctx = await Ctx.start(db, name)
     await ctx.step("before", lambda: 1)
     del ctx
     gc.collect()
 
 
-async def _released_explicitly(db: durable.Db, name: str) -> None:
+async def _released_explicitly(db: durable.Db, name: str, kept: list[Ctx]) -> None:
     ctx = await Ctx.start(db, name)
+    kept.append(ctx)
     await ctx.step("before", lambda: 1)
     await ctx.release()
 
 
-ENDINGS: dict[str, Callable[[durable.Db, str], Awaitable[None]]] = {
+ENDINGS: dict[str, Callable[[durable.Db, str, list[Ctx]], Awaitable[None]]] = {
     "exception": _plain_handle_raises,
     "cancelled task": _run_cancelled,
     "wait_for around run": _wait_for_around_run,
@@ -143,7 +153,8 @@ IN_THE_BACKGROUND = {"garbage collected", "exception"}
 async def test_a_handle_that_ends_unfinished_releases_its_workflow_at_once(
     db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection, ending: str
 ) -> None:
-    await ENDINGS[ending](db, "w")
+    kept: list[Ctx] = []
+    await ENDINGS[ending](db, "w", kept)
     if ending in IN_THE_BACKGROUND:
         await released(pg, "w")
     else:
@@ -157,6 +168,7 @@ async def test_a_handle_that_ends_unfinished_releases_its_workflow_at_once(
     again = await Ctx.start(db, "w")
     assert again.attempt == 3
     await again.complete("finally")
+    assert all(ctx.status == "running" for ctx in kept), "the old handles were kept to the end"
 
 
 async def test_wait_waits_for_a_handle_of_this_process(db: durable.Db) -> None:
@@ -179,6 +191,21 @@ async def test_releasing_a_root_stops_every_handle_of_its_tree(db: durable.Db) -
     with pytest.raises(durable.LeaseLost, match="released by this process"):
         await root.step("s", lambda: ran.append("root"))
     assert ran == []
+
+
+async def test_a_write_in_flight_when_a_workflow_is_released_is_refused(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    ctx = await Ctx.start(db, "w")
+    async with writer_blocked(dsn, schema, db):
+        # The step's result waits in the writer, behind a blocked batch...
+        writing = asyncio.ensure_future(ctx.step("late", lambda: "after the release"))
+        await asyncio.sleep(0)
+        # ...while the workflow is released: its lease epoch stays, its holder goes.
+        await ctx.release()
+    with pytest.raises(durable.LeaseLost, match="released by this process"):
+        await writing
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE name = 'late' AND status = 'completed'") == 0
 
 
 # -- a live process keeps its workflows -------------------------------------------------------------
@@ -266,7 +293,7 @@ async def test_an_idle_session_timeout_does_not_hand_a_live_workflow_over(
         ):
             assert time.monotonic() < give_up, "the idle timeout never fired"
             await asyncio.sleep(0.05)
-        assert await owner_backend(watch, owner) == session, "the holder's session was never dropped"
+        assert await owner_backend(watch, owner) == session, "the idle timeout dropped the holder's session"
         with pytest.raises(durable.WorkflowBusy):
             await Ctx.start(racer, "w")
         await tell(holder, "go")
