@@ -100,6 +100,7 @@ async def test_a_workflow_function_stops_on_lease_lost(
     db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection
 ) -> None:
     ran: list[int] = []
+    new_holder: list[Ctx] = []
 
     def body(i: int) -> int:
         ran.append(i)
@@ -111,7 +112,7 @@ async def test_a_workflow_function_stops_on_lease_lost(
             await ctx.step(f"s{i}", functools.partial(body, i))
             if i == 1:
                 await pg.execute("UPDATE owner SET expires_at = now() - interval '1 second' WHERE id = $1::uuid", db.owner_id)
-                await Ctx.start(other_db, "loop", n)
+                new_holder.append(await Ctx.start(other_db, "loop", n))
         return n
 
     with pytest.raises(durable.LeaseLost):

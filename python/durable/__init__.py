@@ -17,7 +17,10 @@ from ._db import Db, cancel, init
 from ._retry import Backoff
 from ._decorators import Workflow, step, workflow
 from ._embedded import start_embedded
+from ._executor import Executor
 from ._json import Json
+from ._queues import create_queue, pause_queue, resume_queue
+from ._runs import Run, result
 from .errors import (
     Cancelled,
     ConfigError,
@@ -34,7 +37,9 @@ from .errors import (
     StepInterrupted,
     ValueTooLarge,
     WorkflowBusy,
+    WorkflowFailed,
     WorkflowFinished,
+    WorkflowNotFound,
 )
 
 __all__ = [
@@ -48,21 +53,29 @@ __all__ = [
     "DeadlineExceeded",
     "DuplicateStep",
     "DurableError",
+    "Executor",
     "InputMismatch",
     "InvalidName",
     "Json",
     "LeaseLost",
     "NotJson",
+    "Run",
     "SchemaTooNew",
     "Starting",
     "StepInterrupted",
     "ValueTooLarge",
     "Workflow",
     "WorkflowBusy",
+    "WorkflowFailed",
     "WorkflowFinished",
+    "WorkflowNotFound",
     "attempt",
     "cancel",
+    "create_queue",
     "init",
+    "pause_queue",
+    "result",
+    "resume_queue",
     "start_embedded",
     "step",
     "workflow",

@@ -164,26 +164,7 @@ class Ctx:
         by which a new workflow must complete (kept across restarts); past
         it, the next step raises ``DeadlineExceeded``.
         """
-        wait_s = seconds("wait", wait, at_most=MAX_WAIT, zero_ok=True)
-        deadline_s = None if deadline is None else seconds("deadline", deadline, at_most=MAX_DEADLINE)
-
-        async def start() -> Ctx:
-            resolved = await resolve(db)
-            loop = asyncio.get_running_loop()
-            give_up = loop.time() + wait_s
-            delay = 0.05
-            while True:
-                try:
-                    workflow = await resolved._engine.start(name, input, deadline_s)
-                    return Ctx(resolved, workflow)
-                except WorkflowBusy:
-                    left = give_up - loop.time()
-                    if left <= 0:
-                        raise
-                    await asyncio.sleep(min(delay, left))
-                    delay = min(delay * 2, 0.5)
-
-        return Starting(start())
+        return Starting(start_root(db, name, input, wait=wait, deadline=deadline, workflow=None))
 
     # -- identity and state ------------------------------------------------
 
@@ -495,6 +476,28 @@ class Ctx:
 
     def __repr__(self) -> str:
         return f"<Ctx {self.name!r} id={self.id} {self.status} attempt={self.attempt}>"
+
+
+async def start_root(
+    db: Db | str, name: str, input: Any, *, wait: Seconds, deadline: Seconds | None, workflow: str | None
+) -> Ctx:
+    """``Ctx.start``, for a root run by the registered function ``workflow`` (or by hand: None)."""
+    wait_s = seconds("wait", wait, at_most=MAX_WAIT, zero_ok=True)
+    deadline_s = None if deadline is None else seconds("deadline", deadline, at_most=MAX_DEADLINE)
+    resolved = await resolve(db)
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            handle = await resolved._engine.start(name, input, deadline_s, workflow)
+            return Ctx(resolved, handle)
+        except WorkflowBusy:
+            left = give_up - loop.time()
+            if left <= 0:
+                raise
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 0.5)
 
 
 class Starting:

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
+from datetime import datetime
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._ctx import Ctx, check_step_options, current
-from ._db import Db
+from ._ctx import Ctx, check_step_options, current, start_root
+from ._db import Db, resolve
 from ._json import Json
+from ._options import Seconds, count, seconds
 from ._retry import Backoff
+from ._runs import Run
+from .errors import ConfigError
+
+log = logging.getLogger("durable")
+
+#: The longest delay of ``enqueue`` (a century), in seconds.
+MAX_DELAY = 100 * 365 * 86400.0
 
 I = TypeVar("I", bound=Json)  # noqa: E741 - the workflow's input type
 O = TypeVar("O", bound=Json)  # noqa: E741 - the workflow's output type
@@ -18,13 +28,28 @@ P = ParamSpec("P")
 T = TypeVar("T", bound=Json)
 
 
-class Workflow(Generic[I, O]):
-    """A workflow function ``async def f(ctx: Ctx, input: I) -> O``, made by ``@durable.workflow``."""
+#: The queue of workflows declared without one.
+DEFAULT_QUEUE = "default"
 
-    def __init__(self, fn: Callable[[Ctx, I], Awaitable[O]]) -> None:
+
+class Workflow(Generic[I, O]):
+    """A workflow function ``async def f(ctx: Ctx, input: I) -> O``, made by ``@durable.workflow``.
+
+    ``name`` is its registered identity (``module.qualname`` unless
+    ``@durable.workflow(name=...)``): executors know functions by it.
+    ``queue`` is where ``enqueue`` puts its runs.
+    """
+
+    def __init__(self, fn: Callable[[Ctx, I], Awaitable[O]], *, name: str | None = None, queue: str | None = None) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@durable.workflow needs an async def function, and {fn.__qualname__} is not one")
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"@durable.workflow(name=...) must be a str, not {name!r}")
+        if queue is not None and not isinstance(queue, str):
+            raise ConfigError(f"@durable.workflow(queue=...) must be a str, not {queue!r}")
         self.fn = fn
+        self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        self.queue = queue or DEFAULT_QUEUE
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # copies __name__, __doc__...
 
     async def run(self, db: Db | str, name: str, input: I) -> O:
@@ -34,9 +59,10 @@ class Workflow(Generic[I, O]):
         completed returns its saved result without running. If the function
         raises, the workflow is recorded failed and the exception propagates.
         The function gets the input's JSON form, and the result returned is
-        the output's JSON form: the same on every run.
+        the output's JSON form: the same on every run. A run waiting in a
+        queue is taken out of it and run here.
         """
-        ctx = await Ctx.start(db, name, input)
+        ctx = await start_root(db, name, input, wait=0.0, deadline=None, workflow=self.name)
         return await ctx.run(self.fn)
 
     async def run_child(self, parent: Ctx, name: str, input: I) -> O:
@@ -44,25 +70,83 @@ class Workflow(Generic[I, O]):
         ctx = await parent.child(name, input)
         return await ctx.run(self.fn)
 
+    async def enqueue(
+        self,
+        db: Db | str,
+        name: str,
+        input: I,
+        *,
+        delay: Seconds | None = None,
+        run_at: datetime | None = None,
+        priority: int = 0,
+        key: str | None = None,
+    ) -> Run[O]:
+        """Queues the run ``name`` of this workflow, for an ``Executor`` that knows it.
+
+        Idempotent by name: a run of that name that exists is returned as it
+        is (a different input raises ``InputMismatch``). ``delay`` (seconds
+        or a ``timedelta``) or ``run_at`` (an aware ``datetime``, on the
+        database's clock) hold it back until then. ``priority``: higher runs
+        first. ``key``: runs of one key count against the queue's
+        ``concurrency_per_key``. The queue is made, without limits, if it
+        does not exist. Returns a ``Run`` whose ``result()`` waits for it.
+        """
+        if delay is not None and run_at is not None:
+            raise ConfigError("give delay or run_at, not both")
+        delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DELAY, zero_ok=True)
+        if run_at is not None and (not isinstance(run_at, datetime) or run_at.utcoffset() is None):
+            raise ConfigError(f"run_at must be a timezone-aware datetime, not {run_at!r}")
+        count("priority", priority, at_least=-(2**31), at_most=2**31 - 1)
+        if key is not None and not isinstance(key, str):
+            raise ConfigError(f"key must be a str, not {key!r}")
+        resolved = await resolve(db)
+        _, status, created, queue_created = await resolved._engine.enqueue(
+            name,
+            self.name,
+            input,
+            self.queue,
+            delay_s,
+            priority,
+            key,
+            None if run_at is None else run_at.isoformat(),
+        )
+        if queue_created:
+            log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
+        return Run(resolved, name, status, created)
+
 
 @overload
 def workflow(fn: Callable[[Ctx, I], Awaitable[O]], /) -> Workflow[I, O]: ...
 
 
 @overload
-def workflow() -> Callable[[Callable[[Ctx, I], Awaitable[O]]], Workflow[I, O]]: ...
+def workflow(
+    *, name: str | None = None, queue: str | None = None
+) -> Callable[[Callable[[Ctx, I], Awaitable[O]]], Workflow[I, O]]: ...
 
 
 def workflow(
-    fn: Callable[[Ctx, I], Awaitable[O]] | None = None, /
+    fn: Callable[[Ctx, I], Awaitable[O]] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    queue: str | None = None,
 ) -> Workflow[I, O] | Callable[[Callable[[Ctx, I], Awaitable[O]]], Workflow[I, O]]:
-    """Makes ``async def f(ctx, input)`` a workflow: ``await f.run(db, name, input)``.
+    """Makes ``async def f(ctx, input)`` a workflow: ``await f.run(db, name, input)``
+    runs it here, ``await f.enqueue(db, name, input)`` queues it for an ``Executor``.
 
-    Usable bare (``@durable.workflow``) or called (``@durable.workflow()``).
+    Usable bare (``@durable.workflow``) or called (``@durable.workflow(name=...,
+    queue=...)``). ``name``: its registered identity (default
+    ``module.qualname``); ``queue``: where its runs are queued (default
+    ``"default"``).
     """
     if fn is not None:
-        return Workflow(fn)
-    return Workflow
+        return Workflow(fn, name=name, queue=queue)
+
+    def decorate(f: Callable[[Ctx, I], Awaitable[O]]) -> Workflow[I, O]:
+        return Workflow(f, name=name, queue=queue)
+
+    return decorate
 
 
 @overload

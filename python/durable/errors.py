@@ -89,6 +89,26 @@ class DeadlineExceeded(DurableError):
     """The workflow passed its deadline (``Ctx.start(..., deadline=...)``)."""
 
 
+class WorkflowFailed(DurableError):
+    """The run waited for (``Run.result``, ``durable.result``) failed.
+
+    ``error`` is its saved error record; ``type``, ``message`` and
+    ``traceback`` are its parts (the traceback is the one of the failed run).
+    """
+
+    def __init__(self, name: str, error: dict[str, str] | None) -> None:
+        self.name = name
+        self.error = error or {}
+        self.type = self.error.get("type", "")
+        self.message = self.error.get("message", "")
+        self.traceback = self.error.get("traceback", "")
+        super().__init__(f"workflow {name!r} failed: {self.type}: {self.message}")
+
+
+class WorkflowNotFound(DurableError, LookupError):
+    """No workflow of that name exists."""
+
+
 __all__ = [
     "Cancelled",
     "ConfigError",
@@ -105,5 +125,7 @@ __all__ = [
     "StepInterrupted",
     "ValueTooLarge",
     "WorkflowBusy",
+    "WorkflowFailed",
     "WorkflowFinished",
+    "WorkflowNotFound",
 ]

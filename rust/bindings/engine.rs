@@ -11,7 +11,7 @@ use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
-use crate::engine::{Engine, Options, limits, validate_name};
+use crate::engine::{ClaimLimits, Engine, Enqueue, Options, QueueLimits, limits, validate_name};
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
 /// promise more.
@@ -90,14 +90,16 @@ impl PyEngine {
         })
     }
 
-    /// Creates or takes the root workflow `name`; an awaitable of its `Workflow`.
-    #[pyo3(signature = (name, input, deadline = None))]
+    /// Creates or takes the root workflow `name`; an awaitable of its
+    /// `Workflow`. `workflow`: the registered function that runs it.
+    #[pyo3(signature = (name, input, deadline = None, workflow = None))]
     fn start<'py>(
         &self,
         py: Python<'py>,
         name: String,
         input: &Bound<'py, PyAny>,
         deadline: Option<f64>,
+        workflow: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         validate_name("workflow", &name).map_err(to_py)?;
@@ -105,8 +107,195 @@ impl PyEngine {
         let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
         let limit = self.max_value_bytes;
         awaitable(py, async move {
-            let started = engine.start(None, &name, &input, deadline).await.map_err(to_py)?;
-            Ok(PyWorkflow::new(engine, name, input, started, None, limit))
+            let started = match &workflow {
+                Some(workflow) => engine.start_registered(&name, &input, deadline, workflow).await,
+                None => engine.start(None, &name, &input, deadline).await,
+            };
+            Ok(PyWorkflow::new(
+                engine,
+                name,
+                input,
+                started.map_err(to_py)?,
+                None,
+                limit,
+            ))
+        })
+    }
+
+    /// Queues a run of the registered function `workflow`; an awaitable of
+    /// `(id, status, created, queue_created)`.
+    #[pyo3(signature = (name, workflow, input, queue, delay, priority, key = None, run_at = None))]
+    #[allow(clippy::too_many_arguments)] // one per column of the run
+    fn enqueue<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        workflow: String,
+        input: &Bound<'py, PyAny>,
+        queue: String,
+        delay: f64,
+        priority: i32,
+        key: Option<String>,
+        run_at: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
+        let delay = if delay == 0.0 {
+            Duration::ZERO
+        } else {
+            seconds("delay", delay, MAX_DEADLINE)?
+        };
+        awaitable(py, async move {
+            let enqueued = engine
+                .enqueue(&Enqueue {
+                    name: &name,
+                    workflow: &workflow,
+                    input: &input,
+                    queue: &queue,
+                    delay,
+                    run_at: run_at.as_deref(),
+                    priority,
+                    key: key.as_deref(),
+                })
+                .await
+                .map_err(to_py)?;
+            Ok((
+                enqueued.id,
+                enqueued.status.as_str(),
+                enqueued.created,
+                enqueued.queue_created,
+            ))
+        })
+    }
+
+    /// Creates the queue `name` or updates the limits given; an awaitable.
+    /// `rates`: `(max_starts, period_seconds)` windows, replacing the queue's.
+    #[pyo3(signature = (name, concurrency = None, concurrency_per_key = None, rates = None))]
+    fn create_queue<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        concurrency: Option<i32>,
+        concurrency_per_key: Option<i32>,
+        rates: Option<Vec<(i32, f64)>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let rates = rates
+            .map(|rates| {
+                rates
+                    .into_iter()
+                    .map(|(n, period)| Ok((n, seconds("rate limit period", period, MAX_DEADLINE)?)))
+                    .collect::<PyResult<Vec<_>>>()
+            })
+            .transpose()?;
+        let limits = QueueLimits {
+            concurrency,
+            concurrency_per_key,
+            rates,
+        };
+        awaitable(
+            py,
+            async move { engine.create_queue(&name, &limits).await.map_err(to_py) },
+        )
+    }
+
+    /// Pauses or resumes the queue `name`; an awaitable.
+    fn set_queue_paused<'py>(&self, py: Python<'py>, name: String, paused: bool) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            engine.set_queue_paused(&name, paused).await.map_err(to_py)
+        })
+    }
+
+    /// Claims up to `max` runs of `queue` (None: runs of no queue) of the
+    /// functions `workflows`; an awaitable of `[(function, Workflow)]`.
+    #[pyo3(signature = (queue, max, workflows, version = None))]
+    fn claim<'py>(
+        &self,
+        py: Python<'py>,
+        queue: Option<String>,
+        max: usize,
+        workflows: Vec<String>,
+        version: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let limit = self.max_value_bytes;
+        awaitable(py, async move {
+            let limits = ClaimLimits {
+                max,
+                workflows: &workflows,
+                version: version.as_deref(),
+            };
+            let claimed = engine.claim(queue.as_deref(), limits).await.map_err(to_py)?;
+            Ok(claimed
+                .into_iter()
+                .map(|run| {
+                    let handle = PyWorkflow::new(engine.clone(), run.name, run.input, run.started, None, limit);
+                    (run.workflow, handle)
+                })
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// Puts back in their queue the runs of dead holders of `workflows`;
+    /// an awaitable of `(requeued, failed)`.
+    #[pyo3(signature = (workflows, max_recoveries, version = None))]
+    fn recover<'py>(
+        &self,
+        py: Python<'py>,
+        workflows: Vec<String>,
+        max_recoveries: i32,
+        version: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let recovered = engine
+                .recover(&workflows, version.as_deref(), max_recoveries)
+                .await
+                .map_err(to_py)?;
+            Ok((recovered.requeued, recovered.failed))
+        })
+    }
+
+    /// Seconds until the earliest delayed run of `workflows` is due, or
+    /// None; an awaitable.
+    fn next_due<'py>(&self, py: Python<'py>, workflows: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let due = engine.next_due(&workflows).await.map_err(to_py)?;
+            Ok(due.map(|d| d.as_secs_f64()))
+        })
+    }
+
+    /// A counter that changes whenever work may have become claimable.
+    fn work_version(&self) -> PyResult<u64> {
+        Ok(self.engine()?.work_version())
+    }
+
+    /// Waits until `work_version()` differs from `seen` or `timeout`
+    /// seconds passed; an awaitable of whether it changed.
+    fn work_changed<'py>(&self, py: Python<'py>, seen: u64, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
+        awaitable(py, async move { Ok(engine.work_changed(seen, timeout).await) })
+    }
+
+    /// Waits until the root run `name` finished or `timeout` seconds passed
+    /// (0: look once); an awaitable of `(status, output, error)`, or None
+    /// when there is no such run.
+    #[pyo3(signature = (name, timeout = 0.0))]
+    fn run_state<'py>(&self, py: Python<'py>, name: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
+        awaitable(py, async move {
+            let state = engine.wait_finished(&name, timeout).await.map_err(to_py)?;
+            Ok(state.map(|state| {
+                (
+                    state.status.as_str(),
+                    state.output.map(json::Decoded),
+                    state.error.map(json::Decoded),
+                )
+            }))
         })
     }
 

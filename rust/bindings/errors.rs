@@ -37,7 +37,7 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::Database { sqlstate, .. } => DatabaseError::new_err((message, sqlstate)),
         EngineError::Unexpected(_) | EngineError::Closed => DatabaseError::new_err((message, None::<String>)),
         EngineError::SchemaTooNew { .. } => SchemaTooNew::new_err(message),
-        EngineError::InputMismatch { .. } => InputMismatch::new_err(message),
+        EngineError::InputMismatch { .. } | EngineError::OtherWorkflow { .. } => InputMismatch::new_err(message),
         EngineError::DuplicateName { .. } => DuplicateStep::new_err(message),
         EngineError::WorkflowFinished { .. }
         | EngineError::WithinFinished { .. }
@@ -46,6 +46,9 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         | EngineError::NotRunning { .. } => WorkflowFinished::new_err(message),
         EngineError::WorkflowBusy { .. } | EngineError::HeldHere { .. } => WorkflowBusy::new_err(message),
         EngineError::LeaseLost { .. } | EngineError::Released { .. } => LeaseLost::new_err(message),
+        // A BaseException, like a cancel: the run stops here without being
+        // failed, and user code that catches Exception does not swallow it.
+        EngineError::Draining { .. } => pyo3::exceptions::asyncio::CancelledError::new_err(message),
         EngineError::Cancelled { .. } => Cancelled::new_err(message),
         EngineError::StepInterrupted { .. } => StepInterrupted::new_err(message),
         EngineError::DeadlineExceeded { .. } => DeadlineExceeded::new_err(message),

@@ -281,6 +281,20 @@ pub(crate) fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, Py
     Ok(value)
 }
 
+/// JSON text that becomes its Python value when handed to Python (decoded
+/// on the event loop's thread, where the awaitable resolves).
+pub(crate) struct Decoded(pub(crate) JsonText);
+
+impl<'py> IntoPyObject<'py> for Decoded {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        decode(py, self.0.as_str())
+    }
+}
+
 /// Builds Python objects straight from the parser's events.
 #[derive(Clone, Copy)]
 struct PyValue<'py>(Python<'py>);

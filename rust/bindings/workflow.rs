@@ -524,6 +524,15 @@ impl PyWorkflow {
         }
     }
 
+    /// Starts a graceful stop of the tree: from now on its handles start no
+    /// new step, child or retry (they raise `asyncio.CancelledError`), while
+    /// what runs finishes and saves its result.
+    fn drain(&self) {
+        if let Some(hold) = self.run.hold() {
+            hold.drain();
+        }
+    }
+
     /// True when `value`'s JSON form is the workflow's input.
     fn same_input(&self, value: &Bound<'_, PyAny>) -> PyResult<bool> {
         Ok(self.encode(value, "input")?.as_str() == self.input.as_str())

@@ -59,6 +59,13 @@ pub enum EngineError {
     InputMismatch { name: String },
 
     #[error(
+        "workflow {name:?} already exists as a run of {}: a workflow's name is its identity, \
+         whatever function runs it. Use a new name",
+        workflow.as_deref().map_or_else(|| "no registered function (started by hand)".to_owned(), |w| format!("{w:?}"))
+    )]
+    OtherWorkflow { name: String, workflow: Option<String> },
+
+    #[error(
         "the name {name:?} is used twice in workflow {workflow:?}. Step and child names must be \
          unique within a workflow: give each call its own name (e.g. add the loop index)"
     )]
@@ -128,6 +135,12 @@ pub enum EngineError {
          finishing), so this handle does no more work on it; start it again to resume it"
     )]
     Released { name: String },
+
+    #[error(
+        "workflow {name:?} is stopping at this checkpoint: its executor is shutting down, and \
+         another executor resumes it"
+    )]
+    Draining { name: String },
 
     #[error("workflow {name:?} is already {status}, so the handles of its children do no more work")]
     RootFinished { name: String, status: &'static str },

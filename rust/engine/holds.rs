@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use super::Engine;
@@ -120,6 +121,7 @@ impl Reservation {
             name: name.clone(),
             root,
             end: Mutex::new(None),
+            draining: AtomicBool::new(false),
         });
         self.holds.slots().insert(name, Slot::Held(Arc::downgrade(&state)));
         Hold(state)
@@ -159,6 +161,9 @@ struct State {
     name: String,
     root: WorkflowId,
     end: Mutex<Option<End>>,
+    /// Set by a graceful shutdown: no new step, child or retry starts, while
+    /// what runs may still save its result.
+    draining: AtomicBool,
 }
 
 impl State {
@@ -199,6 +204,9 @@ impl Hold {
     /// Ok while the hold lasts; else why handles of the tree may do no more.
     pub fn check(&self) -> Result<(), EngineError> {
         match self.0.end() {
+            None if self.0.draining.load(Ordering::Relaxed) => Err(EngineError::Draining {
+                name: self.0.name.clone(),
+            }),
             None => Ok(()),
             Some(End::Lost(err)) => Err(err),
             Some(End::Released) => Err(EngineError::Released {
@@ -230,6 +238,13 @@ impl Hold {
         if self.0.end_with(End::Released) {
             self.0.engine.release_soon(self.0.root);
         }
+    }
+
+    /// Starts a graceful stop: from now on the handles of the tree start no
+    /// new step, child or retry (`Draining`), while what runs finishes and
+    /// saves its result; the run then ends and releases the workflow.
+    pub fn drain(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
     }
 
     /// True when the hold was released (explicitly or by its run ending).

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0002_owner_grace.sql",
         include_str!("../../migrations/0002_owner_grace.sql"),
     ),
+    (3, "0003_queues.sql", include_str!("../../migrations/0003_queues.sql")),
 ];
 
 /// The newest schema version this library knows.

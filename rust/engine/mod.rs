@@ -2,20 +2,67 @@
 //! holds leases, starts and resumes workflows, and saves checkpoints through
 //! the writer.
 
+/// Runs an idempotent database call (`body`, an async block using the
+/// pooled connection `client`), retrying it on a fresh connection while the
+/// server is unreachable. Everything, waiting for a connection and for
+/// answers included, ends within the engine's reconnect timeout: a
+/// connection whose answer does not come in time is dropped from the pool
+/// (it may be stuck) and the call fails.
+macro_rules! retrying {
+    ($engine:expr, $context:expr, |$client:ident| $body:expr) => {{
+        let inner: &$crate::engine::Inner = &$engine.inner;
+        let context = $context;
+        let give_up = std::time::Instant::now() + inner.reconnect_timeout;
+        let mut backoff = $crate::engine::retry::Backoff::until(give_up);
+        let no_answer = || $crate::engine::pool::no_answer(&inner.target, &context, inner.reconnect_timeout);
+        loop {
+            let checkout = $crate::engine::pool::checkout(&inner.pool, &inner.target);
+            let err = match tokio::time::timeout_at(give_up.into(), checkout).await {
+                Err(_) => break Err(no_answer()),
+                Ok(Err($crate::engine::EngineError::Closed)) => break Err($crate::engine::EngineError::Closed),
+                Ok(Err(err)) => err,
+                Ok(Ok(checked_out)) => {
+                    // Mutable for bodies that open a transaction.
+                    #[allow(unused_mut)]
+                    let mut $client = checked_out;
+                    let answer = tokio::time::timeout_at(give_up.into(), $body).await;
+                    match answer {
+                        Ok(Ok(value)) => break Ok(value),
+                        Ok(Err(err)) if $crate::engine::retry::is_transient(&err) => {
+                            $crate::engine::EngineError::database(&context, &err)
+                        }
+                        Ok(Err(err)) => break Err($crate::engine::EngineError::database(&context, &err)),
+                        Err(_) => {
+                            drop(deadpool_postgres::Object::take($client));
+                            break Err(no_answer());
+                        }
+                    }
+                }
+            };
+            if !backoff.wait().await {
+                break Err(err);
+            }
+        }
+    }};
+}
+
 mod config;
 mod error;
+mod events;
 mod holds;
 mod jsonb;
 mod migrate;
 mod owner;
 mod pool;
+mod queue;
+mod results;
 mod retry;
 mod sql;
 mod workflow;
 mod writer;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 use tokio::runtime::Handle;
@@ -32,12 +79,14 @@ pub use error::EngineError;
 pub use holds::Hold;
 pub use jsonb::JsonText;
 pub use migrate::LATEST_VERSION;
+pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered};
+pub use results::RunState;
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 pub use writer::{Outcome, Stats};
 
+use events::Events;
 use holds::Holds;
 use owner::Owner;
-use retry::{Backoff, is_transient};
 use sql::Statements;
 use workflow::Access;
 use writer::Writer;
@@ -46,45 +95,6 @@ use writer::Writer;
 /// out the grace of an owner whose session is gone) before it reports it
 /// busy: the owner kept coming back, or kept changing.
 const MAX_BUSY_TRIES: u32 = 5;
-
-/// Runs an idempotent database call (`body`, an async block using the
-/// pooled connection `client`), retrying it on a fresh connection while the
-/// server is unreachable. Everything, waiting for a connection and for
-/// answers included, ends within the engine's reconnect timeout: a
-/// connection whose answer does not come in time is dropped from the pool
-/// (it may be stuck) and the call fails.
-macro_rules! retrying {
-    ($engine:expr, $context:expr, |$client:ident| $body:expr) => {{
-        let inner: &Inner = &$engine.inner;
-        let context = $context;
-        let give_up = Instant::now() + inner.reconnect_timeout;
-        let mut backoff = Backoff::until(give_up);
-        let no_answer = || pool::no_answer(&inner.target, &context, inner.reconnect_timeout);
-        loop {
-            let checkout = pool::checkout(&inner.pool, &inner.target);
-            let err = match tokio::time::timeout_at(give_up.into(), checkout).await {
-                Err(_) => break Err(no_answer()),
-                Ok(Err(EngineError::Closed)) => break Err(EngineError::Closed),
-                Ok(Err(err)) => err,
-                Ok(Ok($client)) => {
-                    let answer = tokio::time::timeout_at(give_up.into(), $body).await;
-                    match answer {
-                        Ok(Ok(value)) => break Ok(value),
-                        Ok(Err(err)) if is_transient(&err) => EngineError::database(&context, &err),
-                        Ok(Err(err)) => break Err(EngineError::database(&context, &err)),
-                        Err(_) => {
-                            drop(Object::take($client));
-                            break Err(no_answer());
-                        }
-                    }
-                }
-            };
-            if !backoff.wait().await {
-                break Err(err);
-            }
-        }
-    }};
-}
 
 /// A connected engine. Cheap to clone (clones share everything); every
 /// method may be called concurrently.
@@ -98,6 +108,7 @@ struct Inner {
     writer: Writer,
     owner: Owner,
     holds: Arc<Holds>,
+    events: Arc<Events>,
     sql: Arc<Statements>,
     schema: String,
     target: Arc<str>,
@@ -150,16 +161,17 @@ impl Engine {
         drop(conn);
         let sql = Arc::new(Statements::new(&options.schema));
         let holds = Arc::new(Holds::default());
+        let events = Arc::new(Events::new(&options.schema));
         let owner = Owner::register(owner::Setup {
             config,
             sql: Arc::clone(&sql),
             target: Arc::clone(&target),
             host: options.host.clone(),
-            schema: options.schema.clone(),
             lease: options.lease,
             grace: options.session_grace,
             connect_timeout,
             holds: Arc::clone(&holds),
+            events: Arc::clone(&events),
         })
         .await?;
         let writer = Writer::spawn(writer::Setup {
@@ -167,6 +179,7 @@ impl Engine {
             sql: Arc::clone(&sql),
             target: Arc::clone(&target),
             owner: owner.id.clone(),
+            schema: options.schema.clone(),
             reconnect_timeout: options.reconnect_timeout,
         });
         Ok(Engine {
@@ -175,6 +188,7 @@ impl Engine {
                 writer,
                 owner,
                 holds,
+                events,
                 sql,
                 schema: options.schema.clone(),
                 target,
@@ -228,9 +242,26 @@ impl Engine {
         validate_name("workflow", name)?;
         self.check_open()?;
         match parent {
-            None => self.start_root(name, input, deadline).await,
+            None => self.start_root(name, input, deadline, None).await,
             Some(parent) => self.start_child(parent, name, input).await,
         }
+    }
+
+    /// `start` of a root run by the registered function `workflow` (its
+    /// `module.qualname`, or the name it was registered under): recorded on
+    /// the row, so that executors knowing the function can recover the run
+    /// if its holder dies. `OtherWorkflow` if another function owns the name.
+    pub async fn start_registered(
+        &self,
+        name: &str,
+        input: &JsonText,
+        deadline: Option<Duration>,
+        workflow: &str,
+    ) -> Result<Started, EngineError> {
+        validate_name("workflow", name)?;
+        validate_name("registered workflow", workflow)?;
+        self.check_open()?;
+        self.start_root(name, input, deadline, Some(workflow)).await
     }
 
     async fn start_root(
@@ -238,6 +269,7 @@ impl Engine {
         name: &str,
         input: &JsonText,
         deadline: Option<Duration>,
+        workflow: Option<&str>,
     ) -> Result<Started, EngineError> {
         let reservation = match self.inner.holds.reserve(name) {
             Ok(reservation) => reservation,
@@ -250,9 +282,16 @@ impl Engine {
             let row = retrying!(self, &format!("starting workflow {name:?}"), |client| async {
                 let statement = client.prepare_cached(&self.inner.sql.start_root).await?;
                 client
-                    .query_one(&statement, &[&name, input, &owner, &deadline_secs])
+                    .query_one(&statement, &[&name, input, &owner, &deadline_secs, &workflow])
                     .await
             })?;
+            let recorded: Option<String> = workflow::col(&row, "workflow")?;
+            if workflow.is_some() && recorded.is_some() && recorded.as_deref() != workflow {
+                return Err(EngineError::OtherWorkflow {
+                    name: name.to_owned(),
+                    workflow: recorded,
+                });
+            }
             match workflow::read_started(&row, name, None, Access::Take) {
                 Err(busy @ EngineError::WorkflowBusy { .. }) if tries < MAX_BUSY_TRIES => {
                     tries += 1;
@@ -419,9 +458,12 @@ impl Engine {
             return;
         }
         let owner = self.owner_id();
+        let schema = self.schema();
         let _ = retrying!(self, "releasing a workflow", |client| async {
             let statement = client.prepare_cached(&self.inner.sql.release).await?;
-            client.execute(&statement, &[&root.id, &owner, &root.epoch]).await
+            client
+                .execute(&statement, &[&root.id, &owner, &root.epoch, &schema])
+                .await
         });
     }
 

@@ -1,7 +1,7 @@
 //! This process as a lease owner: a row in `owner`, a dedicated session whose
 //! existence proves the process alive, one heartbeat that renews every lease
-//! of the process at once, and the notifications (cancels) that arrive on
-//! that session.
+//! of the process at once, and the notifications (cancels, new work,
+//! finished runs) that arrive on that session.
 //!
 //! The session is kept, not merely opened: it is immune to the server's
 //! `idle_session_timeout`, and when it drops anyway (a terminated backend,
@@ -20,6 +20,7 @@ use tokio::time::timeout;
 use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
 
 use super::error::EngineError;
+use super::events::Events;
 use super::holds::Holds;
 use super::pool::connect_error;
 use super::sql::{CHANNEL, Statements};
@@ -46,11 +47,11 @@ pub(crate) struct Setup {
     pub sql: Arc<Statements>,
     pub target: Arc<str>,
     pub host: String,
-    pub schema: String,
     pub lease: Duration,
     pub grace: Duration,
     pub connect_timeout: Duration,
     pub holds: Arc<Holds>,
+    pub events: Arc<Events>,
 }
 
 /// The dedicated session: its client, and the notifications it receives
@@ -198,8 +199,10 @@ impl Setup {
         }
     }
 
-    /// Cancels that went out while the session was away.
+    /// Cancels that went out while the session was away; and whatever
+    /// was queued or finished meanwhile, for executors and waiters to look.
     async fn catch_up(&self, client: &Client) {
+        self.events.more_work();
         let held = self.holds.root_ids();
         if held.is_empty() {
             return;
@@ -211,15 +214,8 @@ impl Setup {
         }
     }
 
-    /// Acts on a notification: `<schema> cancel <root id>`.
+    /// Acts on a notification (see `events`).
     fn dispatch(&self, payload: &str) {
-        let mut words = payload.split(' ');
-        if let (Some(schema), Some("cancel"), Some(id)) = (words.next(), words.next(), words.next()) {
-            if schema == self.schema {
-                if let Ok(id) = id.parse() {
-                    self.holds.cancelled(id);
-                }
-            }
-        }
+        self.events.dispatch(payload, &self.holds);
     }
 }

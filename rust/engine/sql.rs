@@ -4,6 +4,8 @@
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
 use super::config::quote;
+use super::queue::QueueStatements;
+use super::results::RUN_STATE;
 
 /// Statement texts for one schema.
 #[derive(Debug)]
@@ -22,6 +24,8 @@ pub(crate) struct Statements {
     pub owner_register: String,
     pub owner_heartbeat: String,
     pub owner_release: String,
+    pub run_state: String,
+    pub queue: QueueStatements,
 }
 
 /// The channel of every notification durable sends (`LISTEN durable`). The
@@ -57,26 +61,31 @@ const CONNECTED: &str = "EXISTS (
 /// owner with the next lease epoch (fencing out the previous holder) and the
 /// next attempt. Otherwise nothing changes: a completed workflow replays, a
 /// busy or cancelled one and a different input are reported by the caller.
-const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch, updated_at) = (
+const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch, workflow, started_at, updated_at) = (
         SELECT CASE WHEN c.claim THEN 'running' ELSE t.status END,
-               CASE WHEN c.claim THEN t.attempt + 1 ELSE t.attempt END,
+               CASE WHEN NOT c.claim THEN t.attempt WHEN t.lease_epoch = 0 THEN 1 ELSE t.attempt + 1 END,
                CASE WHEN c.claim THEN NULL ELSE t.error END,
                CASE WHEN c.claim THEN $3::text::uuid ELSE t.owner_id END,
                CASE WHEN c.claim THEN t.lease_epoch + 1 ELSE t.lease_epoch END,
+               CASE WHEN c.claim THEN coalesce(t.workflow, EXCLUDED.workflow) ELSE t.workflow END,
+               CASE WHEN c.claim THEN coalesce(t.started_at, now()) ELSE t.started_at END,
                now()
         FROM (SELECT {claim} AS claim) AS c)
-    RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch,
+    RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
               (t.owner_id IS NOT DISTINCT FROM $3::text::uuid) AS owned,
               (t.xmax = 0) AS created,
               (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches,
               extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in";
 
-/// A root may be taken when it is interrupted or failed, has the same input,
-/// and no live holder has it: nobody (released), this owner (a handle of this
-/// process that ended without releasing it in the database; the engine keeps
-/// two live handles of one process apart itself), or a dead owner.
-const ROOT_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
+/// A root may be taken when it is interrupted, failed or waiting in a queue
+/// (a direct run takes it out of the queue), has the same input and, if
+/// both name one, the same function, and no live holder has it: nobody
+/// (released, or queued), this owner (a handle of this process that ended
+/// without releasing it in the database; the engine keeps two live handles
+/// of one process apart itself), or a dead owner.
+const ROOT_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed', 'queued', 'scheduled')
     AND t.input::text IS NOT DISTINCT FROM EXCLUDED.input::text
+    AND (t.workflow IS NULL OR EXCLUDED.workflow IS NULL OR t.workflow = EXCLUDED.workflow)
     AND (t.status = 'failed' OR t.owner_id IS NULL OR t.owner_id = $3::text::uuid OR NOT {alive})";
 
 /// A child is started only by whoever holds its parent (fenced below), so
@@ -89,12 +98,13 @@ impl Statements {
         let alive = OWNER_ALIVE.replace("{connected}", CONNECTED);
         let take_root = TAKE.replace("{claim}", &ROOT_CLAIM.replace("{alive}", &alive));
         let take_child = TAKE.replace("{claim}", CHILD_CLAIM);
-        // $1 name, $2 input, $3 owner, $4 deadline (seconds from now, or NULL).
+        // $1 name, $2 input, $3 owner, $4 deadline (seconds from now, or
+        // NULL), $5 the registered function (NULL: started by hand).
         let start_root = format!(
             "INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
-                                         owner_id, lease_epoch, deadline_at)
+                                         owner_id, lease_epoch, deadline_at, workflow)
              SELECT n.id, NULL, n.id, 'workflow', $1, 'running', $2::jsonb, now(), $3::text::uuid, 1,
-                    now() + make_interval(secs => $4::float8)
+                    now() + make_interval(secs => $4::float8), $5
              FROM (SELECT nextval('{{s}}.task_id_seq') AS id) AS n
              ON CONFLICT (name) WHERE parent_id IS NULL {take_root}"
         );
@@ -131,6 +141,8 @@ impl Statements {
             owner_register: fill(OWNER_REGISTER),
             owner_heartbeat: fill(OWNER_HEARTBEAT),
             owner_release: fill(OWNER_RELEASE),
+            run_state: fill(RUN_STATE),
+            queue: QueueStatements::new(fill),
         }
     }
 }
@@ -163,7 +175,7 @@ FROM h";
 /// A child of a finished parent, read as it is, to replay: nothing is taken.
 /// Same columns as the start statements. `$1` name, `$2` input, `$3` parent.
 const REPLAY_CHILD: &str = "
-SELECT t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch,
+SELECT t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
        false AS owned, false AS created,
        (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches,
        extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
@@ -199,6 +211,8 @@ WHERE parent_id = $1";
 /// * `$9..$13` workflow results (id, status, output, error, epoch), fenced the
 ///   same way. Writing the same status again under the same epoch succeeds,
 ///   so a batch retried after a lost connection is idempotent.
+/// * A root that finishes is announced (`<schema> done <id>`, `$16` the
+///   schema) to executors and to whoever waits for its result.
 /// * `$14` the owner. `$15` the `synchronous_commit` setting for this
 ///   transaction: `off` when the batch holds only markers nobody waits for.
 ///   Such a marker costs no fsync of its own; it becomes durable with the next
@@ -244,11 +258,12 @@ WITH durability AS (
     WHERE t.id = w.id AND t.kind = 'workflow'
       AND t.owner_id = $14::text::uuid AND t.lease_epoch = w.epoch
       AND (t.status = 'running' OR t.status = w.status)
-    RETURNING t.id
+    RETURNING t.id, t.parent_id IS NULL AS is_root
 )
 SELECT 's' AS kind, parent_id AS id, name FROM steps
 UNION ALL
-SELECT 'w', id, NULL FROM workflows";
+SELECT 'w', id, CASE WHEN is_root THEN left(pg_notify('durable', $16::text || ' done ' || id)::text, 0) END
+FROM workflows";
 
 /// Why writes to these workflows were refused: their status and holder.
 const DIAGNOSE: &str = "
@@ -258,17 +273,27 @@ WHERE id = ANY($1)";
 
 /// Gives up the root `$1` that this owner `$2` holds under epoch `$3`, and
 /// every running workflow of its tree this owner holds, so that anyone may
-/// take the tree over at once. A no-op once the root was taken again (a
-/// later epoch), so a late release never undoes a newer claim.
+/// take the tree over at once. A root with a registered function goes back
+/// to waiting (`queued`), for an executor that knows it. A no-op once the
+/// root was taken again (a later epoch), so a late release never undoes a
+/// newer claim. Wakes the executors (`$4` the schema).
 const RELEASE: &str = "
 WITH root AS (
-    SELECT id FROM {s}.task
+    SELECT id, workflow, queue FROM {s}.task
     WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'
     FOR UPDATE
+), released AS (
+    UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now(),
+        status = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN 'queued' ELSE t.status END,
+        run_at = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN now() ELSE t.run_at END
+    FROM root
+    WHERE t.root_id = root.id AND t.kind = 'workflow' AND t.status = 'running' AND t.owner_id = $2::text::uuid
+    RETURNING t.id
 )
-UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now()
-FROM root
-WHERE t.root_id = root.id AND t.kind = 'workflow' AND t.status = 'running' AND t.owner_id = $2::text::uuid";
+SELECT count(*) AS released,
+       (SELECT left(pg_notify('durable', $4::text || ' queued ' || coalesce(queue, ''))::text, 0)
+        FROM root WHERE workflow IS NOT NULL) AS notify
+FROM released";
 
 /// Cancels the root `$1` and every workflow under it that has not finished,
 /// and tells their holders at once: a notification on `CHANNEL`, payload

@@ -151,6 +151,13 @@ pub(crate) fn read_started(
         Status::Completed => {}
         Status::Cancelled => return Err(EngineError::Cancelled { workflow_id: id }),
         Status::Running if col::<bool>(row, "owned")? => {}
+        // Waiting in a queue and not taken: only a start by another function can see that.
+        Status::Queued | Status::Scheduled => {
+            return Err(EngineError::OtherWorkflow {
+                name: name.to_owned(),
+                workflow: col(row, "workflow")?,
+            });
+        }
         _ => {
             return Err(EngineError::WorkflowBusy { name: name.to_owned() });
         }

@@ -121,6 +121,7 @@ pub(crate) struct Setup {
     pub sql: Arc<Statements>,
     pub target: Arc<str>,
     pub owner: String,
+    pub schema: String,
     /// How long to keep retrying through a lost connection before failing,
     /// and the longest wait for the answer to one statement.
     pub reconnect_timeout: Duration,
@@ -446,7 +447,7 @@ struct Applied {
 /// why; all within the reconnect timeout.
 async fn execute(client: &Object, statement: &Statement, setup: &Setup, batch: Batch) -> (Batch, Flushed) {
     let answered = async {
-        let result = flush(client, statement, &setup.owner, &batch).await;
+        let result = flush(client, statement, setup, &batch).await;
         let refused = match &result {
             Ok(applied) => {
                 let epochs = batch.refused(applied);
@@ -490,7 +491,7 @@ fn failure(context: &str, err: &tokio_postgres::Error) -> Failure {
     }
 }
 
-async fn flush(client: &Object, statement: &Statement, owner: &str, batch: &Batch) -> Result<Applied, Failure> {
+async fn flush(client: &Object, statement: &Statement, setup: &Setup, batch: &Batch) -> Result<Applied, Failure> {
     let durability = batch.synchronous_commit();
     let steps = &batch.steps;
     let workflows = &batch.workflows;
@@ -507,7 +508,7 @@ async fn flush(client: &Object, statement: &Statement, owner: &str, batch: &Batc
     let wf_output: Vec<Option<&JsonText>> = workflows.iter().map(|w| w.output.as_ref()).collect();
     let wf_error: Vec<Option<&JsonText>> = workflows.iter().map(|w| w.error.as_ref()).collect();
     let wf_epoch: Vec<i64> = workflows.iter().map(|w| w.workflow.epoch).collect();
-    let params: [&(dyn ToSql + Sync); 15] = [
+    let params: [&(dyn ToSql + Sync); 16] = [
         &step_parent,
         &step_root,
         &step_name,
@@ -521,8 +522,9 @@ async fn flush(client: &Object, statement: &Statement, owner: &str, batch: &Batc
         &wf_output,
         &wf_error,
         &wf_epoch,
-        &owner,
+        &setup.owner,
         &durability,
+        &setup.schema,
     ];
     let rows = client
         .query(statement, &params)

@@ -1,0 +1,168 @@
+"""The ``Executor``: runs queued, delayed and recovered workflows."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Iterable
+from typing import Any
+
+from . import _core
+from ._ctx import Ctx
+from ._db import Db, resolve
+from ._decorators import Workflow
+from ._options import Seconds, count, seconds
+from .errors import ConfigError
+
+log = logging.getLogger("durable")
+
+
+class Executor:
+    """Runs the queued runs of the workflows it is given, across any number
+    of executor processes on one database.
+
+    ``concurrency``: most runs at once in this executor (each queue's own
+    limits hold across all executors). ``version``: the executor resumes only
+    runs it started itself or that no executor started yet, and stamps its
+    version on what it claims (so a new deployment does not resume the runs
+    of an old one). ``max_recoveries``: a run whose holder died that many
+    times is failed instead of being taken up again. ``poll``: the longest
+    wait for work when no notification comes (they normally do).
+    ``recovery_interval``: how often the runs of dead holders are looked
+    for. ``shutdown_grace``: on SIGTERM (or when ``run()`` is cancelled) the
+    executor stops claiming, lets its runs reach their next checkpoint for
+    that long, and releases them for another executor to resume at once.
+    """
+
+    def __init__(
+        self,
+        db: Db | str,
+        workflows: Iterable[Workflow[Any, Any]],
+        *,
+        concurrency: int = 100,
+        version: str | None = None,
+        max_recoveries: int = 5,
+        poll: Seconds = 5.0,
+        recovery_interval: Seconds = 1.0,
+        shutdown_grace: Seconds = 30.0,
+    ) -> None:
+        self._db = db
+        self._workflows: dict[str, Workflow[Any, Any]] = {}
+        for workflow in workflows:
+            if not isinstance(workflow, Workflow):
+                raise ConfigError(f"Executor(workflows=...) takes @durable.workflow functions, not {workflow!r}")
+            known = self._workflows.setdefault(workflow.name, workflow)
+            if known is not workflow and known.fn is not workflow.fn:
+                raise ConfigError(f"two workflows are registered as {workflow.name!r}; give one of them another name=")
+        if not self._workflows:
+            raise ConfigError("an Executor needs at least one workflow")
+        if version is not None and not isinstance(version, str):
+            raise ConfigError(f"version must be a str, not {version!r}")
+        self._concurrency = count("concurrency", concurrency, at_least=1, at_most=100_000)
+        self._version = version
+        self._max_recoveries = count("max_recoveries", max_recoveries, at_least=0, at_most=1_000_000)
+        self._poll = seconds("poll", poll, at_most=3600)
+        self._recovery_interval = seconds("recovery_interval", recovery_interval, at_most=3600)
+        self._shutdown_grace = seconds("shutdown_grace", shutdown_grace, at_most=86400, zero_ok=True)
+        # Queues in a stable order; None: recovered runs of no queue (direct runs).
+        self._queues: list[str | None] = [*sorted({w.queue for w in self._workflows.values()}), None]
+        self._running: dict[asyncio.Task[None], _core.Workflow] = {}
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def running(self) -> int:
+        """How many runs this executor runs now."""
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Asks ``run()`` to stop gracefully (as SIGTERM does)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def run(self) -> None:
+        """Claims and runs workflows until cancelled, ``stop()`` or SIGTERM,
+        then stops gracefully (see ``shutdown_grace``)."""
+        db = await resolve(self._db)
+        engine = db._engine
+        names = list(self._workflows)
+        loop = asyncio.get_running_loop()
+        stop = self._stop = asyncio.Event()
+        sigterm = _on_sigterm(loop, stop)
+        try:
+            next_recovery = loop.time()
+            while not stop.is_set():
+                seen = engine.work_version()
+                if loop.time() >= next_recovery:
+                    requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
+                    if requeued or failed:
+                        log.info("recovered the runs of dead holders: %d requeued, %d failed", requeued, failed)
+                    next_recovery = loop.time() + self._recovery_interval
+                free = self._concurrency - len(self._running)
+                for queue in self._queues:
+                    if free <= 0:
+                        break
+                    for name, handle in await engine.claim(queue, free, names, self._version):
+                        self._start(db, self._workflows[name], handle)
+                        free -= 1
+                timeout = min(self._poll, max(0.0, next_recovery - loop.time()))
+                if free > 0:
+                    due = await engine.next_due(names)
+                    if due is not None:
+                        timeout = min(timeout, due)
+                await _first(engine.work_changed(seen, timeout), stop.wait())
+        finally:
+            if sigterm:
+                loop.remove_signal_handler(signal.SIGTERM)
+            await self._shut_down()
+
+    def _start(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
+        task = asyncio.ensure_future(self._execute(db, workflow, handle))
+        self._running[task] = handle
+        task.add_done_callback(self._running.pop)
+
+    @staticmethod
+    async def _execute(db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
+        ctx = Ctx(db, handle)
+        try:
+            await ctx.run(workflow.fn)
+        except Exception as exc:  # recorded as the run's failure by ctx.run
+            log.info("workflow %r (%s) failed: %s: %s", ctx.name, workflow.name, type(exc).__name__, exc)
+
+    async def _shut_down(self) -> None:
+        """Stops the running runs at their next checkpoint, within the grace;
+        interrupts what is left; each releases its workflow."""
+        if not self._running:
+            return
+        log.info("stopping: %d runs finish their current step, then are released", len(self._running))
+        for handle in self._running.values():
+            handle.drain()
+        tasks = list(self._running)
+        _, late = await asyncio.wait(tasks, timeout=self._shutdown_grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
+
+
+def _on_sigterm(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:
+    """Makes SIGTERM set ``stop``, where the loop can (its main thread)."""
+    try:
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return False
+    return True
+
+
+async def _first(*waits: Any) -> None:
+    """Waits for the first of the awaitables; drops the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

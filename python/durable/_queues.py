@@ -1,0 +1,81 @@
+"""Queues: ``create_queue``, ``pause_queue``, ``resume_queue``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+from ._db import Db, resolve
+from ._options import Seconds, count, seconds
+from .errors import ConfigError
+
+#: A rate limit: at most ``limit`` runs start in any window of ``period``.
+RateLimit = tuple[int, Seconds]
+
+#: The longest rate window (a year), in seconds.
+MAX_PERIOD = 366 * 86400.0
+
+
+async def create_queue(
+    db: Db | str,
+    name: str,
+    *,
+    concurrency: int | None = None,
+    concurrency_per_key: int | None = None,
+    rate_limit: RateLimit | Sequence[RateLimit] | None = None,
+) -> None:
+    """Creates the queue ``name``, or updates the limits given (keeping the others).
+
+    ``concurrency``: most runs of the queue running at once, across every
+    executor. ``concurrency_per_key``: most running at once per ``key`` (see
+    ``Workflow.enqueue``). ``rate_limit``: ``(limit, period)``, or a list of
+    them, each allowing at most ``limit`` starts in any window of ``period``
+    (a ``timedelta`` or seconds); given, they replace the queue's windows.
+    """
+    resolved = await resolve(db)
+    rates = None if rate_limit is None else _rates(name, rate_limit)
+    await resolved._engine.create_queue(
+        name,
+        concurrency=None if concurrency is None else count("concurrency", concurrency, at_least=1, at_most=2**31 - 1),
+        concurrency_per_key=None
+        if concurrency_per_key is None
+        else count("concurrency_per_key", concurrency_per_key, at_least=1, at_most=2**31 - 1),
+        rates=rates,
+    )
+
+
+async def pause_queue(db: Db | str, name: str) -> None:
+    """Pauses the queue ``name``: executors start none of its runs until it is resumed.
+
+    Runs already running go on. A queue that does not exist yet is created, paused.
+    """
+    await (await resolve(db))._engine.set_queue_paused(name, True)
+
+
+async def resume_queue(db: Db | str, name: str) -> None:
+    """Resumes the queue ``name``, waking the executors."""
+    await (await resolve(db))._engine.set_queue_paused(name, False)
+
+
+def _rates(queue: str, rate_limit: RateLimit | Sequence[RateLimit]) -> list[tuple[int, float]]:
+    windows: Sequence[object] = [rate_limit] if _is_window(rate_limit) else rate_limit
+    if not windows:
+        raise ConfigError(f"rate_limit of queue {queue!r} is empty; give (limit, period) or a list of them")
+    rates = []
+    for window in windows:
+        if not _is_window(window):
+            raise ConfigError(f"rate_limit of queue {queue!r} must be (limit, period) or a list of them, not {window!r}")
+        limit, period = cast(RateLimit, window)
+        rates.append(
+            (
+                count("rate_limit's limit", limit, at_least=1, at_most=2**31 - 1),
+                seconds("rate_limit's period", period, at_most=MAX_PERIOD),
+            )
+        )
+    if len({period for _, period in rates}) != len(rates):
+        raise ConfigError(f"rate_limit of queue {queue!r} gives one period twice")
+    return rates
+
+
+def _is_window(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], int) and not isinstance(value[0], bool)

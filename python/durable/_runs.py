@@ -1,0 +1,65 @@
+"""Runs seen from outside: ``Run`` (what ``enqueue`` returns) and ``result``."""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+from ._db import Db, resolve
+from ._options import Seconds, seconds
+from .errors import Cancelled, WorkflowFailed, WorkflowNotFound
+
+O = TypeVar("O")  # noqa: E741 - the run's output type
+
+#: The longest wait of ``result`` (a year), in seconds.
+MAX_WAIT = 365 * 86400.0
+
+
+class Run(Generic[O]):
+    """A queued run of a workflow, by name. ``await run.result()`` for its output."""
+
+    def __init__(self, db: Db, name: str, status: str, created: bool) -> None:
+        self.db = db
+        self.name = name
+        #: Its status when it was enqueued (``queued``, ``scheduled``, or
+        #: what an existing run of that name was: enqueueing is idempotent).
+        self.status = status
+        #: False when a run of that name existed already.
+        self.created = created
+
+    async def result(self, timeout: Seconds | None = None) -> O:
+        """Waits for the run to finish and returns its output (its JSON form).
+
+        Raises ``WorkflowFailed`` (with the saved error) if it failed,
+        ``Cancelled`` if it was cancelled, ``TimeoutError`` if ``timeout``
+        (seconds or a ``timedelta``; None: no limit) runs out first.
+        """
+        output: O = await result(self.db, self.name, timeout=timeout)
+        return output
+
+    def __repr__(self) -> str:
+        return f"<Run {self.name!r} {self.status}>"
+
+
+async def result(db: Db | str, name: str, timeout: Seconds | None = None) -> Any:
+    """Waits for the root workflow ``name`` to finish and returns its output.
+
+    Works from any process, for any run (queued, scheduled, or run directly);
+    never takes it over. Raises ``WorkflowNotFound`` for an unknown name,
+    ``WorkflowFailed`` (carrying the saved error: type, message, traceback)
+    for a failed run, ``Cancelled`` for a cancelled one, ``TimeoutError``
+    when ``timeout`` runs out first (seconds or a ``timedelta``; None: wait
+    as long as it takes).
+    """
+    wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
+    resolved = await resolve(db)
+    state = await resolved._engine.run_state(name, wait)
+    if state is None:
+        raise WorkflowNotFound(f"there is no workflow named {name!r}")
+    status, output, error = state
+    if status == "completed":
+        return output
+    if status == "failed":
+        raise WorkflowFailed(name, error)
+    if status == "cancelled":
+        raise Cancelled(f"workflow {name!r} was cancelled")
+    raise TimeoutError(f"workflow {name!r} did not finish within {wait:g} s (it is {status})")

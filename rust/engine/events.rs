@@ -1,0 +1,89 @@
+//! What other processes tell this engine through Postgres notifications:
+//! cancels (for the holds), new work (for executors), finished roots (for
+//! whoever waits for a result).
+//!
+//! Every notification of durable goes to one channel (`sql::CHANNEL`) with
+//! the payload `<schema> <event> <argument>`; engines of other schemas
+//! ignore it. Events arrive on the owner's liveness session, which every
+//! engine keeps anyway: no connection is added for them.
+
+use tokio::sync::{broadcast, watch};
+
+use super::holds::Holds;
+
+/// Finished roots remembered for waiters that are a little behind; a waiter
+/// that falls further behind reads its run again, which is always right.
+const DONE_BACKLOG: usize = 1024;
+
+/// The events of one engine.
+pub(crate) struct Events {
+    schema: String,
+    /// Bumped whenever work may have become claimable (a run queued or
+    /// requeued, a run finished and freed a slot). Executors wait for it to
+    /// change from the value they saw before they last claimed.
+    work: watch::Sender<u64>,
+    /// Ids of roots that finished (completed, failed or cancelled).
+    done: broadcast::Sender<i64>,
+}
+
+impl Events {
+    pub(crate) fn new(schema: &str) -> Self {
+        Events {
+            schema: schema.to_owned(),
+            work: watch::Sender::new(0),
+            done: broadcast::Sender::new(DONE_BACKLOG),
+        }
+    }
+
+    /// Acts on one notification's payload.
+    pub(crate) fn dispatch(&self, payload: &str, holds: &Holds) {
+        let mut words = payload.splitn(3, ' ');
+        let (Some(schema), Some(event), Some(argument)) = (words.next(), words.next(), words.next()) else {
+            return;
+        };
+        if schema != self.schema {
+            return;
+        }
+        match event {
+            "cancel" => {
+                if let Ok(root) = argument.parse() {
+                    holds.cancelled(root);
+                    let _ = self.done.send(root);
+                }
+                self.more_work();
+            }
+            "queued" => self.more_work(),
+            "done" => {
+                if let Ok(root) = argument.parse() {
+                    let _ = self.done.send(root);
+                }
+                self.more_work();
+            }
+            _ => {}
+        }
+    }
+
+    /// Says that work may have become claimable (also after this engine's
+    /// own changes, which it need not hear back from the server).
+    pub(crate) fn more_work(&self) {
+        self.work.send_modify(|version| *version = version.wrapping_add(1));
+    }
+
+    /// The current work version (see `work`).
+    pub(crate) fn work_version(&self) -> u64 {
+        *self.work.borrow()
+    }
+
+    /// Waits until the work version differs from `seen`, or `timeout` ran
+    /// out; true if it changed.
+    pub(crate) async fn work_changed(&self, seen: u64, timeout: std::time::Duration) -> bool {
+        let mut receiver = self.work.subscribe();
+        let changed = receiver.wait_for(|version| *version != seen);
+        matches!(tokio::time::timeout(timeout, changed).await, Ok(Ok(_)))
+    }
+
+    /// A receiver of the ids of roots that finish from now on.
+    pub(crate) fn finished_roots(&self) -> broadcast::Receiver<i64> {
+        self.done.subscribe()
+    }
+}

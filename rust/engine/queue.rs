@@ -1,0 +1,577 @@
+//! Queued execution: queues and their limits, enqueueing, claiming, and
+//! recovering the runs of dead holders.
+//!
+//! A queued run is a root row in status `queued` (or `scheduled`, until its
+//! `run_at`) that names its function (`workflow`). Executors claim runs of
+//! the functions they know, within the queue's limits, and run them as their
+//! holder, exactly as `Ctx.start` would. Claims of one queue are serialized
+//! on the queue's row, in a transaction of two short statements: the first
+//! locks the row, the second (whose snapshot is taken after the lock, so it
+//! sees every claim committed before) counts what runs, checks the limits,
+//! and claims. `FOR UPDATE SKIP LOCKED` alone would let two executors
+//! overspend a shared budget under READ COMMITTED.
+
+use std::time::Duration;
+
+use tokio_postgres::Row;
+
+use super::error::EngineError;
+use super::holds::Reservation;
+use super::jsonb::JsonText;
+use super::workflow::{Started, Status, WorkflowId, col, read_history};
+use super::{Engine, validate_name};
+
+/// The limits `create_queue` sets. `None` keeps what the queue has (a new
+/// queue: no limit).
+#[derive(Debug, Clone, Default)]
+pub struct QueueLimits {
+    /// Most runs of the queue running at once, across every executor.
+    pub concurrency: Option<i32>,
+    /// Most runs of one `key` running at once.
+    pub concurrency_per_key: Option<i32>,
+    /// `(max_starts, period)` windows: at most `max_starts` runs start in any
+    /// window of length `period`. Given, they replace the queue's windows.
+    pub rates: Option<Vec<(i32, Duration)>>,
+}
+
+/// A run to enqueue.
+#[derive(Debug, Clone)]
+pub struct Enqueue<'a> {
+    pub name: &'a str,
+    /// The registered identity of its function.
+    pub workflow: &'a str,
+    pub input: &'a JsonText,
+    pub queue: &'a str,
+    /// How long from now until it may start (zero: at once)...
+    pub delay: Duration,
+    /// ...or when it may start, as an ISO 8601 timestamp with its offset
+    /// (the database's clock decides when that is).
+    pub run_at: Option<&'a str>,
+    pub priority: i32,
+    pub key: Option<&'a str>,
+}
+
+/// What `enqueue` found or made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub id: i64,
+    pub status: Status,
+    /// False when the name existed already (enqueueing is idempotent).
+    pub created: bool,
+    /// True when this call created the queue (it did not exist).
+    pub queue_created: bool,
+}
+
+/// A run claimed by this engine: started, held, ready to run its function.
+#[derive(Debug)]
+pub struct Claimed {
+    pub name: String,
+    /// The registered identity of its function.
+    pub workflow: String,
+    pub input: JsonText,
+    pub started: Started,
+}
+
+/// What one recovery pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Runs of dead holders put back in their queue.
+    pub requeued: u64,
+    /// Runs failed after too many recoveries.
+    pub failed: u64,
+}
+
+/// How a claim is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimLimits<'a> {
+    /// Most runs to claim (the executor's free slots).
+    pub max: usize,
+    /// The functions the executor knows.
+    pub workflows: &'a [String],
+    /// The executor's version: it claims runs of no version (never started)
+    /// or of its own, and stamps its version on them.
+    pub version: Option<&'a str>,
+}
+
+/// How far past the wanted count a claim scans waiting runs, so that runs
+/// of keys at their limit do not hide runs of other keys.
+const SCAN_FACTOR: i64 = 4;
+
+/// Fewest waiting runs a claim scans.
+const MIN_SCAN: i64 = 100;
+
+impl Engine {
+    /// Creates the queue `name` with `limits`, or updates the limits given
+    /// and keeps the others.
+    pub async fn create_queue(&self, name: &str, limits: &QueueLimits) -> Result<(), EngineError> {
+        validate_name("queue", name)?;
+        validate_limits(name, limits)?;
+        self.check_open()?;
+        let replace_rates = limits.rates.is_some();
+        let rates = limits.rates.clone().unwrap_or_default();
+        let max_starts: Vec<i32> = rates.iter().map(|(n, _)| *n).collect();
+        let periods: Vec<f64> = rates.iter().map(|(_, period)| period.as_secs_f64()).collect();
+        let sql = &self.inner.sql;
+        retrying!(self, &format!("creating queue {name:?}"), |client| async {
+            let statement = client.prepare_cached(&sql.queue.create_queue).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                &name,
+                &limits.concurrency,
+                &limits.concurrency_per_key,
+                &replace_rates,
+                &max_starts,
+                &periods,
+            ];
+            client.execute(&statement, &params).await
+        })?;
+        self.inner.events.more_work();
+        Ok(())
+    }
+
+    /// Pauses the queue `name` (executors claim nothing from it) or resumes
+    /// it. A queue that does not exist yet is created so.
+    pub async fn set_queue_paused(&self, name: &str, paused: bool) -> Result<(), EngineError> {
+        validate_name("queue", name)?;
+        self.check_open()?;
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        retrying!(self, &format!("pausing or resuming queue {name:?}"), |client| async {
+            let statement = client.prepare_cached(&sql.queue.pause_queue).await?;
+            client.execute(&statement, &[&name, &paused, &schema]).await
+        })?;
+        Ok(())
+    }
+
+    /// Queues a run of `request.workflow` named `request.name`, or finds the
+    /// run of that name: enqueueing is idempotent. `InputMismatch` if it
+    /// exists with another input, `OtherWorkflow` if another function owns
+    /// the name. Executors are told at the commit.
+    pub async fn enqueue(&self, request: &Enqueue<'_>) -> Result<Enqueued, EngineError> {
+        validate_name("workflow", request.name)?;
+        validate_name("queue", request.queue)?;
+        if let Some(key) = request.key {
+            validate_name("key", key)?;
+        }
+        self.check_open()?;
+        let schema = self.schema();
+        let delay = request.delay.as_secs_f64();
+        let sql = &self.inner.sql;
+        let row = retrying!(
+            self,
+            &format!("enqueueing workflow {:?}", request.name),
+            |client| async {
+                let statement = client.prepare_cached(&sql.queue.enqueue).await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                    &request.name,
+                    request.input,
+                    &request.workflow,
+                    &request.queue,
+                    &delay,
+                    &request.priority,
+                    &request.key,
+                    &schema,
+                    &request.run_at,
+                ];
+                client.query_one(&statement, &params).await
+            }
+        )?;
+        let owner: Option<String> = col(&row, "workflow")?;
+        if owner.as_deref() != Some(request.workflow) {
+            return Err(EngineError::OtherWorkflow {
+                name: request.name.to_owned(),
+                workflow: owner,
+            });
+        }
+        if !col::<bool>(&row, "input_matches")? {
+            return Err(EngineError::InputMismatch {
+                name: request.name.to_owned(),
+            });
+        }
+        Ok(Enqueued {
+            id: col(&row, "id")?,
+            status: Status::parse(col(&row, "status")?)?,
+            created: col(&row, "created")?,
+            queue_created: col::<i64>(&row, "queue_created")? > 0,
+        })
+    }
+
+    /// Claims up to `limits.max` runs from `queue` (`None`: runs of no queue,
+    /// recovered direct runs) that this executor knows, within the queue's
+    /// concurrency, per-key concurrency and rate limits, by priority then
+    /// due time. Each claimed run is held by this engine, as `start` holds.
+    pub async fn claim(&self, queue: Option<&str>, limits: ClaimLimits<'_>) -> Result<Vec<Claimed>, EngineError> {
+        self.check_open()?;
+        if limits.max == 0 || limits.workflows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let owner = self.owner_id();
+        let max = i64::try_from(limits.max).unwrap_or(i64::MAX);
+        let scan = (max.saturating_mul(SCAN_FACTOR)).max(MIN_SCAN);
+        let sql = &self.inner.sql;
+        let rows = retrying!(self, &format!("claiming runs of queue {queue:?}"), |client| async {
+            let tx = client.transaction().await?;
+            if let Some(queue) = queue {
+                let lock = tx.prepare_cached(&sql.queue.lock_queue).await?;
+                if tx.query_opt(&lock, &[&queue]).await?.is_none() {
+                    tx.commit().await?;
+                    return Ok(Vec::new()); // paused, or no such queue
+                }
+            }
+            let claim = tx.prepare_cached(&sql.queue.claim).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&queue, &max, &scan, &limits.workflows, &owner, &limits.version];
+            let rows = tx.query(&claim, &params).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })?;
+        // Held first, all of them: if anything fails below, dropping them
+        // gives every claimed run back at once.
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(run) = self.held(row).await? {
+                claimed.push(run);
+            }
+        }
+        for run in &mut claimed {
+            if !run.started.created {
+                let id = run.started.workflow.id;
+                let rows = retrying!(self, "reading a workflow's history", |client| async {
+                    let statement = client.prepare_cached(&self.inner.sql.history).await?;
+                    client.query(&statement, &[&id]).await
+                })?;
+                run.started.history = read_history(&rows)?;
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// A claimed row as a started workflow held by this engine (its history
+    /// still to read). `None` when a handle of this engine holds it already
+    /// (its hold outlived a recovery): the claim is given back.
+    async fn held(&self, row: &Row) -> Result<Option<Claimed>, EngineError> {
+        let name: String = col(row, "name")?;
+        let id: i64 = col(row, "id")?;
+        let workflow = WorkflowId {
+            id,
+            root_id: id,
+            epoch: col(row, "lease_epoch")?,
+        };
+        let Ok(reservation) = self.inner.holds.reserve(&name) else {
+            self.release(workflow).await;
+            return Ok(None);
+        };
+        let hold = Reservation::hold(reservation, self.clone(), workflow);
+        let deadline = col::<Option<f64>>(row, "deadline_in")?
+            .map(|seconds| std::time::Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO));
+        Ok(Some(Claimed {
+            name,
+            workflow: col(row, "workflow")?,
+            input: col(row, "input")?,
+            started: Started {
+                workflow,
+                status: Status::Running,
+                attempt: col(row, "attempt")?,
+                created: col(row, "first")?,
+                output: None,
+                error: None,
+                deadline,
+                history: std::collections::HashMap::new(),
+                hold: Some(hold),
+            },
+        }))
+    }
+
+    /// A counter that changes whenever work may have become claimable here:
+    /// a run queued or finished (by any process), a queue resumed.
+    pub fn work_version(&self) -> u64 {
+        self.inner.events.work_version()
+    }
+
+    /// Waits until the work counter differs from `seen` (see
+    /// `work_version`), or `timeout` ran out. True if it changed.
+    pub async fn work_changed(&self, seen: u64, timeout: Duration) -> bool {
+        self.inner.events.work_changed(seen, timeout).await
+    }
+
+    /// Puts back in their queue the runs of functions in `workflows` whose
+    /// holder is dead (its session gone past its grace, or its lease
+    /// expired), and fails those recovered `max_recoveries` times already.
+    /// Marks the holders whose session is gone, which starts their grace.
+    pub async fn recover(
+        &self,
+        workflows: &[String],
+        version: Option<&str>,
+        max_recoveries: i32,
+    ) -> Result<Recovered, EngineError> {
+        self.check_open()?;
+        if workflows.is_empty() {
+            return Ok(Recovered::default());
+        }
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        let rows = retrying!(self, "recovering the runs of dead holders", |client| async {
+            let mark = client.prepare_cached(&sql.queue.mark_gone_owners).await?;
+            client.execute(&mark, &[&workflows]).await?;
+            let recover = client.prepare_cached(&sql.queue.recover).await?;
+            client
+                .query(&recover, &[&workflows, &version, &max_recoveries, &schema])
+                .await
+        })?;
+        let mut recovered = Recovered::default();
+        for row in &rows {
+            match Status::parse(col(row, "status")?)? {
+                Status::Failed => recovered.failed += 1,
+                _ => recovered.requeued += 1,
+            }
+        }
+        if recovered.requeued > 0 {
+            self.inner.events.more_work();
+        }
+        Ok(recovered)
+    }
+
+    /// Seconds until the earliest delayed run of `queues` (of the functions
+    /// in `workflows`) is due, if there is one.
+    pub async fn next_due(&self, workflows: &[String]) -> Result<Option<Duration>, EngineError> {
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let row = retrying!(self, "looking for delayed runs", |client| async {
+            let statement = client.prepare_cached(&sql.queue.next_due).await?;
+            client.query_one(&statement, &[&workflows]).await
+        })?;
+        Ok(col::<Option<f64>>(&row, "due_in")?.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()))
+    }
+}
+
+fn validate_limits(name: &str, limits: &QueueLimits) -> Result<(), EngineError> {
+    let positive = |what: &str, value: Option<i32>| match value {
+        Some(n) if n < 1 => Err(EngineError::InvalidOption(format!(
+            "{what} of queue {name:?} must be at least 1, not {n}"
+        ))),
+        _ => Ok(()),
+    };
+    positive("concurrency", limits.concurrency)?;
+    positive("concurrency_per_key", limits.concurrency_per_key)?;
+    for &(max_starts, period) in limits.rates.iter().flatten() {
+        positive("the rate limit", Some(max_starts))?;
+        if period.is_zero() || period > Duration::from_secs(366 * 86_400) {
+            return Err(EngineError::InvalidOption(format!(
+                "the rate limit period of queue {name:?} must be positive and at most a year, not {} s",
+                period.as_secs_f64()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Statement texts of queued execution (see `sql::Statements`).
+#[derive(Debug)]
+pub(crate) struct QueueStatements {
+    pub create_queue: String,
+    pub pause_queue: String,
+    pub enqueue: String,
+    pub lock_queue: String,
+    pub claim: String,
+    pub mark_gone_owners: String,
+    pub recover: String,
+    pub next_due: String,
+}
+
+impl QueueStatements {
+    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
+        QueueStatements {
+            create_queue: fill(CREATE_QUEUE),
+            pause_queue: fill(PAUSE_QUEUE),
+            enqueue: fill(ENQUEUE),
+            lock_queue: fill(LOCK_QUEUE),
+            claim: fill(CLAIM),
+            mark_gone_owners: fill(MARK_GONE_OWNERS),
+            recover: fill(RECOVER),
+            next_due: fill(NEXT_DUE),
+        }
+    }
+}
+
+/// Creates a queue or updates the limits given. `$1` name, `$2` concurrency
+/// and `$3` per-key concurrency (NULL: keep), `$4` whether to replace the
+/// rate windows with `$5` (max starts) and `$6` (periods, seconds).
+const CREATE_QUEUE: &str = "
+WITH queue AS (
+    INSERT INTO {s}.task_queue AS q (name, max_concurrency, concurrency_per_key)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (name) DO UPDATE SET
+        max_concurrency = coalesce($2, q.max_concurrency),
+        concurrency_per_key = coalesce($3, q.concurrency_per_key)
+    RETURNING name
+), rates AS (
+    SELECT r.max_starts, make_interval(secs => r.secs) AS period
+    FROM unnest($5::int4[], $6::float8[]) AS r(max_starts, secs)
+), dropped AS (
+    DELETE FROM {s}.task_queue_rate AS x
+    WHERE $4 AND x.queue = $1 AND x.period NOT IN (SELECT period FROM rates)
+), kept AS (
+    INSERT INTO {s}.task_queue_rate (queue, max_starts, period)
+    SELECT $1, max_starts, period FROM rates WHERE $4
+    ON CONFLICT (queue, period) DO UPDATE SET max_starts = EXCLUDED.max_starts
+)
+SELECT name FROM queue";
+
+/// Pauses (`$2` true) or resumes the queue `$1`, creating it if need be; a
+/// resumed queue wakes the executors (`$3` the schema).
+const PAUSE_QUEUE: &str = "
+INSERT INTO {s}.task_queue AS q (name, paused) VALUES ($1, $2)
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
+RETURNING name, CASE WHEN NOT paused THEN left(pg_notify('durable', $3::text || ' queued ' || name)::text, 0) END";
+
+/// Queues a run: `$1` name, `$2` input, `$3` function, `$4` queue (created
+/// if missing, without limits), `$5` delay in seconds or `$9` the time to
+/// start at, `$6` priority, `$7` key, `$8` the schema (to wake executors).
+/// An existing root of that name is returned as it is (enqueueing is
+/// idempotent), with whether its input and function match.
+const ENQUEUE: &str = "
+WITH queue AS (
+    INSERT INTO {s}.task_queue (name) VALUES ($4) ON CONFLICT (name) DO NOTHING RETURNING name
+), due AS (
+    SELECT coalesce($9::text::timestamptz, now() + make_interval(secs => $5::float8)) AS at
+), made AS (
+    INSERT INTO {s}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
+                               run_at, priority, concurrency_key, lease_epoch)
+    SELECT n.id, NULL, n.id, 'workflow', $1,
+           CASE WHEN due.at > now() THEN 'scheduled' ELSE 'queued' END,
+           $2::jsonb, $3, $4, due.at, $6, $7, 0
+    FROM (SELECT nextval('{s}.task_id_seq') AS id) AS n, due
+    ON CONFLICT (name) WHERE parent_id IS NULL DO UPDATE SET updated_at = t.updated_at
+    RETURNING t.id, t.status, t.workflow, (t.xmax = 0) AS created,
+              (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches
+)
+SELECT made.*, (SELECT count(*) FROM queue) AS queue_created,
+       CASE WHEN made.created THEN left(pg_notify('durable', $8::text || ' queued ' || $4)::text, 0) END
+FROM made";
+
+/// The first statement of a claim: locks the queue `$1` unless it is paused.
+/// Claims of one queue wait for each other here.
+const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 AND NOT paused FOR UPDATE";
+
+/// The second statement of a claim, run after `LOCK_QUEUE` in the same
+/// transaction (so its snapshot sees every earlier claim). `$1` queue (NULL:
+/// runs of no queue, which have no limits), `$2` most to claim, `$3` how
+/// many waiting runs to scan, `$4` the functions known, `$5` the owner, `$6`
+/// the executor's version.
+///
+/// The budget is the least of `$2`, the queue's free concurrency, and what
+/// each rate window has left (counted over the small table of recent starts,
+/// on one clock reading taken under the lock). Waiting runs are scanned in
+/// claim order (`task_waiting`), locked with SKIP LOCKED, in a CTE whose
+/// LIMIT the planner cannot push past; then, per key, ranked within the key,
+/// so that a key at its limit is skipped and, among equal priorities, keys
+/// take turns.
+const CLAIM: &str = "
+WITH clock AS (
+    SELECT clock_timestamp() AS now
+), queue AS (
+    SELECT q.max_concurrency, q.concurrency_per_key FROM {s}.task_queue AS q WHERE q.name = $1
+), running AS (
+    SELECT count(*)::int AS n FROM {s}.task AS t
+    WHERE t.queue = $1 AND t.status = 'running' AND t.parent_id IS NULL
+), rate AS (
+    SELECT min(r.max_starts - (SELECT count(*) FROM {s}.task_queue_start AS s, clock
+                               WHERE s.queue = $1 AND s.started_at > clock.now - r.period))::int AS left,
+           max(r.period) AS longest
+    FROM {s}.task_queue_rate AS r WHERE r.queue = $1
+), budget AS (
+    SELECT greatest(0, least($2::int8,
+                             coalesce((SELECT max_concurrency FROM queue) - running.n, $2::int8),
+                             coalesce(rate.left, $2::int8))) AS n
+    FROM running, rate
+), waiting AS (
+    SELECT t.id, t.concurrency_key, t.priority, t.run_at
+    FROM {s}.task AS t
+    WHERE t.queue IS NOT DISTINCT FROM $1 AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+      AND t.run_at <= now() AND t.workflow = ANY($4)
+      AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM $6)
+    ORDER BY t.priority DESC, t.run_at, t.id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+), key_running AS (
+    SELECT t.concurrency_key, count(*)::int AS n FROM {s}.task AS t
+    WHERE t.queue = $1 AND t.status = 'running' AND t.parent_id IS NULL AND t.concurrency_key IS NOT NULL
+    GROUP BY t.concurrency_key
+), ranked AS (
+    SELECT w.id, w.priority, w.run_at,
+           row_number() OVER (PARTITION BY w.concurrency_key ORDER BY w.priority DESC, w.run_at, w.id)
+               + coalesce(k.n, 0) AS place
+    FROM waiting AS w LEFT JOIN key_running AS k ON k.concurrency_key = w.concurrency_key
+    WHERE w.concurrency_key IS NOT NULL
+    UNION ALL
+    SELECT w.id, w.priority, w.run_at, 1 FROM waiting AS w WHERE w.concurrency_key IS NULL
+), chosen AS (
+    SELECT r.id FROM ranked AS r
+    WHERE r.place <= coalesce((SELECT concurrency_per_key FROM queue), r.place)
+    ORDER BY r.priority DESC, r.place, r.run_at, r.id
+    LIMIT (SELECT n FROM budget)
+), claimed AS (
+    UPDATE {s}.task AS t
+    SET status = 'running', owner_id = $5::text::uuid, lease_epoch = t.lease_epoch + 1,
+        attempt = CASE WHEN t.lease_epoch = 0 THEN 1 ELSE t.attempt + 1 END,
+        version = coalesce(t.version, $6), error = NULL,
+        started_at = coalesce(t.started_at, (SELECT now FROM clock)), updated_at = now()
+    FROM chosen AS c
+    WHERE t.id = c.id
+    RETURNING t.id, t.name, t.workflow, t.input, t.attempt, t.lease_epoch, (t.lease_epoch = 1) AS first,
+              extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
+), started AS (
+    INSERT INTO {s}.task_queue_start (queue, started_at)
+    SELECT $1, clock.now FROM claimed, clock, rate WHERE rate.longest IS NOT NULL
+), pruned AS (
+    DELETE FROM {s}.task_queue_start AS s
+    USING clock, rate
+    WHERE s.queue = $1 AND s.started_at <= clock.now - coalesce(rate.longest, interval '0')
+)
+SELECT * FROM claimed";
+
+/// Starts the grace of every owner whose session is gone while it holds a
+/// run of the functions `$1`: the first to see it records when.
+const MARK_GONE_OWNERS: &str = "
+UPDATE {s}.owner AS o SET session_lost_at = now()
+WHERE o.session_lost_at IS NULL AND o.expires_at > now() AND NOT {connected}
+  AND EXISTS (SELECT 1 FROM {s}.task AS t
+              WHERE t.owner_id = o.id AND t.status = 'running' AND t.workflow = ANY($1) AND t.parent_id IS NULL)";
+
+/// Puts back in their queue the running roots of the functions `$1` (and of
+/// no version or version `$2`) whose holder is dead: its row expired, or its
+/// session has been gone for its grace (see `MARK_GONE_OWNERS`). A run
+/// recovered more than `$3` times fails instead, with an error that says
+/// so. Wakes the executors (`$4` the schema).
+const RECOVER: &str = "
+WITH dead AS (
+    SELECT t.id FROM {s}.task AS t LEFT JOIN {s}.owner AS o ON o.id = t.owner_id
+    WHERE t.status = 'running' AND t.parent_id IS NULL AND t.workflow = ANY($1)
+      AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM $2)
+      AND (o.id IS NULL OR o.expires_at <= now()
+           OR (o.session_lost_at <= now() - o.session_grace AND NOT {connected}))
+    ORDER BY t.id
+    LIMIT 1000
+    FOR UPDATE OF t SKIP LOCKED
+), recovered AS (
+    UPDATE {s}.task AS t
+    SET status = CASE WHEN t.recoveries >= $3 THEN 'failed' ELSE 'queued' END,
+        owner_id = NULL, recoveries = t.recoveries + 1, run_at = now(), updated_at = now(),
+        completed_at = CASE WHEN t.recoveries >= $3 THEN now() END,
+        error = CASE WHEN t.recoveries >= $3 THEN jsonb_build_object(
+            'type', 'TooManyRecoveries', 'module', 'durable.errors',
+            'message', format('workflow %s was recovered from %s dead holders, and its holder died '
+                              'again: it is failed so that it stops taking executors down with it '
+                              '(max_recoveries=%s). Fix the cause, then resume it', t.name, t.recoveries, $3),
+            'traceback', '') ELSE t.error END
+    FROM dead WHERE t.id = dead.id
+    RETURNING t.id, t.status, t.queue
+)
+SELECT status, CASE WHEN status = 'queued'
+                    THEN left(pg_notify('durable', $4::text || ' queued ' || coalesce(queue, ''))::text, 0) END
+FROM recovered";
+
+/// Seconds until the earliest delayed run of the functions `$1` is due.
+const NEXT_DUE: &str = "
+SELECT extract(epoch FROM min(run_at) - now())::float8 AS due_in
+FROM {s}.task
+WHERE status = 'scheduled' AND parent_id IS NULL AND workflow = ANY($1)";

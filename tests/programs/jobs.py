@@ -1,0 +1,61 @@
+"""Workflows run by the executor test programs (tests/programs/executor.py).
+
+Each records what it does in the side table ``ledger`` (created by the test):
+(run, pid, event, at) with the database's clock, committed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from typing import Any
+
+import asyncpg
+
+import durable
+from durable import Ctx
+
+#: The side connections of this process (set by the executor program).
+side: asyncpg.Pool | None = None
+
+
+async def record(run: str, event: str) -> None:
+    assert side is not None
+    await side.execute(
+        "INSERT INTO ledger (run, pid, event, at) VALUES ($1, $2, $3, clock_timestamp())", run, os.getpid(), event
+    )
+
+
+@durable.workflow(name="jobs.sleepy", queue="work")
+async def sleepy(ctx: Ctx, job: dict[str, Any]) -> str:
+    """Sleeps ``job["ms"]`` milliseconds in one step; records its start and end."""
+    await record(ctx.name, "start")
+    await ctx.step("work", lambda: asyncio.sleep(job["ms"] / 1000))
+    await record(ctx.name, "end")
+    return str(job.get("tag", ctx.name))
+
+
+@durable.workflow(name="jobs.steps", queue="work")
+async def steps(ctx: Ctx, count: int) -> int:
+    """``count`` steps of 20 ms, each recorded when its body runs."""
+    total = 0
+    for i in range(count):
+
+        async def body(i: int = i) -> int:
+            await record(f"{ctx.name}/s{i}", "body")
+            await asyncio.sleep(0.02)
+            return i
+
+        total += await ctx.step(f"s{i}", body)
+    return total
+
+
+@durable.workflow(name="jobs.poison", queue="poison")
+async def poison(ctx: Ctx, _: None) -> None:
+    """Kills its executor in its first step, every time it runs."""
+    await record(ctx.name, "start")
+    await ctx.step("die", lambda: os.kill(os.getpid(), signal.SIGKILL))
+
+
+ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, poison]

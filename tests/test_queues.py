@@ -1,0 +1,335 @@
+"""Queued execution: enqueue, executors, queue limits, results, recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import asyncpg
+import pytest
+
+import durable
+from _programs import PROGRAMS, line
+from _waits import until
+from durable import Ctx
+
+sys.path.insert(0, str(PROGRAMS))
+import jobs  # noqa: E402
+
+
+@durable.workflow(queue="q")
+async def double(ctx: Ctx, n: int) -> int:
+    return await ctx.step("double", lambda: n * 2)
+
+
+@durable.workflow(queue="q")
+async def broken(ctx: Ctx, why: str) -> None:
+    await ctx.step("ok", lambda: 1)
+    raise RuntimeError(why)
+
+
+@durable.workflow(name="marker", queue="zz")
+async def marker(ctx: Ctx, _: None) -> str:
+    return "done"
+
+
+@pytest.fixture
+async def executor(db: durable.Db) -> AsyncIterator[durable.Executor]:
+    """An executor in this process, for double, broken and marker."""
+    made = durable.Executor(db, [double, broken, marker], concurrency=10, recovery_interval=0.2)
+    task = asyncio.ensure_future(made.run())
+    yield made
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_an_enqueued_run_is_run_by_an_executor(db: durable.Db, executor: durable.Executor) -> None:
+    run = await double.enqueue(db, "d-1", 21)
+    assert (run.name, run.created) == ("d-1", True)
+    assert await run.result(timeout=10) == 42
+    assert await durable.result(db, "d-1", timeout=1) == 42
+
+
+async def test_enqueue_is_idempotent_by_name(db: durable.Db, pg: asyncpg.Connection) -> None:
+    first = await double.enqueue(db, "d", 1)
+    again = await double.enqueue(db, "d", 1)
+    assert (first.created, again.created, again.status) == (True, False, "queued")
+    with pytest.raises(durable.InputMismatch, match="different input"):
+        await double.enqueue(db, "d", 2)
+    with pytest.raises(durable.InputMismatch, match="already exists as a run of"):
+        await broken.enqueue(db, "d", "x")
+    assert await pg.fetchval("SELECT count(*) FROM task") == 1
+
+
+async def test_a_missing_queue_is_made_at_the_first_enqueue(
+    db: durable.Db, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="durable"):
+        await double.enqueue(db, "d", 1)
+        await double.enqueue(db, "e", 1)
+    assert [r.getMessage() for r in caplog.records].count(
+        "queue 'q' did not exist: made it, without limits (durable.create_queue sets them)"
+    ) == 1
+    row = await pg.fetchrow("SELECT max_concurrency, paused FROM task_queue WHERE name = 'q'")
+    assert row is not None and (row["max_concurrency"], row["paused"]) == (None, False)
+
+
+async def test_results_of_failed_cancelled_slow_and_unknown_runs(
+    db: durable.Db, executor: durable.Executor
+) -> None:
+    failing = await broken.enqueue(db, "b", "the disk is full")
+    with pytest.raises(durable.WorkflowFailed) as caught:
+        await failing.result(timeout=10)
+    failure = caught.value
+    assert (failure.type, failure.message) == ("RuntimeError", "the disk is full")
+    assert "raise RuntimeError(why)" in failure.traceback
+    await durable.pause_queue(db, "q")
+    waiting = await double.enqueue(db, "waits", 1)
+    with pytest.raises(TimeoutError, match="did not finish within 0.2 s"):
+        await waiting.result(timeout=0.2)
+    assert await durable.cancel(db, "waits")
+    with pytest.raises(durable.Cancelled):
+        await waiting.result(timeout=10)
+    with pytest.raises(durable.WorkflowNotFound):
+        await durable.result(db, "no-such-run", timeout=1)
+
+
+async def test_delayed_runs_never_start_early(
+    db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    now = await pg.fetchval("SELECT now()")
+    later = await double.enqueue(db, "later", 1, delay=timedelta(seconds=0.6))
+    at = await double.enqueue(db, "at", 2, run_at=now + timedelta(seconds=0.4))
+    assert (later.status, at.status) == ("scheduled", "scheduled")
+    assert (await later.result(timeout=10), await at.result(timeout=10)) == (2, 4)
+    rows = {r["name"]: r for r in await pg.fetch("SELECT name, run_at, started_at FROM task WHERE parent_id IS NULL")}
+    for name in ("later", "at"):
+        assert rows[name]["started_at"] >= rows[name]["run_at"], name
+    assert rows["at"]["run_at"] == now + timedelta(seconds=0.4)
+
+
+async def test_higher_priority_runs_first(db: durable.Db, pg: asyncpg.Connection) -> None:
+    await durable.create_queue(db, "q", concurrency=1)
+    await durable.pause_queue(db, "q")
+    for name, priority in [("low", -5), ("mid", 0), ("high", 10), ("mid2", 0)]:
+        await double.enqueue(db, name, 1, priority=priority)
+    made = durable.Executor(db, [double], concurrency=1)
+    task = asyncio.ensure_future(made.run())
+    try:
+        await durable.resume_queue(db, "q")
+        await durable.result(db, "low", timeout=10)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    order = [r["name"] for r in await pg.fetch("SELECT name FROM task WHERE parent_id IS NULL ORDER BY started_at")]
+    assert order == ["high", "mid", "mid2", "low"]
+
+
+async def test_a_paused_queue_starts_nothing(
+    db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    await durable.pause_queue(db, "q")
+    await double.enqueue(db, "held", 1)
+    # The marker's queue sorts after "q": the claim pass that starts it tried "q" first.
+    assert await (await marker.enqueue(db, "m", None)).result(timeout=10) == "done"
+    assert await pg.fetchval("SELECT status FROM task WHERE name = 'held'") == "queued"
+    await durable.resume_queue(db, "q")
+    assert await durable.result(db, "held", timeout=10) == 2
+
+
+async def test_runs_of_unknown_workflows_are_left_alone(
+    db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    @durable.workflow(name="somebody.else", queue="q")
+    async def stranger(ctx: Ctx, _: None) -> None:
+        pass
+
+    await stranger.enqueue(db, "not-mine", None)
+    assert await (await marker.enqueue(db, "m", None)).result(timeout=10) == "done"
+    assert await pg.fetchval("SELECT status FROM task WHERE name = 'not-mine'") == "queued"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda db: durable.create_queue(db, "x", concurrency=0),
+        lambda db: durable.create_queue(db, "x", concurrency_per_key=-1),
+        lambda db: durable.create_queue(db, "x", rate_limit=(0, 1)),
+        lambda db: durable.create_queue(db, "x", rate_limit=(5, -1)),
+        lambda db: durable.create_queue(db, "x", rate_limit=[(5, 1), (6, 1)]),
+        lambda db: durable.create_queue(db, "x", rate_limit="10/s"),  # type: ignore[arg-type]
+        lambda db: durable.create_queue(db, "x", rate_limit=[]),
+        lambda db: double.enqueue(db, "r", 1, priority="high"),  # type: ignore[arg-type]
+        lambda db: double.enqueue(db, "r", 1, delay=-1),
+        lambda db: double.enqueue(db, "r", 1, run_at=datetime(2030, 1, 1)),
+        lambda db: double.enqueue(db, "r", 1, delay=1, run_at=datetime.now(timezone.utc)),
+        lambda db: double.enqueue(db, "r", 1, key=3),  # type: ignore[arg-type]
+    ],
+    ids=range(12),
+)
+async def test_bad_limits_and_options_are_refused_before_anything_is_written(
+    db: durable.Db, pg: asyncpg.Connection, call: Any
+) -> None:
+    with pytest.raises(durable.ConfigError):
+        await call(db)
+    assert await pg.fetchval("SELECT count(*) FROM task") == 0
+    assert await pg.fetchval("SELECT count(*) FROM task_queue") == 0
+
+
+def test_an_executor_needs_workflows_and_sane_options(db: durable.Db) -> None:
+    bad: list[dict[str, Any]] = [{"concurrency": 0}, {"max_recoveries": -1}, {"poll": 0}, {"version": 3}]
+    for kwargs in bad:
+        with pytest.raises(durable.ConfigError):
+            durable.Executor(db, [double], **kwargs)
+    with pytest.raises(durable.ConfigError, match="at least one workflow"):
+        durable.Executor(db, [])
+    with pytest.raises(durable.ConfigError, match="takes @durable.workflow functions"):
+        durable.Executor(db, [double.fn])  # type: ignore[list-item]
+
+
+# -- several executor processes ----------------------------------------------------------------
+
+
+async def spawn_executor(dsn: str, schema: str, *args: str) -> asyncio.subprocess.Process:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(PROGRAMS / "executor.py"), dsn, schema, *args, stdout=asyncio.subprocess.PIPE
+    )
+    assert await line(proc) == "ready"
+    return proc
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 30)
+
+
+@pytest.fixture
+async def ledger(pg: asyncpg.Connection) -> asyncpg.Connection:
+    await pg.execute("CREATE TABLE ledger (run text NOT NULL, pid int NOT NULL, event text NOT NULL, at timestamptz NOT NULL)")
+    return pg
+
+
+def most_at_once(intervals: list[tuple[Any, Any]]) -> int:
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals])
+    most = current = 0
+    for _, step in events:  # an end sorts before a start at the same instant
+        current += step
+        most = max(most, current)
+    return most
+
+
+async def test_several_executors_keep_every_limit_and_run_each_run_once(
+    dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
+) -> None:
+    await durable.create_queue(db, "work", concurrency=3, concurrency_per_key=1, rate_limit=(8, timedelta(seconds=1)))
+    runs = [
+        await jobs.sleepy.enqueue(db, f"r{i:02d}", {"ms": 60, "tag": str(i)}, key=f"k{i % 2}") for i in range(24)
+    ]
+    procs = [await spawn_executor(dsn, schema, "--only", "jobs.sleepy") for _ in range(3)]
+    try:
+        assert [await run.result(timeout=60) for run in runs] == [str(i) for i in range(24)]
+    finally:
+        for proc in procs:
+            await stop(proc)
+    rows = await ledger.fetch("SELECT run, event, at FROM ledger")
+    starts = {r["run"]: r["at"] for r in rows if r["event"] == "start"}
+    ends = {r["run"]: r["at"] for r in rows if r["event"] == "end"}
+    assert sorted(r["run"] for r in rows if r["event"] == "start") == sorted(starts), "each run started once"
+    assert len(starts) == len(ends) == 24
+    intervals = {run: (starts[run], ends[run]) for run in starts}
+    assert most_at_once(list(intervals.values())) <= 3, "queue concurrency"
+    for key in ("k0", "k1"):
+        keyed = [interval for run, interval in intervals.items() if int(run[1:]) % 2 == int(key[1])]
+        assert most_at_once(keyed) <= 1, f"concurrency of key {key}"
+    claimed = sorted(await ledger.fetchval("SELECT array_agg(started_at) FROM task WHERE parent_id IS NULL"))
+    for i, start in enumerate(claimed):
+        in_window = [t for t in claimed[i:] if t - start < timedelta(seconds=1)]
+        assert len(in_window) <= 8, f"{len(in_window)} starts within a second from {start}"
+
+
+async def test_a_killed_executors_runs_are_finished_by_another(
+    dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
+) -> None:
+    runs = [await jobs.steps.enqueue(db, f"s{i}", 15) for i in range(4)]
+    doomed = await spawn_executor(dsn, schema, "--only", "jobs.steps")
+
+    async def under_way() -> bool:
+        return bool(await ledger.fetchval("SELECT count(*) >= 8 FROM ledger WHERE pid = $1", doomed.pid))
+
+    await until(under_way, "the first executor is under way")
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    await doomed.wait()
+    rescuer = await spawn_executor(dsn, schema, "--only", "jobs.steps")
+    try:
+        assert [await run.result(timeout=60) for run in runs] == [sum(range(15))] * 4
+        first = await ledger.fetchval("SELECT min(at) FROM ledger WHERE pid = $1", rescuer.pid)
+    finally:
+        await stop(rescuer)
+    took = (first - await ledger.fetchval("SELECT max(at) FROM ledger WHERE pid = $1", doomed.pid)).total_seconds()
+    print(f"\nSIGKILLed executor: another resumed its runs {took:.2f} s after its last step "
+          f"({time.monotonic() - killed_at:.2f} s wall, executor start included)")
+    bodies = await ledger.fetch("SELECT run, count(*) AS n FROM ledger GROUP BY run")
+    reruns = [r["run"] for r in bodies if r["n"] > 1]
+    assert len(reruns) <= 4, f"only the steps interrupted by the kill ran twice: {reruns}"
+
+
+async def test_sigterm_hands_runs_over_and_loses_nothing(
+    dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
+) -> None:
+    runs = [await jobs.steps.enqueue(db, f"s{i}", 15) for i in range(4)]
+    leaving = await spawn_executor(dsn, schema, "--only", "jobs.steps")
+
+    async def under_way() -> bool:
+        return bool(await ledger.fetchval("SELECT count(*) >= 8 FROM ledger WHERE pid = $1", leaving.pid))
+
+    await until(under_way, "the first executor is under way")
+    taking_over = await spawn_executor(dsn, schema, "--only", "jobs.steps")
+    leaving.send_signal(signal.SIGTERM)
+    assert await line(leaving) == "stopped"
+    assert await leaving.wait() == 0
+    try:
+        assert [await run.result(timeout=60) for run in runs] == [sum(range(15))] * 4
+    finally:
+        await stop(taking_over)
+    bodies = await ledger.fetch("SELECT run, count(*) AS n, count(DISTINCT pid) AS pids FROM ledger GROUP BY run")
+    assert len(bodies) == 60 and all(r["n"] == 1 for r in bodies), "every step body ran exactly once"
+    assert {r["pids"] for r in bodies} == {1}
+    handed = await ledger.fetchval("SELECT count(DISTINCT run) FROM ledger WHERE pid = $1", taking_over.pid)
+    assert handed > 0, "the second executor took runs over"
+
+
+async def test_a_poison_workflow_is_failed_after_max_recoveries(
+    dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
+) -> None:
+    run = await jobs.poison.enqueue(db, "poison", None)
+    deaths = 0
+
+    async def failed() -> bool:
+        return bool(await ledger.fetchval("SELECT status = 'failed' FROM task WHERE name = 'poison'"))
+
+    while not await failed():
+        proc = await spawn_executor(dsn, schema, "--only", "jobs.poison", "--max-recoveries", "2")
+
+        async def died_or_failed(proc: asyncio.subprocess.Process = proc) -> bool:
+            return proc.returncode is not None or await failed()
+
+        await until(died_or_failed, "the executor died or the run was failed", timeout=30)
+        if proc.returncode is None:
+            await stop(proc)
+        else:
+            assert proc.returncode == -signal.SIGKILL
+            deaths += 1
+        assert deaths <= 5, "the poison run was never failed"
+    with pytest.raises(durable.WorkflowFailed) as caught:
+        await run.result(timeout=1)
+    assert caught.value.type == "TooManyRecoveries" and "max_recoveries=2" in caught.value.message
+    assert deaths == 3, "it ran once, and was recovered twice"
