@@ -15,6 +15,7 @@ from ._json import Json
 from ._options import Seconds, count, seconds
 from ._retry import Backoff
 from ._runs import Run
+from ._schedules import Schedule, parse_tick, tick_text
 from .errors import ConfigError
 
 log = logging.getLogger("durable")
@@ -22,7 +23,7 @@ log = logging.getLogger("durable")
 #: The longest delay of ``enqueue`` (a century), in seconds.
 MAX_DELAY = 100 * 365 * 86400.0
 
-I = TypeVar("I", bound=Json)  # noqa: E741 - the workflow's input type
+I = TypeVar("I", bound=Json | datetime)  # noqa: E741 - the input type (a tick, for scheduled ones)
 O = TypeVar("O", bound=Json)  # noqa: E741 - the workflow's output type
 P = ParamSpec("P")
 T = TypeVar("T", bound=Json)
@@ -40,7 +41,17 @@ class Workflow(Generic[I, O]):
     ``queue`` is where ``enqueue`` puts its runs.
     """
 
-    def __init__(self, fn: Callable[[Ctx, I], Awaitable[O]], *, name: str | None = None, queue: str | None = None) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Ctx, I], Awaitable[O]],
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        schedule: str | None = None,
+        every: Seconds | None = None,
+        timezone: str | None = None,
+        missed: str = "latest",
+    ) -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"@durable.workflow needs an async def function, and {fn.__qualname__} is not one")
         if name is not None and not isinstance(name, str):
@@ -50,7 +61,21 @@ class Workflow(Generic[I, O]):
         self.fn = fn
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.queue = queue or DEFAULT_QUEUE
+        #: When it runs by itself (an Executor queues one run per tick), if it does.
+        self.schedule = Schedule.make(schedule, every, timezone, missed, self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # copies __name__, __doc__...
+
+    def body(self) -> Callable[[Ctx, Any], Awaitable[O]]:
+        """The function as a run calls it with its saved input: a scheduled
+        workflow gets its tick as an aware UTC ``datetime``."""
+        if self.schedule is None:
+            return self.fn
+        fn: Callable[[Ctx, Any], Awaitable[O]] = self.fn
+
+        async def ticked(ctx: Ctx, tick: str) -> O:
+            return await fn(ctx, parse_tick(tick))
+
+        return ticked
 
     async def run(self, db: Db | str, name: str, input: I) -> O:
         """Runs the workflow ``name`` here and now, resuming it if it exists.
@@ -62,13 +87,13 @@ class Workflow(Generic[I, O]):
         the output's JSON form: the same on every run. A run waiting in a
         queue is taken out of it and run here.
         """
-        ctx = await start_root(db, name, input, wait=0.0, deadline=None, workflow=self.name)
-        return await ctx.run(self.fn)
+        ctx = await start_root(db, name, _saved(input), wait=0.0, deadline=None, workflow=self.name)
+        return await ctx.run(self.body())
 
     async def run_child(self, parent: Ctx, name: str, input: I) -> O:
         """Runs the workflow as the child ``name`` of ``parent``."""
-        ctx = await parent.child(name, input)
-        return await ctx.run(self.fn)
+        ctx = await parent.child(name, _saved(input))
+        return await ctx.run(self.body())
 
     async def enqueue(
         self,
@@ -103,7 +128,7 @@ class Workflow(Generic[I, O]):
         _, status, created, queue_created = await resolved._engine.enqueue(
             name,
             self.name,
-            input,
+            _saved(input),
             self.queue,
             delay_s,
             priority,
@@ -115,13 +140,24 @@ class Workflow(Generic[I, O]):
         return Run(resolved, name, status, created)
 
 
+def _saved(input: Json | datetime) -> Json:
+    """An input as it is saved: a tick (of a scheduled workflow) as its text."""
+    return tick_text(input) if isinstance(input, datetime) else input
+
+
 @overload
 def workflow(fn: Callable[[Ctx, I], Awaitable[O]], /) -> Workflow[I, O]: ...
 
 
 @overload
 def workflow(
-    *, name: str | None = None, queue: str | None = None
+    *,
+    name: str | None = None,
+    queue: str | None = None,
+    schedule: str | None = None,
+    every: Seconds | None = None,
+    timezone: str | None = None,
+    missed: str = "latest",
 ) -> Callable[[Callable[[Ctx, I], Awaitable[O]]], Workflow[I, O]]: ...
 
 
@@ -131,21 +167,29 @@ def workflow(
     *,
     name: str | None = None,
     queue: str | None = None,
+    schedule: str | None = None,
+    every: Seconds | None = None,
+    timezone: str | None = None,
+    missed: str = "latest",
 ) -> Workflow[I, O] | Callable[[Callable[[Ctx, I], Awaitable[O]]], Workflow[I, O]]:
     """Makes ``async def f(ctx, input)`` a workflow: ``await f.run(db, name, input)``
     runs it here, ``await f.enqueue(db, name, input)`` queues it for an ``Executor``.
 
-    Usable bare (``@durable.workflow``) or called (``@durable.workflow(name=...,
-    queue=...)``). ``name``: its registered identity (default
-    ``module.qualname``); ``queue``: where its runs are queued (default
-    ``"default"``).
+    Usable bare (``@durable.workflow``) or called. ``name``: its registered
+    identity (default ``module.qualname``); ``queue``: where its runs are
+    queued (default ``"default"``). A recurring workflow ``async def f(ctx,
+    tick: datetime)`` gets ``schedule=`` (a five-field cron expression, in UTC
+    unless ``timezone=`` names another zone) or ``every=`` (an interval, ticks
+    aligned to the epoch): executors that know it queue one run per tick,
+    named ``<name>@<tick>``. After downtime, ``missed="latest"`` runs the
+    latest missed tick once, ``missed="all"`` each of them.
     """
-    if fn is not None:
-        return Workflow(fn, name=name, queue=queue)
 
     def decorate(f: Callable[[Ctx, I], Awaitable[O]]) -> Workflow[I, O]:
-        return Workflow(f, name=name, queue=queue)
+        return Workflow(f, name=name, queue=queue, schedule=schedule, every=every, timezone=timezone, missed=missed)
 
+    if fn is not None:
+        return decorate(fn)
     return decorate
 
 

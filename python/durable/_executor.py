@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Iterable
+from datetime import datetime, timezone
 from typing import Any
 
 from . import _core
@@ -14,6 +15,7 @@ from ._ctx import Ctx
 from ._db import Db, resolve
 from ._decorators import Workflow
 from ._options import Seconds, count, seconds
+from ._schedules import from_micros, tick_text, to_micros
 from .errors import ConfigError
 
 log = logging.getLogger("durable")
@@ -90,10 +92,13 @@ class Executor:
         loop = asyncio.get_running_loop()
         stop = self._stop = asyncio.Event()
         sigterm = _on_sigterm(loop, stop)
+        clock = _Ticker(engine, [w for w in self._workflows.values() if w.schedule is not None])
         try:
+            await clock.register()
             next_recovery = loop.time()
             while not stop.is_set():
                 seen = engine.work_version()
+                await clock.queue_due()
                 if loop.time() >= next_recovery:
                     requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
                     if requeued or failed:
@@ -106,7 +111,7 @@ class Executor:
                     for name, handle in await engine.claim(queue, free, names, self._version):
                         self._start(db, self._workflows[name], handle)
                         free -= 1
-                timeout = min(self._poll, max(0.0, next_recovery - loop.time()))
+                timeout = min(self._poll, max(0.0, next_recovery - loop.time()), clock.until_next())
                 if free > 0:
                     due = await engine.next_due(names)
                     if due is not None:
@@ -126,7 +131,7 @@ class Executor:
     async def _execute(db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         ctx = Ctx(db, handle)
         try:
-            await ctx.run(workflow.fn)
+            await ctx.run(workflow.body())
         except Exception as exc:  # recorded as the run's failure by ctx.run
             log.info("workflow %r (%s) failed: %s: %s", ctx.name, workflow.name, type(exc).__name__, exc)
 
@@ -144,6 +149,70 @@ class Executor:
             task.cancel()
         if late:
             await asyncio.wait(late)
+
+
+class _Ticker:
+    """Queues the runs of scheduled workflows as their ticks come due.
+
+    Tick times are microseconds since the epoch on the database's clock;
+    ``offset`` is how far that clock is ahead of this machine's, as last read.
+    """
+
+    def __init__(self, engine: _core.Engine, scheduled: list[Workflow[Any, Any]]) -> None:
+        self._engine = engine
+        self._scheduled = scheduled
+        self._next: dict[str, int] = {}
+        self._offset = 0
+
+    def _now(self) -> int:
+        return to_micros(datetime.now(timezone.utc)) + self._offset
+
+    def _read(self, now: int) -> None:
+        self._offset = now - to_micros(datetime.now(timezone.utc))
+
+    async def register(self) -> None:
+        for workflow in self._scheduled:
+            await self._register(workflow)
+
+    async def _register(self, workflow: Workflow[Any, Any]) -> None:
+        assert workflow.schedule is not None
+        first = to_micros(workflow.schedule.after(from_micros(self._now())))
+        _, next_tick, now = await self._engine.schedule(workflow.name, workflow.schedule.spec, first)
+        self._read(now)
+        self._next[workflow.name] = next_tick
+
+    async def queue_due(self) -> None:
+        """Queues the runs of every tick that came due (once across executors)."""
+        for workflow in self._scheduled:
+            if self._now() < self._next[workflow.name]:
+                continue
+            schedule = workflow.schedule
+            assert schedule is not None
+            state = await self._engine.schedule_state(workflow.name)
+            if state is None or state[0] != schedule.spec:
+                await self._register(workflow)  # another deployment changed it: ours from now on
+                continue
+            _, next_tick, now = state
+            self._read(now)
+            if next_tick > now:
+                self._next[workflow.name] = next_tick
+                continue
+            ticks, after = schedule.due(from_micros(next_tick), from_micros(now))
+            texts = [tick_text(tick) for tick in ticks]
+            names = [f"{workflow.name}@{text}" for text in texts]
+            queued = await self._engine.advance_schedule(
+                workflow.name, workflow.queue, next_tick, to_micros(after), names, list(texts)
+            )
+            if queued:
+                log.info("queued %s", ", ".join(names))
+            # Not queued: another executor advanced it first; read it again next time.
+            self._next[workflow.name] = to_micros(after) if queued else next_tick
+
+    def until_next(self) -> float:
+        """Seconds until the next tick of any schedule (a long time if none)."""
+        if not self._next:
+            return 3600.0
+        return max(0.0, (min(self._next.values()) - self._now()) / 1_000_000)
 
 
 def _on_sigterm(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:

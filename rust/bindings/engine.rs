@@ -11,7 +11,7 @@ use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
-use crate::engine::{ClaimLimits, Engine, Enqueue, Options, QueueLimits, limits, validate_name};
+use crate::engine::{ClaimLimits, Engine, Enqueue, Options, QueueLimits, Ticks, limits, validate_name};
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
 /// promise more.
@@ -264,6 +264,66 @@ impl PyEngine {
         awaitable(py, async move {
             let due = engine.next_due(&workflows).await.map_err(to_py)?;
             Ok(due.map(|d| d.as_secs_f64()))
+        })
+    }
+
+    /// Registers the schedule of `workflow` (a new one, or a changed spec,
+    /// starts at `first_tick`); an awaitable of `(spec, next_tick, now)`, in
+    /// microseconds since the epoch on the database's clock.
+    fn schedule<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: String,
+        spec: String,
+        first_tick: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let state = engine.schedule(&workflow, &spec, first_tick).await.map_err(to_py)?;
+            Ok((state.spec, state.next_tick, state.now))
+        })
+    }
+
+    /// The schedule of `workflow` as it is now; an awaitable of `(spec,
+    /// next_tick, now)` or None.
+    fn schedule_state<'py>(&self, py: Python<'py>, workflow: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let state = engine.schedule_state(&workflow).await.map_err(to_py)?;
+            Ok(state.map(|state| (state.spec, state.next_tick, state.now)))
+        })
+    }
+
+    /// Advances the schedule of `workflow` from `seen` to `next`, queueing
+    /// the runs `names` with `inputs` in `queue`, unless another executor did
+    /// first; an awaitable of whether this call did.
+    #[allow(clippy::too_many_arguments)] // the compare-and-set and the runs it queues
+    fn advance_schedule<'py>(
+        &self,
+        py: Python<'py>,
+        workflow: String,
+        queue: String,
+        seen: i64,
+        next: i64,
+        names: Vec<String>,
+        inputs: Vec<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let inputs = names
+            .iter()
+            .zip(inputs)
+            .map(|(name, input)| json::encode(&input, &format!("input of workflow {name:?}"), self.max_value_bytes))
+            .collect::<PyResult<Vec<_>>>()?;
+        awaitable(py, async move {
+            let ticks = Ticks {
+                workflow: &workflow,
+                queue: &queue,
+                seen,
+                next,
+                names,
+                inputs,
+            };
+            engine.advance_schedule(&ticks).await.map_err(to_py)
         })
     }
 

@@ -17,6 +17,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0002_owner_grace.sql"),
     ),
     (3, "0003_queues.sql", include_str!("../../migrations/0003_queues.sql")),
+    (
+        4,
+        "0004_schedules.sql",
+        include_str!("../../migrations/0004_schedules.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

@@ -57,6 +57,7 @@ mod pool;
 mod queue;
 mod results;
 mod retry;
+mod schedule;
 mod sql;
 mod workflow;
 mod writer;
@@ -81,6 +82,7 @@ pub use jsonb::JsonText;
 pub use migrate::LATEST_VERSION;
 pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered};
 pub use results::RunState;
+pub use schedule::{ScheduleState, Ticks};
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 pub use writer::{Outcome, Stats};
 

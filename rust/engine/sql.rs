@@ -6,6 +6,7 @@
 use super::config::quote;
 use super::queue::QueueStatements;
 use super::results::RUN_STATE;
+use super::schedule::ScheduleStatements;
 
 /// Statement texts for one schema.
 #[derive(Debug)]
@@ -26,6 +27,7 @@ pub(crate) struct Statements {
     pub owner_release: String,
     pub run_state: String,
     pub queue: QueueStatements,
+    pub schedule: ScheduleStatements,
 }
 
 /// The channel of every notification durable sends (`LISTEN durable`). The
@@ -143,6 +145,7 @@ impl Statements {
             owner_release: fill(OWNER_RELEASE),
             run_state: fill(RUN_STATE),
             queue: QueueStatements::new(fill),
+            schedule: ScheduleStatements::new(fill),
         }
     }
 }

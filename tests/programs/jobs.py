@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -58,4 +59,11 @@ async def poison(ctx: Ctx, _: None) -> None:
     await ctx.step("die", lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
-ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, poison]
+@durable.workflow(name="jobs.beat", queue="beats", every=1)
+async def beat(ctx: Ctx, tick: datetime) -> str:
+    """Runs every second (ticks aligned to the epoch); records each run."""
+    await record(ctx.name, "tick")
+    return tick.isoformat()
+
+
+ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, poison, beat]
