@@ -194,6 +194,66 @@ def test_an_executor_needs_workflows_and_sane_options(db: durable.Db) -> None:
         durable.Executor(db, [double.fn])  # type: ignore[list-item]
 
 
+async def test_a_run_enqueued_from_sql_exists_only_if_its_transaction_commits(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    await pg.execute("CREATE TABLE orders (id int PRIMARY KEY)")
+    app = await asyncpg.connect(dsn)
+    try:
+        for commit in (False, True):
+            transaction = app.transaction()
+            await transaction.start()
+            await app.execute(f"INSERT INTO {schema}.orders VALUES ($1)", int(commit))
+            run_id = await app.fetchval(
+                f"SELECT {schema}.enqueue($1, $2, $3::jsonb, queue => 'from_sql')",
+                double.name,
+                f"sql-{commit}",
+                "21",
+            )
+            assert isinstance(run_id, int)
+            await (transaction.commit() if commit else transaction.rollback())
+    finally:
+        await app.close()
+    with pytest.raises(durable.WorkflowNotFound):
+        await durable.result(db, "sql-False", timeout=1)
+    # Queued in a queue no workflow declares: the executor finds it.
+    assert await durable.result(db, "sql-True", timeout=10) == 42
+    with pytest.raises(asyncpg.UniqueViolationError, match="different input"):
+        await pg.fetchval(f"SELECT {schema}.enqueue($1, 'sql-True', '1')", double.name)
+
+
+async def test_resume_puts_a_failed_run_back_keeping_its_steps(
+    db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    run = await broken.enqueue(db, "b", "first try")
+    with pytest.raises(durable.WorkflowFailed):
+        await run.result(timeout=10)
+    assert await durable.resume(db, "b") is True
+    with pytest.raises(durable.WorkflowFailed):
+        await run.result(timeout=10)
+    steps = await pg.fetch("SELECT name, attempt, status FROM task WHERE kind = 'step'")
+    assert [(r["name"], r["attempt"], r["status"]) for r in steps] == [("ok", 1, "completed")], "kept, not run again"
+    assert await pg.fetchval("SELECT attempt FROM task WHERE name = 'b'") == 2
+    assert await durable.resume(db, "no-such") is False
+
+
+async def test_an_enqueue_inside_a_workflow_is_a_step(db: durable.Db, pg: asyncpg.Connection) -> None:
+    tries: list[int] = []
+
+    @durable.workflow
+    async def parent(ctx: Ctx, _: None) -> None:
+        tries.append(ctx.attempt)
+        await double.enqueue(db, f"child-{len(tries)}", 1)  # a name that differs on each try
+        if len(tries) == 1:
+            raise ConnectionError("crash after enqueueing")
+
+    with pytest.raises(ConnectionError):
+        await parent.run(db, "p", None)
+    await parent.run(db, "p", None)
+    queued = [r["name"] for r in await pg.fetch("SELECT name FROM task WHERE workflow = $1", double.name)]
+    assert queued == ["child-1"], "the resumed parent replayed its enqueue"
+
+
 # -- several executor processes ----------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from ._embedded import start_embedded
 from ._executor import Executor
 from ._json import Json
 from ._queues import create_queue, pause_queue, resume_queue
-from ._runs import Run, result
+from ._runs import Run, result, resume
 from .errors import (
     Cancelled,
     ConfigError,
@@ -75,6 +75,7 @@ __all__ = [
     "init",
     "pause_queue",
     "result",
+    "resume",
     "resume_queue",
     "start_embedded",
     "step",

@@ -115,6 +115,9 @@ class Workflow(Generic[I, O]):
         first. ``key``: runs of one key count against the queue's
         ``concurrency_per_key``. The queue is made, without limits, if it
         does not exist. Returns a ``Run`` whose ``result()`` waits for it.
+        Called inside a running workflow, the enqueue is a step of it (named
+        ``enqueue <workflow name>``, ``#2``... in call order): a resumed parent
+        does not enqueue twice.
         """
         if delay is not None and run_at is not None:
             raise ConfigError("give delay or run_at, not both")
@@ -125,19 +128,38 @@ class Workflow(Generic[I, O]):
         if key is not None and not isinstance(key, str):
             raise ConfigError(f"key must be a str, not {key!r}")
         resolved = await resolve(db)
-        _, status, created, queue_created = await resolved._engine.enqueue(
-            name,
-            self.name,
-            _saved(input),
-            self.queue,
-            delay_s,
-            priority,
-            key,
-            None if run_at is None else run_at.isoformat(),
+
+        async def enqueue() -> list[Any]:
+            _, status, created, queue_created = await resolved._engine.enqueue(
+                name,
+                self.name,
+                _saved(input),
+                self.queue,
+                delay_s,
+                priority,
+                key,
+                None if run_at is None else run_at.isoformat(),
+            )
+            if queue_created:
+                log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
+            return [status, created]
+
+        ctx = current.get()
+        if ctx is None:
+            status, created = await enqueue()
+            return Run(resolved, name, status, created)
+        # Inside a running workflow the enqueue is a step, named like a
+        # decorated step's call: a resumed parent replays it (and its run's
+        # name), whatever name it would compute this time.
+        name, status, created = await ctx.step(
+            ctx.auto_name(f"enqueue {self.name}"), lambda: _named(name, enqueue())
         )
-        if queue_created:
-            log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
         return Run(resolved, name, status, created)
+
+
+async def _named(name: str, enqueued: Awaitable[list[Any]]) -> list[Any]:
+    """An enqueue's outcome with its run's name, as a step saves it."""
+    return [name, *await enqueued]
 
 
 def _saved(input: Json | datetime) -> Json:

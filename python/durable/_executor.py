@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Iterable
@@ -103,6 +102,9 @@ class Executor:
                     requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
                     if requeued or failed:
                         log.info("recovered the runs of dead holders: %d requeued, %d failed", requeued, failed)
+                    # Runs may wait in queues no workflow declares (queued from SQL).
+                    found = set(await engine.waiting_queues()) - set(self._queues)
+                    self._queues[-1:-1] = sorted(q for q in found if q is not None)
                     next_recovery = loop.time() + self._recovery_interval
                 free = self._concurrency - len(self._running)
                 for queue in self._queues:
@@ -225,13 +227,12 @@ def _on_sigterm(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:
 
 
 async def _first(*waits: Any) -> None:
-    """Waits for the first of the awaitables; drops the others."""
+    """Waits for the first of the awaitables; drops the others. A cancel of
+    the caller is never swallowed (``asyncio.wait`` raises only that one)."""
     tasks = [asyncio.ensure_future(w) for w in waits]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.wait(tasks)

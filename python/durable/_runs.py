@@ -63,3 +63,16 @@ async def result(db: Db | str, name: str, timeout: Seconds | None = None) -> Any
     if status == "cancelled":
         raise Cancelled(f"workflow {name!r} was cancelled")
     raise TimeoutError(f"workflow {name!r} did not finish within {wait:g} s (it is {status})")
+
+
+async def resume(db: Db | str, name: str) -> bool:
+    """Puts the failed or cancelled root workflow ``name`` back to run,
+    keeping the steps it completed.
+
+    A workflow of a registered function is queued again (an ``Executor``
+    resumes it; its recovery count starts over); one started by hand may be
+    started again with ``Ctx.start``. Its cancelled children resume with it.
+    Returns False if there is no such workflow or it is neither failed nor
+    cancelled.
+    """
+    return await (await resolve(db))._engine.resume(name)

@@ -327,6 +327,19 @@ impl PyEngine {
         })
     }
 
+    /// The queues that have runs waiting; an awaitable of their names.
+    fn waiting_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { engine.waiting_queues().await.map_err(to_py) })
+    }
+
+    /// Puts the failed or cancelled root `name` back to run; an awaitable of
+    /// whether there was one.
+    fn resume<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { engine.resume(&name).await.map_err(to_py) })
+    }
+
     /// A counter that changes whenever work may have become claimable.
     fn work_version(&self) -> PyResult<u64> {
         Ok(self.engine()?.work_version())

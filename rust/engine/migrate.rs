@@ -22,6 +22,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0004_schedules.sql",
         include_str!("../../migrations/0004_schedules.sql"),
     ),
+    (
+        5,
+        "0005_sql_enqueue.sql",
+        include_str!("../../migrations/0005_sql_enqueue.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

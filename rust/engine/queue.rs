@@ -330,6 +330,39 @@ impl Engine {
         Ok(recovered)
     }
 
+    /// The queues that have runs waiting (whoever queued them: `enqueue`, the
+    /// SQL function, a release), found by a skip scan of `task_waiting`.
+    pub async fn waiting_queues(&self) -> Result<Vec<String>, EngineError> {
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let rows = retrying!(self, "looking for queues with waiting runs", |client| async {
+            let statement = client.prepare_cached(&sql.queue.waiting_queues).await?;
+            client.query(&statement, &[]).await
+        })?;
+        rows.iter().map(|row| col(row, "name")).collect()
+    }
+
+    /// Puts the failed or cancelled root `name` back to run, keeping what it
+    /// completed: a root with a registered function is queued again (its
+    /// recoveries forgotten), one started by hand may be started again; its
+    /// cancelled children resume with it. False when there is no such run
+    /// or it is not failed or cancelled.
+    pub async fn resume(&self, name: &str) -> Result<bool, EngineError> {
+        validate_name("workflow", name)?;
+        self.check_open()?;
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        let rows = retrying!(self, &format!("resuming workflow {name:?}"), |client| async {
+            let statement = client.prepare_cached(&sql.queue.resume).await?;
+            client.query(&statement, &[&name, &schema]).await
+        })?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        self.inner.events.more_work();
+        Ok(true)
+    }
+
     /// Seconds until the earliest delayed run of `queues` (of the functions
     /// in `workflows`) is due, if there is one.
     pub async fn next_due(&self, workflows: &[String]) -> Result<Option<Duration>, EngineError> {
@@ -375,6 +408,8 @@ pub(crate) struct QueueStatements {
     pub mark_gone_owners: String,
     pub recover: String,
     pub next_due: String,
+    pub waiting_queues: String,
+    pub resume: String,
 }
 
 impl QueueStatements {
@@ -388,6 +423,8 @@ impl QueueStatements {
             mark_gone_owners: fill(MARK_GONE_OWNERS),
             recover: fill(RECOVER),
             next_due: fill(NEXT_DUE),
+            waiting_queues: fill(WAITING_QUEUES),
+            resume: fill(RESUME),
         }
     }
 }
@@ -575,3 +612,36 @@ const NEXT_DUE: &str = "
 SELECT extract(epoch FROM min(run_at) - now())::float8 AS due_in
 FROM {s}.task
 WHERE status = 'scheduled' AND parent_id IS NULL AND workflow = ANY($1)";
+
+/// The queues with waiting runs, one index probe per queue (a skip scan of
+/// `task_waiting`, whose first column is the queue), whatever the backlog.
+const WAITING_QUEUES: &str = "
+WITH RECURSIVE queues(name) AS (
+    SELECT min(queue) FROM {s}.task WHERE status IN ('queued', 'scheduled') AND parent_id IS NULL
+    UNION ALL
+    SELECT (SELECT min(t.queue) FROM {s}.task AS t
+            WHERE t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL AND t.queue > queues.name)
+    FROM queues WHERE queues.name IS NOT NULL
+)
+SELECT name FROM queues WHERE name IS NOT NULL";
+
+/// Puts the failed or cancelled root `$1` back: queued if it has a
+/// registered function (else `failed`, which `Ctx.start` takes again), its
+/// recoveries and error forgotten, its cancelled children interrupted
+/// (`running`, no holder) so that the resumed run takes them up. Wakes the
+/// executors (`$2` the schema).
+const RESUME: &str = "
+WITH root AS (
+    UPDATE {s}.task AS t
+    SET status = CASE WHEN t.workflow IS NOT NULL THEN 'queued' ELSE 'failed' END,
+        owner_id = NULL, error = NULL, completed_at = NULL, recoveries = 0, run_at = now(), updated_at = now()
+    WHERE t.parent_id IS NULL AND t.name = $1 AND t.status IN ('failed', 'cancelled')
+    RETURNING t.id, t.queue, t.workflow
+), children AS (
+    UPDATE {s}.task AS t SET status = 'running', owner_id = NULL, completed_at = NULL, updated_at = now()
+    FROM root
+    WHERE t.root_id = root.id AND t.id <> root.id AND t.kind = 'workflow' AND t.status = 'cancelled'
+)
+SELECT id, CASE WHEN workflow IS NOT NULL
+                THEN left(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, ''))::text, 0) END
+FROM root";
