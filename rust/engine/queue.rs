@@ -217,7 +217,12 @@ impl Engine {
                     return Ok(Vec::new()); // paused, or no such queue
                 }
             }
-            let claim = tx.prepare_cached(&sql.queue.claim).await?;
+            let text = if queue.is_some() {
+                &sql.queue.claim
+            } else {
+                &sql.queue.claim_unqueued
+            };
+            let claim = tx.prepare_cached(text).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                 [&queue, &max, &scan, &limits.workflows, &owner, &limits.version];
             let rows = tx.query(&claim, &params).await?;
@@ -405,6 +410,7 @@ pub(crate) struct QueueStatements {
     pub enqueue: String,
     pub lock_queue: String,
     pub claim: String,
+    pub claim_unqueued: String,
     pub mark_gone_owners: String,
     pub recover: String,
     pub next_due: String,
@@ -419,7 +425,9 @@ impl QueueStatements {
             pause_queue: fill(PAUSE_QUEUE),
             enqueue: fill(ENQUEUE),
             lock_queue: fill(LOCK_QUEUE),
-            claim: fill(CLAIM),
+            // Two texts, not `IS NOT DISTINCT FROM`: that one cannot use the index.
+            claim: fill(&CLAIM.replace("{queue}", "t.queue = $1")),
+            claim_unqueued: fill(&CLAIM.replace("{queue}", "t.queue IS NULL AND $1::text IS NULL")),
             mark_gone_owners: fill(MARK_GONE_OWNERS),
             recover: fill(RECOVER),
             next_due: fill(NEXT_DUE),
@@ -491,7 +499,7 @@ const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 AND NO
 
 /// The second statement of a claim, run after `LOCK_QUEUE` in the same
 /// transaction (so its snapshot sees every earlier claim). `$1` queue (NULL:
-/// runs of no queue, which have no limits), `$2` most to claim, `$3` how
+/// runs of no queue, which have no limits; `{queue}` matches it), `$2` most to claim, `$3` how
 /// many waiting runs to scan, `$4` the functions known, `$5` the owner, `$6`
 /// the executor's version.
 ///
@@ -523,7 +531,7 @@ WITH clock AS (
 ), waiting AS (
     SELECT t.id, t.concurrency_key, t.priority, t.run_at
     FROM {s}.task AS t
-    WHERE t.queue IS NOT DISTINCT FROM $1 AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+    WHERE {queue} AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
       AND t.run_at <= now() AND t.workflow = ANY($4)
       AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM $6)
     ORDER BY t.priority DESC, t.run_at, t.id
