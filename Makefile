@@ -29,6 +29,7 @@ build-release: $(STAMP)
 
 bench: build-release
 	$(PY) bench/steps.py
+	$(PY) bench/queue.py
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
