@@ -254,6 +254,90 @@ async def test_an_enqueue_inside_a_workflow_is_a_step(db: durable.Db, pg: asyncp
     assert queued == ["child-1"], "the resumed parent replayed its enqueue"
 
 
+gate = asyncio.Event()
+
+
+@durable.workflow(name="blocker", queue="limited")
+async def blocker(ctx: Ctx, _: None) -> str:
+    await ctx.step("wait", gate.wait)
+    return "through"
+
+
+async def waiting_for(db: durable.Db, name: str) -> str | None:
+    return (await durable.get(db, name)).waiting_for
+
+
+async def test_a_waiting_run_says_why_it_does_not_run(db: durable.Db, pg: asyncpg.Connection) -> None:
+    gate.clear()
+    await double.enqueue(db, "nobody", 1)
+    assert await waiting_for(db, "nobody") == f"no live executor has registered its function {double.name}"
+    await db._engine.register_executor([double.name])  # as a live executor does when it starts
+    assert await waiting_for(db, "nobody") == "ready: the next claim starts it"
+    await db._engine.register_executor(None)
+    await double.enqueue(db, "later", 1, delay=3600)
+    assert (await waiting_for(db, "later") or "").startswith("delayed until ")
+
+    await durable.create_queue(db, "limited", concurrency=2, concurrency_per_key=1, rate_limit=(3, 3600))
+    executor = durable.Executor(db, [blocker])
+    task = asyncio.ensure_future(executor.run())
+    try:
+        await blocker.enqueue(db, "a", None, key="k")
+        await blocker.enqueue(db, "b", None, key="k")
+
+        async def a_runs() -> bool:
+            return (await durable.get(db, "a")).status == "running"
+
+        await until(a_runs, "a runs")
+        assert await waiting_for(db, "b") == "key limit: 1 runs of key k running"
+        await blocker.enqueue(db, "c", None)
+
+        async def c_runs() -> bool:
+            return (await durable.get(db, "c")).status == "running"
+
+        await until(c_runs, "c runs")
+        await blocker.enqueue(db, "d", None)
+        assert await waiting_for(db, "d") == "concurrency full (2 running)"
+        gate.set()
+        assert await durable.result(db, "a", timeout=10) == "through"
+        await until(lambda: _status_is(db, "b", "completed"), "b ran")
+        assert (await waiting_for(db, "d") or "").startswith("rate limit until "), "3 starts within the hour"
+        await durable.pause_queue(db, "limited")
+        assert await waiting_for(db, "d") == "queue limited is paused"
+    finally:
+        gate.set()
+        executor.stop()
+        await task
+    assert (await durable.get(db, "a")).waiting_for is None
+
+
+async def _status_is(db: durable.Db, name: str, status: str) -> bool:
+    return (await durable.get(db, name)).status == status
+
+
+async def test_workflows_are_listed_and_read_by_path_without_being_taken(db: durable.Db) -> None:
+    ctx = await Ctx.start(db, "root", {"x": 1})
+    kid = await ctx.child("kid", [1, 2])
+    await kid.step("s", lambda: 1)
+    await kid.complete("kid done")
+    await double.enqueue(db, "queued-1", 1)
+    info = await durable.get(db, "root/kid")
+    assert (info.name, info.status, info.input, info.output) == ("root/kid", "completed", [1, 2], "kid done")
+    root = await durable.get(db, "root")
+    assert (root.status, root.input, root.workflow, root.started_at is not None) == ("running", {"x": 1}, None, True)
+    assert await ctx.step("after", lambda: "still mine") == "still mine", "reading took nothing over"
+    names = [w.name for w in await durable.list_workflows(db)]
+    assert names == ["queued-1", "root"], "roots, newest first"
+    assert [w.name for w in await durable.list_workflows(db, status="queued")] == ["queued-1"]
+    assert [w.name for w in await durable.list_workflows(db, queue="q")] == ["queued-1"]
+    assert [w.name for w in await durable.list_workflows(db, name_prefix="ro")] == ["root"]
+    assert await durable.list_workflows(db, since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
+    assert len(await durable.list_workflows(db, limit=1)) == 1
+    with pytest.raises(durable.WorkflowNotFound):
+        await durable.get(db, "root/nobody")
+    with pytest.raises(durable.ConfigError):
+        await durable.list_workflows(db, status="sleeping")
+
+
 # -- several executor processes ----------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from ._retry import Backoff
 from ._decorators import Workflow, step, workflow
 from ._embedded import start_embedded
 from ._executor import Executor
+from ._info import WorkflowInfo, get, list_workflows
 from ._json import Json
 from ._queues import create_queue, pause_queue, resume_queue
 from ._runs import Run, result, resume
@@ -68,11 +69,14 @@ __all__ = [
     "WorkflowBusy",
     "WorkflowFailed",
     "WorkflowFinished",
+    "WorkflowInfo",
     "WorkflowNotFound",
     "attempt",
     "cancel",
     "create_queue",
+    "get",
     "init",
+    "list_workflows",
     "pause_queue",
     "result",
     "resume",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 from collections.abc import Iterable
@@ -15,7 +16,7 @@ from ._db import Db, resolve
 from ._decorators import Workflow
 from ._options import Seconds, count, seconds
 from ._schedules import from_micros, tick_text, to_micros
-from .errors import ConfigError
+from .errors import ConfigError, DurableError
 
 log = logging.getLogger("durable")
 
@@ -93,6 +94,7 @@ class Executor:
         sigterm = _on_sigterm(loop, stop)
         clock = _Ticker(engine, [w for w in self._workflows.values() if w.schedule is not None])
         try:
+            await engine.register_executor(names, self._version)
             await clock.register()
             next_recovery = loop.time()
             while not stop.is_set():
@@ -123,6 +125,8 @@ class Executor:
             if sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             await self._shut_down()
+            with contextlib.suppress(DurableError):
+                await engine.register_executor(None)
 
     def _start(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         task = asyncio.ensure_future(self._execute(db, workflow, handle))

@@ -11,7 +11,9 @@ use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
-use crate::engine::{ClaimLimits, Engine, Enqueue, Options, QueueLimits, Ticks, limits, validate_name};
+use crate::engine::{
+    ClaimLimits, Engine, Enqueue, JsonText, Options, QueueLimits, RunFilter, RunInfo, Ticks, limits, validate_name,
+};
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
 /// promise more.
@@ -340,6 +342,58 @@ impl PyEngine {
         awaitable(py, async move { engine.resume(&name).await.map_err(to_py) })
     }
 
+    /// The roots that match the filters, newest first; an awaitable of dicts
+    /// (see `RunInfo`).
+    #[pyo3(signature = (status = None, queue = None, name_prefix = None, since = None, limit = 100))]
+    fn list_runs<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<String>,
+        queue: Option<String>,
+        name_prefix: Option<String>,
+        since: Option<i64>,
+        limit: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let filter = RunFilter {
+                status: status.as_deref(),
+                queue: queue.as_deref(),
+                name_prefix: name_prefix.as_deref(),
+                since,
+                limit,
+            };
+            let runs = engine.list_runs(&filter).await.map_err(to_py)?;
+            Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
+        })
+    }
+
+    /// The workflow at `path` (`root/child/...`); an awaitable of a dict or None.
+    fn run_info<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(
+            py,
+            async move { Ok(engine.run_info(&path).await.map_err(to_py)?.map(Info)) },
+        )
+    }
+
+    /// Records which functions this process's executor runs (None: none).
+    #[pyo3(signature = (workflows, version = None))]
+    fn register_executor<'py>(
+        &self,
+        py: Python<'py>,
+        workflows: Option<Vec<String>>,
+        version: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            engine
+                .register_executor(workflows.as_deref(), version.as_deref())
+                .await
+                .map_err(to_py)
+        })
+    }
+
     /// A counter that changes whenever work may have become claimable.
     fn work_version(&self) -> PyResult<u64> {
         Ok(self.engine()?.work_version())
@@ -416,5 +470,41 @@ impl PyEngine {
             engine.close().await;
             Ok(())
         })
+    }
+}
+
+/// A `RunInfo` as Python sees it: a dict, JSON values decoded, times in
+/// microseconds since the epoch.
+struct Info(RunInfo);
+
+impl<'py> IntoPyObject<'py> for Info {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let run = self.0;
+        let decode = |text: Option<JsonText>| -> PyResult<Option<Bound<'py, PyAny>>> {
+            text.map(|text| json::decode(py, text.as_str())).transpose()
+        };
+        let dict = PyDict::new(py);
+        dict.set_item("id", run.id)?;
+        dict.set_item("name", run.path)?;
+        dict.set_item("status", run.status)?;
+        dict.set_item("workflow", run.workflow)?;
+        dict.set_item("queue", run.queue)?;
+        dict.set_item("input", decode(run.input)?)?;
+        dict.set_item("output", decode(run.output)?)?;
+        dict.set_item("error", decode(run.error)?)?;
+        dict.set_item("attempt", run.attempt)?;
+        dict.set_item("recoveries", run.recoveries)?;
+        dict.set_item("priority", run.priority)?;
+        dict.set_item("key", run.key)?;
+        dict.set_item("created_at", run.created_at)?;
+        dict.set_item("started_at", run.started_at)?;
+        dict.set_item("completed_at", run.completed_at)?;
+        dict.set_item("run_at", run.run_at)?;
+        dict.set_item("waiting_for", run.waiting_for)?;
+        Ok(dict)
     }
 }

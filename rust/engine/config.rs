@@ -17,7 +17,11 @@ use super::error::EngineError;
 /// (seen: throughput falling by half within 9000 steps of a fresh schema,
 /// one sequential scan per flush, foreign-key checks included); with
 /// `enable_seqscan=off` the index path is taken whatever the table's size.
-const PLANNER_OPTIONS: &str = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off";
+/// That setting makes a sequential scan that remains (of the small `owner`
+/// table) cost 10^10, past `jit_above_cost`: JIT then compiled short
+/// statements for half a second each (seen: reading one run took 700 ms).
+/// Nothing durable runs is long enough to gain from JIT: `jit=off`.
+const PLANNER_OPTIONS: &str = "-c plan_cache_mode=force_generic_plan -c enable_seqscan=off -c jit=off";
 
 /// Longest workflow or step name, in bytes (the schema checks it too).
 pub const MAX_NAME_BYTES: usize = 255;

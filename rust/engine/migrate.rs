@@ -27,6 +27,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0005_sql_enqueue.sql",
         include_str!("../../migrations/0005_sql_enqueue.sql"),
     ),
+    (
+        6,
+        "0006_executors.sql",
+        include_str!("../../migrations/0006_executors.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

@@ -50,6 +50,7 @@ mod config;
 mod error;
 mod events;
 mod holds;
+mod info;
 mod jsonb;
 mod migrate;
 mod owner;
@@ -78,6 +79,7 @@ pub mod limits {
 }
 pub use error::EngineError;
 pub use holds::Hold;
+pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;
 pub use migrate::LATEST_VERSION;
 pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered};

@@ -4,6 +4,7 @@
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
 use super::config::quote;
+use super::info::InfoStatements;
 use super::queue::QueueStatements;
 use super::results::RUN_STATE;
 use super::schedule::ScheduleStatements;
@@ -28,6 +29,7 @@ pub(crate) struct Statements {
     pub run_state: String,
     pub queue: QueueStatements,
     pub schedule: ScheduleStatements,
+    pub info: InfoStatements,
 }
 
 /// The channel of every notification durable sends (`LISTEN durable`). The
@@ -146,6 +148,7 @@ impl Statements {
             run_state: fill(RUN_STATE),
             queue: QueueStatements::new(fill),
             schedule: ScheduleStatements::new(fill),
+            info: InfoStatements::new(fill),
         }
     }
 }
