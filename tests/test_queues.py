@@ -132,6 +132,27 @@ async def test_higher_priority_runs_first(db: durable.Db, pg: asyncpg.Connection
     assert order == ["high", "mid", "mid2", "low"]
 
 
+async def test_keys_take_turns_among_equal_priorities(db: durable.Db, pg: asyncpg.Connection) -> None:
+    await durable.create_queue(db, "q", concurrency=1)
+    await durable.pause_queue(db, "q")
+    for i in range(3):
+        await double.enqueue(db, f"a{i}", i, key="a")
+    for i in range(3):
+        await double.enqueue(db, f"b{i}", i, key="b")
+    await double.enqueue(db, "urgent", 0, key="a", priority=1)
+    made = durable.Executor(db, [double], concurrency=1)
+    task = asyncio.ensure_future(made.run())
+    try:
+        await durable.resume_queue(db, "q")
+        for name in ("a2", "b2"):
+            await durable.result(db, name, timeout=10)
+    finally:
+        made.stop()
+        await task
+    order = [r["name"] for r in await pg.fetch("SELECT name FROM task WHERE parent_id IS NULL ORDER BY started_at")]
+    assert order == ["urgent", "b0", "a0", "b1", "a1", "b2", "a2"], "priority first, then the keys in turn"
+
+
 async def test_a_paused_queue_starts_nothing(
     db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
 ) -> None:

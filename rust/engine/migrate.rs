@@ -32,6 +32,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0006_executors.sql",
         include_str!("../../migrations/0006_executors.sql"),
     ),
+    (
+        7,
+        "0007_key_turns.sql",
+        include_str!("../../migrations/0007_key_turns.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

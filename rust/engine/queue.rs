@@ -509,7 +509,9 @@ const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 AND NO
 /// claim order (`task_waiting`), locked with SKIP LOCKED, in a CTE whose
 /// LIMIT the planner cannot push past; then, per key, ranked within the key,
 /// so that a key at its limit is skipped and, among equal priorities, keys
-/// take turns.
+/// take turns: by their runs' places, then by when each run became due or
+/// its key was last served (`task_queue_key`), whichever is later, so that
+/// a key just served waits behind what queued meanwhile.
 const CLAIM: &str = "
 WITH clock AS (
     SELECT clock_timestamp() AS now
@@ -542,17 +544,19 @@ WITH clock AS (
     WHERE t.queue = $1 AND t.status = 'running' AND t.parent_id IS NULL AND t.concurrency_key IS NOT NULL
     GROUP BY t.concurrency_key
 ), ranked AS (
-    SELECT w.id, w.priority, w.run_at,
+    SELECT w.id, w.priority, w.run_at, turn.last_started,
            row_number() OVER (PARTITION BY w.concurrency_key ORDER BY w.priority DESC, w.run_at, w.id)
                + coalesce(k.n, 0) AS place
-    FROM waiting AS w LEFT JOIN key_running AS k ON k.concurrency_key = w.concurrency_key
+    FROM waiting AS w
+    LEFT JOIN key_running AS k ON k.concurrency_key = w.concurrency_key
+    LEFT JOIN {s}.task_queue_key AS turn ON turn.queue = $1 AND turn.key = w.concurrency_key
     WHERE w.concurrency_key IS NOT NULL
     UNION ALL
-    SELECT w.id, w.priority, w.run_at, 1 FROM waiting AS w WHERE w.concurrency_key IS NULL
+    SELECT w.id, w.priority, w.run_at, NULL, 1 FROM waiting AS w WHERE w.concurrency_key IS NULL
 ), chosen AS (
     SELECT r.id FROM ranked AS r
     WHERE r.place <= coalesce((SELECT concurrency_per_key FROM queue), r.place)
-    ORDER BY r.priority DESC, r.place, r.run_at, r.id
+    ORDER BY r.priority DESC, r.place, greatest(r.run_at, r.last_started), r.id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
     UPDATE {s}.task AS t
@@ -563,7 +567,13 @@ WITH clock AS (
     FROM chosen AS c
     WHERE t.id = c.id
     RETURNING t.id, t.name, t.workflow, t.input, t.attempt, t.lease_epoch, (t.lease_epoch = 1) AS first,
+              t.concurrency_key,
               extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
+), served AS (
+    INSERT INTO {s}.task_queue_key AS turn (queue, key, last_started)
+    SELECT DISTINCT $1, c.concurrency_key, clock.now FROM claimed AS c, clock
+    WHERE $1::text IS NOT NULL AND c.concurrency_key IS NOT NULL
+    ON CONFLICT (queue, key) DO UPDATE SET last_started = EXCLUDED.last_started
 ), started AS (
     INSERT INTO {s}.task_queue_start (queue, started_at)
     SELECT $1, clock.now FROM claimed, clock, rate WHERE rate.longest IS NOT NULL
@@ -586,7 +596,8 @@ WHERE o.session_lost_at IS NULL AND o.expires_at > now() AND NOT {connected}
 /// no version or version `$2`) whose holder is dead: its row expired, or its
 /// session has been gone for its grace (see `MARK_GONE_OWNERS`). A run
 /// recovered more than `$3` times fails instead, with an error that says
-/// so. Wakes the executors (`$4` the schema).
+/// so. Wakes the executors (`$4` the schema). Also forgets the turns of keys
+/// not served for a day.
 const RECOVER: &str = "
 WITH dead AS (
     SELECT t.id FROM {s}.task AS t LEFT JOIN {s}.owner AS o ON o.id = t.owner_id
@@ -610,6 +621,8 @@ WITH dead AS (
             'traceback', '') ELSE t.error END
     FROM dead WHERE t.id = dead.id
     RETURNING t.id, t.status, t.queue
+), forgotten AS (
+    DELETE FROM {s}.task_queue_key WHERE last_started < now() - interval '1 day'
 )
 SELECT status, CASE WHEN status = 'queued'
                     THEN left(pg_notify('durable', $4::text || ' queued ' || coalesce(queue, ''))::text, 0) END
