@@ -15,7 +15,7 @@ import durable
 from _programs import PROGRAMS, line
 from _waits import until
 from durable import Ctx
-from durable._schedules import Schedule
+from durable._schedules import Schedule, to_micros
 
 UTC = timezone.utc
 
@@ -116,6 +116,22 @@ async def test_missed_ticks_after_downtime_run_as_declared(db: durable.Db, pg: a
     assert len(minutes) == 4 and len(set(minutes)) == 4, "each missed tick once"
     names = sorted(r["name"] for r in await pg.fetch("SELECT name FROM task WHERE workflow = 'all'"))
     assert names == sorted(f"all@{t.strftime('%Y-%m-%dT%H:%M:%SZ')}" for t in ran["all"])
+
+
+async def test_a_stale_executor_cannot_move_a_schedule_back(db: durable.Db, pg: asyncpg.Connection) -> None:
+    engine = db._engine
+    now = await pg.fetchval("SELECT now()")
+    due = now - timedelta(minutes=3)  # three ticks missed: the next one is still due
+    spec, next_tick, _ = await engine.schedule("w", "every 60", to_micros(due))
+    assert next_tick == to_micros(due)
+    after = to_micros(due + timedelta(minutes=1))
+    assert await engine.advance_schedule("w", "q", next_tick, after, ["w@a"], ["a"]) is True
+    # A second executor that read the schedule before that advance:
+    assert await engine.advance_schedule("w", "q", next_tick, after, ["w@b"], ["b"]) is False
+    assert await engine.advance_schedule("w", "q", to_micros(due - timedelta(minutes=1)), next_tick, ["w@c"], ["c"]) is False
+    state = await engine.schedule_state("w")
+    assert state is not None and state[1] == after, "the schedule neither skipped a tick nor moved back"
+    assert [r["name"] for r in await pg.fetch("SELECT name FROM task")] == ["w@a"]
 
 
 async def test_each_tick_runs_once_across_three_executors(
