@@ -287,6 +287,32 @@ async def test_resume_brings_back_a_cancelled_run_and_its_children(db: durable.D
         await task
 
 
+async def test_a_child_runs_in_its_parents_slot(db: durable.Db) -> None:
+    gate.clear()
+    await durable.create_queue(db, "q", concurrency=1)
+    made = durable.Executor(db, [nested, double])
+    task = asyncio.ensure_future(made.run())
+    try:
+        run = await nested.enqueue(db, "n", None)
+
+        async def kid_waits() -> bool:
+            try:
+                return (await durable.get(db, "n/kid")).status == "running"
+            except durable.WorkflowNotFound:
+                return False
+
+        await until(kid_waits, "the child runs")
+        await double.enqueue(db, "next", 1)
+        assert await waiting_for(db, "next") == "concurrency full (1 running)", "the child takes no second slot"
+        gate.set()
+        assert await run.result(timeout=10) == "nested done"
+        assert await durable.result(db, "next", timeout=10) == 2
+    finally:
+        gate.set()
+        made.stop()
+        await task
+
+
 async def test_executors_and_waiters_are_woken_by_notifications_not_polls(
     dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
 ) -> None:
@@ -544,6 +570,47 @@ async def test_sigterm_hands_runs_over_and_loses_nothing(
     assert {r["pids"] for r in bodies} == {1}
     handed = await ledger.fetchval("SELECT count(DISTINCT run) FROM ledger WHERE pid = $1", taking_over.pid)
     assert handed > 0, "the second executor took runs over"
+
+
+async def test_only_executors_of_a_runs_version_resume_it(
+    dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
+) -> None:
+    run = await jobs.steps.enqueue(db, "s", 15)
+    doomed = await spawn_executor(dsn, schema, "--only", "jobs.steps", "--version", "v1")
+
+    async def under_way() -> bool:
+        return bool(await ledger.fetchval("SELECT count(*) >= 3 FROM ledger WHERE pid = $1", doomed.pid))
+
+    await until(under_way, "v1 is under way")
+    doomed.send_signal(signal.SIGKILL)
+    await doomed.wait()
+    engine = db._engine
+
+    async def holder_dead() -> bool:
+        # What a v2 executor's recovery pass does; it also starts the grace.
+        assert await engine.recover([jobs.steps.name], 5, "v2") == (0, 0), "v2 leaves a v1 run alone"
+        return bool(await ledger.fetchval(
+            "SELECT o.session_lost_at <= now() - o.session_grace FROM owner AS o JOIN task AS t ON t.owner_id = o.id"
+            " WHERE t.name = 's'"
+        ))
+
+    await until(holder_dead, "the v1 holder counts as dead")
+    assert await engine.recover([jobs.steps.name], 5, "v2") == (0, 0), "v2 leaves a v1 run alone"
+    assert await engine.recover([jobs.steps.name], 5, "v1") == (1, 0), "v1 puts it back"
+    newer = await spawn_executor(dsn, schema, "--only", "jobs.steps", "--version", "v2")
+    try:
+        assert await (await jobs.steps.enqueue(db, "fresh", 1)).result(timeout=30) == 0, "v2 runs new work"
+        assert await waiting_for(db, "s") == "no live executor has registered its function jobs.steps at version v1"
+        rescuer = await spawn_executor(dsn, schema, "--only", "jobs.steps", "--version", "v1")
+        try:
+            assert await run.result(timeout=30) == sum(range(15))
+        finally:
+            await stop(rescuer)
+    finally:
+        await stop(newer)
+    bodies = await ledger.fetch("SELECT DISTINCT pid FROM ledger WHERE run LIKE 's/%'")
+    assert newer.pid not in {r["pid"] for r in bodies}, "v2 ran no step of the v1 run"
+    assert await ledger.fetchval("SELECT version FROM task WHERE name = 'fresh'") == "v2"
 
 
 async def test_a_poison_workflow_is_failed_after_max_recoveries(

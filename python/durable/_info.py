@@ -43,7 +43,8 @@ class WorkflowInfo:
     run_at: datetime | None
     #: For a run that waits (queued or scheduled): why it does not run yet:
     #: ``delayed until T``, ``queue Q is paused``, ``no live executor has
-    #: registered its function F``, ``rate limit until T``, ``concurrency
+    #: registered its function F`` (``... at version V`` for a run begun at
+    #: a version), ``rate limit until T``, ``concurrency
     #: full (N running)``, ``key limit: N runs of key K running``, or
     #: ``ready: the next claim starts it``. None otherwise.
     waiting_for: str | None

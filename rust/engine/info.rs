@@ -178,7 +178,8 @@ SELECT t.id, t.name, t.status, t.workflow, t.queue, t.input, t.output, t.error, 
            WHERE t.workflow = ANY(o.workflows) AND o.expires_at > now()
              AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM o.version)
              AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace OR {connected})) THEN
-           format('no live executor has registered its function %s', coalesce(t.workflow, '(none: started by hand)'))
+           format('no live executor has registered its function %s%s', coalesce(t.workflow, '(none: started by hand)'),
+                  CASE WHEN t.version IS NOT NULL THEN ' at version ' || t.version ELSE '' END)
        WHEN rate.until IS NOT NULL THEN
            'rate limit until ' || to_char(rate.until AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')
        WHEN q.max_concurrency IS NOT NULL AND running.n >= q.max_concurrency THEN

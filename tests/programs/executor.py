@@ -1,6 +1,6 @@
 """An executor process for the queue tests.
 
-    python executor.py DSN SCHEMA [--concurrency N] [--max-recoveries N] [--only NAME,...]
+    python executor.py DSN SCHEMA [--concurrency N] [--max-recoveries N] [--only NAME,...] [--version V]
 
 Runs a durable.Executor over the workflows of jobs.py (or only those named)
 until SIGTERM. Prints ``ready`` once it is about to run, and ``stopped``
@@ -22,12 +22,20 @@ import durable  # noqa: E402
 import jobs  # noqa: E402
 
 
-async def main(dsn: str, schema: str, concurrency: int, max_recoveries: int, only: list[str] | None) -> None:
+async def main(
+    dsn: str, schema: str, concurrency: int, max_recoveries: int, only: list[str] | None, version: str | None
+) -> None:
     db = await durable.init(dsn, schema=schema)
     jobs.side = await asyncpg.create_pool(dsn, min_size=1, max_size=concurrency, server_settings={"search_path": schema})
     workflows = [w for w in jobs.ALL if only is None or w.name in only]
     executor = durable.Executor(
-        db, workflows, concurrency=concurrency, max_recoveries=max_recoveries, recovery_interval=0.2, shutdown_grace=10
+        db,
+        workflows,
+        concurrency=concurrency,
+        version=version,
+        max_recoveries=max_recoveries,
+        recovery_interval=0.2,
+        shutdown_grace=10,
     )
     print("ready", flush=True)
     await executor.run()
@@ -41,5 +49,7 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--max-recoveries", type=int, default=5)
     parser.add_argument("--only")
+    parser.add_argument("--version")
     args = parser.parse_args()
-    asyncio.run(main(args.dsn, args.schema, args.concurrency, args.max_recoveries, args.only and args.only.split(",")))
+    only = args.only and args.only.split(",")
+    asyncio.run(main(args.dsn, args.schema, args.concurrency, args.max_recoveries, only, args.version))
