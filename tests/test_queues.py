@@ -429,6 +429,15 @@ async def test_a_waiting_run_says_why_it_does_not_run(db: durable.Db, pg: asyncp
     assert (await durable.get(db, "a")).waiting_for is None
 
 
+async def test_every_rate_window_of_a_queue_holds(db: durable.Db, executor: durable.Executor) -> None:
+    await durable.create_queue(db, "q", rate_limit=[(100, timedelta(seconds=1)), (2, timedelta(hours=1))])
+    assert [await (await double.enqueue(db, f"r{i}", i)).result(timeout=10) for i in range(2)] == [0, 2]
+    await double.enqueue(db, "third", 2)
+    assert await marker.enqueue(db, "m", None) and await durable.result(db, "m", timeout=10) == "done"
+    assert (await durable.get(db, "third")).status == "queued", "the hourly window is spent"
+    assert (await waiting_for(db, "third") or "").startswith("rate limit until ")
+
+
 async def _status_is(db: durable.Db, name: str, status: str) -> bool:
     return (await durable.get(db, name)).status == status
 
