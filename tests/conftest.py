@@ -64,6 +64,5 @@ async def other_db(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[durab
 def own_server() -> Iterator[Any]:
     """A Postgres cluster of the test run's own, which tests may stop, freeze
     and restart (each leaves it running)."""
-    server = _cluster.start()
-    yield server
-    server.cleanup()
+    with _cluster.running() as server:
+        yield server
