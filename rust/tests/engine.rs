@@ -29,10 +29,34 @@ async fn admin() -> Client {
     client
 }
 
+/// Drops its schema when dropped, also when a test fails, so that failed
+/// runs leave nothing behind in the test database.
+struct SchemaGuard(String);
+
+impl Drop for SchemaGuard {
+    fn drop(&mut self) {
+        let statement = format!("SET lock_timeout = '10s'; DROP SCHEMA IF EXISTS {} CASCADE", self.0);
+        // A thread and runtime of its own: `drop` cannot await, and the
+        // test's runtime may be the one unwinding.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async { admin().await.batch_execute(&statement).await })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test schema {}: {dropped:?}", self.0);
+        }
+    }
+}
+
 struct Fixture {
     engine: Engine,
     admin: Client,
     schema: String,
+    dropper: SchemaGuard,
 }
 
 impl Fixture {
@@ -46,6 +70,7 @@ impl Fixture {
         Fixture {
             engine,
             admin: admin().await,
+            dropper: SchemaGuard(schema.clone()),
             schema,
         }
     }
@@ -66,12 +91,9 @@ impl Fixture {
         rows.iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3))).collect()
     }
 
+    /// Closes the engine, then drops the schema (see `SchemaGuard`).
     async fn drop_schema(self) {
         self.engine.close().await;
-        self.admin
-            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.schema))
-            .await
-            .unwrap();
     }
 }
 
@@ -124,6 +146,7 @@ async fn invalid_schema_is_refused_before_connecting() {
 #[tokio::test]
 async fn migrations_apply_once_under_concurrent_connects() {
     let schema = fresh_schema();
+    let _guard = SchemaGuard(schema.clone());
     let options = Options {
         schema: schema.clone(),
         ..Options::default()
@@ -142,10 +165,6 @@ async fn migrations_apply_once_under_concurrent_connects() {
         .unwrap();
     let versions: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(versions, (1..=LATEST_VERSION).collect::<Vec<_>>());
-    admin
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
@@ -432,6 +451,7 @@ async fn concurrent_checkpoints_are_all_saved() {
         engine: std::sync::Arc::into_inner(engine).unwrap(),
         admin: fx.admin,
         schema: fx.schema,
+        dropper: fx.dropper,
     };
     fx.drop_schema().await;
 }
