@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 from types import TracebackType
 
 from . import _core, _embedded
+from ._bridge import off_loop
 from ._options import Seconds, count, seconds
 from .errors import ConfigError
 
@@ -110,7 +110,7 @@ async def init(
     if dsn is None:
         dsn = os.environ.get(DATABASE_URL_ENV) or None  # set but empty counts as unset
     if dsn is None:
-        dsn = await asyncio.to_thread(_embedded.start_embedded)
+        dsn = await off_loop(_embedded.start_embedded)
     if not isinstance(dsn, str):
         raise ConfigError(f"the database URL must be a str, not {type(dsn).__name__}")
     engine = await _core.Engine.connect(
