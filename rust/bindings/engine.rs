@@ -9,6 +9,7 @@ use pyo3::types::PyDict;
 use super::errors::{ConfigError, to_py};
 use super::fork::ForkSafe;
 use super::json;
+use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
@@ -82,6 +83,7 @@ impl PyEngine {
             host,
         };
         options.validate().map_err(to_py)?;
+        logs::follow_level(py)?;
         let max_value_bytes = usize::try_from(max_value_bytes).unwrap_or(1);
         awaitable(py, async move {
             let engine = Engine::connect(&dsn, &options).await.map_err(to_py)?;

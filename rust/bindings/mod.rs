@@ -5,6 +5,7 @@ mod engine;
 mod errors;
 mod fork;
 mod json;
+mod logs;
 mod runtime;
 mod workflow;
 
@@ -26,7 +27,7 @@ mod core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        runtime::init()?;
+        runtime::init(m.py())?;
         m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)
     }
 }

@@ -26,7 +26,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use futures_util::FutureExt;
 use pyo3::IntoPyObjectExt;
@@ -35,14 +35,29 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tokio::runtime::Handle;
 
+use super::logs;
+
 /// The runtime of this process and the pid it was made in. A child made by
 /// `fork()` inherits the handle but not the thread that runs it: it gets a
 /// runtime of its own on first use (the parent's is leaked, never dropped).
 static RUNTIME: Mutex<Option<(u32, Handle)>> = Mutex::new(None);
 
-/// Builds the runtime of this process (once) and the thread that runs it.
-pub(crate) fn init() -> PyResult<()> {
+/// Builds the runtime of this process (once) and the thread that runs it,
+/// and sends the engine's log records to the waker that drained last.
+pub(crate) fn init(py: Python<'_>) -> PyResult<()> {
+    logs::install(py)?;
     runtime().map(drop)
+}
+
+/// The waker that drained last: log records wake it (see `logs`).
+static LOG_DRAINER: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
+
+/// Wakes the waker that drained last, so that it emits waiting log records.
+pub(crate) fn nudge_log_drainer() {
+    let drainer = LOG_DRAINER.lock().unwrap_or_else(PoisonError::into_inner).upgrade();
+    if let Some(shared) = drainer {
+        shared.wake();
+    }
 }
 
 /// The runtime of this process.
@@ -92,9 +107,13 @@ impl Shared {
         ready.push((future, convert));
         drop(ready);
         if was_empty {
-            // WouldBlock means bytes are pending already: the loop will wake.
-            let _ = (&self.write).write(&[1]);
+            self.wake();
         }
+    }
+
+    fn wake(&self) {
+        // WouldBlock means bytes are pending already: the loop will wake.
+        let _ = (&self.write).write(&[1]);
     }
 }
 
@@ -131,6 +150,13 @@ impl Waker {
                 _ => break,
             }
         }
+        {
+            let mut drainer = LOG_DRAINER.lock().unwrap_or_else(PoisonError::into_inner);
+            if !std::ptr::eq(drainer.as_ptr(), Arc::as_ptr(&self.inner)) {
+                *drainer = Arc::downgrade(&self.inner);
+            }
+        }
+        logs::emit(py)?;
         let ready = std::mem::take(&mut *self.inner.ready.lock().unwrap_or_else(PoisonError::into_inner));
         for (future, convert) in ready {
             let future = future.bind(py);

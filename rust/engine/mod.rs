@@ -29,7 +29,9 @@ macro_rules! retrying {
                     match answer {
                         Ok(Ok(value)) => break Ok(value),
                         Ok(Err(err)) if $crate::engine::retry::is_transient(&err) => {
-                            $crate::engine::EngineError::database(&context, &err)
+                            let err = $crate::engine::EngineError::database(&context, &err);
+                            log::warn!("{err}; retrying for up to {} s", inner.reconnect_timeout.as_secs_f64());
+                            err
                         }
                         Ok(Err(err)) => break Err($crate::engine::EngineError::database(&context, &err)),
                         Err(_) => {
@@ -310,6 +312,11 @@ impl Engine {
                 Ok(mut started) => {
                     if started.status == Status::Running {
                         started.hold = Some(reservation.hold(self.clone(), started.workflow));
+                        if started.created {
+                            log::debug!("started workflow '{name}'");
+                        } else {
+                            log::info!("took over workflow '{name}' (attempt {})", started.attempt);
+                        }
                     }
                     return self.with_history(started).await;
                 }
@@ -438,7 +445,20 @@ impl Engine {
         outcome: Outcome,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.inner.writer.step_finished(workflow, name, attempt, outcome).await
+        let status = outcome.status();
+        let debug = log::log_enabled!(log::Level::Debug).then(|| name.clone());
+        self.inner
+            .writer
+            .step_finished(workflow, name, attempt, outcome)
+            .await?;
+        if let Some(name) = debug {
+            log::debug!(
+                "step '{name}' of workflow #{} {} (attempt {attempt})",
+                workflow.id,
+                status.as_str()
+            );
+        }
+        Ok(())
     }
 
     /// Saves a workflow's result or error; resolves after the commit. A root
@@ -448,6 +468,7 @@ impl Engine {
         self.check_open()?;
         let status = outcome.status();
         self.inner.writer.workflow_finished(workflow, outcome).await?;
+        log::debug!("workflow #{} {}", workflow.id, status.as_str());
         if workflow.id == workflow.root_id {
             self.inner.holds.finished(workflow, status);
         }

@@ -11,7 +11,7 @@
 //! its workflows over, so a live process keeps them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -158,13 +158,26 @@ impl Setup {
             tokio::select! {
                 _ = beats.tick() => {
                     if !self.beat(&session.client, &id, period).await {
+                        log::warn!(
+                            "the heartbeat of this process (owner {id}) got no answer within {:.1} s; \
+                             reconnecting its session",
+                            period.as_secs_f64()
+                        );
                         session = self.reconnect(&id).await;
                     }
                 }
-                event = session.events.recv() => match event {
-                    Some(notification) => self.dispatch(notification.payload()),
-                    None => session = self.reconnect(&id).await,
-                },
+                event = session.events.recv() => {
+                    if let Some(notification) = event {
+                        self.dispatch(notification.payload());
+                    } else {
+                        log::warn!(
+                            "lost the session of this process (owner {id}); reconnecting (others take its \
+                             workflows over if it is not back within {:.1} s)",
+                            self.grace.as_secs_f64()
+                        );
+                        session = self.reconnect(&id).await;
+                    }
+                }
             }
         }
     }
@@ -187,9 +200,14 @@ impl Setup {
     async fn reconnect(&self, id: &str) -> Session {
         let longest = (self.grace / 3).max(FIRST_RETRY);
         let mut delay = FIRST_RETRY;
+        let since = Instant::now();
         loop {
             if let Ok(session) = self.connect().await {
                 if self.register(&session.client, Some(id)).await.is_ok() {
+                    log::info!(
+                        "the session of this process (owner {id}) is back, after {:.1} s",
+                        since.elapsed().as_secs_f64()
+                    );
                     self.catch_up(&session.client).await;
                     return session;
                 }

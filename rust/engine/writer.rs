@@ -265,6 +265,9 @@ impl Queue {
 
 async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup, counters: Arc<Counters>) {
     let mut queue = Queue::default();
+    let waited = setup.reconnect_timeout.as_secs_f64();
+    // Since when no connection could be had, for the log line of its end.
+    let mut cut_off: Option<Instant> = None;
     loop {
         if queue.is_empty() {
             match rx.recv().await {
@@ -275,24 +278,47 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Op>, setup: Setup, counters: Arc<Co
         let conn = match checkout(&setup.pool, &setup.target).await {
             Ok(conn) => conn,
             Err(err) => {
+                if !matches!(err, EngineError::Closed) && cut_off.is_none() {
+                    cut_off = Some(Instant::now());
+                    log::warn!("cannot save checkpoints: {err}; trying again for up to {waited} s");
+                }
                 // Closed for good, or down for longer than we wait: tell
                 // whoever waits, including what queued up meanwhile.
                 if matches!(err, EngineError::Closed) || !queue.wait_out(setup.reconnect_timeout).await {
+                    if !matches!(err, EngineError::Closed) {
+                        log::error!("gave up saving checkpoints after {waited} s: {err}");
+                    }
                     queue.take_queued(&mut rx);
                     queue.fail_all(&err);
                     queue.outage = None;
+                    cut_off = None;
                 }
                 continue;
             }
         };
+        if let Some(since) = cut_off.take() {
+            log::info!(
+                "saving checkpoints again, after {:.1} s without a connection",
+                since.elapsed().as_secs_f64()
+            );
+        }
         match serve(&conn, &mut rx, &mut queue, &setup, &counters).await {
             Stop::Finished => return,
             Stop::PoolClosed => drop(conn),
             // The connection may still hold unanswered requests: never reuse it.
-            Stop::Stuck => drop(Object::take(conn)),
+            Stop::Stuck => {
+                log::warn!("Postgres did not answer a checkpoint within {waited} s; dropping that connection");
+                drop(Object::take(conn));
+            }
             Stop::ConnectionLost(err) => {
                 drop(conn);
+                log::warn!(
+                    "lost the connection while saving checkpoints ({err}); sending {} unanswered batches again \
+                     on a new connection, for up to {waited} s",
+                    queue.retry.len()
+                );
                 if !queue.wait_out(setup.reconnect_timeout).await {
+                    log::error!("gave up saving checkpoints after {waited} s: {err}");
                     queue.take_queued(&mut rx);
                     queue.fail_all(&err);
                     queue.outage = None;
@@ -394,7 +420,11 @@ async fn serve(
 /// good, so that its halves are sent again before anything else.
 fn done(batch: Batch, flushed: &Flushed, queue: &mut Queue, counters: &Counters) {
     match &flushed.result {
-        Err(Failure::Fatal(_)) if batch.len() > 1 => {
+        Err(Failure::Fatal(err)) if batch.len() > 1 => {
+            log::warn!(
+                "the server refused a batch of {} checkpoints ({err}); splitting it to find the one at fault",
+                batch.len()
+            );
             counters.splits.fetch_add(1, Ordering::Relaxed);
             let (first, second) = batch.split();
             queue.retry.push_front(second);
