@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Generator
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
-from . import _core
+from . import _core, _otel
 from ._db import Db, resolve
 from ._json import J, Json
 from ._options import Seconds, seconds
@@ -277,6 +277,7 @@ class Ctx:
             return await _call(fn)
         verdict, saved, number = self._wf.begin_step(name, at_most_once)
         if verdict == "replay":
+            _otel.step_replayed()
             return saved
         if verdict == "interrupted":
             interrupted = StepInterrupted(saved)
@@ -285,33 +286,38 @@ class Ctx:
         policy = backoff or _NO_RETRY
         retried = 0
         while True:
+            if retried:
+                await asyncio.sleep(policy.delay(retried))
             if at_most_once:
                 await self._wf.mark_step_durably(name, number)
             else:
                 self._wf.mark_step(name, number)
-            tokens = (_attempt.set(number), _in_step.set(self), current.set(None))
-            try:
-                result = await _call(fn)
-            except Exception as exc:
-                await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
-                if retried >= retries or not isinstance(exc, retry_on):
+            with _otel.step_attempt(self.name, name, number) as report:
+                tokens = (_attempt.set(number), _in_step.set(self), current.set(None))
+                try:
+                    result = await _call(fn)
+                except Exception as exc:
+                    report.failed(exc)
+                    await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
+                    if retried >= retries or not isinstance(exc, retry_on):
+                        raise
+                    retried += 1
+                    number += 1
+                    continue
+                finally:
+                    current.reset(tokens[2])
+                    _in_step.reset(tokens[1])
+                    _attempt.reset(tokens[0])
+                try:
+                    saving = self._wf.finish_step(name, number, result)
+                except (NotJson, ValueTooLarge) as exc:
+                    # The body ran but its result cannot be saved: that is the step's failure.
+                    report.failed(exc)
+                    await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
                     raise
-                retried += 1
-                number += 1
-                await asyncio.sleep(policy.delay(retried))
-                continue
-            finally:
-                current.reset(tokens[2])
-                _in_step.reset(tokens[1])
-                _attempt.reset(tokens[0])
-            break
-        try:
-            saving = self._wf.finish_step(name, number, result)
-        except (NotJson, ValueTooLarge) as exc:
-            # The body ran but its result cannot be saved: that is the step's failure.
-            await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
-            raise
-        return await saving
+                value = await (_otel.timed_commit(saving) if _otel.ENABLED else saving)
+                report.completed()
+                return value
 
     def child(self, name: str, input: Json = None) -> Starting:
         """Creates (or resumes) the child workflow ``name`` with its own steps.
@@ -376,29 +382,38 @@ class Ctx:
         if self._wf.status == "completed":
             saved: J = self._wf.output
             return saved
+        function = f"{fn.__module__}.{fn.__qualname__}"
+        outcome = "interrupted"
         token = current.set(self)
         try:
-            deadline = asyncio.timeout(self._wf.deadline_in)
-            try:
-                async with deadline:
-                    result = await fn(self, self._wf.input)
-            except TimeoutError as exc:
-                if deadline.expired():
-                    raise DeadlineExceeded(f"workflow {self.name!r} passed its deadline") from exc
-                raise
-        except Exception as exc:
-            await self._record_failure(exc, self._wf.fail)
-            if self._wf.status == "running":
-                self._wf.release_soon()  # the failure could not be recorded: let a new run resume it
-            raise
-        except BaseException:
-            # Cancelled or interrupted, not failed: give the workflow up so the
-            # same or another process can resume it at once.
-            await self._release_on_interrupt()
-            raise
+            with _otel.workflow_span(self.name, function, self.attempt):
+                try:
+                    deadline = asyncio.timeout(self._wf.deadline_in)
+                    try:
+                        async with deadline:
+                            result = await fn(self, self._wf.input)
+                    except TimeoutError as exc:
+                        if deadline.expired():
+                            raise DeadlineExceeded(f"workflow {self.name!r} passed its deadline") from exc
+                        raise
+                except Exception as exc:
+                    outcome = "failed"
+                    await self._record_failure(exc, self._wf.fail)
+                    if self._wf.status == "running":
+                        self._wf.release_soon()  # the failure could not be recorded: let a new run resume it
+                    raise
+                except BaseException:
+                    # Cancelled or interrupted, not failed: give the workflow up so the
+                    # same or another process can resume it at once.
+                    await self._release_on_interrupt()
+                    raise
+                finally:
+                    current.reset(token)
+                completed = await self.complete(result)
+                outcome = "completed"
+                return completed
         finally:
-            current.reset(token)
-        return await self.complete(result)
+            _otel.workflow_ended(function, outcome)
 
     async def release(self) -> None:
         """Gives the workflow up without finishing it: this handle (and, on a

@@ -72,6 +72,7 @@ class Workflow(Generic[I, O]):
             return self.fn
         fn: Callable[[Ctx, Any], Awaitable[O]] = self.fn
 
+        @functools.wraps(fn)  # its name, for spans
         async def ticked(ctx: Ctx, tick: str) -> O:
             return await fn(ctx, parse_tick(tick))
 

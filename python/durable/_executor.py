@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from . import _core
+from . import _core, _otel
 from ._ctx import Ctx
 from ._db import Db, resolve
 from ._decorators import Workflow
@@ -72,6 +72,10 @@ class Executor:
         self._queues: list[str | None] = [*sorted({w.queue for w in self._workflows.values()}), None]
         self._running: dict[asyncio.Task[None], _core.Workflow] = {}
         self._stop: asyncio.Event | None = None
+        #: Runs waiting in each queue, as of the last recovery pass (for the
+        #: ``durable.queue.depth`` gauge; kept only with OpenTelemetry).
+        self.queue_depths: dict[str, int] = {}
+        _otel.watch(self)
 
     @property
     def running(self) -> int:
@@ -102,6 +106,7 @@ class Executor:
                 await clock.queue_due()
                 if loop.time() >= next_recovery:
                     requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
+                    _otel.recovered(requeued, failed)
                     if requeued or failed:
                         log.info("recovered the runs of dead holders: %d requeued, %d failed", requeued, failed)
                     # Runs may wait in queues no workflow declares (queued from SQL).
@@ -112,7 +117,10 @@ class Executor:
                 for queue in self._queues:
                     if free <= 0:
                         break
-                    for name, handle in await engine.claim(queue, free, names, self._version):
+                    began = loop.time()
+                    claimed = await engine.claim(queue, free, names, self._version)
+                    _otel.claimed(loop.time() - began, queue)
+                    for name, handle in claimed:
                         self._start(db, self._workflows[name], handle)
                         free -= 1
                 timeout = min(self._poll, max(0.0, next_recovery - loop.time()), clock.until_next())

@@ -1,0 +1,179 @@
+"""OpenTelemetry spans and metrics, when ``opentelemetry-api`` is installed
+(``pip install 'durable-pg[otel]'``); nothing at all otherwise.
+
+durable only uses the API: the application configures the SDK and its
+exporters (OTLP, Prometheus...) as usual, and until it does, every span and
+instrument is a no-op.
+
+Spans: ``durable.workflow`` around a workflow function run by ``ctx.run``,
+``Workflow.run`` or an executor; ``durable.step`` around each attempt of a
+step (replays make none). Attributes: ``durable.workflow`` (the run's name),
+``durable.function`` (the workflow function, ``module.qualname``),
+``durable.step``, ``durable.attempt``.
+
+Metrics: the instruments made below, listed in doc/api.md ("OpenTelemetry").
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Awaitable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._executor import Executor
+
+try:
+    import opentelemetry.metrics as metrics
+    import opentelemetry.trace as trace
+except ImportError:  # the otel extra is not installed
+    metrics = trace = None  # type: ignore[assignment]
+
+T = TypeVar("T")
+
+#: True when opentelemetry-api is installed.
+ENABLED = trace is not None
+
+#: The executors of this process, for the gauges of running runs and queue depth.
+_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("durable-pg")
+    except PackageNotFoundError:
+        return "0"
+
+
+if ENABLED:
+    _tracer = trace.get_tracer("durable", _version())
+    _meter = metrics.get_meter("durable", _version())
+    _steps = _meter.create_counter("durable.steps", unit="{step}", description="Step attempts by outcome")
+    _workflows = _meter.create_counter(
+        "durable.workflows", unit="{workflow}", description="Workflow function runs by outcome"
+    )
+    _step_duration = _meter.create_histogram(
+        "durable.step.duration", unit="s", description="A step attempt: its body and the commit of its result"
+    )
+    _commit_duration = _meter.create_histogram(
+        "durable.commit.duration", unit="s", description="From a step's result to its commit"
+    )
+    _claim_duration = _meter.create_histogram(
+        "durable.claim.duration", unit="s", description="One claim of runs from a queue by an executor"
+    )
+    _recoveries = _meter.create_counter(
+        "durable.recoveries", unit="{run}", description="Runs of dead holders put back (requeued) or failed"
+    )
+
+    def _running(_: Any) -> Iterable[metrics.Observation]:
+        yield metrics.Observation(sum(executor.running for executor in list(_executors)))
+
+    def _depth(_: Any) -> Iterable[metrics.Observation]:
+        depths: dict[str, int] = {}
+        for executor in list(_executors):
+            depths.update(executor.queue_depths)
+        for queue, depth in depths.items():
+            yield metrics.Observation(depth, {"durable.queue": queue})
+
+    _meter.create_observable_gauge(
+        "durable.executor.running", [_running], unit="{run}", description="Runs this process's executors run now"
+    )
+    _meter.create_observable_gauge(
+        "durable.queue.depth",
+        [_depth],
+        unit="{run}",
+        description="Runs waiting in each queue (as of the executors' last look)",
+    )
+
+
+def watch(executor: Executor) -> None:
+    """Counts ``executor`` in the running and queue depth gauges."""
+    if ENABLED:
+        _executors.add(executor)
+
+
+def workflow_span(name: str, function: str, attempt: int) -> AbstractContextManager[Any]:
+    """The span of a workflow function's run."""
+    if not ENABLED:
+        return nullcontext()
+    attributes: dict[str, str | int] = {"durable.workflow": name, "durable.function": function, "durable.attempt": attempt}
+    span: AbstractContextManager[Any] = _tracer.start_as_current_span("durable.workflow", attributes=attributes)
+    return span
+
+
+def workflow_ended(function: str, outcome: str) -> None:
+    """Counts a workflow function's run: ``completed``, ``failed`` or ``interrupted``."""
+    if ENABLED:
+        _workflows.add(1, {"durable.function": function, "outcome": outcome})
+
+
+class Attempt:
+    """What a step reports of one attempt: its outcome."""
+
+    def completed(self) -> None:
+        """The attempt's result is committed."""
+
+    def failed(self, error: BaseException) -> None:
+        """The attempt's body raised ``error`` (kept on its span)."""
+
+
+class _TracedAttempt(Attempt):
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.outcome = "failed"
+
+    def completed(self) -> None:
+        self.outcome = "completed"
+
+    def failed(self, error: BaseException) -> None:
+        self.span.record_exception(error)
+        self.span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+
+
+@contextmanager
+def _step_attempt(workflow: str, step: str, attempt: int) -> Iterator[Attempt]:
+    attributes: dict[str, str | int] = {"durable.workflow": workflow, "durable.step": step, "durable.attempt": attempt}
+    started = time.perf_counter()
+    with _tracer.start_as_current_span("durable.step", attributes=attributes) as span:
+        traced = _TracedAttempt(span)
+        try:
+            yield traced
+        finally:
+            _steps.add(1, {"outcome": traced.outcome})
+            _step_duration.record(time.perf_counter() - started, {"outcome": traced.outcome})
+
+
+_NO_STEP: AbstractContextManager[Attempt] = nullcontext(Attempt())
+
+
+def step_attempt(workflow: str, step: str, attempt: int) -> AbstractContextManager[Attempt]:
+    """The span and metrics of one attempt of a step."""
+    return _step_attempt(workflow, step, attempt) if ENABLED else _NO_STEP
+
+
+def step_replayed() -> None:
+    if ENABLED:
+        _steps.add(1, {"outcome": "replayed"})
+
+
+async def timed_commit(saving: Awaitable[T]) -> T:
+    """Awaits a step's commit, recording how long it took."""
+    began = time.perf_counter()
+    value = await saving
+    _commit_duration.record(time.perf_counter() - began)
+    return value
+
+
+def claimed(seconds: float, queue: str | None) -> None:
+    if ENABLED:
+        _claim_duration.record(seconds, {"durable.queue": queue or ""})
+
+
+def recovered(requeued: int, failed: int) -> None:
+    if ENABLED:
+        _recoveries.add(requeued, {"outcome": "requeued"})
+        _recoveries.add(failed, {"outcome": "failed"})
