@@ -193,6 +193,22 @@ async def test_migrate_creates_then_reports_the_version(dsn: str, schema: str) -
         await conn.close()
 
 
+async def test_only_migrate_creates_the_schema(dsn: str, schema: str) -> None:
+    result = await durable_cli(dsn, schema, "list")
+    fails(result, 3, f'the database schema "{schema}" does not exist')
+    assert "durable migrate" in result.stderr
+    conn = await asyncpg.connect(dsn)
+    try:
+        assert await conn.fetchval("SELECT to_regnamespace($1) IS NULL", schema), "nothing was created"
+        assert (await durable_cli(dsn, schema, "migrate")).exit_code == 0
+        await conn.execute(f'DELETE FROM "{schema}".migration WHERE version = $1', _core.SCHEMA_VERSION)
+        result = await durable_cli(dsn, schema, "queues")
+        fails(result, 3, f"is at version {_core.SCHEMA_VERSION - 1}, and this durable needs version")
+    finally:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await conn.close()
+
+
 async def test_gc_deletes_old_finished_trees_only(db: durable.Db, dsn: str, schema: str, pg: asyncpg.Connection) -> None:
     await make_etl(db)  # failed, with a child and steps
     async with Ctx.start(db, "done-old") as ctx:

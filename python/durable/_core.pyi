@@ -27,6 +27,7 @@ class Engine:
         session_grace: float,
         max_value_bytes: int,
         host: str,
+        migrate: bool = True,
     ) -> Awaitable[Engine]: ...
     def start(
         self, name: str, input: Any, deadline: float | None = None, workflow: str | None = None

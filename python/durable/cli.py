@@ -13,7 +13,11 @@ the embedded Postgres, as for ``durable.init``.
 Exit codes: 0 done; 1 the operation failed or found nothing (an unknown
 name, a finished workflow to cancel); 2 a usage error; 3 the database
 cannot be used (a bad or unreachable DSN, a refused login, a bad schema
-name, a schema of a newer durable). Errors are one line on stderr.
+name, a schema that is missing or not migrated, or one of a newer durable).
+Errors are one line on stderr.
+
+Only ``migrate`` and ``worker`` create or migrate the schema; the other
+commands refuse a schema that is missing or out of date.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ T = TypeVar("T")
 
 #: The operation failed or found nothing.
 EXIT_FAILED = 1
-#: The database cannot be used: bad DSN, unreachable, login refused, schema too new.
+#: The database cannot be used: bad DSN, unreachable, login refused, schema
+#: missing, not migrated or too new.
 EXIT_NO_DATABASE = 3
 
 
@@ -63,21 +68,27 @@ class Settings:
     json: bool
     connect_timeout: float
 
-    async def connect(self, max_connections: int = 2) -> Db:
+    async def connect(self, *, migrate: bool = False, max_connections: int = 2) -> Db:
         """``durable.init`` with these options; what keeps it from connecting
-        is ``NoDatabase`` (its messages never hold the password)."""
+        is ``NoDatabase`` (its messages never hold the password). Without
+        ``migrate``, a schema that is missing or out of date is refused, not
+        created: a mistyped ``--schema`` must not make a new one."""
         try:
             return await init(
-                self.dsn, schema=self.schema, max_connections=max_connections, connect_timeout=self.connect_timeout
+                self.dsn,
+                schema=self.schema,
+                max_connections=max_connections,
+                connect_timeout=self.connect_timeout,
+                migrate=migrate,
             )
         except (ConfigError, DatabaseError, SchemaTooNew) as exc:
             raise NoDatabase(str(exc)) from None
 
-    def run(self, work: Callable[[Db], Awaitable[T]]) -> T:
+    def run(self, work: Callable[[Db], Awaitable[T]], *, migrate: bool = False) -> T:
         """Connects, runs ``work``, closes; a durable error is ``Failed``."""
 
         async def connected() -> T:
-            db = await self.connect()
+            db = await self.connect(migrate=migrate)
             try:
                 return await work(db)
             finally:
@@ -133,7 +144,8 @@ def cli(ctx: click.Context, dsn: str | None, schema: str, as_json: bool, connect
     """Look at and manage durable workflows.
 
     Exit codes: 0 done, 1 failed or not found, 2 usage error, 3 the database
-    cannot be used (bad DSN, unreachable, login refused).
+    cannot be used (bad DSN, unreachable, login refused, schema missing or
+    not migrated: run `durable migrate`).
     """
     ctx.obj = Settings(dsn=dsn, schema=schema, json=as_json, connect_timeout=connect_timeout)
 
@@ -147,7 +159,7 @@ def migrate(settings: Settings) -> None:
     async def work(db: Db) -> int:
         return db._engine.migrated_from
 
-    before = settings.run(work)
+    before = settings.run(work, migrate=True)
     version = _core.SCHEMA_VERSION
     result = {"schema": settings.schema, "version": version, "previous_version": before}
     if before == version:
@@ -302,7 +314,7 @@ def worker(settings: Settings, target: str, concurrency: int | None) -> None:
     configure_logging()
 
     async def serving() -> None:
-        db = await settings.connect(max_connections=10)
+        db = await settings.connect(migrate=True, max_connections=10)
         try:
             await serve(db, made, concurrency)
         finally:

@@ -53,7 +53,7 @@ impl PyEngine {
     #[staticmethod]
     #[pyo3(signature = (
         dsn, *, schema, max_connections, connect_timeout, lease, reconnect_timeout, session_grace,
-        max_value_bytes, host
+        max_value_bytes, host, migrate = true
     ))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each documented in durable.init
     fn connect(
@@ -67,6 +67,7 @@ impl PyEngine {
         session_grace: f64,
         max_value_bytes: i64,
         host: String,
+        migrate: bool,
     ) -> PyResult<Bound<'_, PyAny>> {
         if !(1..=MAX_VALUE_BYTES).contains(&max_value_bytes) {
             return Err(ConfigError::new_err(format!(
@@ -81,6 +82,7 @@ impl PyEngine {
             reconnect_timeout: seconds("reconnect_timeout", reconnect_timeout, limits::MAX_RECONNECT_TIMEOUT)?,
             session_grace: seconds("session_grace", session_grace, limits::MAX_SESSION_GRACE)?,
             host,
+            migrate,
         };
         options.validate().map_err(to_py)?;
         let max_value_bytes = usize::try_from(max_value_bytes).unwrap_or(1);

@@ -159,7 +159,13 @@ impl Engine {
         let connect_timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
         let pool = pool::build(config.clone(), options.max_connections, connect_timeout)?;
         let mut conn = pool::checkout(&pool, &target).await?;
-        let migrating = migrate::migrate(&mut conn, &options.schema);
+        let migrating = async {
+            if options.migrate {
+                migrate::migrate(&mut conn, &options.schema).await
+            } else {
+                migrate::require_current(&conn, &options.schema).await
+            }
+        };
         let Ok(migrated) = tokio::time::timeout(options.reconnect_timeout, migrating).await else {
             drop(Object::take(conn));
             return Err(pool::no_answer(

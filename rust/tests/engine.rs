@@ -890,3 +890,54 @@ async fn queues_list_their_limits_and_use() {
     drop(claimed);
     fx.drop_schema().await;
 }
+
+#[tokio::test]
+async fn without_migrate_a_missing_or_old_schema_is_refused_and_left_alone() {
+    let schema = fresh_schema();
+    let _dropper = SchemaGuard(schema.clone());
+    let check = Options {
+        schema: schema.clone(),
+        migrate: false,
+        ..Options::default()
+    };
+    let err = Engine::connect(&dsn(), &check).await.err().expect("no schema yet");
+    assert_eq!(
+        err,
+        EngineError::SchemaNotCurrent {
+            schema: schema.clone(),
+            found: None,
+            wanted: LATEST_VERSION
+        }
+    );
+    assert!(err.to_string().contains("durable migrate"), "{err}");
+    let admin = admin().await;
+    let row = admin
+        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "nothing was created");
+
+    let migrating = Options {
+        schema: schema.clone(),
+        ..Options::default()
+    };
+    let engine = Engine::connect(&dsn(), &migrating).await.unwrap();
+    assert_eq!(engine.migrated_from(), 0, "created");
+    engine.close().await;
+    let engine = Engine::connect(&dsn(), &check).await.unwrap();
+    assert_eq!(engine.migrated_from(), LATEST_VERSION);
+    engine.close().await;
+
+    admin
+        .execute(
+            &format!("DELETE FROM {schema}.migration WHERE version = $1"),
+            &[&LATEST_VERSION],
+        )
+        .await
+        .unwrap();
+    let err = Engine::connect(&dsn(), &check).await.err().expect("one version behind");
+    assert!(
+        matches!(err, EngineError::SchemaNotCurrent { found: Some(v), .. } if v == LATEST_VERSION - 1),
+        "{err:?}"
+    );
+}
