@@ -268,9 +268,10 @@ def test_a_bad_dsn_exits_3_with_one_line_and_no_password(dsn: str, message: str)
     assert "Traceback" not in result.stderr and "s3cret" not in result.stderr + result.stdout
 
 
-async def test_worker_runs_the_queue_until_sigterm(db: durable.Db, dsn: str, schema: str) -> None:
+@pytest.mark.parametrize("target", ["cli_jobs:workflows", "cli_jobs:make_executor"])
+async def test_worker_runs_the_queue_until_sigterm(db: durable.Db, dsn: str, schema: str, target: str) -> None:
     worker = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "durable", "--dsn", dsn, "--schema", schema, "worker", "cli_jobs:workflows",
+        sys.executable, "-m", "durable", "--dsn", dsn, "--schema", schema, "worker", target,
         cwd=PROGRAMS,
         env={**os.environ, "PYTHONPATH": ""},
         stderr=asyncio.subprocess.PIPE,
@@ -294,7 +295,8 @@ def test_worker_refuses_what_it_cannot_run() -> None:
         ("no_such_module:x", "there is no module named 'no_such_module'"),
         ("cli_jobs:nothing", "module 'cli_jobs' has no 'nothing'"),
         ("cli_jobs:__doc__", "is a str"),
+        ("cli_jobs:make_executor --concurrency 3", "--concurrency is for a list of workflows"),
     ]:
-        result = run_durable("--dsn", "postgresql://x@127.0.0.1:1/x", "worker", target, cwd=PROGRAMS)
+        result = run_durable("--dsn", "postgresql://x@127.0.0.1:1/x", "worker", *target.split(), cwd=PROGRAMS)
         assert result.returncode == 2, (target, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr

@@ -12,3 +12,8 @@ async def double(ctx: Ctx, n: int) -> int:
 
 
 workflows = [double]
+
+
+async def make_executor(db: durable.Db) -> durable.Executor:
+    """The factory form: ``durable worker cli_jobs:make_executor``."""
+    return durable.Executor(db, workflows, concurrency=5, shutdown_grace=5)
