@@ -219,8 +219,10 @@ def cancel(settings: Settings, name: str) -> None:
     async def work(db: Db) -> None:
         if await cancel_workflow(db, name):
             return
-        status = (await get(db, name)).status  # WorkflowNotFound for an unknown name
-        if status in ("completed", "cancelled", "failed"):
+        # Nothing cancelled: an unknown name (WorkflowNotFound), a finished
+        # root, or the path of a child (whose root is what cancels).
+        status = (await get(db, name)).status
+        if status in ("completed", "cancelled"):
             raise Failed(f"workflow {name!r} is already {status}: nothing to cancel")
         raise Failed(f"{name!r} is a child workflow: cancel its root instead")
 
