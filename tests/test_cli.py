@@ -136,7 +136,15 @@ async def test_list_filters_and_prints_a_table(db: durable.Db, dsn: str, schema:
     result = await durable_cli(dsn, schema, "list")
     assert result.exit_code == 0, result.stderr
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["NAME", "STATUS", "WORKFLOW", "QUEUE", "CREATED", "DURATION", "WAITING", "FOR", "/", "ERROR"]
+    assert [cell.strip() for cell in header.split("  ") if cell] == [
+        "NAME",
+        "STATUS",
+        "WORKFLOW",
+        "QUEUE",
+        "CREATED",
+        "DURATION",
+        "WAITING FOR / ERROR",
+    ]
     assert rows[0].split()[:4] == ["double-later", "scheduled", "cli.double", "cli"]
     assert "ValueError: shard 2 is corrupt" in rows[3]
 
@@ -209,7 +217,9 @@ async def test_only_migrate_creates_the_schema(dsn: str, schema: str) -> None:
         await conn.close()
 
 
-async def test_gc_deletes_old_finished_trees_only(db: durable.Db, dsn: str, schema: str, pg: asyncpg.Connection) -> None:
+async def test_gc_deletes_old_finished_trees_only(
+    db: durable.Db, dsn: str, schema: str, pg: asyncpg.Connection
+) -> None:
     await make_etl(db)  # failed, with a child and steps
     async with Ctx.start(db, "done-old") as ctx:
         await ctx.step("s", lambda: 1)
@@ -300,3 +310,16 @@ def test_worker_refuses_what_it_cannot_run() -> None:
         result = run_durable("--dsn", "postgresql://x@127.0.0.1:1/x", "worker", *target.split(), cwd=PROGRAMS)
         assert result.returncode == 2, (target, result.stderr)
         assert message in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_the_read_api_checks_its_arguments(db: durable.Db) -> None:
+    with pytest.raises(durable.ConfigError, match="older_than"):
+        await durable.gc(db, -1)
+    with pytest.raises(durable.ConfigError, match="batch"):
+        await durable.gc(db, 0, batch=0)
+    with pytest.raises(durable.WorkflowNotFound, match="there is no workflow named 'x/y'"):
+        await durable.tree(db, "x/y")
+    with pytest.raises(durable.InvalidName):
+        await durable.tree(db, "")
+    assert await durable.gc(db, 0) == 0
+    assert await durable.list_queues(db) == []

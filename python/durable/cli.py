@@ -227,7 +227,8 @@ def cancel(settings: Settings, name: str) -> None:
         raise Failed(f"{name!r} is a child workflow: cancel its root instead")
 
     settings.run(work)
-    settings.print({"name": name, "cancelled": True}, lambda: f"cancelled workflow {name!r} and its unfinished children")
+    message = f"cancelled workflow {name!r} and its unfinished children"
+    settings.print({"name": name, "cancelled": True}, lambda: message)
 
 
 @cli.command()
