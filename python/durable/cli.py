@@ -108,8 +108,10 @@ class Settings:
 
 
 def _json_flag(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-    if value:
-        ctx.ensure_object(Settings).json = True
+    # The group's callback made the Settings before the command's options are parsed.
+    settings = ctx.find_object(Settings)
+    if value and settings is not None:
+        settings.json = True
 
 
 #: ``--json`` after the command too (``durable list --json``).
