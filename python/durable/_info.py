@@ -51,9 +51,6 @@ class WorkflowInfo:
 
     @staticmethod
     def _from(row: dict[str, Any]) -> WorkflowInfo:
-        def moment(micros: int | None) -> datetime | None:
-            return None if micros is None else from_micros(micros)
-
         return WorkflowInfo(**_times(row, "started_at", "completed_at", "run_at"))
 
 

@@ -253,7 +253,8 @@ def resume(settings: Settings, name: str) -> None:
     if status == "queued":
         message = f"resumed workflow {name!r}: queued for an executor"
     else:
-        message = f"resumed workflow {name!r}: it is {status}; start it again to run it"
+        # Started by hand (no registered function): no executor takes it.
+        message = f"resumed workflow {name!r}: it was started by hand, so start it again (Ctx.start) to run it"
     settings.print({"name": name, "resumed": True, "status": status}, lambda: message)
 
 
