@@ -18,9 +18,10 @@ from ._retry import Backoff
 from ._decorators import Workflow, step, workflow
 from ._embedded import start_embedded
 from ._executor import Executor
-from ._info import WorkflowInfo, get, list_workflows
+from ._gc import gc
+from ._info import StepInfo, WorkflowInfo, WorkflowTree, get, list_workflows, tree
 from ._json import Json
-from ._queues import create_queue, pause_queue, resume_queue
+from ._queues import QueueInfo, RateUse, create_queue, list_queues, pause_queue, resume_queue
 from ._runs import Run, result, resume
 from .errors import (
     Cancelled,
@@ -60,9 +61,12 @@ __all__ = [
     "Json",
     "LeaseLost",
     "NotJson",
+    "QueueInfo",
+    "RateUse",
     "Run",
     "SchemaTooNew",
     "Starting",
+    "StepInfo",
     "StepInterrupted",
     "ValueTooLarge",
     "Workflow",
@@ -71,11 +75,14 @@ __all__ = [
     "WorkflowFinished",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowTree",
     "attempt",
     "cancel",
     "create_queue",
+    "gc",
     "get",
     "init",
+    "list_queues",
     "list_workflows",
     "pause_queue",
     "result",
@@ -83,5 +90,6 @@ __all__ = [
     "resume_queue",
     "start_embedded",
     "step",
+    "tree",
     "workflow",
 ]

@@ -73,6 +73,7 @@ async def init(
     reconnect_timeout: Seconds = 30.0,
     session_grace: Seconds = 0.5,
     max_value_bytes: int = 64 * 1024 * 1024,
+    migrate: bool = True,
 ) -> Db:
     """Connects to Postgres and brings durable's schema up to date.
 
@@ -91,7 +92,10 @@ async def init(
     ``session_grace``: how long others wait for this process to reconnect
     its liveness session when it drops, before taking its workflows over.
     ``max_value_bytes``: largest JSON value saved (at most 268435455, what
-    jsonb holds).
+    jsonb holds). ``migrate``: bring the schema up to date (the default); with
+    False, only check that it is (``ConfigError`` if it is missing or older,
+    nothing is created), for processes that should never change it (see
+    ``durable migrate``).
 
     Each ``Db`` is an owner of its own: two ``init`` calls in one process
     hold workflows apart as two processes do. Many processes may call this
@@ -101,6 +105,8 @@ async def init(
     """
     if not isinstance(schema, str):
         raise ConfigError(f"schema must be a str, not {schema!r}")
+    if not isinstance(migrate, bool):
+        raise ConfigError(f"migrate must be a bool, not {migrate!r}")
     connections = count("max_connections", max_connections, at_least=2, at_most=10_000)
     connect_s = seconds("connect_timeout", connect_timeout, at_most=3600)
     lease_s = seconds("lease", lease, at_least=1, at_most=86400, zero_ok=True)
@@ -123,6 +129,7 @@ async def init(
         session_grace=grace_s,
         max_value_bytes=value_bytes,
         host=socket.gethostname(),
+        migrate=migrate,
     )
     return Db(engine)
 

@@ -1,4 +1,4 @@
-"""Looking at workflows from outside: ``list_workflows`` and ``get``.
+"""Looking at workflows from outside: ``list_workflows``, ``get`` and ``tree``.
 
 Read-only: they never take a workflow over.
 """
@@ -51,15 +51,57 @@ class WorkflowInfo:
 
     @staticmethod
     def _from(row: dict[str, Any]) -> WorkflowInfo:
-        def moment(micros: int | None) -> datetime | None:
-            return None if micros is None else from_micros(micros)
+        return WorkflowInfo(**_times(row, "started_at", "completed_at", "run_at"))
 
-        created = moment(row["created_at"])
-        assert created is not None
-        return WorkflowInfo(
-            **{**row, "created_at": created}
-            | {key: moment(row[key]) for key in ("started_at", "completed_at", "run_at")}
+
+@dataclass(frozen=True)
+class StepInfo:
+    """A step of a workflow as it is now (a read-only record)."""
+
+    id: int
+    name: str
+    status: str
+    #: Which attempt ran last (1 for the first).
+    attempt: int
+    #: Its saved result, once completed.
+    output: Any
+    #: The error record of its last failed attempt: type, module, message, traceback.
+    error: Any
+    created_at: datetime
+    #: When its last attempt started, as recorded.
+    started_at: datetime | None
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkflowTree:
+    """A workflow with its steps and its child workflows, recursively."""
+
+    info: WorkflowInfo
+    #: Its steps, in the order they were first recorded.
+    steps: tuple[StepInfo, ...]
+    #: Its child workflows, in the order they were created.
+    children: tuple[WorkflowTree, ...]
+
+    @staticmethod
+    def _from(tree: dict[str, Any]) -> WorkflowTree:
+        steps = (_times(row, "started_at", "completed_at") for row in tree["steps"])
+        return WorkflowTree(
+            info=WorkflowInfo._from(tree["info"]),
+            steps=tuple(StepInfo(**{field: step[field] for field in _STEP_FIELDS}) for step in steps),
+            children=tuple(WorkflowTree._from(child) for child in tree["children"]),
         )
+
+
+_STEP_FIELDS = tuple(StepInfo.__dataclass_fields__)
+
+
+def _times(row: dict[str, Any], *optional: str) -> dict[str, Any]:
+    """``row`` with ``created_at`` and the ``optional`` times (microseconds
+    since the epoch, or None) as aware datetimes."""
+    return row | {"created_at": from_micros(row["created_at"])} | {
+        key: None if row[key] is None else from_micros(row[key]) for key in optional
+    }
 
 
 async def list_workflows(
@@ -93,3 +135,13 @@ async def get(db: Db | str, name: str) -> WorkflowInfo:
     if row is None:
         raise WorkflowNotFound(f"there is no workflow named {name!r}")
     return WorkflowInfo._from(row)
+
+
+async def tree(db: Db | str, name: str) -> WorkflowTree:
+    """The workflow ``name`` (a child by its path, ``parent/child``) with its
+    steps and children, recursively, as one consistent snapshot.
+    ``WorkflowNotFound`` if there is none."""
+    found = await (await resolve(db))._engine.tree(name)
+    if found is None:
+        raise WorkflowNotFound(f"there is no workflow named {name!r}")
+    return WorkflowTree._from(found)

@@ -1,12 +1,15 @@
-"""Queues: ``create_queue``, ``pause_queue``, ``resume_queue``."""
+"""Queues: ``create_queue``, ``pause_queue``, ``resume_queue``, ``list_queues``."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from ._db import Db, resolve
 from ._options import Seconds, count, seconds
+from ._schedules import from_micros
 from .errors import ConfigError
 
 #: A rate limit: at most ``limit`` runs start in any window of ``period``.
@@ -55,6 +58,52 @@ async def pause_queue(db: Db | str, name: str) -> None:
 async def resume_queue(db: Db | str, name: str) -> None:
     """Resumes the queue ``name``, waking the executors."""
     await (await resolve(db))._engine.set_queue_paused(name, False)
+
+
+@dataclass(frozen=True)
+class RateUse:
+    """A rate window of a queue and how much of it is used now."""
+
+    #: At most this many runs start...
+    limit: int
+    #: ...in any window of this length.
+    period: timedelta
+    #: Runs started within the last ``period``.
+    used: int
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """A queue as it is now (a read-only record)."""
+
+    name: str
+    paused: bool
+    #: Most runs running at once, across every executor (None: no limit).
+    concurrency: int | None
+    #: Most runs of one key running at once (None: no limit).
+    concurrency_per_key: int | None
+    #: Its rate windows, shortest first.
+    rates: tuple[RateUse, ...]
+    #: Runs of the queue running now.
+    running: int
+    #: Runs that are due and wait for an executor.
+    queued: int
+    #: Runs that wait for their time (a delay, ``run_at``, a schedule's tick).
+    delayed: int
+    #: Since when the longest-waiting due run has been due (None: none waits).
+    oldest_due: datetime | None
+
+    @staticmethod
+    def _from(row: dict[str, Any]) -> QueueInfo:
+        rates = tuple(RateUse(limit, timedelta(seconds=period), used) for limit, period, used in row["rates"])
+        oldest = row["oldest_due"]
+        return QueueInfo(**row | {"rates": rates, "oldest_due": None if oldest is None else from_micros(oldest)})
+
+
+async def list_queues(db: Db | str) -> list[QueueInfo]:
+    """Every queue, by name, with its limits and what runs and waits in it now."""
+    rows = await (await resolve(db))._engine.list_queues()
+    return [QueueInfo._from(row) for row in rows]
 
 
 def _rates(queue: str, rate_limit: RateLimit | Sequence[RateLimit]) -> list[tuple[int, float]]:

@@ -13,7 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    ClaimLimits, Engine, Enqueue, JsonText, Options, QueueLimits, RunFilter, RunInfo, Ticks, limits, validate_name,
+    ClaimLimits, Engine, Enqueue, JsonText, Options, QueueInfo, QueueLimits, RunFilter, RunInfo, Ticks, WorkflowTree,
+    limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -53,7 +54,7 @@ impl PyEngine {
     #[staticmethod]
     #[pyo3(signature = (
         dsn, *, schema, max_connections, connect_timeout, lease, reconnect_timeout, session_grace,
-        max_value_bytes, host
+        max_value_bytes, host, migrate = true
     ))]
     #[allow(clippy::too_many_arguments)] // keyword-only options, each documented in durable.init
     fn connect(
@@ -67,6 +68,7 @@ impl PyEngine {
         session_grace: f64,
         max_value_bytes: i64,
         host: String,
+        migrate: bool,
     ) -> PyResult<Bound<'_, PyAny>> {
         if !(1..=MAX_VALUE_BYTES).contains(&max_value_bytes) {
             return Err(ConfigError::new_err(format!(
@@ -81,6 +83,7 @@ impl PyEngine {
             reconnect_timeout: seconds("reconnect_timeout", reconnect_timeout, limits::MAX_RECONNECT_TIMEOUT)?,
             session_grace: seconds("session_grace", session_grace, limits::MAX_SESSION_GRACE)?,
             host,
+            migrate,
         };
         options.validate().map_err(to_py)?;
         logs::follow_level(py)?;
@@ -379,6 +382,36 @@ impl PyEngine {
         )
     }
 
+    /// The workflow at `path` with its steps and children, recursively; an
+    /// awaitable of `{"info": dict, "steps": [dict], "children": [tree]}`
+    /// (dicts as `run_info`'s) or None.
+    fn tree<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(
+            py,
+            async move { Ok(engine.tree(&path).await.map_err(to_py)?.map(Tree)) },
+        )
+    }
+
+    /// Every queue by name; an awaitable of dicts (see `QueueInfo`).
+    fn list_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move {
+            let queues = engine.list_queues().await.map_err(to_py)?;
+            Ok(queues.into_iter().map(Queue).collect::<Vec<_>>())
+        })
+    }
+
+    /// Deletes the trees of roots finished more than `older_than` seconds
+    /// ago, `batch` roots per transaction; an awaitable of how many roots.
+    fn gc<'py>(&self, py: Python<'py>, older_than: f64, batch: i64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let older_than = Duration::try_from_secs_f64(older_than).map_err(|_| {
+            ConfigError::new_err(format!("older_than must be a number of seconds ≥ 0, not {older_than}"))
+        })?;
+        awaitable(py, async move { engine.gc(older_than, batch).await.map_err(to_py) })
+    }
+
     /// Records which functions this process's executor runs (None: none).
     #[pyo3(signature = (workflows, version = None))]
     fn register_executor<'py>(
@@ -459,6 +492,12 @@ impl PyEngine {
         Ok(self.engine()?.owner_id())
     }
 
+    /// The schema's version before this engine migrated it (0: created).
+    #[getter]
+    fn migrated_from(&self) -> PyResult<i32> {
+        Ok(self.engine()?.migrated_from())
+    }
+
     /// Largest JSON value (bytes) accepted for saving.
     #[getter]
     fn max_value_bytes(&self) -> usize {
@@ -507,6 +546,54 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("completed_at", run.completed_at)?;
         dict.set_item("run_at", run.run_at)?;
         dict.set_item("waiting_for", run.waiting_for)?;
+        Ok(dict)
+    }
+}
+
+/// A `WorkflowTree` as Python sees it: nested dicts.
+struct Tree(WorkflowTree);
+
+impl<'py> IntoPyObject<'py> for Tree {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let tree = self.0;
+        let dict = PyDict::new(py);
+        dict.set_item("info", Info(tree.info))?;
+        dict.set_item("steps", tree.steps.into_iter().map(Info).collect::<Vec<_>>())?;
+        dict.set_item("children", tree.children.into_iter().map(Tree).collect::<Vec<_>>())?;
+        Ok(dict)
+    }
+}
+
+/// A `QueueInfo` as Python sees it: a dict, periods in seconds, times in
+/// microseconds since the epoch.
+struct Queue(QueueInfo);
+
+impl<'py> IntoPyObject<'py> for Queue {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let queue = self.0;
+        let dict = PyDict::new(py);
+        dict.set_item("name", queue.name)?;
+        dict.set_item("paused", queue.paused)?;
+        dict.set_item("concurrency", queue.concurrency)?;
+        dict.set_item("concurrency_per_key", queue.concurrency_per_key)?;
+        let rates = queue
+            .rates
+            .iter()
+            .map(|rate| (rate.max_starts, rate.period.as_secs_f64(), rate.used))
+            .collect::<Vec<_>>();
+        dict.set_item("rates", rates)?;
+        dict.set_item("running", queue.running)?;
+        dict.set_item("queued", queue.queued)?;
+        dict.set_item("delayed", queue.delayed)?;
+        dict.set_item("oldest_due", queue.oldest_due)?;
         Ok(dict)
     }
 }

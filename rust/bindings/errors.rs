@@ -29,9 +29,10 @@ import_exception!(durable.errors, ValueTooLarge);
 pub(crate) fn to_py(err: EngineError) -> PyErr {
     let message = err.to_string();
     match err {
-        EngineError::InvalidDsn(_) | EngineError::InvalidSchema(_) | EngineError::InvalidOption(_) => {
-            ConfigError::new_err(message)
-        }
+        EngineError::InvalidDsn(_)
+        | EngineError::InvalidSchema(_)
+        | EngineError::InvalidOption(_)
+        | EngineError::SchemaNotCurrent { .. } => ConfigError::new_err(message),
         EngineError::InvalidName { .. } => InvalidName::new_err(message),
         EngineError::Connect { sqlstate, .. } => ConnectError::new_err((message, sqlstate)),
         EngineError::Database { sqlstate, .. } => DatabaseError::new_err((message, sqlstate)),

@@ -64,6 +64,9 @@ pub struct Options {
     pub session_grace: Duration,
     /// This machine's name, recorded with the owner row (for humans).
     pub host: String,
+    /// Bring the schema up to date (true), or only check that it is
+    /// (false: `SchemaNotCurrent` otherwise, and nothing is created).
+    pub migrate: bool,
 }
 
 impl Default for Options {
@@ -77,6 +80,7 @@ impl Default for Options {
             session_grace: Duration::from_millis(500),
             host: std::fs::read_to_string("/proc/sys/kernel/hostname")
                 .map_or_else(|_| "unknown".to_owned(), |name| name.trim().to_owned()),
+            migrate: true,
         }
     }
 }

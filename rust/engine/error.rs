@@ -53,6 +53,17 @@ pub enum EngineError {
     SchemaTooNew { schema: String, found: i32, supported: i32 },
 
     #[error(
+        "the database schema {schema:?} {}, and this durable needs version {wanted}: run \
+         `durable migrate` (or durable.init() without migrate=False), or check the schema name",
+        found.map_or_else(|| "does not exist".to_owned(), |v| format!("is at version {v}"))
+    )]
+    SchemaNotCurrent {
+        schema: String,
+        found: Option<i32>,
+        wanted: i32,
+    },
+
+    #[error(
         "workflow {name:?} already exists with a different input. A workflow's name is its \
          identity: start it with the same input to resume it, or use a new name"
     )]

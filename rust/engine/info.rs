@@ -97,7 +97,7 @@ impl Engine {
     }
 }
 
-fn read_info(row: &Row, path: Option<&str>) -> Result<RunInfo, EngineError> {
+pub(crate) fn read_info(row: &Row, path: Option<&str>) -> Result<RunInfo, EngineError> {
     let name: String = col(row, "name")?;
     Ok(RunInfo {
         id: col(row, "id")?,
@@ -161,8 +161,8 @@ impl InfoStatements {
 /// its version), a rate window full (until its oldest start leaves the
 /// window), the queue's concurrency full, its key's concurrency full; else
 /// it is ready for the next claim.
-const COLUMNS: &str = "
-SELECT t.id, t.name, t.status, t.workflow, t.queue, t.input, t.output, t.error, t.attempt, t.recoveries,
+pub(crate) const COLUMNS: &str = "
+SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input, t.output, t.error, t.attempt, t.recoveries,
        t.priority, t.concurrency_key,
        (extract(epoch FROM t.created_at) * 1000000)::int8 AS created_us,
        (extract(epoch FROM t.started_at) * 1000000)::int8 AS started_us,

@@ -104,6 +104,20 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
     Ok(found)
 }
 
+/// Checks, without changing anything, that `schema` is at `LATEST_VERSION`.
+pub(crate) async fn require_current(client: &Client, schema: &str) -> Result<i32, EngineError> {
+    let found = current_version(client, schema).await?;
+    match found {
+        Some(version) if version == LATEST_VERSION => Ok(version),
+        Some(version) if version > LATEST_VERSION => check_not_newer(schema, version).map(|()| version),
+        _ => Err(EngineError::SchemaNotCurrent {
+            schema: schema.to_owned(),
+            found,
+            wanted: LATEST_VERSION,
+        }),
+    }
+}
+
 /// The applied version, or `None` when the schema has no migration table yet.
 async fn current_version(client: &Client, schema: &str) -> Result<Option<i32>, EngineError> {
     let row = client

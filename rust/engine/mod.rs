@@ -51,6 +51,7 @@ macro_rules! retrying {
 mod config;
 mod error;
 mod events;
+mod gc;
 mod holds;
 mod info;
 mod jsonb;
@@ -58,10 +59,12 @@ mod migrate;
 mod owner;
 mod pool;
 mod queue;
+mod queue_info;
 mod results;
 mod retry;
 mod schedule;
 mod sql;
+mod tree;
 mod workflow;
 mod writer;
 
@@ -85,8 +88,10 @@ pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;
 pub use migrate::LATEST_VERSION;
 pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered};
+pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};
+pub use tree::WorkflowTree;
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 pub use writer::{Outcome, Stats};
 
@@ -122,6 +127,8 @@ struct Inner {
     /// The runtime the engine was made on: releases of dropped holds are
     /// spawned there, from whatever thread drops them.
     runtime: Handle,
+    /// The schema's version before `connect` migrated it (0: it was new).
+    migrated_from: i32,
 }
 
 /// The parent of a child workflow: its identity and its name (for messages).
@@ -154,7 +161,13 @@ impl Engine {
         let connect_timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
         let pool = pool::build(config.clone(), options.max_connections, connect_timeout)?;
         let mut conn = pool::checkout(&pool, &target).await?;
-        let migrating = migrate::migrate(&mut conn, &options.schema);
+        let migrating = async {
+            if options.migrate {
+                migrate::migrate(&mut conn, &options.schema).await
+            } else {
+                migrate::require_current(&conn, &options.schema).await
+            }
+        };
         let Ok(migrated) = tokio::time::timeout(options.reconnect_timeout, migrating).await else {
             drop(Object::take(conn));
             return Err(pool::no_answer(
@@ -163,7 +176,7 @@ impl Engine {
                 options.reconnect_timeout,
             ));
         };
-        migrated?;
+        let migrated_from = migrated?;
         drop(conn);
         let sql = Arc::new(Statements::new(&options.schema));
         let holds = Arc::new(Holds::default());
@@ -200,6 +213,7 @@ impl Engine {
                 target,
                 reconnect_timeout: options.reconnect_timeout,
                 runtime: Handle::current(),
+                migrated_from,
             }),
         })
     }
@@ -212,6 +226,12 @@ impl Engine {
     /// This process's owner id, as recorded in `task.owner_id`.
     pub fn owner_id(&self) -> &str {
         &self.inner.owner.id
+    }
+
+    /// The schema's version before `connect` brought it to
+    /// `LATEST_VERSION` (0: the schema was created).
+    pub fn migrated_from(&self) -> i32 {
+        self.inner.migrated_from
     }
 
     /// What the checkpoint writer did so far.

@@ -4,10 +4,13 @@
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
 use super::config::quote;
+use super::gc::GC;
 use super::info::InfoStatements;
 use super::queue::QueueStatements;
+use super::queue_info::LIST_QUEUES;
 use super::results::RUN_STATE;
 use super::schedule::ScheduleStatements;
+use super::tree::tree_statement;
 
 /// Statement texts for one schema.
 #[derive(Debug)]
@@ -30,6 +33,9 @@ pub(crate) struct Statements {
     pub queue: QueueStatements,
     pub schedule: ScheduleStatements,
     pub info: InfoStatements,
+    pub tree: String,
+    pub list_queues: String,
+    pub gc: String,
 }
 
 /// The channel of every notification durable sends (`LISTEN durable`). The
@@ -149,6 +155,9 @@ impl Statements {
             queue: QueueStatements::new(fill),
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
+            tree: fill(&tree_statement()),
+            list_queues: fill(LIST_QUEUES),
+            gc: fill(GC),
         }
     }
 }

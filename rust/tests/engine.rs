@@ -676,3 +676,268 @@ async fn a_deadline_is_kept_across_starts_and_shared_by_children() {
     assert!(plain.deadline.is_none());
     fx.drop_schema().await;
 }
+
+#[tokio::test]
+async fn a_tree_has_the_steps_and_children_of_each_workflow_in_order() {
+    let fx = Fixture::new().await;
+    let started = fx.engine.start(None, "root", &json("1"), None).await.unwrap();
+    let root = started.workflow;
+    let parent = Parent {
+        workflow: root,
+        name: "root",
+    };
+    fx.engine
+        .step_finished(root, "b".into(), 1, Outcome::Completed(json("\"first\"")))
+        .await
+        .unwrap();
+    let error = r#"{"type": "ValueError", "module": "builtins", "message": "no", "traceback": "Traceback..."}"#;
+    fx.engine
+        .step_finished(root, "a".into(), 2, Outcome::Failed(json(error)))
+        .await
+        .unwrap();
+    let child = fx
+        .engine
+        .start(Some(parent), "c", &json("null"), None)
+        .await
+        .unwrap()
+        .workflow;
+    fx.engine
+        .step_finished(child, "x".into(), 1, Outcome::Completed(json("2")))
+        .await
+        .unwrap();
+
+    let tree = fx.engine.tree("root").await.unwrap().expect("the root exists");
+    assert_eq!(
+        (tree.info.path.as_str(), tree.info.status.as_str()),
+        ("root", "running")
+    );
+    let steps: Vec<_> = tree
+        .steps
+        .iter()
+        .map(|s| (s.path.as_str(), s.status.as_str(), s.attempt))
+        .collect();
+    assert_eq!(
+        steps,
+        [("b", "completed", 1), ("a", "failed", 2)],
+        "in the order first recorded"
+    );
+    assert_eq!(tree.steps[0].output, Some(json("\"first\"")));
+    assert!(tree.steps[1].error.as_ref().unwrap().as_str().contains("ValueError"));
+    assert_eq!(tree.children.len(), 1);
+    let c = &tree.children[0];
+    assert_eq!(c.info.path, "root/c");
+    assert_eq!(c.steps.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["x"]);
+    assert!(c.children.is_empty());
+
+    let sub = fx.engine.tree("root/c").await.unwrap().expect("a child by its path");
+    assert_eq!(sub, *c);
+    assert_eq!(fx.engine.tree("nope").await.unwrap(), None);
+    assert_eq!(
+        fx.engine.tree("root/x").await.unwrap(),
+        None,
+        "a step is not a workflow"
+    );
+    assert!(matches!(
+        fx.engine.tree("root//c").await,
+        Err(EngineError::InvalidName { .. })
+    ));
+    drop(started);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn gc_deletes_whole_finished_trees_finished_long_enough_ago_and_nothing_else() {
+    let fx = Fixture::new().await;
+    let mut held = Vec::new();
+    for (name, outcome) in [
+        ("old-done", Some(true)),
+        ("old-failed", Some(false)),
+        ("old-cancelled", None),
+        ("old-running", None),
+        ("new-done", Some(true)),
+    ] {
+        let started = fx.engine.start(None, name, &json("null"), None).await.unwrap();
+        let root = started.workflow;
+        let parent = Parent { workflow: root, name };
+        let child = fx
+            .engine
+            .start(Some(parent), "c", &json("null"), None)
+            .await
+            .unwrap()
+            .workflow;
+        fx.engine
+            .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
+            .await
+            .unwrap();
+        fx.engine
+            .step_finished(root, "s".into(), 1, Outcome::Completed(json("1")))
+            .await
+            .unwrap();
+        match outcome {
+            Some(true) => fx
+                .engine
+                .workflow_finished(root, Outcome::Completed(json("1")))
+                .await
+                .unwrap(),
+            Some(false) => fx
+                .engine
+                .workflow_finished(root, Outcome::Failed(json("{}")))
+                .await
+                .unwrap(),
+            None if name == "old-cancelled" => assert!(fx.engine.cancel(name).await.unwrap()),
+            None => {}
+        }
+        held.push(started);
+    }
+    // Two days ago for every old one (the running one's rows too: only its status keeps it).
+    fx.admin
+        .execute(
+            &format!(
+                "UPDATE {}.task SET completed_at = now() - interval '2 days'
+                 WHERE root_id IN (SELECT id FROM {0}.task WHERE parent_id IS NULL AND name LIKE 'old-%')",
+                fx.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let day = std::time::Duration::from_secs(86_400);
+    assert_eq!(
+        fx.engine.gc(day * 3, 10).await.unwrap(),
+        0,
+        "nothing finished three days ago"
+    );
+    assert_eq!(fx.engine.gc(day, 2).await.unwrap(), 3, "in batches of two");
+    let rows = fx
+        .admin
+        .query(
+            &format!(
+                "SELECT r.name, count(t.*) FROM {0}.task AS r JOIN {0}.task AS t ON t.root_id = r.id
+                 WHERE r.parent_id IS NULL GROUP BY r.name ORDER BY r.name",
+                fx.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    let left: Vec<(String, i64)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(left, [("new-done".to_owned(), 4), ("old-running".to_owned(), 4)]);
+    let total: i64 = fx
+        .admin
+        .query_one(&format!("SELECT count(*) FROM {}.task", fx.schema), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 8, "no row of a deleted tree is left");
+    assert!(matches!(fx.engine.gc(day, 0).await, Err(EngineError::InvalidOption(_))));
+    drop(held);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn queues_list_their_limits_and_use() {
+    use durable::engine::{ClaimLimits, Enqueue, QueueLimits};
+    let fx = Fixture::new().await;
+    let minute = std::time::Duration::from_secs(60);
+    let limits = QueueLimits {
+        concurrency: Some(3),
+        concurrency_per_key: None,
+        rates: Some(vec![(10, minute), (100, minute * 60)]),
+    };
+    fx.engine.create_queue("etl", &limits).await.unwrap();
+    fx.engine.set_queue_paused("idle", true).await.unwrap();
+    let input = json("null");
+    for (name, delay) in [("a", 0), ("b", 0), ("later", 3600)] {
+        let run = Enqueue {
+            name,
+            workflow: "app.job",
+            input: &input,
+            queue: "etl",
+            delay: std::time::Duration::from_secs(delay),
+            run_at: None,
+            priority: 0,
+            key: None,
+        };
+        fx.engine.enqueue(&run).await.unwrap();
+    }
+    let workflows = ["app.job".to_owned()];
+    let claim = ClaimLimits {
+        max: 1,
+        workflows: &workflows,
+        version: None,
+    };
+    let claimed = fx.engine.claim(Some("etl"), claim).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+
+    let queues = fx.engine.list_queues().await.unwrap();
+    let names: Vec<_> = queues.iter().map(|q| q.name.as_str()).collect();
+    assert_eq!(names, ["etl", "idle"]);
+    let etl = &queues[0];
+    assert!(!etl.paused);
+    assert_eq!((etl.concurrency, etl.concurrency_per_key), (Some(3), None));
+    assert_eq!((etl.running, etl.queued, etl.delayed), (1, 1, 1));
+    assert!(etl.oldest_due.is_some());
+    let rates: Vec<_> = etl.rates.iter().map(|r| (r.max_starts, r.period, r.used)).collect();
+    assert_eq!(rates, [(10, minute, 1), (100, minute * 60, 1)]);
+    let idle = &queues[1];
+    assert!(idle.paused);
+    assert_eq!(
+        (idle.running, idle.queued, idle.delayed, idle.oldest_due),
+        (0, 0, 0, None)
+    );
+    assert!(idle.rates.is_empty());
+    drop(claimed);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn without_migrate_a_missing_or_old_schema_is_refused_and_left_alone() {
+    let schema = fresh_schema();
+    let _dropper = SchemaGuard(schema.clone());
+    let check = Options {
+        schema: schema.clone(),
+        migrate: false,
+        ..Options::default()
+    };
+    let err = Engine::connect(&dsn(), &check).await.err().expect("no schema yet");
+    assert_eq!(
+        err,
+        EngineError::SchemaNotCurrent {
+            schema: schema.clone(),
+            found: None,
+            wanted: LATEST_VERSION
+        }
+    );
+    assert!(err.to_string().contains("durable migrate"), "{err}");
+    let admin = admin().await;
+    let row = admin
+        .query_one("SELECT to_regnamespace($1) IS NULL", &[&schema])
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "nothing was created");
+
+    let migrating = Options {
+        schema: schema.clone(),
+        ..Options::default()
+    };
+    let engine = Engine::connect(&dsn(), &migrating).await.unwrap();
+    assert_eq!(engine.migrated_from(), 0, "created");
+    engine.close().await;
+    let engine = Engine::connect(&dsn(), &check).await.unwrap();
+    assert_eq!(engine.migrated_from(), LATEST_VERSION);
+    engine.close().await;
+
+    admin
+        .execute(
+            &format!("DELETE FROM {schema}.migration WHERE version = $1"),
+            &[&LATEST_VERSION],
+        )
+        .await
+        .unwrap();
+    let err = Engine::connect(&dsn(), &check).await.err().expect("one version behind");
+    assert!(
+        matches!(err, EngineError::SchemaNotCurrent { found: Some(v), .. } if v == LATEST_VERSION - 1),
+        "{err:?}"
+    );
+}

@@ -1,0 +1,339 @@
+"""The ``durable`` command: look at and manage workflows from a shell.
+
+::
+
+    durable [--dsn URL] [--schema NAME] [--json] COMMAND [ARGS]
+
+Commands: ``migrate``, ``list``, ``show NAME``, ``cancel NAME``, ``resume
+NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``.
+Tables for people by default, ``--json`` for scripts (before or after the
+command). The database is ``--dsn``, else ``$DURABLE_DATABASE_URL``, else
+the embedded Postgres, as for ``durable.init``.
+
+Exit codes: 0 done; 1 the operation failed or found nothing (an unknown
+name, a finished workflow to cancel); 2 a usage error; 3 the database
+cannot be used (a bad or unreachable DSN, a refused login, a bad schema
+name, a schema that is missing or not migrated, or one of a newer durable).
+Errors are one line on stderr.
+
+Only ``migrate`` and ``worker`` create or migrate the schema; the other
+commands refuse a schema that is missing or out of date.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import click
+
+from . import _cli_render as render
+from . import _core
+from ._db import Db, init
+from ._cli_worker import CannotLoad, NotAWorker, Workflows, configure_logging, load, serve
+from ._db import cancel as cancel_workflow
+from ._gc import gc as collect
+from ._info import STATUSES, get, list_workflows, tree
+from ._queues import list_queues
+from ._runs import resume as resume_workflow
+from .errors import ConfigError, DatabaseError, DurableError, SchemaTooNew
+
+T = TypeVar("T")
+
+#: The operation failed or found nothing.
+EXIT_FAILED = 1
+#: The database cannot be used: bad DSN, unreachable, login refused, schema
+#: missing, not migrated or too new.
+EXIT_NO_DATABASE = 3
+
+
+class Failed(click.ClickException):
+    exit_code = EXIT_FAILED
+
+
+class NoDatabase(click.ClickException):
+    exit_code = EXIT_NO_DATABASE
+
+
+@dataclass
+class Settings:
+    """The global options."""
+
+    dsn: str | None
+    schema: str
+    json: bool
+    connect_timeout: float
+
+    async def connect(self, *, migrate: bool = False, max_connections: int = 2) -> Db:
+        """``durable.init`` with these options; what keeps it from connecting
+        is ``NoDatabase`` (its messages never hold the password). Without
+        ``migrate``, a schema that is missing or out of date is refused, not
+        created: a mistyped ``--schema`` must not make a new one."""
+        try:
+            return await init(
+                self.dsn,
+                schema=self.schema,
+                max_connections=max_connections,
+                connect_timeout=self.connect_timeout,
+                migrate=migrate,
+            )
+        except (ConfigError, DatabaseError, SchemaTooNew) as exc:
+            raise NoDatabase(str(exc)) from None
+
+    def run(self, work: Callable[[Db], Awaitable[T]], *, migrate: bool = False) -> T:
+        """Connects, runs ``work``, closes; a durable error is ``Failed``."""
+
+        async def connected() -> T:
+            db = await self.connect(migrate=migrate)
+            try:
+                return await work(db)
+            finally:
+                await db.close()
+
+        try:
+            return asyncio.run(connected())
+        except DurableError as exc:
+            raise Failed(str(exc)) from None
+
+    def print(self, value: Any, text: Callable[[], str]) -> None:
+        """``value`` as JSON with ``--json``, else ``text()``."""
+        if self.json:
+            click.echo(json.dumps(render.jsonable(value), indent=2, ensure_ascii=False))
+        else:
+            click.echo(text())
+
+
+def _json_flag(ctx: click.Context, _: click.Parameter, value: bool) -> None:
+    # The group's callback made the Settings before the command's options are parsed.
+    settings = ctx.find_object(Settings)
+    if value and settings is not None:
+        settings.json = True
+
+
+#: ``--json`` after the command too (``durable list --json``).
+json_option = click.option(
+    "--json", is_flag=True, expose_value=False, callback=_json_flag, help="Print JSON, for scripts."
+)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--dsn",
+    metavar="URL",
+    help="Database URL (postgresql://user:password@host:5432/db). "
+    "Default: $DURABLE_DATABASE_URL, else the embedded Postgres.",
+)
+@click.option("--schema", default="durable", show_default=True, help="Schema of durable's tables.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(0, 3600, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Longest wait for a connection.",
+)
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None, schema: str, as_json: bool, connect_timeout: float) -> None:
+    """Look at and manage durable workflows.
+
+    Exit codes: 0 done, 1 failed or not found, 2 usage error, 3 the database
+    cannot be used (bad DSN, unreachable, login refused, schema missing or
+    not migrated: run `durable migrate`).
+    """
+    ctx.obj = Settings(dsn=dsn, schema=schema, json=as_json, connect_timeout=connect_timeout)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Create or update durable's tables, and print the schema version."""
+
+    async def work(db: Db) -> int:
+        return db._engine.migrated_from
+
+    before = settings.run(work, migrate=True)
+    version = _core.SCHEMA_VERSION
+    result = {"schema": settings.schema, "version": version, "previous_version": before}
+    if before == version:
+        message = f"schema {settings.schema!r} is up to date at version {version}"
+    elif before == 0:
+        message = f"created schema {settings.schema!r} at version {version}"
+    else:
+        message = f"migrated schema {settings.schema!r} from version {before} to {version}"
+    settings.print(result, lambda: message)
+
+
+@cli.command("list")
+@click.option("--status", type=click.Choice(STATUSES), help="Only workflows in this status.")
+@click.option("--queue", help="Only runs of this queue.")
+@click.option("--prefix", "name_prefix", metavar="TEXT", help="Only names that start with TEXT.")
+@click.option(
+    "--since", metavar="WHEN", help="Only those created since: a duration back (30d, 12h, 15m) or an ISO datetime."
+)
+@click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="At most this many.")
+@json_option
+@click.pass_obj
+def list_command(
+    settings: Settings, status: str | None, queue: str | None, name_prefix: str | None, since: str | None, limit: int
+) -> None:
+    """List root workflows, newest first."""
+    now = _now()
+    try:
+        after = None if since is None else render.parse_moment(since, now)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
+    runs = settings.run(
+        lambda db: list_workflows(db, status=status, queue=queue, name_prefix=name_prefix, since=after, limit=limit)
+    )
+    settings.print(runs, lambda: render.workflows_table(runs, now) if runs else "no workflows")
+
+
+@cli.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def show(settings: Settings, name: str) -> None:
+    """Show a workflow (a child by its path, parent/child) with its steps and
+    children: status, attempts, durations, errors and tracebacks."""
+    found = settings.run(lambda db: tree(db, name))
+    settings.print(found, lambda: render.tree_text(found, _now()))
+
+
+@cli.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def cancel(settings: Settings, name: str) -> None:
+    """Cancel a root workflow and its unfinished children.
+
+    Exits 1 if there is no such workflow or it already finished."""
+
+    async def work(db: Db) -> None:
+        if await cancel_workflow(db, name):
+            return
+        # Nothing cancelled: an unknown name (WorkflowNotFound), a finished
+        # root, or the path of a child (whose root is what cancels).
+        status = (await get(db, name)).status
+        if status in ("completed", "cancelled"):
+            raise Failed(f"workflow {name!r} is already {status}: nothing to cancel")
+        raise Failed(f"{name!r} is a child workflow: cancel its root instead")
+
+    settings.run(work)
+    message = f"cancelled workflow {name!r} and its unfinished children"
+    settings.print({"name": name, "cancelled": True}, lambda: message)
+
+
+@cli.command()
+@click.argument("name")
+@json_option
+@click.pass_obj
+def resume(settings: Settings, name: str) -> None:
+    """Put a failed or cancelled root workflow back to run, keeping its
+    completed steps. Exits 1 if there is no such workflow or it is neither
+    failed nor cancelled."""
+
+    async def work(db: Db) -> str:
+        resumed = await resume_workflow(db, name)
+        status = (await get(db, name)).status  # WorkflowNotFound for an unknown name
+        if not resumed:
+            raise Failed(f"workflow {name!r} is {status}: only a failed or cancelled workflow can be resumed")
+        return status
+
+    status = settings.run(work)
+    if status == "queued":
+        message = f"resumed workflow {name!r}: queued for an executor"
+    else:
+        # Started by hand (no registered function): no executor takes it.
+        message = f"resumed workflow {name!r}: it was started by hand, so start it again (Ctx.start) to run it"
+    settings.print({"name": name, "resumed": True, "status": status}, lambda: message)
+
+
+@cli.command()
+@json_option
+@click.pass_obj
+def queues(settings: Settings) -> None:
+    """List the queues: limits, runs running and waiting, rate use."""
+    found = settings.run(list_queues)
+    now = _now()
+    settings.print(found, lambda: render.queues_table(found, now) if found else "no queues")
+
+
+@cli.command()
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Delete what finished longer ago than this: 30d, 12h, 15m, 90s.",
+)
+@click.option(
+    "--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Roots per transaction."
+)
+@json_option
+@click.pass_obj
+def gc(settings: Settings, older_than: str, batch: int) -> None:
+    """Delete finished (completed, failed, cancelled) root workflows with
+    their children and steps, in batches. Unfinished runs are never touched."""
+    try:
+        age = render.parse_duration(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    deleted = settings.run(lambda db: collect(db, age, batch=batch))
+    settings.print(
+        {"deleted": deleted, "older_than": age},
+        lambda: f"deleted {deleted} finished workflow{'' if deleted == 1 else 's'} "
+        f"(finished more than {older_than} ago) with their children and steps",
+    )
+
+
+@cli.command()
+@click.argument("target", metavar="MODULE:OBJECT")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 100_000),
+    help="Most runs at once (default 100), for a list of workflows.",
+)
+@click.pass_obj
+def worker(settings: Settings, target: str, concurrency: int | None) -> None:
+    """Run an Executor until SIGTERM or Ctrl-C, then stop gracefully.
+
+    OBJECT (in MODULE, imported from the current directory too) is a list of
+    @durable.workflow functions, or a function that takes a durable.Db and
+    returns a durable.Executor (sync or async).
+    """
+    try:
+        made = load(target)
+    except CannotLoad as exc:
+        raise click.BadParameter(str(exc), param_hint="MODULE:OBJECT") from None
+    if concurrency is not None and not isinstance(made, Workflows):
+        raise click.UsageError("--concurrency is for a list of workflows: a factory makes its own Executor")
+    configure_logging()
+
+    async def serving() -> None:
+        db = await settings.connect(migrate=True, max_connections=10)
+        try:
+            await serve(db, made, concurrency)
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(serving())
+    except DurableError as exc:
+        raise Failed(str(exc)) from None
+    except NotAWorker as exc:
+        raise Failed(str(exc)) from None
+
+
+def main() -> None:
+    """The ``durable`` console script."""
+    cli(prog_name="durable")

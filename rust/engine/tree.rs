@@ -1,0 +1,97 @@
+//! A workflow with everything under it: its steps and its child workflows,
+//! recursively. Read-only, like the views of `info`.
+
+use std::collections::HashMap;
+
+use tokio_postgres::Row;
+
+use super::error::EngineError;
+use super::info::{COLUMNS, RunInfo, read_info};
+use super::workflow::{Kind, col};
+use super::{Engine, validate_name};
+
+/// A workflow and what ran under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowTree {
+    /// The workflow itself (`path` is its full path).
+    pub info: RunInfo,
+    /// Its steps, in the order they were first recorded (`path` is the
+    /// step's own name).
+    pub steps: Vec<RunInfo>,
+    /// Its child workflows, in the order they were created.
+    pub children: Vec<WorkflowTree>,
+}
+
+impl Engine {
+    /// The workflow at `path` (`root`, `root/child`, ...) with its steps and
+    /// children, recursively; `None` if there is none. One statement, so the
+    /// tree is one consistent snapshot.
+    pub async fn tree(&self, path: &str) -> Result<Option<WorkflowTree>, EngineError> {
+        let names: Vec<&str> = path.split('/').collect();
+        for name in &names {
+            validate_name("workflow", name)?;
+        }
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let rows = retrying!(
+            self,
+            &format!("reading the tree of workflow {path:?}"),
+            |client| async {
+                let statement = client.prepare_cached(&sql.tree).await?;
+                client.query(&statement, &[&names]).await
+            }
+        )?;
+        let mut rows = rows.iter();
+        let Some(top) = rows.next() else {
+            return Ok(None);
+        };
+        // Rows come in id order: a parent before anything under it.
+        let mut under: HashMap<i64, Vec<&Row>> = HashMap::new();
+        for row in rows {
+            under.entry(col(row, "parent_id")?).or_default().push(row);
+        }
+        build(top, path, &mut under).map(Some)
+    }
+}
+
+/// The tree of the workflow `row`, taking what is under it from `under`.
+fn build(row: &Row, path: &str, under: &mut HashMap<i64, Vec<&Row>>) -> Result<WorkflowTree, EngineError> {
+    let info = read_info(row, Some(path))?;
+    let mut tree = WorkflowTree {
+        steps: Vec::new(),
+        children: Vec::new(),
+        info,
+    };
+    for row in under.remove(&tree.info.id).unwrap_or_default() {
+        let kind: &str = col(row, "kind")?;
+        if kind == Kind::Step.as_str() {
+            tree.steps.push(read_info(row, None)?);
+        } else {
+            let name: &str = col(row, "name")?;
+            let child = build(row, &format!("{path}/{name}"), under)?;
+            tree.children.push(child);
+        }
+    }
+    Ok(tree)
+}
+
+/// The workflow at the path `$1` (an array of names) and every row under it,
+/// in id order (the workflow first).
+pub(crate) fn tree_statement() -> String {
+    format!(
+        "WITH RECURSIVE path(id, depth) AS (
+             SELECT id, 1 FROM {{s}}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
+             UNION ALL
+             SELECT c.id, path.depth + 1 FROM path
+             JOIN {{s}}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
+             WHERE c.kind = 'workflow'
+         ), sub(id) AS (
+             SELECT id FROM path WHERE depth = cardinality($1::text[])
+             UNION ALL
+             SELECT c.id FROM sub JOIN {{s}}.task AS c ON c.parent_id = sub.id
+         )
+         {COLUMNS}
+         JOIN sub ON sub.id = t.id
+         ORDER BY t.id"
+    )
+}
