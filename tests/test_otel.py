@@ -123,7 +123,15 @@ async def test_executor_metrics(db: durable.Db, telemetry: Telemetry) -> None:
         await ctx.step("wait", gate.wait)
         return "open"
 
-    executor = durable.Executor(db, [gated], concurrency=5)
+    @durable.workflow(name="otel.held", queue="otel-held")
+    async def held(ctx: Ctx, _: None) -> None:
+        return None
+
+    await durable.create_queue(db, "otel-held")
+    await durable.pause_queue(db, "otel-held")
+    for i in range(3):
+        await held.enqueue(db, f"held-{i}", None)
+    executor = durable.Executor(db, [gated, held], concurrency=5)
     task = asyncio.ensure_future(executor.run())
     try:
         run = await gated.enqueue(db, "gated-1", None)
@@ -133,6 +141,8 @@ async def test_executor_metrics(db: durable.Db, telemetry: Telemetry) -> None:
             return shown >= 1
 
         await until(running, "the running gauge shows the run")
+        depths = telemetry.points("durable.queue.depth")  # counted at the executor's first pass
+        assert depths[(("durable.queue", "otel-held"),)] == 3
         claims = telemetry.points("durable.claim.duration")
         assert claims.get((("durable.queue", "otel-gated"),), 0) >= 1
         gate.set()

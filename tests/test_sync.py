@@ -93,6 +93,8 @@ async def test_errors_reach_the_calling_thread(dsn: str, schema: str, executor: 
         with pytest.raises(durable.WorkflowFailed, match="bad input"):
             durable.sync.result(db, run.name, timeout=30)
         assert durable.sync.get(db, "f1").status == "failed"
+        assert durable.sync.tree(db, "f1").info.status == "failed"
+        assert "sync" in [queue.name for queue in durable.sync.list_queues(db)]
         # Not running yet (its queue is paused): a short timeout runs out.
         durable.sync.pause_queue(db, "sync")
         late = durable.sync.enqueue(db, triple, "late", 1)

@@ -20,6 +20,10 @@ from .errors import ConfigError, DurableError
 
 log = logging.getLogger("durable")
 
+#: How often an executor counts the runs waiting in each queue, in seconds,
+#: for the ``durable.queue.depth`` gauge (only with OpenTelemetry).
+DEPTHS_EVERY = 10.0
+
 
 class Executor:
     """Runs the queued runs of the workflows it is given, across any number
@@ -72,8 +76,9 @@ class Executor:
         self._queues: list[str | None] = [*sorted({w.queue for w in self._workflows.values()}), None]
         self._running: dict[asyncio.Task[None], _core.Workflow] = {}
         self._stop: asyncio.Event | None = None
-        #: Runs waiting in each queue, as of the last recovery pass (for the
-        #: ``durable.queue.depth`` gauge; kept only with OpenTelemetry).
+        #: Runs due in each queue, counted every ``DEPTHS_EVERY`` seconds at
+        #: a recovery pass (for the ``durable.queue.depth`` gauge; kept only
+        #: with OpenTelemetry).
         self.queue_depths: dict[str, int] = {}
         _otel.watch(self)
 
@@ -100,13 +105,16 @@ class Executor:
         try:
             await engine.register_executor(names, self._version)
             await clock.register()
-            next_recovery = loop.time()
+            next_recovery = next_depths = loop.time()
             while not stop.is_set():
                 seen = engine.work_version()
                 await clock.queue_due()
                 if loop.time() >= next_recovery:
                     requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
                     _otel.recovered(requeued, failed)
+                    if _otel.ENABLED and loop.time() >= next_depths:
+                        self.queue_depths = {q["name"]: q["queued"] for q in await engine.list_queues()}
+                        next_depths = loop.time() + DEPTHS_EVERY
                     if requeued or failed:
                         log.info("recovered the runs of dead holders: %d requeued, %d failed", requeued, failed)
                     # Runs may wait in queues no workflow declares (queued from SQL).

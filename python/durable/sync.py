@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from . import _db, _info, _queues, _runs
+from . import _db, _gc, _info, _queues, _runs
 from ._bridge import run_blocking
 from ._db import Db
 from ._decorators import I, O, Workflow
@@ -47,11 +47,14 @@ init = _blocking(_db.init)
 cancel = _blocking(_db.cancel)
 get = _blocking(_info.get)
 list_workflows = _blocking(_info.list_workflows)
+tree = _blocking(_info.tree)
+gc = _blocking(_gc.gc)
 result = _blocking(_runs.result)
 resume = _blocking(_runs.resume)
 create_queue = _blocking(_queues.create_queue)
 pause_queue = _blocking(_queues.pause_queue)
 resume_queue = _blocking(_queues.resume_queue)
+list_queues = _blocking(_queues.list_queues)
 
 
 def enqueue(
@@ -80,11 +83,14 @@ __all__ = [
     "close",
     "create_queue",
     "enqueue",
+    "gc",
     "get",
     "init",
+    "list_queues",
     "list_workflows",
     "pause_queue",
     "result",
     "resume",
     "resume_queue",
+    "tree",
 ]
