@@ -164,10 +164,16 @@ pub(crate) fn parse_dsn_with(
     // Set but empty counts as unset.
     let env = |name: &str| env(name).filter(|value| !value.is_empty());
     let split = dsn::split(dsn);
-    let mut config: tokio_postgres::Config = split
-        .rest
-        .parse()
-        .map_err(|e: tokio_postgres::Error| EngineError::InvalidDsn(e.to_string()))?;
+    // A URL with nothing in it takes everything from the environment
+    // (tokio-postgres refuses it).
+    let mut config = if ["postgres://", "postgresql://"].contains(&split.rest.as_str()) {
+        tokio_postgres::Config::new()
+    } else {
+        split
+            .rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| EngineError::InvalidDsn(e.to_string()))?
+    };
     fill_from_env(&mut config, &env)?;
     if config.get_hosts().is_empty() {
         return Err(EngineError::InvalidDsn(
@@ -385,6 +391,9 @@ mod tests {
         assert_eq!(config.get_password(), Some(&b"envpass"[..]));
         assert_eq!(config.get_dbname(), Some("envdb"));
         assert_eq!(plan.mode, tls::SslMode::Require);
+        let (config, _) = parse_dsn_with("dbname=app sslmode=disable", &Options::default(), env, None).unwrap();
+        assert_eq!(describe_target(&config), "envhost:6543, /run/pg/.s.PGSQL.6543");
+        assert_eq!(config.get_dbname(), Some("app"));
         // The DSN wins over the environment.
         let (config, plan) = parse_dsn_with(
             "postgresql://u:p@h:5433/db?sslmode=disable",
