@@ -15,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -58,7 +58,7 @@ def home() -> Iterator[Path]:
 
 
 @pytest.fixture
-def bouncer(dsn: str, home: Path) -> Callable[[str], AsyncIterator[str]]:
+def bouncer(dsn: str, home: Path) -> Callable[[str], AbstractAsyncContextManager[str]]:
     """Starts pgbouncer in a pool mode, in front of the test database; yields its URL."""
     server = urlsplit(dsn)
 
@@ -95,11 +95,11 @@ ignore_startup_parameters = options,extra_float_digits
             proc.terminate()
             proc.wait(timeout=30)
 
-    return start  # type: ignore[return-value]
+    return start
 
 
-async def test_a_transaction_mode_pooler_is_refused_at_init(bouncer: Callable[[str], object], schema: str) -> None:
-    async with bouncer("transaction") as url:  # type: ignore[attr-defined]
+async def test_a_transaction_mode_pooler_is_refused_at_init(bouncer: Callable[[str], AbstractAsyncContextManager[str]], schema: str) -> None:
+    async with bouncer("transaction") as url:
         with pytest.raises(ConfigError) as caught:
             await durable.init(url, schema=schema)
     text = str(caught.value)
@@ -107,8 +107,8 @@ async def test_a_transaction_mode_pooler_is_refused_at_init(bouncer: Callable[[s
     assert "127.0.0.1" in text, text  # names where it connected
 
 
-async def test_a_session_mode_pooler_is_not_taken_for_one(bouncer: Callable[[str], object], schema: str) -> None:
-    async with bouncer("session") as url:  # type: ignore[attr-defined]
+async def test_a_session_mode_pooler_is_not_taken_for_one(bouncer: Callable[[str], AbstractAsyncContextManager[str]], schema: str) -> None:
+    async with bouncer("session") as url:
         db = await durable.init(url, schema=schema)
         try:
             ctx = await durable.Ctx.start(db, "through-a-session-pooler")

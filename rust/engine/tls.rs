@@ -255,13 +255,13 @@ struct Verifier {
 
 impl Verifier {
     /// A refusal that names the check that failed, and the way out.
-    fn refusal(&self, err: rustls::Error, server_name: &ServerName<'_>) -> rustls::Error {
+    fn refusal(&self, err: &rustls::Error, server_name: &ServerName<'_>) -> rustls::Error {
         let mode = self.mode.name();
-        let message = match &err {
+        let message = match err {
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             ) => {
-                let presented = match &err {
+                let presented = match err {
                     rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
                         presented, ..
                     }) if !presented.is_empty() => {
@@ -312,7 +312,7 @@ impl ServerCertVerifier for Verifier {
         });
         match verified {
             Ok(()) => Ok(ServerCertVerified::assertion()),
-            Err(err) => Err(self.refusal(err, server_name)),
+            Err(err) => Err(self.refusal(&err, server_name)),
         }
     }
 
@@ -397,12 +397,10 @@ pub(crate) fn explain(err: &tokio_postgres::Error) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn home() -> Option<&'static Path> {
-        Some(Path::new("/home/u"))
-    }
+    const HOME: &str = "/home/u";
 
     fn decide(mode: Option<&str>, rootcert: Option<&str>, existing: &[&str]) -> Result<Plan, EngineError> {
-        plan(mode, rootcert, home(), |path| {
+        plan(mode, rootcert, Some(Path::new(HOME)), |path| {
             existing.iter().any(|e| Path::new(e) == path)
         })
     }
