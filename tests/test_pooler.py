@@ -23,7 +23,7 @@ import pytest
 
 import durable
 from _waits import until
-from durable.errors import ConfigError
+from durable.errors import ConfigError, ConnectError
 
 PGBOUNCER = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
 
@@ -58,12 +58,12 @@ def home() -> Iterator[Path]:
 
 
 @pytest.fixture
-def bouncer(dsn: str, home: Path) -> Callable[[str], AbstractAsyncContextManager[str]]:
+def bouncer(dsn: str, home: Path) -> Callable[..., AbstractAsyncContextManager[str]]:
     """Starts pgbouncer in a pool mode, in front of the test database; yields its URL."""
     server = urlsplit(dsn)
 
     @asynccontextmanager
-    async def start(pool_mode: str) -> AsyncIterator[str]:
+    async def start(pool_mode: str, ignore: str = "options,extra_float_digits") -> AsyncIterator[str]:
         port = free_port()
         ini = home / f"{pool_mode}.ini"
         ini.write_text(
@@ -75,7 +75,7 @@ listen_port = {port}
 unix_socket_dir =
 auth_type = any
 pool_mode = {pool_mode}
-ignore_startup_parameters = options,extra_float_digits
+ignore_startup_parameters = {ignore}
 """
         )
         user = ["-u", "nobody"] if os.geteuid() == 0 else []  # pgbouncer refuses to run as root
@@ -98,7 +98,7 @@ ignore_startup_parameters = options,extra_float_digits
     return start
 
 
-async def test_a_transaction_mode_pooler_is_refused_at_init(bouncer: Callable[[str], AbstractAsyncContextManager[str]], schema: str) -> None:
+async def test_a_transaction_mode_pooler_is_refused_at_init(bouncer: Callable[..., AbstractAsyncContextManager[str]], schema: str) -> None:
     async with bouncer("transaction") as url:
         with pytest.raises(ConfigError) as caught:
             await durable.init(url, schema=schema)
@@ -107,7 +107,7 @@ async def test_a_transaction_mode_pooler_is_refused_at_init(bouncer: Callable[[s
     assert "127.0.0.1" in text, text  # names where it connected
 
 
-async def test_a_session_mode_pooler_is_not_taken_for_one(bouncer: Callable[[str], AbstractAsyncContextManager[str]], schema: str) -> None:
+async def test_a_session_mode_pooler_is_not_taken_for_one(bouncer: Callable[..., AbstractAsyncContextManager[str]], schema: str) -> None:
     async with bouncer("session") as url:
         db = await durable.init(url, schema=schema)
         try:
@@ -116,3 +116,15 @@ async def test_a_session_mode_pooler_is_not_taken_for_one(bouncer: Callable[[str
             await ctx.complete(None)
         finally:
             await db.close()
+
+
+async def test_a_pooler_that_refuses_our_startup_options_is_named(
+    bouncer: Callable[..., AbstractAsyncContextManager[str]], schema: str
+) -> None:
+    """pgbouncer as installed refuses the options parameter (durable's planner
+    settings) before anything can be probed: the error says what answered."""
+    async with bouncer("transaction", ignore="") as url:
+        with pytest.raises(ConnectError) as caught:
+            await durable.init(url, schema=schema)
+    text = str(caught.value)
+    assert "unsupported startup parameter" in text and "a pooler such as pgbouncer answered" in text, text

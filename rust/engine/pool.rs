@@ -31,6 +31,13 @@ pub(crate) fn build(target: Target, max_size: usize, connect_timeout: Duration) 
         .map_err(|e| EngineError::InvalidDsn(e.to_string()))
 }
 
+/// What pgbouncer answers to the `options` durable sets on its sessions.
+const POOLER_REFUSAL: &str = "unsupported startup parameter";
+
+const POOLER_HINT: &str = " (a pooler such as pgbouncer answered, not Postgres: durable needs a session \
+     (direct) connection, so use the server's own endpoint, e.g. port 5432; a pooler in session mode \
+     also works if it passes or ignores the options parameter: pgbouncer's ignore_startup_parameters)";
+
 /// A failed connection attempt to `target` ("host:port"), as `Connect`,
 /// or `TlsConnect` when TLS failed (a refused certificate, no TLS).
 pub(crate) fn connect_error(target: &str, err: &tokio_postgres::Error) -> EngineError {
@@ -40,7 +47,10 @@ pub(crate) fn connect_error(target: &str, err: &tokio_postgres::Error) -> Engine
             reason,
         };
     }
-    let (reason, sqlstate) = describe(err);
+    let (mut reason, sqlstate) = describe(err);
+    if reason.contains(POOLER_REFUSAL) {
+        reason.push_str(POOLER_HINT);
+    }
     EngineError::Connect {
         target: target.to_owned(),
         reason,
