@@ -8,6 +8,7 @@ the test's own, listening on 127.0.0.1 with a CA and a server certificate
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -158,16 +159,16 @@ def make_ca(common_name: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certific
 
 
 def make_server_cert(
-    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, dns_name: str
+    ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, name: x509.GeneralName
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = (
         _validity(x509.CertificateBuilder())
-        .subject_name(_name(dns_name))
+        .subject_name(_name(str(name.value)))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([name]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -183,9 +184,24 @@ def write_cert(path: Path, cert: x509.Certificate) -> Path:
     return path
 
 
+def install(server: _cluster.Tcp, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+    """Makes key and cert the server's (read at its next start)."""
+    key_file = server.pgdata / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_file.chmod(0o600)
+    server.own(key_file)  # the server reads only a key of its own, kept private
+    server.own(write_cert(server.pgdata / "server.crt", cert))
+
+
 @dataclass
 class TlsCluster:
     server: _cluster.Tcp
+    ca_key: ec.EllipticCurvePrivateKey
+    ca_cert: x509.Certificate
+    server_key: ec.EllipticCurvePrivateKey
+    server_cert: x509.Certificate
     ca: Path  # the CA that signed the server's certificate
     other_ca: Path  # a CA that did not
     ssl_options: str
@@ -211,23 +227,16 @@ def tls_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsCluster
     certs = tmp_path_factory.mktemp("certs")
     ca_key, ca_cert = make_ca("durable test CA")
     _, other_cert = make_ca("durable other CA")
-    server_key, server_cert = make_server_cert(ca_key, ca_cert, "localhost")
+    server_key, server_cert = make_server_cert(ca_key, ca_cert, x509.DNSName("localhost"))
     ssl_options = "-c ssl=on"  # server.crt and server.key of the data directory, the defaults
 
-    def prepare(server: _cluster.Tcp) -> None:
-        key_file = server.pgdata / "server.key"
-        key_file.write_bytes(
-            server_key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        key_file.chmod(0o600)
-        server.own(key_file)  # the server reads only a key of its own, kept private
-        server.own(write_cert(server.pgdata / "server.crt", server_cert))
-
-    with _cluster.running_tcp(free_port(), ssl_options, prepare) as server:
+    with _cluster.running_tcp(free_port(), ssl_options, lambda server: install(server, server_key, server_cert)) as server:
         yield TlsCluster(
             server=server,
+            ca_key=ca_key,
+            ca_cert=ca_cert,
+            server_key=server_key,
+            server_cert=server_cert,
             ca=write_cert(certs / "ca.pem", ca_cert),
             other_ca=write_cert(certs / "other-ca.pem", other_cert),
             ssl_options=ssl_options,
@@ -267,6 +276,40 @@ async def test_verify_full_refuses_a_wrong_host_name(tls_cluster: TlsCluster, sc
     assert "not valid for host '127.0.0.1'" in text and "localhost" in text, text
     assert "verify-ca" in text, text  # the way out, when only the CA matters
     assert "not signed" not in text, text
+
+
+async def test_verify_full_checks_host_not_hostaddr(tls_cluster: TlsCluster, schema: str) -> None:
+    """With hostaddr, the connection goes there and the name checked is host's (as libpq)."""
+    port = tls_cluster.server.port
+    ca = tls_cluster.ca
+    await connects_encrypted(
+        tls_cluster,
+        f"host=localhost hostaddr=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=verify-full sslrootcert={ca}",
+        schema,
+    )
+    text = await refused(
+        f"host=127.0.0.1 hostaddr=127.0.0.1 port={port} user=postgres password={SECRET} dbname=postgres "
+        f"sslmode=verify-full sslrootcert={ca}",
+        schema,
+    )
+    assert "not valid for host '127.0.0.1'" in text, text
+
+
+async def test_verify_full_checks_an_ip_host_against_the_ip_addresses_of_the_certificate(tls_cluster: TlsCluster, schema: str) -> None:
+    server = tls_cluster.server
+    key, cert = make_server_cert(
+        tls_cluster.ca_key, tls_cluster.ca_cert, x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    )
+    install(server, key, cert)
+    server.pg_ctl("restart", tls_cluster.ssl_options)
+    try:
+        dsn = tls_cluster.dsn("127.0.0.1", sslmode="verify-full", sslrootcert=str(tls_cluster.ca))
+        await connects_encrypted(tls_cluster, dsn, schema)
+        text = await refused(tls_cluster.dsn("localhost", sslmode="verify-full", sslrootcert=str(tls_cluster.ca)), schema)
+        assert "not valid for host 'localhost'" in text and "127.0.0.1" in text, text
+    finally:
+        install(server, tls_cluster.server_key, tls_cluster.server_cert)
+        server.pg_ctl("restart", tls_cluster.ssl_options)
 
 
 async def test_verify_full_refuses_an_unknown_ca(tls_cluster: TlsCluster, schema: str) -> None:
