@@ -256,7 +256,11 @@ struct Verifier {
 impl Verifier {
     /// A refusal that names the check that failed, and the way out.
     fn refusal(&self, err: &rustls::Error, server_name: &ServerName<'_>) -> rustls::Error {
-        let mode = self.mode.name();
+        let mode = match self.mode {
+            // libpq's rule, easily forgotten: say why require checks anything.
+            SslMode::Require => "require (as verify-ca, since a root file exists)",
+            other => other.name(),
+        };
         let message = match err {
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
