@@ -185,7 +185,9 @@ pub(crate) fn parse_dsn_with(
     let rootcert = rootcert.or_else(|| env("PGSSLROOTCERT"));
     let unix_only = config.get_hosts().iter().all(|host| !matches!(host, Host::Tcp(_)));
     let plan = if unix_only {
-        // As in libpq: Postgres has no TLS on Unix sockets, sslmode does not apply.
+        // As in libpq: Postgres has no TLS on Unix sockets, sslmode does not
+        // apply (but must still be one of its values).
+        mode.as_deref().map(tls::SslMode::parse).transpose()?;
         tls::Plan {
             mode: tls::SslMode::Disable,
             check: tls::Check::Nothing,
@@ -369,6 +371,7 @@ mod tests {
             parse_dsn_with("host=/run/pg sslmode=verify-full", &Options::default(), |_| None, None).unwrap();
         assert_eq!(plan.mode, tls::SslMode::Disable);
         assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        assert!(parse("host=/run/pg sslmode=bogus", &Options::default()).is_err());
     }
 
     #[test]
