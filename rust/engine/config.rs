@@ -1,11 +1,13 @@
 //! Connection settings and the validation of everything a user names:
 //! the DSN, the schema, workflow and step names.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
 use super::error::EngineError;
+use super::{dsn, tls};
 
 /// Startup options of every connection of the engine.
 ///
@@ -136,20 +138,69 @@ pub(crate) fn quote(schema: &str) -> String {
     format!("\"{schema}\"")
 }
 
-/// Parses a DSN (URL or key=value form). The error never repeats the DSN,
-/// which may hold a password.
-pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<tokio_postgres::Config, EngineError> {
+/// A parsed DSN: the driver's settings and the TLS connector they go with.
+#[derive(Clone)]
+pub(crate) struct Target {
+    pub config: tokio_postgres::Config,
+    pub tls: tls::Connector,
+}
+
+/// Parses a DSN (URL or key=value form), filling what it leaves out from
+/// the standard `PG*` environment variables. The error never repeats the
+/// DSN, which may hold a password.
+pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<Target, EngineError> {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let (config, plan) = parse_dsn_with(dsn, options, |name| std::env::var(name).ok(), home.as_deref())?;
+    let tls = tls::connector(&plan)?;
+    Ok(Target { config, tls })
+}
+
+/// `parse_dsn`, with the environment and the home directory given (for tests).
+pub(crate) fn parse_dsn_with(
+    dsn: &str,
+    options: &Options,
+    env: impl Fn(&str) -> Option<String>,
+    home: Option<&Path>,
+) -> Result<(tokio_postgres::Config, tls::Plan), EngineError> {
     if dsn.trim().is_empty() {
         return Err(EngineError::InvalidDsn("the URL is empty".to_owned()));
     }
-    let mut config: tokio_postgres::Config = dsn
-        .parse()
-        .map_err(|e: tokio_postgres::Error| EngineError::InvalidDsn(e.to_string()))?;
+    // Set but empty counts as unset.
+    let env = |name: &str| env(name).filter(|value| !value.is_empty());
+    let split = dsn::split(dsn);
+    // A URL with nothing in it takes everything from the environment
+    // (tokio-postgres refuses it).
+    let mut config = if ["postgres://", "postgresql://"].contains(&split.rest.as_str()) {
+        tokio_postgres::Config::new()
+    } else {
+        split
+            .rest
+            .parse()
+            .map_err(|e: tokio_postgres::Error| EngineError::InvalidDsn(e.to_string()))?
+    };
+    fill_from_env(&mut config, &env)?;
     if config.get_hosts().is_empty() {
         return Err(EngineError::InvalidDsn(
-            "no host given (add @host:port to the URL, or host=... )".to_owned(),
+            "no host given (add @host:port to the URL, or host=..., or set $PGHOST)".to_owned(),
         ));
     }
+    let [mode, rootcert] = split.values;
+    let mode = mode.or_else(|| env("PGSSLMODE"));
+    let rootcert = rootcert.or_else(|| env("PGSSLROOTCERT"));
+    let unix_only = config.get_hosts().iter().all(|host| !matches!(host, Host::Tcp(_)));
+    let plan = if unix_only {
+        // As in libpq: Postgres has no TLS on Unix sockets, sslmode does not
+        // apply (but must still be one of its values).
+        mode.as_deref().map(tls::SslMode::parse).transpose()?;
+        tls::Plan {
+            mode: tls::SslMode::Disable,
+            check: tls::Check::Nothing,
+            roots: None,
+        }
+    } else {
+        tls::plan(mode.as_deref(), rootcert.as_deref(), home, Path::exists)?
+    };
+    config.ssl_mode(plan.mode.driver());
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(options.connect_timeout);
     }
@@ -170,7 +221,49 @@ pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<tokio_postgres::
         None => PLANNER_OPTIONS.to_owned(),
     };
     config.options(&options);
-    Ok(config)
+    Ok((config, plan))
+}
+
+/// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD`, `PGDATABASE`, each for what
+/// the DSN does not set (`PGSSLMODE` and `PGSSLROOTCERT`: see `parse_dsn_with`).
+fn fill_from_env(
+    config: &mut tokio_postgres::Config,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(), EngineError> {
+    if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
+        if let Some(hosts) = env("PGHOST") {
+            for host in hosts.split(',') {
+                config.host(host.trim());
+            }
+        }
+    }
+    if config.get_ports().is_empty() {
+        if let Some(ports) = env("PGPORT") {
+            for port in ports.split(',') {
+                let port = port.trim().parse().map_err(|_| {
+                    let shown: String = port.chars().take(20).collect();
+                    EngineError::InvalidDsn(format!("$PGPORT holds {shown:?}, not a port number"))
+                })?;
+                config.port(port);
+            }
+        }
+    }
+    if config.get_user().is_none() {
+        if let Some(user) = env("PGUSER") {
+            config.user(&user);
+        }
+    }
+    if config.get_password().is_none() {
+        if let Some(password) = env("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    if config.get_dbname().is_none() {
+        if let Some(dbname) = env("PGDATABASE") {
+            config.dbname(&dbname);
+        }
+    }
+    Ok(())
 }
 
 /// "host:port" for every host of the config, for error messages. Never includes credentials.
@@ -229,42 +322,136 @@ pub fn validate_name(what: &'static str, name: &str) -> Result<(), EngineError> 
 mod tests {
     use super::*;
 
+    /// `parse_dsn` with an empty environment and no home directory.
+    fn parse(dsn: &str, options: &Options) -> Result<tokio_postgres::Config, EngineError> {
+        parse_dsn_with(dsn, options, |_| None, None).map(|(config, _)| config)
+    }
+
     #[test]
     fn dsn_errors_do_not_leak_the_password() {
-        let err = parse_dsn("postgresql://u:s3cret@host:notaport/db", &Options::default()).unwrap_err();
+        let err = parse("postgresql://u:s3cret@host:notaport/db", &Options::default()).unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("invalid database URL"), "{text}");
         assert!(!text.contains("s3cret"), "{text}");
     }
 
     #[test]
+    fn tls_errors_do_not_leak_the_password() {
+        for dsn in [
+            "postgresql://u:s3cret@host/db?sslmode=bogus",
+            "postgresql://u:s3cret@host/db?sslmode=verify-full",
+            "postgresql://u:s3cret@host/db?sslmode=require&sslrootcert=system",
+            "host=h user=u password=s3cret sslmode=verify-ca sslrootcert=/nonexistent/ca.pem",
+        ] {
+            let text = parse(dsn, &Options::default()).unwrap_err().to_string();
+            assert!(text.contains("ssl"), "{text}");
+            assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn sslmode_and_sslrootcert_are_read_in_both_forms() {
+        let root = std::env::temp_dir();
+        let root = root.to_str().unwrap();
+        for dsn in [
+            format!("postgresql://h/db?sslmode=verify-ca&sslrootcert={root}"),
+            format!("host=h dbname=db sslmode=verify-ca sslrootcert='{root}'"),
+        ] {
+            let (config, plan) = parse_dsn_with(&dsn, &Options::default(), |_| None, None).unwrap();
+            assert_eq!(plan.mode, tls::SslMode::VerifyCa, "{dsn}");
+            assert_eq!(plan.roots, Some(tls::Roots::File(root.into())), "{dsn}");
+            assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
+            assert_eq!(config.get_dbname(), Some("db"));
+        }
+        let (config, plan) =
+            parse_dsn_with("postgresql://h/db?sslmode=disable", &Options::default(), |_| None, None).unwrap();
+        assert_eq!(plan.mode, tls::SslMode::Disable);
+        assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+    }
+
+    #[test]
+    fn unix_sockets_ignore_sslmode() {
+        let (config, plan) =
+            parse_dsn_with("host=/run/pg sslmode=verify-full", &Options::default(), |_| None, None).unwrap();
+        assert_eq!(plan.mode, tls::SslMode::Disable);
+        assert_eq!(config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
+        assert!(parse("host=/run/pg sslmode=bogus", &Options::default()).is_err());
+    }
+
+    #[test]
+    fn environment_fills_what_the_dsn_leaves_out() {
+        let env = |name: &str| {
+            let value = match name {
+                "PGHOST" => "envhost,/run/pg",
+                "PGPORT" => "6543",
+                "PGUSER" => "envuser",
+                "PGPASSWORD" => "envpass",
+                "PGDATABASE" => "envdb",
+                "PGSSLMODE" => "require",
+                _ => return None,
+            };
+            Some(value.to_owned())
+        };
+        let (config, plan) = parse_dsn_with("postgresql://", &Options::default(), env, None).unwrap();
+        assert_eq!(describe_target(&config), "envhost:6543, /run/pg/.s.PGSQL.6543");
+        assert_eq!(config.get_user(), Some("envuser"));
+        assert_eq!(config.get_password(), Some(&b"envpass"[..]));
+        assert_eq!(config.get_dbname(), Some("envdb"));
+        assert_eq!(plan.mode, tls::SslMode::Require);
+        let (config, _) = parse_dsn_with("dbname=app sslmode=disable", &Options::default(), env, None).unwrap();
+        assert_eq!(describe_target(&config), "envhost:6543, /run/pg/.s.PGSQL.6543");
+        assert_eq!(config.get_dbname(), Some("app"));
+        // The DSN wins over the environment.
+        let (config, plan) = parse_dsn_with(
+            "postgresql://u:p@h:5433/db?sslmode=disable",
+            &Options::default(),
+            env,
+            None,
+        )
+        .unwrap();
+        assert_eq!(describe_target(&config), "h:5433");
+        assert_eq!((config.get_user(), config.get_dbname()), (Some("u"), Some("db")));
+        assert_eq!(config.get_password(), Some(&b"p"[..]));
+        assert_eq!(plan.mode, tls::SslMode::Disable);
+    }
+
+    #[test]
+    fn no_host_names_pghost() {
+        let text = parse("dbname=x", &Options::default()).unwrap_err().to_string();
+        assert!(text.contains("no host given") && text.contains("PGHOST"), "{text}");
+        let bad_port = |name: &str| (name == "PGPORT").then(|| "54x2".to_owned());
+        let err = parse_dsn_with("host=h", &Options::default(), bad_port, None).unwrap_err();
+        assert!(err.to_string().contains("$PGPORT"), "{err}");
+    }
+
+    #[test]
     fn empty_dsn_is_rejected() {
-        let err = parse_dsn("  ", &Options::default()).unwrap_err();
+        let err = parse("  ", &Options::default()).unwrap_err();
         assert!(matches!(err, EngineError::InvalidDsn(_)));
     }
 
     #[test]
     fn target_names_hosts_and_ports_only() {
-        let config = parse_dsn("postgresql://u:s3cret@db.example:6543/app", &Options::default()).unwrap();
+        let config = parse("postgresql://u:s3cret@db.example:6543/app", &Options::default()).unwrap();
         assert_eq!(describe_target(&config), "db.example:6543");
-        let config = parse_dsn("host=/run/pg user=x password=s3cret", &Options::default()).unwrap();
+        let config = parse("host=/run/pg user=x password=s3cret", &Options::default()).unwrap();
         assert_eq!(describe_target(&config), "/run/pg/.s.PGSQL.5432");
     }
 
     #[test]
     fn connect_timeout_defaults_but_the_dsn_wins() {
         let options = Options::default();
-        let config = parse_dsn("postgresql://h/db", &options).unwrap();
+        let config = parse("postgresql://h/db", &options).unwrap();
         assert_eq!(config.get_connect_timeout(), Some(&options.connect_timeout));
-        let config = parse_dsn("postgresql://h/db?connect_timeout=3", &options).unwrap();
+        let config = parse("postgresql://h/db?connect_timeout=3", &options).unwrap();
         assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(3)));
     }
 
     #[test]
     fn planner_options_are_added_to_the_dsn_options() {
-        let config = parse_dsn("postgresql://h/db", &Options::default()).unwrap();
+        let config = parse("postgresql://h/db", &Options::default()).unwrap();
         assert_eq!(config.get_options(), Some(PLANNER_OPTIONS));
-        let config = parse_dsn("postgresql://h/db?options=-c%20work_mem%3D64MB", &Options::default()).unwrap();
+        let config = parse("postgresql://h/db?options=-c%20work_mem%3D64MB", &Options::default()).unwrap();
         assert_eq!(
             config.get_options(),
             Some(format!("-c work_mem=64MB {PLANNER_OPTIONS}").as_str())

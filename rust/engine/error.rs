@@ -39,6 +39,26 @@ pub enum EngineError {
         sqlstate: Option<String>,
     },
 
+    /// TLS settings that cannot work (a missing root file, a mode that
+    /// contradicts `sslrootcert=system`), found before connecting.
+    #[error("TLS settings: {0}")]
+    Tls(String),
+
+    /// The TLS handshake with `target` failed: its certificate was refused,
+    /// or it does not accept TLS.
+    #[error("cannot connect to Postgres at {target} over TLS: {reason}")]
+    TlsConnect { target: String, reason: String },
+
+    #[error(
+        "durable needs a session (direct) connection, but the server at {target} looks like a \
+         transaction-mode pooler (pgbouncer with pool_mode=transaction, Supabase's port 6543, the \
+         pooled endpoints of Neon or RDS Proxy, ...): one connection was served by different \
+         Postgres sessions, which breaks the liveness of lease owners and notifications. Use the \
+         direct endpoint (port 5432, or the pooler's session mode); see \"Connecting and TLS\" in \
+         doc/api.md"
+    )]
+    TransactionPooler { target: String },
+
     #[error("{context}: {message}")]
     Database {
         context: String,

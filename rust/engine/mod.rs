@@ -49,6 +49,7 @@ macro_rules! retrying {
 }
 
 mod config;
+mod dsn;
 mod error;
 mod events;
 mod gc;
@@ -58,12 +59,14 @@ mod jsonb;
 mod migrate;
 mod owner;
 mod pool;
+mod pooler;
 mod queue;
 mod queue_info;
 mod results;
 mod retry;
 mod schedule;
 mod sql;
+mod tls;
 mod tree;
 mod workflow;
 mod writer;
@@ -156,10 +159,15 @@ impl Engine {
     /// connect timeout for a connection or the reconnect timeout for an answer.
     pub async fn connect(dsn: &str, options: &Options) -> Result<Engine, EngineError> {
         options.validate()?;
-        let config = config::parse_dsn(dsn, options)?;
-        let target: Arc<str> = config::describe_target(&config).into();
-        let connect_timeout = config.get_connect_timeout().copied().unwrap_or(options.connect_timeout);
-        let pool = pool::build(config.clone(), options.max_connections, connect_timeout)?;
+        let parsed = config::parse_dsn(dsn, options)?;
+        let target: Arc<str> = config::describe_target(&parsed.config).into();
+        let connect_timeout = parsed
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(options.connect_timeout);
+        let pool = pool::build(parsed.clone(), options.max_connections, connect_timeout)?;
+        pooler::refuse_transaction_pooler(&pool, &target, options.reconnect_timeout).await?;
         let mut conn = pool::checkout(&pool, &target).await?;
         let migrating = async {
             if options.migrate {
@@ -182,7 +190,8 @@ impl Engine {
         let holds = Arc::new(Holds::default());
         let events = Arc::new(Events::new(&options.schema));
         let owner = Owner::register(owner::Setup {
-            config,
+            config: parsed.config,
+            tls: parsed.tls,
             sql: Arc::clone(&sql),
             target: Arc::clone(&target),
             host: options.host.clone(),

@@ -17,13 +17,14 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
-use tokio_postgres::{AsyncMessage, Client, Config, NoTls, Notification};
+use tokio_postgres::{AsyncMessage, Client, Config, Notification};
 
 use super::error::EngineError;
 use super::events::Events;
 use super::holds::Holds;
 use super::pool::connect_error;
 use super::sql::{CHANNEL, Statements};
+use super::tls::Connector;
 use super::workflow::col;
 
 /// Server settings of the dedicated session: it sits idle between
@@ -44,6 +45,8 @@ pub(crate) struct Owner {
 /// What the owner's task needs to keep its session, and to get it back.
 pub(crate) struct Setup {
     pub config: Config,
+    /// The same TLS as the pool's.
+    pub tls: Connector,
     pub sql: Arc<Statements>,
     pub target: Arc<str>,
     pub host: String,
@@ -101,7 +104,7 @@ impl Setup {
             ),
             sqlstate: None,
         };
-        let (client, mut connection) = timeout(self.connect_timeout, self.config.connect(NoTls))
+        let (client, mut connection) = timeout(self.connect_timeout, self.config.connect(self.tls.clone()))
             .await
             .map_err(|_| no_answer())?
             .map_err(|err| connect_error(&self.target, &err))?;

@@ -3,23 +3,19 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
-
+use super::config::Target;
 use super::error::{EngineError, describe};
+use super::tls;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime};
 
 /// Builds the pool. Connections are opened lazily, by `checkout`; opening
 /// one (TCP, TLS, login) takes at most `connect_timeout`: tokio-postgres
 /// bounds only the TCP connect, so a server that accepts and never answers
 /// would otherwise hold a start forever.
-pub(crate) fn build(
-    config: tokio_postgres::Config,
-    max_size: usize,
-    connect_timeout: Duration,
-) -> Result<Pool, EngineError> {
+pub(crate) fn build(target: Target, max_size: usize, connect_timeout: Duration) -> Result<Pool, EngineError> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config,
+        target.tls,
         ManagerConfig {
             // A broken connection reports itself closed; checking that is
             // enough, a test query per checkout would cost a round trip.
@@ -35,9 +31,26 @@ pub(crate) fn build(
         .map_err(|e| EngineError::InvalidDsn(e.to_string()))
 }
 
-/// A failed connection attempt to `target` ("host:port"), as `Connect`.
+/// What pgbouncer answers to the `options` durable sets on its sessions.
+const POOLER_REFUSAL: &str = "unsupported startup parameter";
+
+const POOLER_HINT: &str = " (a pooler such as pgbouncer answered, not Postgres: durable needs a session \
+     (direct) connection, so use the server's own endpoint, e.g. port 5432; a pooler in session mode \
+     also works if it passes or ignores the options parameter: pgbouncer's ignore_startup_parameters)";
+
+/// A failed connection attempt to `target` ("host:port"), as `Connect`,
+/// or `TlsConnect` when TLS failed (a refused certificate, no TLS).
 pub(crate) fn connect_error(target: &str, err: &tokio_postgres::Error) -> EngineError {
-    let (reason, sqlstate) = describe(err);
+    if let Some(reason) = tls::explain(err) {
+        return EngineError::TlsConnect {
+            target: target.to_owned(),
+            reason,
+        };
+    }
+    let (mut reason, sqlstate) = describe(err);
+    if reason.contains(POOLER_REFUSAL) {
+        reason.push_str(POOLER_HINT);
+    }
     EngineError::Connect {
         target: target.to_owned(),
         reason,
