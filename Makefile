@@ -25,10 +25,14 @@ lint: build
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest durable._core
 
+# The extension is python/durable/_core.abi3.so. An older build's
+# _core.cpython-*.so would be imported before it: removed first.
 build: $(STAMP)
+	rm -f python/durable/_core.cpython-*.so
 	$(VENV)/bin/maturin develop --quiet
 
 build-release: $(STAMP)
+	rm -f python/durable/_core.cpython-*.so
 	$(VENV)/bin/maturin develop --quiet --release
 
 bench: build-release
