@@ -5,7 +5,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.deps-installed
 
-.PHONY: example test lint build build-release bench clean
+WHEEL_STAMP := $(VENV)/.wheel-deps-installed
+# maturin finds zig as `python3 -m ziglang`, with the python3 on PATH: the venv's.
+WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
+
+.PHONY: example test lint build build-release bench wheel wheel-aarch64 wheel-check clean
 
 example: build
 	$(PY) examples/nested_etl.py
@@ -21,15 +25,43 @@ lint: build
 	$(PY) -m mypy
 	$(PY) -m mypy.stubtest durable._core
 
+# The extension is python/durable/_core.abi3.so. An older build's
+# _core.cpython-*.so would be imported before it: removed first.
 build: $(STAMP)
+	rm -f python/durable/_core.cpython-*.so
 	$(VENV)/bin/maturin develop --quiet
 
 build-release: $(STAMP)
+	rm -f python/durable/_core.cpython-*.so
 	$(VENV)/bin/maturin develop --quiet --release
 
 bench: build-release
 	$(PY) bench/steps.py
 	$(PY) bench/queue.py
+
+# The release wheel and the sdist, into dist/: one abi3 wheel (cp311-abi3, for
+# every CPython >= 3.11) tagged manylinux_2_17, linked by zig against glibc
+# 2.17's symbols (a plain link on this glibc fails maturin's manylinux check).
+wheel: $(WHEEL_STAMP)
+	rm -rf dist
+	$(WITH_VENV) maturin build --quiet --release --zig --compatibility manylinux2014 --out dist
+	$(WITH_VENV) maturin sdist --out dist
+	ls -l dist
+
+# The same for 64-bit ARM Linux: needs the Rust standard library for that
+# target (`rustup target add aarch64-unknown-linux-gnu`).
+wheel-aarch64: $(WHEEL_STAMP)
+	$(WITH_VENV) maturin build --quiet --release --zig --compatibility manylinux2014 \
+		--target aarch64-unknown-linux-gnu --out dist
+
+# Builds the wheel and the sdist, installs each in a fresh venv with no Rust
+# on PATH and runs the example against it (an embedded Postgres).
+wheel-check:
+	.ci/wheel-check
+
+$(WHEEL_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --group wheel
+	touch $(WHEEL_STAMP)
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -38,4 +70,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) target dist

