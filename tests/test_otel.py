@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -151,3 +153,22 @@ async def test_executor_metrics(db: durable.Db, telemetry: Telemetry) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+def test_nothing_is_measured_until_the_application_sets_a_provider() -> None:
+    """Installed but not configured, the API would make no-op spans at a cost: durable makes none."""
+    program = """
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import TracerProvider
+from durable import _otel
+assert _otel.ENABLED and not _otel.active()
+assert _otel.step_attempt("w", "s", 1) is _otel._NO_STEP
+trace.set_tracer_provider(TracerProvider())
+assert _otel.active()
+"""
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    program = program.replace("trace.set_tracer_provider(TracerProvider())", "metrics.set_meter_provider(MeterProvider())")
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

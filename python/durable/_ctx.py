@@ -315,7 +315,7 @@ class Ctx:
                     report.failed(exc)
                     await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
                     raise
-                value = await (_otel.timed_commit(saving) if _otel.ENABLED else saving)
+                value = await (_otel.timed_commit(saving) if _otel.active() else saving)
                 report.completed()
                 return value
 

@@ -112,7 +112,7 @@ class Executor:
                 if loop.time() >= next_recovery:
                     requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
                     _otel.recovered(requeued, failed)
-                    if _otel.ENABLED and loop.time() >= next_depths:
+                    if _otel.active() and loop.time() >= next_depths:
                         self.queue_depths = {q["name"]: q["queued"] for q in await engine.list_queues()}
                         next_depths = loop.time() + DEPTHS_EVERY
                     if requeued or failed:

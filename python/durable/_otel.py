@@ -36,6 +36,24 @@ T = TypeVar("T")
 #: True when opentelemetry-api is installed.
 ENABLED = trace is not None
 
+#: The providers the API returns until the application sets its own: with
+#: them every span and instrument is a no-op. (By class name: the proxy
+#: classes are private to the API.)
+_UNSET_PROVIDERS = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"})
+
+
+def active() -> bool:
+    """True when the application has set a tracer or a meter provider.
+
+    Until then durable skips its spans and measurements altogether: even
+    no-op spans cost about 20 µs a step (measured), a third of a step under
+    group commit. Asked at each step, so providers set later are honoured.
+    """
+    return ENABLED and (
+        type(trace.get_tracer_provider()).__name__ not in _UNSET_PROVIDERS
+        or type(metrics.get_meter_provider()).__name__ not in _UNSET_PROVIDERS
+    )
+
 #: The executors of this process, for the gauges of running runs and queue depth.
 _executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
@@ -98,7 +116,7 @@ def watch(executor: Executor) -> None:
 
 def workflow_span(name: str, function: str, attempt: int) -> AbstractContextManager[Any]:
     """The span of a workflow function's run."""
-    if not ENABLED:
+    if not active():
         return nullcontext()
     attributes: dict[str, str | int] = {"durable.workflow": name, "durable.function": function, "durable.attempt": attempt}
     span: AbstractContextManager[Any] = _tracer.start_as_current_span("durable.workflow", attributes=attributes)
@@ -107,7 +125,7 @@ def workflow_span(name: str, function: str, attempt: int) -> AbstractContextMana
 
 def workflow_ended(function: str, outcome: str) -> None:
     """Counts a workflow function's run: ``completed``, ``failed`` or ``interrupted``."""
-    if ENABLED:
+    if active():
         _workflows.add(1, {"durable.function": function, "outcome": outcome})
 
 
@@ -152,11 +170,11 @@ _NO_STEP: AbstractContextManager[Attempt] = nullcontext(Attempt())
 
 def step_attempt(workflow: str, step: str, attempt: int) -> AbstractContextManager[Attempt]:
     """The span and metrics of one attempt of a step."""
-    return _step_attempt(workflow, step, attempt) if ENABLED else _NO_STEP
+    return _step_attempt(workflow, step, attempt) if active() else _NO_STEP
 
 
 def step_replayed() -> None:
-    if ENABLED:
+    if active():
         _steps.add(1, {"outcome": "replayed"})
 
 
