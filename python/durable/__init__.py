@@ -21,6 +21,7 @@ from ._executor import Executor
 from ._gc import gc
 from ._info import StepInfo, WorkflowInfo, WorkflowTree, get, list_workflows, tree
 from ._json import Json
+from ._messages import get_event, send
 from ._queues import QueueInfo, RateUse, create_queue, list_queues, pause_queue, resume_queue
 from ._runs import Run, result, resume
 from .errors import (
@@ -81,6 +82,7 @@ __all__ = [
     "create_queue",
     "gc",
     "get",
+    "get_event",
     "init",
     "list_queues",
     "list_workflows",
@@ -88,6 +90,7 @@ __all__ = [
     "result",
     "resume",
     "resume_queue",
+    "send",
     "start_embedded",
     "step",
     "tree",

@@ -128,6 +128,10 @@ def check_step_options(
         raise ConfigError(f"step {name!r}: at_most_once must be True or False, not {at_most_once!r}")
 
 
+#: The longest wait of ``recv`` (a year), in seconds.
+_MAX_WAIT = 365 * 86400.0
+
+
 class Ctx:
     """A running (or replaying) workflow: root or child.
 
@@ -318,6 +322,53 @@ class Ctx:
                 value = await (_otel.timed_commit(saving) if _otel.active() else saving)
                 report.completed()
                 return value
+
+    async def recv(self, topic: str, timeout: Seconds | None = None) -> Any:
+        """Receives the oldest message sent to this workflow on ``topic``
+        (see ``durable.send``), waiting up to ``timeout`` (seconds or a
+        ``timedelta``; None: as long as it takes) for one; None if none came.
+
+        Delivered exactly once: the message is taken in the statement that
+        saves it as this workflow's step, named like an automatically named
+        step (``topic``, ``topic#2``... in call order), so a replay receives
+        the same message, or the same None, again. A message sent before the
+        wait is kept for it.
+        """
+        if not isinstance(topic, str):
+            raise ConfigError(f"recv's topic must be a str, not {topic!r}")
+        wait = _MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=_MAX_WAIT, zero_ok=True)
+        self._refuse_in_step(f"ctx.recv({topic!r})")
+        name = self.auto_name(topic)
+        verdict, saved, number = self._wf.begin_step(name)
+        if verdict == "replay":
+            return saved
+        message = await self._wf.recv(name, number, topic, wait)
+        if message is None:
+            await self._wf.finish_step(name, number, None)
+        return message
+
+    async def set_event(self, key: str, value: Json) -> None:
+        """Publishes ``value`` as this workflow's event ``key``: readable at
+        once with ``durable.get_event``. Checkpointed like a step (named
+        ``event <key>``, ``#2``... in call order): a replay does not publish
+        again, so an event is never rolled back to an earlier value."""
+        if not isinstance(key, str):
+            raise ConfigError(f"set_event's key must be a str, not {key!r}")
+        self._refuse_in_step(f"ctx.set_event({key!r})")
+        name = self.auto_name(f"event {key}")
+        verdict, _, number = self._wf.begin_step(name)
+        if verdict == "replay":
+            return
+        await self._wf.set_event(name, number, key, value)
+
+    def _refuse_in_step(self, call: str) -> None:
+        outer = _in_step.get()
+        if outer is not None and outer.root_id == self.root_id:
+            raise DurableError(
+                f"{call} was called inside the body of a step of workflow {outer.name!r}: a step's body "
+                "runs as one unit whose result is saved, so it cannot wait for messages or publish "
+                "events; call it from the workflow itself"
+            )
 
     def child(self, name: str, input: Json = None) -> Starting:
         """Creates (or resumes) the child workflow ``name`` with its own steps.

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from . import _db, _gc, _info, _queues, _runs
+from . import _db, _gc, _info, _messages, _queues, _runs
 from ._bridge import run_blocking
 from ._db import Db
 from ._decorators import I, O, Workflow
@@ -49,6 +49,8 @@ get = _blocking(_info.get)
 list_workflows = _blocking(_info.list_workflows)
 tree = _blocking(_info.tree)
 gc = _blocking(_gc.gc)
+send = _blocking(_messages.send)
+get_event = _blocking(_messages.get_event)
 result = _blocking(_runs.result)
 resume = _blocking(_runs.resume)
 create_queue = _blocking(_queues.create_queue)
@@ -85,6 +87,7 @@ __all__ = [
     "enqueue",
     "gc",
     "get",
+    "get_event",
     "init",
     "list_queues",
     "list_workflows",
@@ -92,5 +95,6 @@ __all__ = [
     "result",
     "resume",
     "resume_queue",
+    "send",
     "tree",
 ]

@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    ClaimLimits, Engine, Enqueue, JsonText, Options, QueueInfo, QueueLimits, RunFilter, RunInfo, Ticks, WorkflowTree,
-    limits, validate_name,
+    ClaimLimits, Engine, Enqueue, EventRead, JsonText, Options, QueueInfo, QueueLimits, RunFilter, RunInfo, Sent,
+    Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -458,6 +458,48 @@ impl PyEngine {
                     state.error.map(json::Decoded),
                 )
             }))
+        })
+    }
+
+    /// Sends `value` on `topic` to the workflow at `path`; an awaitable of
+    /// `"sent"`, `"duplicate"` (a message of that `key` was sent before) or
+    /// `"no workflow"`.
+    #[pyo3(signature = (path, topic, value, key = None))]
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        path: String,
+        topic: String,
+        value: &Bound<'py, PyAny>,
+        key: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let value = json::encode(value, &format!("message on {topic:?}"), self.max_value_bytes)?;
+        awaitable(py, async move {
+            let sent = engine
+                .send(&path, &topic, &value, key.as_deref())
+                .await
+                .map_err(to_py)?;
+            Ok(match sent {
+                Sent::Sent => "sent",
+                Sent::Duplicate => "duplicate",
+                Sent::NoWorkflow => "no workflow",
+            })
+        })
+    }
+
+    /// The event `key` of the workflow at `path`, waiting up to `timeout`
+    /// seconds; an awaitable of `("value", value)`, `("not yet", None)` or
+    /// `("no workflow", None)`.
+    fn get_event<'py>(&self, py: Python<'py>, path: String, key: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
+        awaitable(py, async move {
+            Ok(match engine.get_event(&path, &key, timeout).await.map_err(to_py)? {
+                EventRead::Value(value) => ("value", Some(json::Decoded(value))),
+                EventRead::NotYet => ("not yet", None),
+                EventRead::NoWorkflow => ("no workflow", None),
+            })
         })
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 use pyo3::types::PyString;
@@ -422,6 +422,65 @@ impl PyWorkflow {
         let output = self.encode(result, &format!("result of step {name:?}"))?;
         let value = json::decode(py, output.as_str())?.unbind();
         self.save_step(py, name, attempt, Outcome::Completed(output), value)
+    }
+
+    /// Receives the oldest message on `topic` as step `name` (attempt
+    /// `attempt`), waiting up to `timeout` seconds for one; an awaitable of
+    /// the message, or None when the timeout ran out (nothing saved then:
+    /// the caller saves the step's None). Stops at a cancel or lost lease.
+    fn recv<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        attempt: i32,
+        topic: String,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run.check().map_err(to_py)?;
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
+        let id = self.id;
+        let until = Instant::now() + Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::MAX / 4);
+        awaitable(py, async move {
+            // Subscribed before the first look: a message sent between a
+            // look and the wait still wakes it.
+            let mut posted = engine.messages_posted();
+            loop {
+                let what = || format!("receiving on {topic:?}");
+                let taken = engine.take_message(id, &name, attempt, &topic).await;
+                if let Some(message) = run.watch(what, taken).map_err(to_py)? {
+                    return Ok(Some(json::Decoded(message)));
+                }
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(None);
+                }
+                engine.message_posted(&mut posted, id.id, left).await;
+                run.check().map_err(to_py)?;
+            }
+        })
+    }
+
+    /// Publishes `value` as the event `key`, saved as step `name` in the
+    /// same statement; an awaitable of None once committed.
+    fn set_event<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        attempt: i32,
+        key: String,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run.check().map_err(to_py)?;
+        let value = self.encode(value, &format!("event {key:?}"))?;
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
+        let id = self.id;
+        awaitable(py, async move {
+            let what = || format!("event {key:?}");
+            let result = engine.set_event(id, &name, attempt, &key, &value).await;
+            run.watch(what, result).map_err(to_py)
+        })
     }
 
     /// Saves a step's error record (a dict of type, module, message, traceback).

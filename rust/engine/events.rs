@@ -1,6 +1,7 @@
 //! What other processes tell this engine through Postgres notifications:
 //! cancels (for the holds), new work (for executors), finished roots (for
-//! whoever waits for a result).
+//! whoever waits for a result), messages sent and events set (for `recv`
+//! and `get_event`).
 //!
 //! Every notification of durable goes to one channel (`sql::CHANNEL`) with
 //! the payload `<schema> <event> <argument>`; engines of other schemas
@@ -24,6 +25,10 @@ pub(crate) struct Events {
     work: watch::Sender<u64>,
     /// Ids of roots that finished (completed, failed or cancelled).
     done: broadcast::Sender<i64>,
+    /// Ids of workflows sent a message.
+    messages: broadcast::Sender<i64>,
+    /// Ids of workflows that set an event.
+    published: broadcast::Sender<i64>,
 }
 
 impl Events {
@@ -32,6 +37,8 @@ impl Events {
             schema: schema.to_owned(),
             work: watch::Sender::new(0),
             done: broadcast::Sender::new(DONE_BACKLOG),
+            messages: broadcast::Sender::new(DONE_BACKLOG),
+            published: broadcast::Sender::new(DONE_BACKLOG),
         }
     }
 
@@ -53,6 +60,16 @@ impl Events {
                 self.more_work();
             }
             "queued" => self.more_work(),
+            "message" | "event" => {
+                if let Ok(id) = argument.parse() {
+                    let sender = if event == "message" {
+                        &self.messages
+                    } else {
+                        &self.published
+                    };
+                    let _ = sender.send(id);
+                }
+            }
             "done" => {
                 if let Ok(root) = argument.parse() {
                     let _ = self.done.send(root);
@@ -80,6 +97,16 @@ impl Events {
         let mut receiver = self.work.subscribe();
         let changed = receiver.wait_for(|version| *version != seen);
         matches!(tokio::time::timeout(timeout, changed).await, Ok(Ok(_)))
+    }
+
+    /// A receiver of the ids of workflows sent a message from now on.
+    pub(crate) fn messages(&self) -> broadcast::Receiver<i64> {
+        self.messages.subscribe()
+    }
+
+    /// A receiver of the ids of workflows that set an event from now on.
+    pub(crate) fn events(&self) -> broadcast::Receiver<i64> {
+        self.published.subscribe()
     }
 
     /// A receiver of the ids of roots that finish from now on.

@@ -37,6 +37,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0007_key_turns.sql",
         include_str!("../../migrations/0007_key_turns.sql"),
     ),
+    (
+        8,
+        "0008_messages.sql",
+        include_str!("../../migrations/0008_messages.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

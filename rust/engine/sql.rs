@@ -6,6 +6,7 @@
 use super::config::quote;
 use super::gc::GC;
 use super::info::InfoStatements;
+use super::messages::MessageStatements;
 use super::queue::QueueStatements;
 use super::queue_info::LIST_QUEUES;
 use super::results::RUN_STATE;
@@ -36,6 +37,7 @@ pub(crate) struct Statements {
     pub tree: String,
     pub list_queues: String,
     pub gc: String,
+    pub messages: MessageStatements,
 }
 
 /// The channel of every notification durable sends (`LISTEN durable`). The
@@ -155,6 +157,7 @@ impl Statements {
             queue: QueueStatements::new(fill),
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
+            messages: MessageStatements::new(fill),
             tree: fill(&tree_statement()),
             list_queues: fill(LIST_QUEUES),
             gc: fill(GC),

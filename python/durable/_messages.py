@@ -1,0 +1,79 @@
+"""Talking to workflows from anywhere: ``send`` and ``get_event``."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ._ctx import current
+from ._db import Db, resolve
+from ._json import Json
+from ._options import Seconds, seconds
+from .errors import ConfigError, WorkflowNotFound
+
+#: The longest wait of ``get_event`` (a year), in seconds.
+MAX_WAIT = 365 * 86400.0
+
+
+async def send(db: Db | str, workflow: str, topic: str, value: Json, key: str | None = None) -> bool:
+    """Sends ``value`` on ``topic`` to the workflow ``workflow`` (a root's
+    name, or a child's path ``parent/child``), for its ``ctx.recv(topic)``.
+
+    Stored in Postgres at once, so it waits for the workflow if it is not
+    receiving yet; messages of a topic are received in the order sent, each
+    exactly once. ``key`` makes the send idempotent: a second send of the
+    same key to the same workflow adds nothing. ``value`` may not be None
+    (``recv`` returns None for "no message"). Returns False when the key was
+    used before. Raises ``WorkflowNotFound`` if there is no such workflow.
+
+    Called inside a running workflow, the send is a step of it (named
+    ``send <topic> to <workflow>``, ``#2``... in call order), keyed by that
+    step unless ``key`` is given: a resumed workflow does not send twice.
+    """
+    for what, text in (("workflow", workflow), ("topic", topic)):
+        if not isinstance(text, str):
+            raise ConfigError(f"send's {what} must be a str, not {text!r}")
+    if key is not None and not isinstance(key, str):
+        raise ConfigError(f"send's key must be a str, not {key!r}")
+    if value is None:
+        raise ConfigError(
+            f"cannot send None on topic {topic!r}: recv returns None when no message came, so None is not a message"
+        )
+    resolved = await resolve(db)
+    ctx = current.get()
+    if ctx is None:
+        return await _send(resolved, workflow, topic, value, key)
+    name = ctx.auto_name(f"send {topic} to {workflow}")
+    step_key = key if key is not None else _step_key(ctx.id, name)
+    sent: bool = await ctx.step(name, lambda: _send(resolved, workflow, topic, value, step_key))
+    return sent
+
+
+async def _send(db: Db, workflow: str, topic: str, value: Json, key: str | None) -> bool:
+    outcome = await db._engine.send(workflow, topic, value, key)
+    if outcome == "no workflow":
+        raise WorkflowNotFound(f"there is no workflow named {workflow!r} to send a message to")
+    return outcome == "sent"
+
+
+def _step_key(workflow_id: int, step: str) -> str:
+    """The key of a send made by a step: the same on every run of it."""
+    return f"step {workflow_id} " + hashlib.sha256(step.encode()).hexdigest()
+
+
+async def get_event(db: Db | str, workflow: str, key: str, timeout: Seconds | None = None) -> Any:
+    """The latest value the workflow ``workflow`` (a root's name, or a child's
+    path) published as its event ``key`` with ``ctx.set_event``, waiting for
+    one to be set up to ``timeout`` (seconds or a ``timedelta``; None: as
+    long as it takes). Raises ``TimeoutError`` when the timeout runs out
+    first, ``WorkflowNotFound`` if there is no such workflow."""
+    for what, text in (("workflow", workflow), ("key", key)):
+        if not isinstance(text, str):
+            raise ConfigError(f"get_event's {what} must be a str, not {text!r}")
+    wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
+    found, value = await (await resolve(db))._engine.get_event(workflow, key, wait)
+    if found == "no workflow":
+        raise WorkflowNotFound(f"there is no workflow named {workflow!r}")
+    if found == "not yet":
+        raise TimeoutError(f"workflow {workflow!r} did not set event {key!r} within {wait:g} s")
+    return value

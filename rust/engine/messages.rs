@@ -1,0 +1,358 @@
+//! Messages to workflows (`send`, taken by `recv`) and the events workflows
+//! publish (`set_event`, read by `get_event`).
+//!
+//! A message is received exactly once: the statement that takes the oldest
+//! message of a topic also saves the receiving step, fenced on the holder's
+//! lease, and marks the message received only if that step was written. A
+//! replay finds the step and returns its saved message; a crash before the
+//! commit leaves the message waiting. An event is written by the statement
+//! that saves its `set_event` step, so a replay (which finds the step) never
+//! writes an older value again.
+//!
+//! Waiters are woken by notifications (`<schema> message <id>`, `<schema>
+//! event <id>`, see `events`) and look again at least every second anyway,
+//! as a notification sent while the session reconnected is lost.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use super::error::EngineError;
+use super::jsonb::JsonText;
+use super::workflow::{WorkflowId, col, refusal};
+use super::{Engine, validate_name};
+
+/// Longest wait between two looks of a waiter (see the module's doc).
+const POLL: Duration = Duration::from_secs(1);
+
+/// The statements of this module, for one schema.
+#[derive(Debug)]
+pub(crate) struct MessageStatements {
+    pub send: String,
+    pub take: String,
+    pub set_event: String,
+    pub get_event: String,
+}
+
+/// The workflow at the path `$1` (`text[]` of names): `WITH RECURSIVE path`
+/// then `(SELECT id FROM target)`.
+const TARGET: &str = "
+WITH RECURSIVE path(id, depth) AS (
+    SELECT id, 1 FROM {s}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
+    UNION ALL
+    SELECT c.id, path.depth + 1 FROM path
+    JOIN {s}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
+    WHERE c.kind = 'workflow'
+), target AS (
+    SELECT id FROM path WHERE depth = cardinality($1::text[])
+)";
+
+/// Sends `$3` on topic `$2` to the workflow at path `$1`, once per key `$4`
+/// when given; wakes its waiters (`$5` the schema). `found`: whether the
+/// workflow exists; `sent`: whether a message was added.
+const SEND: &str = "
+, sent AS (
+    INSERT INTO {s}.task_message (task_id, topic, key, value)
+    SELECT id, $2, $4, $3 FROM target
+    ON CONFLICT (task_id, key) WHERE key IS NOT NULL DO NOTHING
+    RETURNING task_id
+)
+SELECT EXISTS (SELECT 1 FROM target) AS found, EXISTS (SELECT 1 FROM sent) AS sent,
+       (SELECT left(pg_notify('durable', $5::text || ' message ' || task_id)::text, 0) FROM sent) AS notified";
+
+/// The running workflow `$1` held by owner `$3` under epoch `$2`, share-locked
+/// (as the writer's fence) for the statement.
+const FENCE: &str = "
+WITH fenced AS (
+    SELECT w.id, w.root_id FROM {s}.task AS w
+    WHERE w.id = $1 AND w.owner_id = $3::text::uuid AND w.lease_epoch = $2 AND w.status = 'running'
+    FOR SHARE OF w
+)";
+
+/// Saves step `$4` (attempt `$5`) of the fenced workflow as completed with
+/// `{value}`; nothing if it completed already.
+const SAVE_STEP: &str = "
+    INSERT INTO {s}.task AS t (parent_id, root_id, kind, name, status, attempt, output, started_at, completed_at)
+    SELECT fenced.id, fenced.root_id, 'step', $4, 'completed', $5, {value}, now(), now()
+    FROM {from}
+    ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
+        status = 'completed', attempt = EXCLUDED.attempt, output = EXCLUDED.output, error = NULL,
+        completed_at = now(), updated_at = now()
+    WHERE t.kind = 'step' AND t.status <> 'completed'
+    RETURNING t.id";
+
+/// Takes the oldest waiting message of topic `$6` for the fenced workflow and
+/// saves it as step `$4`; the message is marked received only if the step
+/// was written. `fenced` 0: the lease was refused.
+fn take_sql() -> String {
+    let save = SAVE_STEP
+        .replace("{value}", "message.value")
+        .replace("{from}", "fenced, message");
+    format!(
+        "{FENCE}, message AS (
+             SELECT m.id, m.value FROM {{s}}.task_message AS m, fenced
+             WHERE m.task_id = fenced.id AND m.topic = $6 AND m.received_at IS NULL
+             ORDER BY m.id
+             LIMIT 1
+             FOR UPDATE OF m SKIP LOCKED
+         ), step AS ({save}
+         ), received AS (
+             UPDATE {{s}}.task_message AS m SET received_at = now(), received_by = $4
+             FROM message, step
+             WHERE m.id = message.id
+             RETURNING m.value
+         )
+         SELECT (SELECT count(*) FROM fenced) AS fenced, (SELECT value FROM received) AS value"
+    )
+}
+
+/// Saves step `$4` (attempt `$5`) with the value `$7` and publishes it as
+/// the event `$6` of the fenced workflow, waking readers (`$8` the schema).
+fn set_event_sql() -> String {
+    let save = SAVE_STEP.replace("{value}", "$7::jsonb").replace("{from}", "fenced");
+    format!(
+        "{FENCE}, step AS ({save}
+         ), event AS (
+             INSERT INTO {{s}}.task_event (task_id, key, value)
+             SELECT fenced.id, $6, $7 FROM fenced, step
+             ON CONFLICT (task_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
+             RETURNING task_id
+         )
+         SELECT (SELECT count(*) FROM fenced) AS fenced,
+                (SELECT left(pg_notify('durable', $8::text || ' event ' || task_id)::text, 0) FROM event) AS notified"
+    )
+}
+
+/// The workflow at path `$1` and its event `$2`, if set.
+const GET_EVENT: &str = "
+SELECT target.id, e.value FROM target
+LEFT JOIN {s}.task_event AS e ON e.task_id = target.id AND e.key = $2";
+
+impl MessageStatements {
+    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
+        MessageStatements {
+            send: fill(&format!("{TARGET}{SEND}")),
+            take: fill(&take_sql()),
+            set_event: fill(&set_event_sql()),
+            get_event: fill(&format!("{TARGET}{GET_EVENT}")),
+        }
+    }
+}
+
+/// What `send` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// The message was added.
+    Sent,
+    /// A message with that key was sent to the workflow before: nothing added.
+    Duplicate,
+    /// There is no workflow at that path.
+    NoWorkflow,
+}
+
+/// What `get_event` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventRead {
+    Value(JsonText),
+    /// The timeout ran out before the event was set.
+    NotYet,
+    /// There is no workflow at that path.
+    NoWorkflow,
+}
+
+/// The names of a path (`root/child`), each checked.
+fn path_names(path: &str) -> Result<Vec<&str>, EngineError> {
+    let names: Vec<&str> = path.split('/').collect();
+    for name in &names {
+        validate_name("workflow", name)?;
+    }
+    Ok(names)
+}
+
+impl Engine {
+    /// Sends `value` on `topic` to the workflow at `path` (a root's name, or
+    /// `root/child`). With a `key`, only the first send of that key to that
+    /// workflow adds a message.
+    pub async fn send(
+        &self,
+        path: &str,
+        topic: &str,
+        value: &JsonText,
+        key: Option<&str>,
+    ) -> Result<Sent, EngineError> {
+        let names = path_names(path)?;
+        validate_name("topic", topic)?;
+        if let Some(key) = key {
+            validate_name("message key", key)?;
+        }
+        self.check_open()?;
+        let schema = self.schema();
+        let row = retrying!(
+            self,
+            &format!("sending a message to workflow {path:?}"),
+            |client| async {
+                let statement = client.prepare_cached(&self.inner.sql.messages.send).await?;
+                client
+                    .query_one(&statement, &[&names, &topic, value, &key, &schema])
+                    .await
+            }
+        )?;
+        Ok(if !col::<bool>(&row, "found")? {
+            Sent::NoWorkflow
+        } else if col::<bool>(&row, "sent")? {
+            Sent::Sent
+        } else {
+            Sent::Duplicate
+        })
+    }
+
+    /// Takes the oldest message on `topic` for the running `workflow`, saved
+    /// as its step `name` (attempt `attempt`) in the same statement; `None`
+    /// when none waits. `LeaseLost`/`Cancelled` when the lease is refused.
+    pub async fn take_message(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+        topic: &str,
+    ) -> Result<Option<JsonText>, EngineError> {
+        self.check_open()?;
+        let owner = self.owner_id();
+        let row = retrying!(self, &format!("receiving a message on {topic:?}"), |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.messages.take).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[&workflow.id, &workflow.epoch, &owner, &name, &attempt, &topic],
+                )
+                .await
+        })?;
+        if col::<i64>(&row, "fenced")? == 0 {
+            return Err(self
+                .refused(workflow, &format!("receiving a message on {topic:?}"))
+                .await);
+        }
+        col(&row, "value")
+    }
+
+    /// A receiver of the ids of workflows sent a message from now on.
+    pub fn messages_posted(&self) -> broadcast::Receiver<i64> {
+        self.inner.events.messages()
+    }
+
+    /// Waits until `posted` names the workflow `id` (a message for it may
+    /// have arrived), or at most `wait` (capped: a notification may be lost).
+    pub async fn message_posted(&self, posted: &mut broadcast::Receiver<i64>, id: i64, wait: Duration) {
+        wait_for(posted, id, wait.min(POLL)).await;
+    }
+
+    /// Publishes `value` as the event `key` of the running `workflow`, saved
+    /// as its step `name` in the same statement.
+    pub async fn set_event(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+        key: &str,
+        value: &JsonText,
+    ) -> Result<(), EngineError> {
+        validate_name("event key", key)?;
+        self.check_open()?;
+        let owner = self.owner_id();
+        let schema = self.schema();
+        let row = retrying!(self, &format!("setting event {key:?}"), |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.messages.set_event).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[
+                        &workflow.id,
+                        &workflow.epoch,
+                        &owner,
+                        &name,
+                        &attempt,
+                        &key,
+                        value,
+                        &schema,
+                    ],
+                )
+                .await
+        })?;
+        if col::<i64>(&row, "fenced")? == 0 {
+            return Err(self.refused(workflow, &format!("setting event {key:?}")).await);
+        }
+        Ok(())
+    }
+
+    /// The latest value of the event `key` of the workflow at `path`,
+    /// waiting up to `timeout` for one to be set.
+    pub async fn get_event(&self, path: &str, key: &str, timeout: Duration) -> Result<EventRead, EngineError> {
+        let names = path_names(path)?;
+        validate_name("event key", key)?;
+        self.check_open()?;
+        let until = Instant::now() + timeout;
+        let mut set = self.inner.events.events();
+        loop {
+            let row = retrying!(
+                self,
+                &format!("reading event {key:?} of workflow {path:?}"),
+                |client| async {
+                    let statement = client.prepare_cached(&self.inner.sql.messages.get_event).await?;
+                    client.query_opt(&statement, &[&names, &key]).await
+                }
+            )?;
+            let Some(row) = row else {
+                return Ok(EventRead::NoWorkflow);
+            };
+            if let Some(value) = col::<Option<JsonText>>(&row, "value")? {
+                return Ok(EventRead::Value(value));
+            }
+            let id: i64 = col(&row, "id")?;
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(EventRead::NotYet);
+            }
+            wait_for(&mut set, id, left.min(POLL)).await;
+        }
+    }
+
+    /// Why the lease of `workflow` was refused, as the error to raise.
+    async fn refused(&self, workflow: WorkflowId, what: &str) -> EngineError {
+        let owner = self.owner_id();
+        let ids = [workflow.id];
+        let rows = retrying!(self, what, |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.diagnose).await?;
+            client.query(&statement, &[&&ids[..], &owner]).await
+        });
+        let reason = match rows {
+            Ok(rows) => match rows.first() {
+                Some(row) => refusal(row, workflow.epoch, what).map(|(_, reason)| reason),
+                None => Ok(None),
+            },
+            Err(err) => Err(err),
+        };
+        match reason {
+            Ok(Some(reason)) => reason,
+            Ok(None) => EngineError::LeaseLost {
+                workflow_id: workflow.id,
+            },
+            Err(err) => err,
+        }
+    }
+}
+
+/// Waits until `receiver` names `id`, or `wait` ran out.
+async fn wait_for(receiver: &mut broadcast::Receiver<i64>, id: i64, wait: Duration) {
+    let named = async {
+        loop {
+            match receiver.recv().await {
+                Ok(posted) if posted == id => return,
+                // Fell behind: the caller looks again anyway.
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                Ok(_) => {}
+            }
+        }
+    };
+    let _ = tokio::time::timeout(wait, named).await;
+}
