@@ -234,3 +234,20 @@ async def test_blocking_twins(dsn: str, schema: str, db: durable.Db) -> None:
 
     assert await asyncio.to_thread(blocking) == 1
     assert await ctx.recv("approval", timeout=5) == "from a thread"
+
+
+async def test_a_stale_holder_takes_no_message_and_publishes_nothing(
+    db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    stale = await Ctx.start(db, "order-11")
+    await durable.send(db, "order-11", "approval", "for the live holder")
+    # A hung process: its session lives, its heartbeat stopped long ago.
+    await pg.execute("UPDATE owner SET expires_at = now() - interval '1 second' WHERE id = $1::uuid", db.owner_id)
+    fresh = await Ctx.start(other_db, "order-11")
+    with pytest.raises(durable.LeaseLost):
+        await stale.recv("approval", timeout=5)
+    with pytest.raises(durable.LeaseLost):
+        await stale.set_event("stage", "stale")
+    assert await pg.fetchval("SELECT count(*) FROM task_message WHERE received_at IS NULL") == 1
+    assert await pg.fetchval("SELECT count(*) FROM task_event") == 0
+    assert await fresh.recv("approval", timeout=5) == "for the live holder"
