@@ -129,6 +129,7 @@ async def test_list_filters_and_prints_a_table(db: durable.Db, dsn: str, schema:
     assert [r["name"] for r in await json_of(dsn, schema, "list", "--prefix", "double-", "--limit", "1")] == [
         "double-later"
     ]
+    assert [r["name"] for r in await json_of(dsn, schema, "list", "--name-prefix", "double-l")] == ["double-later"]
     assert len(await json_of(dsn, schema, "list", "--since", "1h")) == 4
     assert await json_of(dsn, schema, "list", "--since", "2999-01-01T00:00:00Z") == []
     assert len(await json_of(dsn, schema, "--json", "list", "--since", "2000-01-01")) == 4, "--json before too"

@@ -176,7 +176,7 @@ def migrate(settings: Settings) -> None:
 @cli.command("list")
 @click.option("--status", type=click.Choice(STATUSES), help="Only workflows in this status.")
 @click.option("--queue", help="Only runs of this queue.")
-@click.option("--prefix", "name_prefix", metavar="TEXT", help="Only names that start with TEXT.")
+@click.option("--prefix", "--name-prefix", "name_prefix", metavar="TEXT", help="Only names that start with TEXT.")
 @click.option(
     "--since", metavar="WHEN", help="Only those created since: a duration back (30d, 12h, 15m) or an ISO datetime."
 )
