@@ -11,6 +11,7 @@ use super::queue_info::LIST_QUEUES;
 use super::results::RUN_STATE;
 use super::schedule::ScheduleStatements;
 use super::tree::tree_statement;
+use super::waits::WaitStatements;
 
 /// Statement texts for one schema.
 #[derive(Debug)]
@@ -33,6 +34,7 @@ pub(crate) struct Statements {
     pub queue: QueueStatements,
     pub schedule: ScheduleStatements,
     pub info: InfoStatements,
+    pub waits: WaitStatements,
     pub tree: String,
     pub list_queues: String,
     pub gc: String,
@@ -155,6 +157,7 @@ impl Statements {
             queue: QueueStatements::new(fill),
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
+            waits: WaitStatements::new(fill),
             tree: fill(&tree_statement()),
             list_queues: fill(LIST_QUEUES),
             gc: fill(GC),
