@@ -58,10 +58,11 @@ async def test_a_sleep_across_a_sigkill_sleeps_only_what_is_left(
     first = await spawn("napper.py", dsn, schema, "nap", "3")
 
     async def sleeping() -> bool:
-        return await ledger.fetchval(
+        found: int = await ledger.fetchval(
             """SELECT count(*) FROM task WHERE name = 'cool-off' AND status = 'completed'
                                          AND completed_at <= now() - interval '1.5 s'"""
-        ) == 1
+        )
+        return found == 1
 
     await until(sleeping, "the first process slept 1.5 s of its 3")
     first.send_signal(signal.SIGKILL)
@@ -91,7 +92,8 @@ async def test_a_long_sleep_suspends_the_workflow_and_an_executor_in_another_pro
         running = asyncio.ensure_future(executor.run())
 
         async def suspended() -> bool:
-            return await ledger.fetchval("SELECT status FROM task WHERE name = 'long'") == "scheduled"
+            status: str = await ledger.fetchval("SELECT status FROM task WHERE name = 'long'")
+            return status == "scheduled"
 
         await until(suspended, "the sleeping run is suspended")
 
@@ -160,7 +162,8 @@ async def test_a_direct_run_never_suspends(db: durable.Db, pg: asyncpg.Connectio
     running = asyncio.ensure_future(direct.run(db, "direct-1", None))
 
     async def sleeping() -> bool:
-        return await pg.fetchval("SELECT count(*) FROM task WHERE name = 'long-ish' AND status = 'completed'") == 1
+        found: int = await pg.fetchval("SELECT count(*) FROM task WHERE name = 'long-ish' AND status = 'completed'")
+        return found == 1
 
     await until(sleeping, "the sleep started")
     row = await pg.fetchrow("SELECT status, owner_id, waiting FROM task WHERE name = 'direct-1'")
@@ -204,7 +207,7 @@ async def test_a_parent_waiting_on_its_queued_child_in_a_queue_of_concurrency_on
     finally:
         executor.stop()
         await running
-    steps = dict(await pg.fetch("SELECT s.name, s.output FROM task AS s JOIN task AS p ON s.parent_id = p.id WHERE p.name = 'p'"))
+    steps = {r["name"]: r["output"] for r in await pg.fetch("SELECT s.name, s.output FROM task AS s JOIN task AS p ON s.parent_id = p.id WHERE p.name = 'p'")}
     assert json.loads(steps["result p-child"]) == {"status": "completed", "output": 40, "error": None}
     assert await pg.fetchval("SELECT attempt FROM task WHERE name = 'p'") == 1
 

@@ -397,6 +397,7 @@ class Ctx:
                 return from_micros(fixed).isoformat()
 
         else:
+            assert duration is not None
             delay = round(seconds(f"ctx.sleep({name!r}) duration", duration, at_most=MAX_SLEEP, zero_ok=True) * 1e6)
 
             async def wake_time() -> str:
@@ -492,14 +493,14 @@ class Ctx:
             started = state[0] not in ("queued", "scheduled")
             await self._wait(name, None, finished, "result", detail, waiting_on=run, patient=started)
 
-        async def outcome() -> Json:
+        async def outcome() -> dict[str, Any]:
             state = await engine.run_state(run, 0.0)
             if state is None:
                 raise WorkflowNotFound(f"there is no workflow named {run!r}")
             status, output, error = state
             return {"status": status, "output": output, "error": error}
 
-        saved = await self.step(name, outcome)
+        saved: dict[str, Any] = await self.step(name, outcome)
         if saved["status"] == "completed":
             return saved["output"]
         if saved["status"] == "failed":

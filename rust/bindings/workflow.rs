@@ -14,8 +14,8 @@ use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use crate::engine::{
-    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended,
-    Suspension, WorkflowId, validate_name,
+    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended, Suspension,
+    WorkflowId, validate_name,
 };
 
 /// `type` of the error record of an at-most-once step found interrupted.
