@@ -277,3 +277,35 @@ async def test_a_suspension_is_refused_once_the_awaited_run_finished(db: durable
     row = await pg.fetchrow("SELECT status, run_at <= now() AS due FROM task WHERE name = 'late-waiter'")
     assert row is not None and tuple(row) == ("queued", True)
     assert await engine.wake(ctx.root_id) is True  # due already: stays due
+
+
+async def test_a_sleep_in_a_child_suspends_the_whole_tree(db: durable.Db, pg: asyncpg.Connection) -> None:
+    @durable.workflow(name="tree", queue="naps")
+    async def tree(ctx: Ctx, _: None) -> str:
+        async with ctx.child("kid") as kid:
+            await kid.sleep("kid-nap", 1.0)
+            done: str = await kid.step("after", lambda: "kid done")
+            await kid.complete(done)
+        return done
+
+    run = await tree.enqueue(db, "tree-1", None)
+    executor = durable.Executor(db, [tree], suspend_after=0.1)
+    running = asyncio.ensure_future(executor.run())
+    try:
+
+        async def suspended() -> bool:
+            status: str = await pg.fetchval("SELECT status FROM task WHERE name = 'tree-1'")
+            return status == "scheduled"
+
+        await until(suspended, "the tree is suspended")
+        rows = await pg.fetch("SELECT name, status, owner_id FROM task WHERE kind = 'workflow' ORDER BY id")
+        assert [(r["name"], r["status"], r["owner_id"]) for r in rows] == [
+            ("tree-1", "scheduled", None),
+            ("kid", "running", None),
+        ]
+        info = await durable.get(db, "tree-1")
+        assert info.waiting_for is not None and "(step 'kid-nap')" in info.waiting_for
+        assert await asyncio.wait_for(run.result(), 15) == "kid done"
+    finally:
+        executor.stop()
+        await running
