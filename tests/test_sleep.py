@@ -77,7 +77,8 @@ async def test_a_sleep_across_a_sigkill_sleeps_only_what_is_left(
     after = await ledger.fetchval("SELECT at FROM ledger WHERE run = 'nap' AND event = 'after'")
     # The wake-up time is the first run's: 3 s after its start, not 3 s after the restart.
     assert timedelta(seconds=2.9) < wake - before < timedelta(seconds=3.5)
-    assert wake <= after < wake + timedelta(seconds=1), (wake, after)
+    assert wake <= after < wake + timedelta(seconds=2.5), (wake, after)
+    # 3 s after the restart, had it slept the whole duration again (1.5 s were left).
     assert after < killed_at + timedelta(seconds=3), "the resumed run slept only the remaining time"
     assert await ledger.fetchval("SELECT count(*) FROM ledger WHERE event = 'before'") == 1
 
@@ -87,7 +88,7 @@ async def test_a_long_sleep_suspends_the_workflow_and_an_executor_in_another_pro
 ) -> None:
     jobs.side = await asyncpg.create_pool(dsn, min_size=1, max_size=2, server_settings={"search_path": schema})
     try:
-        run = await jobs.nap.enqueue(db, "long", 3.0)
+        run = await jobs.nap.enqueue(db, "long", 4.0)
         executor = durable.Executor(db, [jobs.nap], suspend_after=0.2, recovery_interval=0.2)
         running = asyncio.ensure_future(executor.run())
 
@@ -123,12 +124,15 @@ async def test_a_long_sleep_suspends_the_workflow_and_an_executor_in_another_pro
         other = await spawn("executor.py", dsn, schema, "--only", "jobs.nap", "--suspend-after", "0.2")
         try:
             assert await line(other) == "ready"
+            ready_at = await ledger.fetchval("SELECT clock_timestamp()")
             assert await asyncio.wait_for(run.result(), 30) == "rested"
         finally:
             await stop(other)
         after = await ledger.fetchrow("SELECT pid, at FROM ledger WHERE run = 'long' AND event = 'after'")
         assert after is not None and after["pid"] == other.pid
-        assert wake <= after["at"] < wake + timedelta(seconds=1), (wake, after["at"])
+        # On time: woken for its run_at (next_due), not by the 5 s poll; unless
+        # the machine was so slow that the executor came up only after it.
+        assert wake <= after["at"] < max(wake, ready_at) + timedelta(seconds=1), (wake, ready_at, after["at"])
         final = await ledger.fetchrow("SELECT attempt, recoveries, waiting FROM task WHERE name = 'long'")
         assert final is not None and tuple(final) == (1, 0, None), "a suspension is neither a new attempt nor a recovery"
     finally:
