@@ -211,8 +211,9 @@ async def test_only_migrate_creates_the_schema(dsn: str, schema: str) -> None:
         assert await conn.fetchval("SELECT to_regnamespace($1) IS NULL", schema), "nothing was created"
         assert (await durable_cli(dsn, schema, "migrate")).exit_code == 0
         await conn.execute(f'DELETE FROM "{schema}".migration WHERE version = $1', _core.SCHEMA_VERSION)
+        previous = await conn.fetchval(f'SELECT max(version) FROM "{schema}".migration')
         result = await durable_cli(dsn, schema, "queues")
-        fails(result, 3, f"is at version {_core.SCHEMA_VERSION - 1}, and this durable needs version")
+        fails(result, 3, f"is at version {previous}, and this durable needs version")
     finally:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await conn.close()

@@ -7,6 +7,7 @@ import contextvars
 import inspect
 import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -15,6 +16,7 @@ from ._db import Db, resolve
 from ._json import J, Json
 from ._options import Seconds, seconds
 from ._retry import Backoff
+from ._schedules import from_micros, to_micros
 from .errors import (
     Cancelled,
     ConfigError,
@@ -26,7 +28,9 @@ from .errors import (
     StepInterrupted,
     ValueTooLarge,
     WorkflowBusy,
+    WorkflowFailed,
     WorkflowFinished,
+    WorkflowNotFound,
 )
 
 T = TypeVar("T")
@@ -51,6 +55,17 @@ MAX_DEADLINE = 100 * 365 * 86400.0
 #: Longest wait, in seconds, for the database to take a release while an
 #: interruption propagates (see ``Ctx._release_on_interrupt``).
 RELEASE_WAIT = 1.0
+
+#: Statuses of a run that ended.
+_FINISHED = ("completed", "failed", "cancelled")
+
+#: Default of ``Executor(suspend_after=...)``, in seconds: in a workflow run
+#: by an executor, a wait longer than this suspends the workflow (see
+#: ``Ctx._wait``) instead of holding it in the process.
+SUSPEND_AFTER = 60.0
+
+#: Longest durable sleep (a century), in seconds.
+MAX_SLEEP = MAX_DEADLINE
 
 #: Marks "no argument given" where None is a value.
 _SAVED: Any = object()
@@ -132,6 +147,14 @@ def check_step_options(
 _MAX_WAIT = 365 * 86400.0
 
 
+class WorkflowSuspended(BaseException):
+    """Unwinds a workflow run by an executor once it was suspended (see
+    ``Ctx._wait``): the workflow left this process and an executor resumes
+    it when it is due. Not a failure, and nothing records it as one: a
+    ``BaseException``, so that ``except Exception`` in workflow code lets it
+    pass (as ``asyncio.CancelledError``)."""
+
+
 class Ctx:
     """A running (or replaying) workflow: root or child.
 
@@ -144,6 +167,10 @@ class Ctx:
         self._db = db
         self._wf = workflow
         self._auto_names: dict[str, int] = {}
+        #: Set by an executor on the workflows it runs (and passed on to their
+        #: children): waits longer than this many seconds suspend the tree.
+        #: None: a direct run, which always waits in its process.
+        self._suspend_after: float | None = None
 
     @staticmethod
     def start(
@@ -387,9 +414,149 @@ class Ctx:
 
         async def start() -> Ctx:
             workflow = await self._wf.start_child(name, input)
-            return Ctx(self._db, workflow)
+            child = Ctx(self._db, workflow)
+            child._suspend_after = self._suspend_after  # a child's wait suspends the whole tree
+            return child
 
         return Starting(start())
+
+    # -- waiting -------------------------------------------------------------
+
+    async def sleep(self, name: str, duration: Seconds | None = None, *, until: datetime | None = None) -> None:
+        """Sleeps durably for ``duration`` (seconds or a ``timedelta``) or
+        until ``until`` (an aware ``datetime``), on the database's clock.
+
+        ``name`` identifies the sleep like a step's name (one namespace with
+        the workflow's steps and children): its first run saves the wake-up
+        time, and a resumed workflow sleeps only what is left of it (nothing
+        once it passed). In a workflow run by an ``Executor``, a sleep longer
+        than the executor's ``suspend_after`` does not hold the workflow in
+        the process: the workflow is suspended (it goes back to waiting, due
+        at its wake-up time, and frees its executor slot) and an executor
+        resumes it when due, replaying its steps up to here. A direct run
+        (``Workflow.run``, ``Ctx.start``) always sleeps in its process.
+        """
+        if (duration is None) == (until is None):
+            raise ConfigError(f"ctx.sleep({name!r}): give a duration or until=, not both or neither")
+        engine = self._db._engine
+        if until is not None:
+            if not isinstance(until, datetime) or until.utcoffset() is None:
+                raise ConfigError(f"ctx.sleep({name!r}): until must be an aware datetime, not {until!r}")
+            fixed = to_micros(until)
+
+            async def wake_time() -> str:
+                return from_micros(fixed).isoformat()
+
+        else:
+            assert duration is not None
+            delay = round(seconds(f"ctx.sleep({name!r}) duration", duration, at_most=MAX_SLEEP, zero_ok=True) * 1e6)
+
+            async def wake_time() -> str:
+                return from_micros(await engine.db_now() + delay).isoformat()
+
+        saved = await self.step(name, wake_time)
+        wake_at = datetime.fromisoformat(saved)
+        detail = f"sleeping until {_moment(wake_at)} (step {name!r})"
+        await self._wait(name, to_micros(wake_at), None, "sleep", detail)
+
+    async def _wait(
+        self,
+        name: str,
+        until: int | None,
+        wake: Callable[[float], Awaitable[bool]] | None,
+        kind: str,
+        detail: str,
+        *,
+        waiting_on: str | None = None,
+        patient: bool = True,
+    ) -> bool:
+        """Waits until ``until`` (microseconds since the epoch on the
+        database's clock; None: no time limit) or until ``wake`` says that
+        what the caller waits for may have happened. The building block of
+        every durable wait (sleeps, results of other runs, messages).
+
+        ``wake(seconds)`` waits at most that long for the awaited thing and
+        returns True if it may have come (early), False when the time ran
+        out. Returns True when woken (the caller looks again, and calls
+        ``_wait`` again if it is not there), False once ``until`` passed.
+
+        In a workflow run by an executor (``_suspend_after`` set), outside a
+        step's body, a wait that may last longer than ``_suspend_after``
+        suspends the tree (``Workflow.suspend``: due at ``until``, or only
+        when woken) and raises ``WorkflowSuspended`` to unwind the run. With
+        a ``wake`` and ``patient``, it first waits ``_suspend_after`` in the
+        process. ``name``, ``kind`` and ``detail`` say what waits (the step's
+        name, ``sleep``/``result``/``recv``..., a sentence for humans);
+        ``waiting_on`` names a root whose end wakes the suspended workflow.
+        A suspension refused because a wake came meanwhile (``Engine.wake``,
+        or ``waiting_on`` finished) returns True (a sleep without ``wake``
+        just goes on waiting). The caller must have saved, before calling,
+        whatever makes the replay reach the same wait (a sleep saves its
+        wake-up time first).
+        """
+        engine = self._db._engine
+        outer = _in_step.get()
+        threshold = None if outer is not None and outer.root_id == self.root_id else self._suspend_after
+        while True:
+            left = None if until is None else (until - await engine.db_now()) / 1e6
+            if left is not None and left <= 0:
+                return False
+            if threshold is None or (left is not None and left <= threshold):
+                wait = MAX_WAIT if left is None else left
+                if wake is None:
+                    await asyncio.sleep(wait)
+                    return False
+                if await wake(wait):
+                    return True
+                continue
+            if wake is not None and patient:
+                patient = False
+                if await wake(threshold):
+                    return True
+                continue
+            waiting = {"kind": kind, "step": name, "detail": detail}
+            if await self._wf.suspend(until, waiting, waiting_on):
+                raise WorkflowSuspended(f"workflow {self.name!r} was suspended: {detail}")
+            if wake is not None:
+                return True
+
+    async def _run_result(self, run: str) -> Any:
+        """``Run.result()`` inside this workflow: a checkpointed wait.
+
+        The step ``result <run>`` (``#2``... for later calls) saves how the
+        run ended, once it has; a replay returns that. While the run is
+        unfinished, the wait is ``_wait``'s: a workflow run by an executor
+        suspends (at once if the run has not started yet, since it may need
+        this run's slot of their queue) and is woken when the run finishes.
+        """
+        name = self.auto_name(f"result {run}")
+        engine = self._db._engine
+        detail = f"waiting for run {run!r} to finish (step {name!r})"
+
+        async def finished(timeout: float) -> bool:
+            state = await engine.run_state(run, timeout)
+            return state is None or state[0] in _FINISHED
+
+        while True:
+            state = await engine.run_state(run, 0.0)
+            if state is None or state[0] in _FINISHED:
+                break
+            started = state[0] not in ("queued", "scheduled")
+            await self._wait(name, None, finished, "result", detail, waiting_on=run, patient=started)
+
+        async def outcome() -> dict[str, Any]:
+            state = await engine.run_state(run, 0.0)
+            if state is None:
+                raise WorkflowNotFound(f"there is no workflow named {run!r}")
+            status, output, error = state
+            return {"status": status, "output": output, "error": error}
+
+        saved: dict[str, Any] = await self.step(name, outcome)
+        if saved["status"] == "completed":
+            return saved["output"]
+        if saved["status"] == "failed":
+            raise WorkflowFailed(run, saved["error"])
+        raise Cancelled(f"workflow {run!r} was cancelled")
 
     # -- finishing -------------------------------------------------------------
 
@@ -452,6 +619,9 @@ class Ctx:
                     await self._record_failure(exc, self._wf.fail)
                     if self._wf.status == "running":
                         self._wf.release_soon()  # the failure could not be recorded: let a new run resume it
+                    raise
+                except WorkflowSuspended:
+                    outcome = "suspended"  # the tree left this process already: nothing to release
                     raise
                 except BaseException:
                     # Cancelled or interrupted, not failed: give the workflow up so the
@@ -588,6 +758,11 @@ class Starting:
     ) -> None:
         if self._ctx is not None:
             await self._ctx.__aexit__(exc_type, exc, tb)
+
+
+def _moment(moment: datetime) -> str:
+    """A time for humans: UTC, to the millisecond."""
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def _call(fn: Callable[[], Any]) -> Any:

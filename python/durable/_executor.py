@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import _core, _otel
-from ._ctx import Ctx
+from ._ctx import SUSPEND_AFTER, Ctx, WorkflowSuspended
 from ._db import Db, resolve
 from ._decorators import Workflow
 from ._options import Seconds, count, seconds
@@ -40,6 +40,10 @@ class Executor:
     for. ``shutdown_grace``: on SIGTERM (or when ``run()`` is cancelled) the
     executor stops claiming, lets its runs reach their next checkpoint for
     that long, and releases them for another executor to resume at once.
+    ``suspend_after`` (default 60 s): a run that has to wait longer than
+    this (``ctx.sleep``, ``run.result()`` of another run) is suspended: it
+    leaves the executor, freeing its slot, and is claimed again (by any
+    executor) when it is due or woken.
     """
 
     def __init__(
@@ -53,6 +57,7 @@ class Executor:
         poll: Seconds = 5.0,
         recovery_interval: Seconds = 1.0,
         shutdown_grace: Seconds = 30.0,
+        suspend_after: Seconds = SUSPEND_AFTER,
     ) -> None:
         self._db = db
         self._workflows: dict[str, Workflow[Any, Any]] = {}
@@ -72,6 +77,7 @@ class Executor:
         self._poll = seconds("poll", poll, at_most=3600)
         self._recovery_interval = seconds("recovery_interval", recovery_interval, at_most=3600)
         self._shutdown_grace = seconds("shutdown_grace", shutdown_grace, at_most=86400, zero_ok=True)
+        self._suspend_after = seconds("suspend_after", suspend_after, at_most=86400, zero_ok=True)
         # Queues in a stable order; None: recovered runs of no queue (direct runs).
         self._queues: list[str | None] = [*sorted({w.queue for w in self._workflows.values()}), None]
         self._running: dict[asyncio.Task[None], _core.Workflow] = {}
@@ -149,13 +155,15 @@ class Executor:
         self._running[task] = handle
         task.add_done_callback(self._running.pop)
 
-    @staticmethod
-    async def _execute(db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
+    async def _execute(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         ctx = Ctx(db, handle)
+        ctx._suspend_after = self._suspend_after
         try:
             await ctx.run(workflow.body())
         except Exception as exc:  # recorded as the run's failure by ctx.run
             log.info("workflow %r (%s) failed: %s: %s", ctx.name, workflow.name, type(exc).__name__, exc)
+        except WorkflowSuspended as suspended:  # waits in the database; an executor resumes it
+            log.debug("%s", suspended)
 
     async def _shut_down(self) -> None:
         """Stops the running runs at their next checkpoint, within the grace;

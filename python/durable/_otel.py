@@ -124,7 +124,7 @@ def workflow_span(name: str, function: str, attempt: int) -> AbstractContextMana
 
 
 def workflow_ended(function: str, outcome: str) -> None:
-    """Counts a workflow function's run: ``completed``, ``failed`` or ``interrupted``."""
+    """Counts a workflow function's run: ``completed``, ``failed``, ``suspended`` or ``interrupted``."""
     if active():
         _workflows.add(1, {"durable.function": function, "outcome": outcome})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
+from ._ctx import current
 from ._db import Db, resolve
 from ._options import Seconds, seconds
 from .errors import Cancelled, WorkflowFailed, WorkflowNotFound
@@ -32,7 +33,19 @@ class Run(Generic[O]):
         Raises ``WorkflowFailed`` (with the saved error) if it failed,
         ``Cancelled`` if it was cancelled, ``TimeoutError`` if ``timeout``
         (seconds or a ``timedelta``; None: no limit) runs out first.
+
+        Inside a workflow (outside its steps' bodies) and without a
+        ``timeout``, this is a checkpointed wait: the step ``result <name>``
+        saves how the run ended, and a replay returns that. A workflow run
+        by an ``Executor`` is suspended while it waits (past the executor's
+        ``suspend_after``, or at once while the run has not started), which
+        frees its slot, and resumes when the run finishes. With a
+        ``timeout`` it waits in its process, and nothing is saved.
         """
+        ctx = current.get()
+        if ctx is not None and timeout is None:
+            inside: O = await ctx._run_result(self.name)
+            return inside
         output: O = await result(self.db, self.name, timeout=timeout)
         return output
 

@@ -503,6 +503,20 @@ impl PyEngine {
         })
     }
 
+    /// The database's clock, microseconds since the epoch; an awaitable.
+    fn db_now<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { engine.db_now().await.map_err(to_py) })
+    }
+
+    /// Wakes the waiting root with id `root_id`: suspended, it is due now;
+    /// still running, its next suspension is refused. An awaitable of
+    /// whether either happened.
+    fn wake<'py>(&self, py: Python<'py>, root_id: i64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { engine.wake(root_id).await.map_err(to_py) })
+    }
+
     /// Cancels the root workflow `name` and its unfinished children; an
     /// awaitable of whether there was anything to cancel.
     fn cancel<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {

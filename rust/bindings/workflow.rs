@@ -14,8 +14,8 @@ use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
 use crate::engine::{
-    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, WorkflowId,
-    validate_name,
+    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended, Suspension,
+    WorkflowId, validate_name,
 };
 
 /// `type` of the error record of an at-most-once step found interrupted.
@@ -572,6 +572,49 @@ impl PyWorkflow {
                 hold.release().await;
             }
             Ok(())
+        })
+    }
+
+    /// Suspends the root of this tree (see `Engine::suspend`): it leaves
+    /// this process, due again at `until_us` (microseconds since the epoch
+    /// on the database's clock; None: only a wake makes it due), recorded as
+    /// waiting for `waiting` (a dict: kind, step, detail), and, with
+    /// `waiting_on` (a root's name), woken when that root finishes. An awaitable of True
+    /// once suspended (every handle of the tree then refuses more work), or
+    /// False when what it waits for happened meanwhile (nothing changed:
+    /// look again). Only for a tree taken to run by an executor.
+    #[pyo3(signature = (until_us, waiting, waiting_on = None))]
+    fn suspend<'py>(
+        &self,
+        py: Python<'py>,
+        until_us: Option<i64>,
+        waiting: &Bound<'py, PyAny>,
+        waiting_on: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let waiting = self.encode(waiting, "reason of a wait")?;
+        self.run.check().map_err(to_py)?;
+        let Some(hold) = self.run.hold().cloned() else {
+            return Err(to_py(EngineError::Unexpected(format!(
+                "workflow {:?} only replays, so it cannot be suspended",
+                self.run.name
+            ))));
+        };
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
+        awaitable(py, async move {
+            let wait = Suspension {
+                until_us,
+                waiting: &waiting,
+                waiting_on: waiting_on.as_deref(),
+            };
+            let result = engine.suspend(hold.root(), wait).await;
+            match run.watch(|| "its suspension".to_owned(), result).map_err(to_py)? {
+                Suspended::Yes => {
+                    hold.suspended();
+                    Ok(true)
+                }
+                Suspended::Woken => Ok(false),
+            }
         })
     }
 

@@ -233,6 +233,13 @@ impl Hold {
         }
     }
 
+    /// The tree was suspended (`Engine::suspend`), which released it in the
+    /// database already: its handles stop, as after a release, and nothing
+    /// more is written.
+    pub fn suspended(&self) {
+        self.0.end_with(End::Released);
+    }
+
     /// `release`, without waiting for the database.
     pub fn release_soon(&self) {
         if self.0.end_with(End::Released) {

@@ -157,7 +157,7 @@ impl InfoStatements {
 }
 
 /// A run's columns, and for a waiting one why it waits, the first of:
-/// delayed, its queue paused, no live executor that knows its function (of
+/// suspended (what it waits for, from `task.waiting`), delayed, its queue paused, no live executor that knows its function (of
 /// its version), a rate window full (until its oldest start leaves the
 /// window), the queue's concurrency full, its key's concurrency full; else
 /// it is ready for the next claim.
@@ -170,6 +170,7 @@ SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input
        (extract(epoch FROM t.run_at) * 1000000)::int8 AS run_at_us,
        CASE
        WHEN t.status NOT IN ('queued', 'scheduled') THEN NULL
+       WHEN t.waiting IS NOT NULL AND (t.run_at IS NULL OR t.run_at > now()) THEN t.waiting ->> 'detail'
        WHEN t.run_at > now() THEN
            'delayed until ' || to_char(t.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
        WHEN (SELECT paused FROM {s}.task_queue WHERE name = t.queue) THEN format('queue %s is paused', t.queue)

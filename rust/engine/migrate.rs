@@ -42,6 +42,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0008_messages.sql",
         include_str!("../../migrations/0008_messages.sql"),
     ),
+    (9, "0009_waits.sql", include_str!("../../migrations/0009_waits.sql")),
 ];
 
 /// The newest schema version this library knows.

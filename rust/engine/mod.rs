@@ -69,6 +69,7 @@ mod schedule;
 mod sql;
 mod tls;
 mod tree;
+mod waits;
 mod workflow;
 mod writer;
 
@@ -97,6 +98,7 @@ pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};
 pub use tree::WorkflowTree;
+pub use waits::{Suspended, Suspension};
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 pub use writer::{Outcome, Stats};
 

@@ -561,7 +561,9 @@ WITH clock AS (
 ), claimed AS (
     UPDATE {s}.task AS t
     SET status = 'running', owner_id = $5::text::uuid, lease_epoch = t.lease_epoch + 1,
-        attempt = CASE WHEN t.lease_epoch = 0 THEN 1 ELSE t.attempt + 1 END,
+        -- A run woken from a suspension goes on with the same attempt.
+        attempt = CASE WHEN t.lease_epoch = 0 THEN 1 WHEN t.waiting IS NOT NULL THEN t.attempt ELSE t.attempt + 1 END,
+        waiting = NULL, waiting_on = NULL, wake_pending = false,
         version = coalesce(t.version, $6), error = NULL,
         started_at = coalesce(t.started_at, (SELECT now FROM clock)), updated_at = now()
     FROM chosen AS c

@@ -12,6 +12,7 @@ use super::queue_info::LIST_QUEUES;
 use super::results::RUN_STATE;
 use super::schedule::ScheduleStatements;
 use super::tree::tree_statement;
+use super::waits::WaitStatements;
 
 /// Statement texts for one schema.
 #[derive(Debug)]
@@ -34,6 +35,7 @@ pub(crate) struct Statements {
     pub queue: QueueStatements,
     pub schedule: ScheduleStatements,
     pub info: InfoStatements,
+    pub waits: WaitStatements,
     pub tree: String,
     pub list_queues: String,
     pub gc: String,
@@ -73,7 +75,8 @@ const CONNECTED: &str = "EXISTS (
 /// owner with the next lease epoch (fencing out the previous holder) and the
 /// next attempt. Otherwise nothing changes: a completed workflow replays, a
 /// busy or cancelled one and a different input are reported by the caller.
-const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch, workflow, started_at, updated_at) = (
+const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch, workflow, started_at, updated_at,
+                      waiting, waiting_on) = (
         SELECT CASE WHEN c.claim THEN 'running' ELSE t.status END,
                CASE WHEN NOT c.claim THEN t.attempt WHEN t.lease_epoch = 0 THEN 1 ELSE t.attempt + 1 END,
                CASE WHEN c.claim THEN NULL ELSE t.error END,
@@ -81,7 +84,10 @@ const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch
                CASE WHEN c.claim THEN t.lease_epoch + 1 ELSE t.lease_epoch END,
                CASE WHEN c.claim THEN coalesce(t.workflow, EXCLUDED.workflow) ELSE t.workflow END,
                CASE WHEN c.claim THEN coalesce(t.started_at, now()) ELSE t.started_at END,
-               now()
+               now(),
+               -- A suspended root taken by a direct run waits no more.
+               CASE WHEN c.claim THEN NULL ELSE t.waiting END,
+               CASE WHEN c.claim THEN NULL ELSE t.waiting_on END
         FROM (SELECT {claim} AS claim) AS c)
     RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
               (t.owner_id IS NOT DISTINCT FROM $3::text::uuid) AS owned,
@@ -158,6 +164,7 @@ impl Statements {
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
             messages: MessageStatements::new(fill),
+            waits: WaitStatements::new(fill),
             tree: fill(&tree_statement()),
             list_queues: fill(LIST_QUEUES),
             gc: fill(GC),

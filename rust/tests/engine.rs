@@ -941,3 +941,76 @@ async fn without_migrate_a_missing_or_old_schema_is_refused_and_left_alone() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_the_same_attempt() {
+    use durable::engine::{ClaimLimits, Enqueue, Suspended, Suspension};
+    let fx = Fixture::new().await;
+    let input = json("null");
+    let run = Enqueue {
+        name: "sleeper",
+        workflow: "app.job",
+        input: &input,
+        queue: "q",
+        delay: std::time::Duration::ZERO,
+        run_at: None,
+        priority: 0,
+        key: None,
+    };
+    fx.engine.enqueue(&run).await.unwrap();
+    let workflows = ["app.job".to_owned()];
+    let claim = ClaimLimits {
+        max: 1,
+        workflows: &workflows,
+        version: None,
+    };
+    let mut claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
+    let started = claimed.pop().expect("claimed").started;
+    let root = started.workflow;
+    let hold = started.hold.expect("held");
+    let waiting = json(r#"{"kind": "sleep", "step": "nap", "detail": "sleeping"}"#);
+    let soon = fx.engine.db_now().await.unwrap() + 300_000;
+    let wait = Suspension {
+        until_us: Some(soon),
+        waiting: &waiting,
+        waiting_on: None,
+    };
+    // A wake that came while it ran refuses the next suspension, once.
+    assert!(fx.engine.wake(root.id).await.unwrap());
+    assert_eq!(fx.engine.suspend(root, wait).await.unwrap(), Suspended::Woken);
+    assert_eq!(fx.engine.suspend(root, wait).await.unwrap(), Suspended::Yes);
+    hold.suspended();
+    let row = fx
+        .admin
+        .query_one(
+            &format!(
+                "SELECT status, owner_id IS NULL, waiting ->> 'kind' FROM {}.task WHERE id = $1",
+                fx.schema
+            ),
+            &[&root.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, String>(0), row.get::<_, bool>(1), row.get::<_, String>(2)),
+        ("scheduled".to_owned(), true, "sleep".to_owned())
+    );
+    // A stale suspension under the old epoch is refused.
+    assert!(matches!(
+        fx.engine.suspend(root, wait).await,
+        Err(EngineError::LeaseLost { .. })
+    ));
+    assert!(
+        fx.engine.claim(Some("q"), claim).await.unwrap().is_empty(),
+        "not due yet"
+    );
+    let due_in = fx.engine.next_due(&workflows).await.unwrap().expect("due later");
+    assert!(due_in <= std::time::Duration::from_millis(300), "{due_in:?}");
+    tokio::time::sleep(due_in).await;
+    let again = fx.engine.claim(Some("q"), claim).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].started.attempt, 1, "a suspension is not a new attempt");
+    assert!(again[0].started.workflow.epoch > root.epoch);
+    drop(again);
+    fx.drop_schema().await;
+}

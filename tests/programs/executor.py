@@ -1,6 +1,7 @@
 """An executor process for the queue tests.
 
     python executor.py DSN SCHEMA [--concurrency N] [--max-recoveries N] [--only NAME,...] [--version V]
+                       [--suspend-after SECONDS]
 
 Runs a durable.Executor over the workflows of jobs.py (or only those named)
 until SIGTERM. Prints ``ready`` once it is about to run, and ``stopped``
@@ -23,7 +24,13 @@ import jobs  # noqa: E402
 
 
 async def main(
-    dsn: str, schema: str, concurrency: int, max_recoveries: int, only: list[str] | None, version: str | None
+    dsn: str,
+    schema: str,
+    concurrency: int,
+    max_recoveries: int,
+    only: list[str] | None,
+    version: str | None,
+    suspend_after: float,
 ) -> None:
     db = await durable.init(dsn, schema=schema)
     jobs.side = await asyncpg.create_pool(dsn, min_size=1, max_size=concurrency, server_settings={"search_path": schema})
@@ -36,6 +43,7 @@ async def main(
         max_recoveries=max_recoveries,
         recovery_interval=0.2,
         shutdown_grace=10,
+        suspend_after=suspend_after,
     )
     print("ready", flush=True)
     await executor.run()
@@ -50,6 +58,9 @@ if __name__ == "__main__":
     parser.add_argument("--max-recoveries", type=int, default=5)
     parser.add_argument("--only")
     parser.add_argument("--version")
+    parser.add_argument("--suspend-after", type=float, default=60.0)
     args = parser.parse_args()
     only = args.only and args.only.split(",")
-    asyncio.run(main(args.dsn, args.schema, args.concurrency, args.max_recoveries, only, args.version))
+    asyncio.run(
+        main(args.dsn, args.schema, args.concurrency, args.max_recoveries, only, args.version, args.suspend_after)
+    )

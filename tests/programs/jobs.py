@@ -66,4 +66,13 @@ async def beat(ctx: Ctx, tick: datetime) -> str:
     return tick.isoformat()
 
 
-ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, poison, beat]
+@durable.workflow(name="jobs.nap", queue="naps")
+async def nap(ctx: Ctx, seconds: float) -> str:
+    """Sleeps durably ``seconds`` between two steps; records when each runs."""
+    await ctx.step("before", lambda: record(ctx.name, "before"))
+    await ctx.sleep("cool-off", seconds)
+    await ctx.step("after", lambda: record(ctx.name, "after"))
+    return "rested"
+
+
+ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, poison, beat, nap]

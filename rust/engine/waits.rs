@@ -1,0 +1,223 @@
+//! Waiting workflows leave their process: suspension and wake-up.
+//!
+//! A root run by an executor that has to wait long (a durable sleep, a run
+//! it waits for, a message) is *suspended*: in one fenced statement it goes
+//! back to waiting for an executor (`scheduled` with `run_at` = its wake-up
+//! time, or `run_at` NULL when only an event ends the wait), with no owner
+//! and a record of why it waits (`task.waiting`). An executor claims it
+//! again when it is due, exactly as a queued run; it replays its steps and
+//! reaches the wait again, which is over by then.
+//!
+//! Wake-ups, and why none is lost:
+//!
+//! * Waiting for another root (`waiting_on`): when that root finishes, a
+//!   trigger (`wake_waiters`, migration 9) makes its suspended waiters due
+//!   now. The suspension first share-locks the awaited root and reads its
+//!   status, in a statement of its own before it locks the waiter: a root
+//!   finishing meanwhile either commits first (the suspension sees it
+//!   finished and is refused) or waits for the suspension to commit (its
+//!   trigger then finds the waiter suspended). Locking the awaited root
+//!   before the waiter is the trigger's order too, so the two cannot
+//!   deadlock.
+//! * Anything else (`Engine::wake`, for messages): a wake of a root that is
+//!   still running sets `wake_pending`, and the next suspension is refused
+//!   (and clears it); a wake of a suspended root makes it due now. Both
+//!   update the root's row, so they are serialized on its lock. A waiter
+//!   looks for what it waits for *after* its previous suspension attempt
+//!   and before the next, so a wake committed after its look is either
+//!   pending at its suspension or finds it suspended.
+
+use super::error::EngineError;
+use super::jsonb::JsonText;
+use super::workflow::{WorkflowId, col};
+use super::{Engine, validate_name};
+
+/// What a suspension records and when the run is due again.
+#[derive(Debug, Clone, Copy)]
+pub struct Suspension<'a> {
+    /// When the run is due again, microseconds since the epoch on the
+    /// database's clock; `None`: only a wake makes it due.
+    pub until_us: Option<i64>,
+    /// Why it waits: `{"kind", "step", "detail"}` (shown by `durable show`).
+    pub waiting: &'a JsonText,
+    /// The name of the root whose end it waits for, if any.
+    pub waiting_on: Option<&'a str>,
+}
+
+/// How a suspension went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suspended {
+    /// The tree left this process: the caller unwinds its run.
+    Yes,
+    /// Refused: what it waits for happened meanwhile (a wake, the awaited
+    /// run finished). The run keeps its hold; the caller looks again.
+    Woken,
+}
+
+impl Engine {
+    /// The database's clock, microseconds since the epoch (wake-up times
+    /// are on this clock, as `run_at` is).
+    pub async fn db_now(&self) -> Result<i64, EngineError> {
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let row = retrying!(self, "reading the database's clock", |client| async {
+            let statement = client.prepare_cached(&sql.waits.now).await?;
+            client.query_one(&statement, &[]).await
+        })?;
+        col(&row, "now_us")
+    }
+
+    /// Suspends the tree of the executor-run root `root` (held by this
+    /// engine at its epoch): see the module's documentation. `LeaseLost`
+    /// when the root is not held so any more (or has no registered
+    /// function: only executor runs are suspended). The caller ends the
+    /// hold on `Suspended::Yes`.
+    pub async fn suspend(&self, root: WorkflowId, wait: Suspension<'_>) -> Result<Suspended, EngineError> {
+        self.check_open()?;
+        let owner = self.owner_id();
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        let row = retrying!(self, "suspending a waiting workflow", |client| async {
+            let tx = client.transaction().await?;
+            // An awaited run that does not exist (any more) counts as finished:
+            // the waiter looks again and reports it.
+            let (mut target, mut target_finished) = (None::<i64>, false);
+            if let Some(name) = wait.waiting_on {
+                let lock = tx.prepare_cached(&sql.waits.lock_target).await?;
+                let row = tx.query_opt(&lock, &[&name]).await?;
+                target = row.as_ref().map(|row| row.try_get("id")).transpose()?;
+                target_finished = row.map_or(Ok(true), |row| row.try_get("finished"))?;
+            }
+            let suspend = tx.prepare_cached(&sql.waits.suspend).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+                &root.id,
+                &owner,
+                &root.epoch,
+                &wait.until_us,
+                wait.waiting,
+                &target,
+                &target_finished,
+                &schema,
+            ];
+            let row = tx.query_opt(&suspend, &params).await?;
+            tx.commit().await?;
+            Ok(row)
+        })?;
+        let Some(row) = row else {
+            return Err(EngineError::LeaseLost { workflow_id: root.id });
+        };
+        if col::<bool>(&row, "woken")? {
+            return Ok(Suspended::Woken);
+        }
+        // This engine's executor has a free slot now.
+        self.inner.events.more_work();
+        Ok(Suspended::Yes)
+    }
+
+    /// Wakes the root `root_id`: suspended, it is due now (executors are
+    /// told); still running, its next suspension is refused. False when it
+    /// is neither (finished, or waiting in a queue without being suspended).
+    pub async fn wake(&self, root_id: i64) -> Result<bool, EngineError> {
+        self.check_open()?;
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        let rows = retrying!(self, "waking a waiting workflow", |client| async {
+            let statement = client.prepare_cached(&sql.waits.wake).await?;
+            client.query(&statement, &[&root_id, &schema]).await
+        })?;
+        Ok(!rows.is_empty())
+    }
+
+    /// `wake`, by the root's name.
+    pub async fn wake_named(&self, name: &str) -> Result<bool, EngineError> {
+        validate_name("workflow", name)?;
+        let Some(state) = self.run_state(name).await? else {
+            return Ok(false);
+        };
+        self.wake(state.id).await
+    }
+}
+
+/// Statement texts of waits (see `sql::Statements`).
+#[derive(Debug)]
+pub(crate) struct WaitStatements {
+    pub now: String,
+    pub lock_target: String,
+    pub suspend: String,
+    pub wake: String,
+}
+
+impl WaitStatements {
+    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
+        WaitStatements {
+            now: fill(NOW),
+            lock_target: fill(LOCK_TARGET),
+            suspend: fill(SUSPEND),
+            wake: fill(WAKE),
+        }
+    }
+}
+
+/// The database's clock (not the transaction's start), in microseconds.
+const NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us";
+
+/// Share-locks the root named `$1` that a suspension waits for: its id,
+/// and whether it finished. Under READ COMMITTED a row locked by a writer in flight is
+/// read again once that writer commits: its status is the latest.
+const LOCK_TARGET: &str = "
+SELECT id, status IN ('completed', 'failed', 'cancelled') AS finished
+FROM {s}.task WHERE parent_id IS NULL AND name = $1
+FOR SHARE";
+
+/// Suspends the root `$1` held by owner `$2` at epoch `$3` and releases
+/// every running workflow of its tree this owner holds (as `RELEASE` does),
+/// unless a wake is pending or `$7` (the awaited run finished): then only
+/// the pending wake is cleared. `$4` due time (microseconds since the
+/// epoch; NULL: none), `$5` why it waits, `$6` the awaited root, `$8` the
+/// schema (a run due at once wakes the executors). No row: not held.
+const SUSPEND: &str = "
+WITH root AS (
+    SELECT id, queue, (wake_pending OR $7::bool) AS woken,
+           'epoch'::timestamptz + $4::int8 * interval '1 microsecond' AS due
+    FROM {s}.task
+    WHERE id = $1 AND parent_id IS NULL AND owner_id = $2::text::uuid AND lease_epoch = $3
+      AND status = 'running' AND workflow IS NOT NULL
+    FOR UPDATE
+), cleared AS (
+    UPDATE {s}.task AS t SET wake_pending = false
+    FROM root WHERE t.id = root.id AND root.woken AND t.wake_pending
+), released AS (
+    UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now(),
+        status = CASE WHEN t.id <> root.id THEN t.status
+                      WHEN root.due <= now() THEN 'queued' ELSE 'scheduled' END,
+        run_at = CASE WHEN t.id = root.id THEN root.due ELSE t.run_at END,
+        waiting = CASE WHEN t.id = root.id THEN $5::jsonb ELSE t.waiting END,
+        waiting_on = CASE WHEN t.id = root.id THEN $6::int8 ELSE t.waiting_on END
+    FROM root
+    WHERE NOT root.woken AND t.root_id = root.id AND t.kind = 'workflow' AND t.status = 'running'
+      AND t.owner_id = $2::text::uuid
+    RETURNING t.id
+)
+SELECT root.woken,
+       CASE WHEN NOT root.woken AND root.due <= now()
+            THEN left(pg_notify('durable', $8::text || ' queued ' || coalesce(root.queue, ''))::text, 0) END
+           AS notify
+FROM root";
+
+/// Wakes the root `$1` (`$2` the schema): suspended, it becomes due now and
+/// executors are told; running, a wake is left pending for its next
+/// suspension. One row when either happened.
+const WAKE: &str = "
+WITH suspended AS (
+    UPDATE {s}.task AS t SET status = 'queued', run_at = now(), updated_at = now()
+    WHERE t.id = $1 AND t.parent_id IS NULL AND t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
+    RETURNING t.queue
+), running AS (
+    UPDATE {s}.task AS t SET wake_pending = true
+    WHERE t.id = $1 AND t.parent_id IS NULL AND t.status = 'running'
+    RETURNING t.id
+)
+SELECT left(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, ''))::text, 0) AS notify
+FROM suspended
+UNION ALL
+SELECT NULL FROM running";
