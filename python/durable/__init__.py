@@ -23,6 +23,7 @@ from ._info import StepInfo, WorkflowInfo, WorkflowTree, get, list_workflows, tr
 from ._json import Json
 from ._queues import QueueInfo, RateUse, create_queue, list_queues, pause_queue, resume_queue
 from ._runs import Run, result, resume
+from ._transaction import Transaction
 from .errors import (
     Cancelled,
     ConfigError,
@@ -68,6 +69,7 @@ __all__ = [
     "Starting",
     "StepInfo",
     "StepInterrupted",
+    "Transaction",
     "ValueTooLarge",
     "Workflow",
     "WorkflowBusy",

@@ -67,6 +67,7 @@ mod retry;
 mod schedule;
 mod sql;
 mod tls;
+mod transaction;
 mod tree;
 mod workflow;
 mod writer;
@@ -94,6 +95,7 @@ pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered}
 pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};
+pub use transaction::{Cell, CommitError, Param, Rows, Transaction};
 pub use tree::WorkflowTree;
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 pub use writer::{Outcome, Stats};
