@@ -305,7 +305,8 @@ async def test_killed_between_the_users_sql_and_the_commit_neither_lands(
     assert await first.wait() == -signal.SIGKILL
 
     async def backend_gone() -> bool:
-        return await pg.fetchval("SELECT count(*) FROM pg_locks WHERE relation = 'shipments'::regclass") == 0
+        held: int = await pg.fetchval("SELECT count(*) FROM pg_locks WHERE relation = 'shipments'::regclass")
+        return held == 0
 
     await until(backend_gone, "the killed process's transaction is gone")
     assert await count(pg) == 0, "the insert did not land"

@@ -33,7 +33,12 @@ static EPOCH: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EPOCH_UTC: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static EPOCH_DATE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
-fn class<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyAny>>, module: &str, name: &str) -> PyResult<Bound<'py, PyAny>> {
+fn class<'py>(
+    py: Python<'py>,
+    cell: &'static PyOnceLock<Py<PyAny>>,
+    module: &str,
+    name: &str,
+) -> PyResult<Bound<'py, PyAny>> {
     cell.get_or_try_init(py, || Ok::<_, PyErr>(py.import(module)?.getattr(name)?.unbind()))
         .map(|c| c.bind(py).clone())
 }
@@ -81,7 +86,12 @@ fn param(value: &Bound<'_, PyAny>, ty: &Type, n: usize, limit: usize) -> PyResul
     if value.is_none() {
         return Ok(Param::Null);
     }
-    let kind = || value.get_type().qualname().map_or_else(|_| "?".to_owned(), |q| q.to_string());
+    let kind = || {
+        value
+            .get_type()
+            .qualname()
+            .map_or_else(|_| "?".to_owned(), |q| q.to_string())
+    };
     let mismatch = || {
         PyTypeError::new_err(format!(
             "parameter ${n} is a Python {}, which durable does not send to a parameter of type {ty}; \
@@ -116,7 +126,13 @@ fn param(value: &Bound<'_, PyAny>, ty: &Type, n: usize, limit: usize) -> PyResul
         return match *ty {
             Type::FLOAT4 => Ok(Param::Float4(value.extract::<f64>()? as f32)),
             Type::FLOAT8 => Ok(Param::Float8(value.extract()?)),
-            Type::NUMERIC => Ok(Param::Text(value.repr()?.to_string().replace("inf", "Infinity").replace("nan", "NaN"))),
+            Type::NUMERIC => Ok(Param::Text(
+                value
+                    .repr()?
+                    .to_string()
+                    .replace("inf", "Infinity")
+                    .replace("nan", "NaN"),
+            )),
             _ => Err(mismatch()),
         };
     }
@@ -126,7 +142,10 @@ fn param(value: &Bound<'_, PyAny>, ty: &Type, n: usize, limit: usize) -> PyResul
             _ => Ok(Param::Text(value.extract()?)),
         };
     }
-    if value.is_instance_of::<PyBytes>() || value.is_instance_of::<PyByteArray>() || value.is_instance_of::<PyMemoryView>() {
+    if value.is_instance_of::<PyBytes>()
+        || value.is_instance_of::<PyByteArray>()
+        || value.is_instance_of::<PyMemoryView>()
+    {
         return match *ty {
             Type::BYTEA => Ok(Param::Bytes(
                 py.import("builtins")?.getattr("bytes")?.call1((value,))?.extract()?,
@@ -134,39 +153,8 @@ fn param(value: &Bound<'_, PyAny>, ty: &Type, n: usize, limit: usize) -> PyResul
             _ => Err(mismatch()),
         };
     }
-    // datetime before date: a datetime is a date.
-    if value.is_instance(&class(py, &DATETIME, "datetime", "datetime")?)? {
-        let aware = !value.call_method0("utcoffset")?.is_none();
-        return match (&*ty, aware) {
-            (&Type::TIMESTAMPTZ, true) | (&Type::TIMESTAMP, false) => Ok(Param::Text(iso(value)?)),
-            (&Type::TIMESTAMPTZ, false) => Err(PyValueError::new_err(format!(
-                "parameter ${n} is a naive datetime, ambiguous for type timestamptz: give it a tzinfo \
-                 (e.g. datetime.now(timezone.utc))"
-            ))),
-            (&Type::TIMESTAMP, true) => Err(PyValueError::new_err(format!(
-                "parameter ${n} is an aware datetime, but type timestamp has no time zone: pass a naive \
-                 datetime, or use timestamptz"
-            ))),
-            _ => Err(mismatch()),
-        };
-    }
-    if value.is_instance(&class(py, &DATE, "datetime", "date")?)? {
-        return match *ty {
-            Type::DATE => Ok(Param::Text(iso(value)?)),
-            _ => Err(mismatch()),
-        };
-    }
-    if value.is_instance(&class(py, &DECIMAL, "decimal", "Decimal")?)? {
-        return match *ty {
-            Type::NUMERIC => Ok(Param::Text(value.str()?.to_string())),
-            _ => Err(mismatch()),
-        };
-    }
-    if value.is_instance(&class(py, &UUID, "uuid", "UUID")?)? {
-        return match *ty {
-            Type::UUID => Ok(Param::Text(value.str()?.to_string())),
-            _ => Err(mismatch()),
-        };
+    if let Some(param) = library_param(value, ty, n, &mismatch)? {
+        return Ok(param);
     }
     if value.is_instance_of::<PyList>() || value.is_instance_of::<PyDict>() {
         return Err(PyTypeError::new_err(format!(
@@ -176,6 +164,56 @@ fn param(value: &Bound<'_, PyAny>, ty: &Type, n: usize, limit: usize) -> PyResul
         )));
     }
     Err(mismatch())
+}
+
+/// A value of the standard library's datetime, date, Decimal and UUID
+/// types as a parameter of type `ty`; `None` for any other value.
+fn library_param(
+    value: &Bound<'_, PyAny>,
+    ty: &Type,
+    n: usize,
+    mismatch: &dyn Fn() -> PyErr,
+) -> PyResult<Option<Param>> {
+    let py = value.py();
+    // datetime before date: a datetime is a date.
+    if value.is_instance(&class(py, &DATETIME, "datetime", "datetime")?)? {
+        let aware = !value.call_method0("utcoffset")?.is_none();
+        return Ok(Some(match (ty, aware) {
+            (&Type::TIMESTAMPTZ, true) | (&Type::TIMESTAMP, false) => Param::Text(iso(value)?),
+            (&Type::TIMESTAMPTZ, false) => {
+                return Err(PyValueError::new_err(format!(
+                    "parameter ${n} is a naive datetime, ambiguous for type timestamptz: give it a tzinfo \
+                 (e.g. datetime.now(timezone.utc))"
+                )));
+            }
+            (&Type::TIMESTAMP, true) => {
+                return Err(PyValueError::new_err(format!(
+                    "parameter ${n} is an aware datetime, but type timestamp has no time zone: pass a naive \
+                 datetime, or use timestamptz"
+                )));
+            }
+            _ => return Err(mismatch()),
+        }));
+    }
+    if value.is_instance(&class(py, &DATE, "datetime", "date")?)? {
+        return Ok(Some(match *ty {
+            Type::DATE => Param::Text(iso(value)?),
+            _ => return Err(mismatch()),
+        }));
+    }
+    if value.is_instance(&class(py, &DECIMAL, "decimal", "Decimal")?)? {
+        return Ok(Some(match *ty {
+            Type::NUMERIC => Param::Text(value.str()?.to_string()),
+            _ => return Err(mismatch()),
+        }));
+    }
+    if value.is_instance(&class(py, &UUID, "uuid", "UUID")?)? {
+        return Ok(Some(match *ty {
+            Type::UUID => Param::Text(value.str()?.to_string()),
+            _ => return Err(mismatch()),
+        }));
+    }
+    Ok(None)
 }
 
 fn iso(value: &Bound<'_, PyAny>) -> PyResult<String> {

@@ -246,7 +246,10 @@ impl Transaction {
             }));
         }
         let answer = match self.conn.as_ref() {
-            Some(conn) => self.timed(self.flush(conn, Status::Completed, Some(&output), "on")).await,
+            Some(conn) => {
+                self.timed(self.flush(conn, Status::Completed, Some(&output), "on"))
+                    .await
+            }
             None => return Err(CommitError::RolledBack(over(&self.name))),
         };
         let written = self.settle(&context, answer);
@@ -325,7 +328,9 @@ impl Transaction {
 
     /// `work` bounded by the reconnect timeout (`None`: no answer in time).
     async fn timed<T>(&self, work: impl Future<Output = T>) -> Option<T> {
-        tokio::time::timeout(self.engine.inner.reconnect_timeout, work).await.ok()
+        tokio::time::timeout(self.engine.inner.reconnect_timeout, work)
+            .await
+            .ok()
     }
 
     /// The outcome of one of the user's statements. A failure aborts the
@@ -420,7 +425,10 @@ impl Transaction {
         let inner = &self.engine.inner;
         let owner = inner.owner.id.as_str();
         let answer = match self.conn.as_ref() {
-            Some(conn) => self.timed(conn.query_opt(&inner.sql.diagnose, &[&vec![id], &owner])).await,
+            Some(conn) => {
+                self.timed(conn.query_opt(&inner.sql.diagnose, &[&vec![id], &owner]))
+                    .await
+            }
             None => return over(&self.name),
         };
         let found = self.settle(context, answer);
@@ -522,9 +530,10 @@ fn numeric_text(raw: &[u8]) -> Result<String, String> {
             .ok_or_else(|| "a truncated numeric".to_owned())
     };
     let ndigits = usize::from(word(0)?);
-    let weight = i32::from(word(1)?.cast_signed());
+    let weight = i32::from(i16::from_ne_bytes(word(1)?.to_ne_bytes()));
     let sign = word(2)?;
-    let dscale = usize::from(word(3)?);
+    let scale = word(3)?;
+    let dscale = usize::from(scale);
     match sign {
         0x0000 | 0x4000 => {}
         0xC000 => return Ok("NaN".to_owned()),
@@ -534,7 +543,13 @@ fn numeric_text(raw: &[u8]) -> Result<String, String> {
     }
     let digits = (0..ndigits).map(|i| word(4 + i)).collect::<Result<Vec<u16>, _>>()?;
     // The base-10000 digit at index `i` (0: weight `weight`), zero outside.
-    let digit = |i: i32| usize::try_from(i).ok().and_then(|i| digits.get(i)).copied().unwrap_or(0);
+    let digit = |i: i32| {
+        usize::try_from(i)
+            .ok()
+            .and_then(|i| digits.get(i))
+            .copied()
+            .unwrap_or(0)
+    };
     let mut text = String::new();
     if sign == 0x4000 {
         text.push('-');
@@ -552,9 +567,8 @@ fn numeric_text(raw: &[u8]) -> Result<String, String> {
     }
     if dscale > 0 {
         let mut fraction = String::new();
-        let groups = dscale.div_ceil(4);
-        for k in 1..=groups {
-            let _ = write!(fraction, "{:04}", digit(weight + k as i32));
+        for k in 1..=i32::from(scale.div_ceil(4)) {
+            let _ = write!(fraction, "{:04}", digit(weight + k));
         }
         fraction.truncate(dscale);
         text.push('.');
@@ -569,7 +583,10 @@ mod tests {
 
     fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut out = Vec::new();
-        for word in [ndigits, weight.cast_unsigned(), sign, dscale].iter().chain(digits) {
+        for word in [ndigits, u16::from_ne_bytes(weight.to_ne_bytes()), sign, dscale]
+            .iter()
+            .chain(digits)
+        {
             out.extend_from_slice(&word.to_be_bytes());
         }
         out
