@@ -241,6 +241,11 @@ async def test_parameters_and_results_round_trip(db: durable.Db, pg: asyncpg.Con
         assert row == {"a": Decimal(5), "b": Decimal("2.5"), "c": 7.0, "d": "s"}
         assert await tx.fetchval(f"SELECT count(*) FROM {schema}.kinds WHERE i4 = $1", 2**31 - 1) == 1
         assert await tx.fetchval("SELECT 1 WHERE false") is None
+        # The user's statements are planned as Postgres would by default, not as durable's own.
+        settings = await tx.fetchrow(
+            "SELECT current_setting('enable_seqscan') AS seqscan, current_setting('plan_cache_mode') AS plans"
+        )
+        assert settings == {"seqscan": "on", "plans": "auto"}
         assert await tx.fetchrow("SELECT 1 WHERE false") is None
         # A str goes to any other type as its text form, parsed by the server.
         assert await tx.fetchval("SELECT $1::inet::text", "10.0.0.1") == "10.0.0.1/32"

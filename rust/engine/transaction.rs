@@ -33,6 +33,15 @@ use super::pool::{checkout, no_answer};
 use super::workflow::{Status, WorkflowId, refusal, vanished};
 use super::{Engine, EngineError};
 
+/// Opens the transaction. Durable's connections plan for its own statements
+/// (generic plans, index access: see "Generic plans, index access" in
+/// doc/design.md); the user's statements get Postgres' default planning back
+/// for the length of the transaction.
+const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = on";
+
+/// Durable's planner settings again, for the checkpoint written at commit.
+const ENGINE_PLANNER: &str = "SET LOCAL plan_cache_mode = force_generic_plan; SET LOCAL enable_seqscan = off";
+
 /// A parameter of a user's statement, already matched (by the bindings) to
 /// the type the server inferred for it.
 #[derive(Debug, Clone, PartialEq)]
@@ -168,7 +177,7 @@ impl Engine {
             return Err(reason);
         }
         let answer = match tx.conn.as_ref() {
-            Some(conn) => tx.timed(conn.batch_execute("BEGIN")).await,
+            Some(conn) => tx.timed(conn.batch_execute(BEGIN)).await,
             None => return Err(over(&tx.name)),
         };
         tx.settle(&context, answer)?;
@@ -247,8 +256,11 @@ impl Transaction {
         }
         let answer = match self.conn.as_ref() {
             Some(conn) => {
-                self.timed(self.flush(conn, Status::Completed, Some(&output), "on"))
-                    .await
+                self.timed(async {
+                    conn.batch_execute(ENGINE_PLANNER).await?;
+                    self.flush(conn, Status::Completed, Some(&output), "on").await
+                })
+                .await
             }
             None => return Err(CommitError::RolledBack(over(&self.name))),
         };
