@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import signal
@@ -199,6 +200,34 @@ async def test_not_inside_a_step_body(db: durable.Db) -> None:
 
     with pytest.raises(durable.DurableError, match="inside the body of a step"):
         await ctx.step("outer", body)
+
+
+async def test_a_cancelled_transaction_rolls_back(db: durable.Db, pg: asyncpg.Connection, shipments: str) -> None:
+    inserted = asyncio.Event()
+
+    async def record(tx: Transaction) -> None:
+        await tx.execute(f"INSERT INTO {shipments} (order_id) VALUES ($1)", 1)
+        inserted.set()
+        await asyncio.Event().wait()  # until cancelled
+
+    ctx = await Ctx.start(db, "order")
+    task = asyncio.create_task(ctx.transaction("record", record))
+    await inserted.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    async def rolled_back() -> bool:
+        held: int = await pg.fetchval("SELECT count(*) FROM pg_locks WHERE relation = 'shipments'::regclass")
+        return held == 0
+
+    await until(rolled_back, "the cancelled transaction's connection is closed")
+    assert await count(pg) == 0
+    saved = await step_row(pg, "record")
+    assert saved is not None and saved["status"] == "running", "an interrupted attempt, to run again"
+    # The handle works on; the next transaction gets a clean connection from the pool.
+    assert await ctx.transaction("record#2", lambda tx: tx.execute(f"INSERT INTO {shipments} (order_id) VALUES (2)")) == 1
+    assert await count(pg) == 1
 
 
 async def test_parameters_and_results_round_trip(db: durable.Db, pg: asyncpg.Connection, schema: str) -> None:

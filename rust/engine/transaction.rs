@@ -192,12 +192,14 @@ impl Transaction {
     }
 
     /// Parses `sql` on the server: the statement, whose `params()` are the
-    /// types the server inferred for `$1`, `$2`...
+    /// types the server inferred for `$1`, `$2`... Not cached: the user's
+    /// statements are open-ended, and a pooled connection must not gather
+    /// them (the server forgets each once its `Statement` is dropped).
     pub async fn prepare(&mut self, sql: &str) -> Result<Statement, EngineError> {
         let context = format!("transaction step {:?}: preparing a statement", self.name);
         self.check_usable(&context)?;
         let answer = match self.conn.as_ref() {
-            Some(conn) => self.timed(conn.prepare_cached(sql)).await,
+            Some(conn) => self.timed(conn.prepare(sql)).await,
             None => return Err(over(&self.name)),
         };
         self.settle_statement(&context, answer)
