@@ -269,6 +269,10 @@ async def test_parameters_and_results_round_trip(db: durable.Db, pg: asyncpg.Con
         row = await tx.fetchrow("SELECT $1::numeric AS a, $2::numeric AS b, $3::float8 AS c, $4::jsonb AS d", 5, 2.5, 7, "s")
         assert row == {"a": Decimal(5), "b": Decimal("2.5"), "c": 7.0, "d": "s"}
         assert await tx.fetchval(f"SELECT count(*) FROM {schema}.kinds WHERE i4 = $1", 2**31 - 1) == 1
+        for text in ["0", "0.000012", "-1.230", "123456789.000000001", "1E+20", "-0.5", "NaN", "Infinity", "-Infinity"]:
+            back = await tx.fetchval("SELECT $1::numeric", Decimal(text))
+            assert str(back) == str(await tx.fetchval("SELECT ($1::numeric)::text", Decimal(text))), text
+            assert back == Decimal(text) or (back.is_nan() and Decimal(text).is_nan())
         assert await tx.fetchval("SELECT 1 WHERE false") is None
         # The user's statements are planned as Postgres would by default, not as durable's own.
         settings = await tx.fetchrow(

@@ -611,7 +611,7 @@ mod tests {
         assert_eq!(numeric_text(&numeric(0, 0, 0, 0, &[])).unwrap(), "0");
         assert_eq!(numeric_text(&numeric(2, 1, 0, 2, &[12, 3456])).unwrap(), "123456.00");
         assert_eq!(numeric_text(&numeric(2, 0, 0x4000, 3, &[1, 2300])).unwrap(), "-1.230");
-        assert_eq!(numeric_text(&numeric(1, -2, 0, 6, &[12])).unwrap(), "0.000012");
+        assert_eq!(numeric_text(&numeric(1, -2, 0, 6, &[1200])).unwrap(), "0.000012");
         assert_eq!(numeric_text(&numeric(1, 2, 0, 0, &[5])).unwrap(), "500000000");
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
         assert!(numeric_text(&[0, 1]).is_err());
