@@ -320,6 +320,28 @@ class Ctx:
                 report.completed()
                 return value
 
+    @overload
+    async def transaction(
+        self,
+        name: str,
+        fn: Callable[[Transaction], Awaitable[J]],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> J: ...
+
+    @overload
+    async def transaction(
+        self,
+        name: str,
+        fn: Callable[[Transaction], J],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> J: ...
+
     async def transaction(
         self,
         name: str,
