@@ -179,6 +179,75 @@ async def test_a_lost_lease_rolls_the_writes_back(
     assert [r["order_id"] for r in await pg.fetch("SELECT order_id FROM shipments")] == [2]
 
 
+async def test_a_commit_refused_by_the_server_is_a_failed_attempt_and_retried(
+    db: durable.Db, pg: asyncpg.Connection, schema: str, shipments: str
+) -> None:
+    # A deferred check: it runs at COMMIT, after the step's row was written in the transaction.
+    await pg.execute(
+        f"""CREATE FUNCTION {schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN RAISE EXCEPTION 'order 13 refused at commit'; END $$;
+            CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON shipments DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.order_id = 13) EXECUTE FUNCTION {schema}.refuse()"""
+    )
+
+    async def record(tx: Transaction) -> int:
+        order = 13 if durable.attempt() == 1 else 14
+        await tx.execute(f"INSERT INTO {shipments} (order_id) VALUES ($1)", order)
+        return order
+
+    ctx = await Ctx.start(db, "order")
+    assert await ctx.transaction("record", record, retries=1, backoff=durable.Backoff(initial=0.01)) == 14
+    assert [r["order_id"] for r in await pg.fetch("SELECT order_id FROM shipments")] == [14]
+    saved = await step_row(pg, "record")
+    assert saved is not None and (saved["status"], saved["attempt"]) == ("completed", 2)
+    with pytest.raises(durable.DatabaseError, match="refused at commit") as caught:
+        await ctx.transaction("again", lambda tx: tx.execute(f"INSERT INTO {shipments} (order_id) VALUES (13)"))
+    assert caught.value.sqlstate == "P0001"
+    failed = await step_row(pg, "again")
+    assert failed is not None and failed["status"] == "failed"
+
+
+async def test_a_commit_cut_off_midway_records_nothing_and_the_next_run_finds_out(
+    db: durable.Db, pg: asyncpg.Connection, schema: str, shipments: str
+) -> None:
+    # A deferred trigger that sleeps: the transaction is inside COMMIT while it runs.
+    await pg.execute(
+        f"""CREATE FUNCTION {schema}.slow() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep(60); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON shipments DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW WHEN (NEW.order_id = 666) EXECUTE FUNCTION {schema}.slow()"""
+    )
+    calls: list[int] = []
+
+    async def record(tx: Transaction) -> str:
+        calls.append(durable.attempt())
+        await tx.execute(f"INSERT INTO {shipments} (order_id) VALUES ($1)", 666 if len(calls) == 1 else 1)
+        return "recorded"
+
+    ctx = await Ctx.start(db, "order")
+    committing = asyncio.create_task(ctx.transaction("record", record))
+
+    async def in_commit() -> bool:
+        pid: int | None = await pg.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE query = 'COMMIT' AND wait_event = 'PgSleep'"
+        )
+        return pid is not None and await pg.fetchval("SELECT pg_terminate_backend($1)", pid)
+
+    await until(in_commit, "the commit runs, and its session is cut off")
+    with pytest.raises(durable.DatabaseError, match="committing transaction step"):
+        await committing
+    saved = await step_row(pg, "record")
+    assert saved is not None and saved["status"] == "running", "no failure was recorded over an unknown outcome"
+    with pytest.raises(durable.DatabaseError):
+        await ctx.step("next", lambda: pytest.fail("the handle does no more work"))
+    await ctx.release()
+
+    again = await Ctx.start(db, "order")
+    assert await again.transaction("record", record) == "recorded"
+    assert calls == [1, 2], "it had not committed, so the next run ran it again"
+    assert [r["order_id"] for r in await pg.fetch("SELECT order_id FROM shipments")] == [1]
+
+
 async def test_a_finished_workflow_replays_and_runs_no_new_transaction(
     db: durable.Db, pg: asyncpg.Connection, shipments: str
 ) -> None:

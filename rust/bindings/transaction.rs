@@ -139,7 +139,8 @@ impl PyTransaction {
                 }
                 Err(CommitError::InDoubt(err)) => {
                     // Whether the step committed is only known to a new run,
-                    // which reads it: this run stops, recording nothing.
+                    // which reads it: this handle stops, recording nothing
+                    // (its run ends and releases the workflow to that run).
                     in_doubt.store(true, Ordering::Relaxed);
                     run.doom(&err);
                     Err(to_py(err))

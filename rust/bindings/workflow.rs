@@ -127,12 +127,10 @@ impl Run {
 }
 
 impl Run {
-    /// Stops this run (and the hold of its tree) with `err`: no further
-    /// work starts, and nothing more is written for it.
+    /// Stops this handle with `err`: no further work starts on it. Its
+    /// hold is left alone, so that ending the run releases the workflow
+    /// for a new run to take over.
     pub(crate) fn doom(&self, err: &EngineError) {
-        if let Some(hold) = self.hold() {
-            hold.lost(err);
-        }
         self.lock().doomed.get_or_insert_with(|| err.clone());
     }
 }

@@ -25,6 +25,7 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, BytesMut};
 use deadpool_postgres::Object;
+use tokio_postgres::error::{DbError, Severity};
 use tokio_postgres::types::{Format, FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 use tokio_postgres::{Row, Statement};
 
@@ -285,9 +286,11 @@ impl Transaction {
         let timeout = self.engine.inner.reconnect_timeout;
         match tokio::time::timeout(timeout, conn.batch_execute("COMMIT")).await {
             Ok(Ok(())) => Ok(()),
-            // The server answered: it refused the commit (a deferred
-            // constraint, a serialization failure), so nothing committed.
-            Ok(Err(err)) if err.as_db_error().is_some() => {
+            // The server refused the commit with an ERROR (a deferred
+            // constraint, a serialization failure): nothing committed. A
+            // FATAL (the session terminated) may come after the commit
+            // record was written, so it proves nothing: in doubt, below.
+            Ok(Err(err)) if err.as_db_error().and_then(DbError::parsed_severity) == Some(Severity::Error) => {
                 drop(Object::take(conn));
                 Err(CommitError::RolledBack(EngineError::database(&context, &err)))
             }
