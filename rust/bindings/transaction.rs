@@ -133,9 +133,7 @@ impl PyTransaction {
                 Ok(()) => Ok(value),
                 Err(CommitError::RolledBack(err)) => {
                     let what = || format!("the result of transaction step {name:?}");
-                    // `watch` passes an error through (noting a lost lease).
-                    let err = run.watch(what, Err::<(), _>(err)).err().unwrap_or(EngineError::Closed);
-                    Err(to_py(err))
+                    Err(to_py(run.watch_error(what, err)))
                 }
                 Err(CommitError::InDoubt(err)) => {
                     // Whether the step committed is only known to a new run,

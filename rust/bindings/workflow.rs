@@ -93,11 +93,7 @@ impl Run {
     /// Passes `result` through, remembering an error that ends this run (and
     /// the hold of its tree). A write refused because this very run had
     /// finished the workflow, or released it, says so.
-    pub(crate) fn watch<T>(
-        &self,
-        what: impl FnOnce() -> String,
-        result: Result<T, EngineError>,
-    ) -> Result<T, EngineError> {
+    fn watch<T>(&self, what: impl FnOnce() -> String, result: Result<T, EngineError>) -> Result<T, EngineError> {
         match result {
             Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) => {
                 let released = self.hold().is_some_and(Hold::is_released);
@@ -132,6 +128,12 @@ impl Run {
     /// for a new run to take over.
     pub(crate) fn doom(&self, err: &EngineError) {
         self.lock().doomed.get_or_insert_with(|| err.clone());
+    }
+
+    /// `watch` for an error (of a transaction step's commit): the error, as
+    /// this run reports it.
+    pub(crate) fn watch_error(&self, what: impl FnOnce() -> String, err: EngineError) -> EngineError {
+        self.watch(what, Err::<(), _>(err)).err().unwrap_or(EngineError::Closed)
     }
 }
 
