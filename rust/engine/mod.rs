@@ -66,6 +66,7 @@ mod results;
 mod retry;
 mod schedule;
 mod sql;
+mod sql_values;
 mod tls;
 mod transaction;
 mod tree;
@@ -95,7 +96,8 @@ pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered}
 pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};
-pub use transaction::{Cell, CommitError, Param, Rows, Transaction};
+pub use sql_values::{Cell, Param, Rows};
+pub use transaction::{CommitError, Transaction};
 pub use tree::WorkflowTree;
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 pub use writer::{Outcome, Stats};
