@@ -24,6 +24,7 @@ from ._json import Json
 from ._messages import get_event, send
 from ._queues import QueueInfo, RateUse, create_queue, list_queues, pause_queue, resume_queue
 from ._runs import Run, result, resume
+from ._transaction import Transaction
 from .errors import (
     Cancelled,
     ConfigError,
@@ -69,6 +70,7 @@ __all__ = [
     "Starting",
     "StepInfo",
     "StepInterrupted",
+    "Transaction",
     "ValueTooLarge",
     "Workflow",
     "WorkflowBusy",

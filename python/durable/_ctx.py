@@ -17,6 +17,7 @@ from ._json import J, Json
 from ._options import Seconds, seconds
 from ._retry import Backoff
 from ._schedules import from_micros, to_micros
+from ._transaction import Transaction, run_transaction
 from .errors import (
     Cancelled,
     ConfigError,
@@ -396,6 +397,58 @@ class Ctx:
                 "runs as one unit whose result is saved, so it cannot wait for messages or publish "
                 "events; call it from the workflow itself"
             )
+
+    @overload
+    async def transaction(
+        self,
+        name: str,
+        fn: Callable[[Transaction], Awaitable[J]],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> J: ...
+
+    @overload
+    async def transaction(
+        self,
+        name: str,
+        fn: Callable[[Transaction], J],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> J: ...
+
+    async def transaction(
+        self,
+        name: str,
+        fn: Callable[[Transaction], Any],
+        *,
+        retries: int = 0,
+        backoff: Backoff | None = None,
+        retry_on: type[Exception] | tuple[type[Exception], ...] = Exception,
+    ) -> Any:
+        """Runs ``fn(tx)`` (sync or async, its awaitables awaited) inside the
+        Postgres transaction that saves the step's JSON result: the writes
+        made through ``tx`` and the checkpoint commit together or not at all.
+
+        A replay returns the saved result without calling ``fn``. If ``fn``
+        raises, the transaction rolls back, the attempt is recorded failed
+        and, with ``retries``, retried like a step's. ``LeaseLost`` (another
+        holder took the workflow) rolls everything back. Not inside a
+        step's body. See doc/api.md for ``tx`` and the type mapping.
+        """
+        if not callable(fn):
+            raise TypeError(f"transaction {name!r}: fn must be a callable taking tx, not {type(fn).__name__}")
+        check_step_options(name, retries, backoff, retry_on, False)
+        outer = _in_step.get()
+        if outer is not None and outer.root_id == self.root_id:
+            raise DurableError(
+                f"ctx.transaction({name!r}) was called inside the body of a step of workflow {outer.name!r}: "
+                "a step's body runs as one unit whose result is saved; run the transaction from the workflow itself"
+            )
+        return await run_transaction(self, self._wf, name, fn, retries, backoff, retry_on)
 
     def child(self, name: str, input: Json = None) -> Starting:
         """Creates (or resumes) the child workflow ``name`` with its own steps.

@@ -7,6 +7,8 @@ mod fork;
 mod json;
 mod logs;
 mod runtime;
+mod sql_values;
+mod transaction;
 mod workflow;
 
 use pyo3::prelude::*;
@@ -22,6 +24,8 @@ mod core {
     use super::engine::PyEngine;
     #[pymodule_export]
     use super::runtime::Waker;
+    #[pymodule_export]
+    use super::transaction::{PyStatement, PyTransaction};
     #[pymodule_export]
     use super::workflow::PyWorkflow;
 

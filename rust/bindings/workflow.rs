@@ -13,6 +13,7 @@ use super::errors::to_py;
 use super::fork::ForkSafe;
 use super::json;
 use super::runtime::awaitable;
+use super::transaction::PyTransaction;
 use crate::engine::{
     Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended, Suspension,
     WorkflowId, validate_name,
@@ -39,7 +40,7 @@ pub(crate) struct PyWorkflow {
 }
 
 /// What the awaitables of a handle share with it.
-struct Run {
+pub(crate) struct Run {
     name: String,
     /// The hold of the tree in this engine (roots taken to run, and their
     /// children); `None` for what only replays.
@@ -118,6 +119,21 @@ impl Run {
             }
             result => result,
         }
+    }
+}
+
+impl Run {
+    /// Stops this handle with `err`: no further work starts on it. Its
+    /// hold is left alone, so that ending the run releases the workflow
+    /// for a new run to take over.
+    pub(crate) fn doom(&self, err: &EngineError) {
+        self.lock().doomed.get_or_insert_with(|| err.clone());
+    }
+
+    /// `watch` for an error (of a transaction step's commit): the error, as
+    /// this run reports it.
+    pub(crate) fn watch_error(&self, what: impl FnOnce() -> String, err: EngineError) -> EngineError {
+        self.watch(what, Err::<(), _>(err)).err().unwrap_or(EngineError::Closed)
     }
 }
 
@@ -493,6 +509,26 @@ impl PyWorkflow {
     ) -> PyResult<Bound<'py, PyAny>> {
         let error = self.encode(error, &format!("error of step {name:?}"))?;
         self.save_step(py, name, attempt, Outcome::Failed(error), py.None())
+    }
+
+    /// Starts transaction step `name` as `attempt` (after `begin_step` said
+    /// "run"): writes its `running` marker and opens a Postgres transaction;
+    /// an awaitable of the `Transaction`, whose `commit` saves the result.
+    fn begin_transaction<'py>(&self, py: Python<'py>, name: String, attempt: i32) -> PyResult<Bound<'py, PyAny>> {
+        self.run.check().map_err(to_py)?;
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
+        let id = self.id;
+        let limit = self.limit;
+        awaitable(py, async move {
+            let result = engine.begin_transaction(id, name.clone(), attempt).await;
+            let tx = run
+                .watch(|| format!("the start of transaction step {name:?}"), result)
+                .map_err(to_py)?;
+            // The body runs only if nothing ended the hold meanwhile.
+            run.check().map_err(to_py)?;
+            Ok(PyTransaction::new(tx, run, limit))
+        })
     }
 
     /// Creates or takes the child workflow `name`; an awaitable of its

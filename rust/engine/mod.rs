@@ -67,7 +67,9 @@ mod results;
 mod retry;
 mod schedule;
 mod sql;
+mod sql_values;
 mod tls;
+mod transaction;
 mod tree;
 mod waits;
 mod workflow;
@@ -97,6 +99,8 @@ pub use queue::{ClaimLimits, Claimed, Enqueue, Enqueued, QueueLimits, Recovered}
 pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};
+pub use sql_values::{Cell, Param, Rows};
+pub use transaction::{CommitError, Transaction};
 pub use tree::WorkflowTree;
 pub use waits::{Suspended, Suspension};
 pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};

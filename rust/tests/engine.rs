@@ -4,7 +4,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use durable::engine::{Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Parent, Status};
+use durable::engine::{
+    Cell, CommitError, Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Param, Parent, Status,
+};
 use tokio_postgres::{Client, NoTls};
 
 fn dsn() -> String {
@@ -1012,5 +1014,83 @@ async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_th
     assert_eq!(again[0].started.attempt, 1, "a suspension is not a new attempt");
     assert!(again[0].started.workflow.epoch > root.epoch);
     drop(again);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
+    let fx = Fixture::new().await;
+    let table = format!("{}.shipments", fx.schema);
+    fx.admin
+        .batch_execute(&format!("CREATE TABLE {table} (order_id int NOT NULL)"))
+        .await
+        .unwrap();
+    let count = || async {
+        let row = fx
+            .admin
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let started = fx.engine.start(None, "order", &json("null"), None).await.unwrap();
+    let wf = started.workflow;
+    let insert = format!("INSERT INTO {table} (order_id) VALUES ($1)");
+
+    // Rolled back: only the marker (written outside the transaction) remains.
+    let mut tx = fx.engine.begin_transaction(wf, "record".into(), 1).await.unwrap();
+    let statement = tx.prepare(&insert).await.unwrap();
+    assert_eq!(tx.execute(&statement, &[Param::Int4(1)]).await.unwrap(), 1);
+    tx.rollback().await;
+    assert_eq!(count().await, 0);
+    assert_eq!(
+        fx.children(wf.id).await,
+        [("record".to_owned(), "running".to_owned(), 1, None)]
+    );
+
+    // Dropped open: its connection is closed, not pooled, and the server rolls back.
+    let mut tx = fx.engine.begin_transaction(wf, "record".into(), 2).await.unwrap();
+    let statement = tx.prepare(&insert).await.unwrap();
+    tx.execute(&statement, &[Param::Int4(2)]).await.unwrap();
+    drop(tx);
+
+    // Committed: both land.
+    let mut tx = fx.engine.begin_transaction(wf, "record".into(), 3).await.unwrap();
+    let statement = tx.prepare(&insert).await.unwrap();
+    tx.execute(&statement, &[Param::Int4(3)]).await.unwrap();
+    let select = tx
+        .prepare(&format!("SELECT order_id, $1::numeric AS n FROM {table}"))
+        .await
+        .unwrap();
+    let rows = tx.query(&select, &[Param::Text("-0.50".into())]).await.unwrap();
+    assert_eq!(rows.columns, ["order_id", "n"]);
+    assert_eq!(rows.rows, [vec![Cell::Int(3), Cell::Numeric("-0.50".into())]]);
+    tx.commit(json("3")).await.unwrap();
+    assert_eq!(count().await, 1);
+    assert_eq!(
+        fx.children(wf.id).await,
+        [("record".to_owned(), "completed".to_owned(), 3, Some("3".to_owned()))]
+    );
+
+    // Taken over meanwhile: the fence refuses the step, and the user's row goes with it.
+    let mut tx = fx.engine.begin_transaction(wf, "late".into(), 1).await.unwrap();
+    let statement = tx.prepare(&insert).await.unwrap();
+    tx.execute(&statement, &[Param::Int4(4)]).await.unwrap();
+    fx.admin
+        .execute(
+            &format!(
+                "UPDATE {}.task SET lease_epoch = lease_epoch + 1 WHERE id = $1",
+                fx.schema
+            ),
+            &[&wf.id],
+        )
+        .await
+        .unwrap();
+    let refused = tx.commit(json("4")).await;
+    assert!(
+        matches!(refused, Err(CommitError::RolledBack(EngineError::LeaseLost { .. }))),
+        "{refused:?}"
+    );
+    assert_eq!(count().await, 1);
     fx.drop_schema().await;
 }

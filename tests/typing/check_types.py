@@ -45,6 +45,8 @@ async def steps(ctx: Ctx) -> None:
     assert_type(await ctx.step("s", lambda: "x"), str)
     assert_type(await ctx.step("d", lambda: {"a": [1, 2]}), dict[str, list[int]])
     assert_type(await ctx.step("f", lambda: fetch_now()), dict[str, int])
+    assert_type(await ctx.transaction("tx", lambda tx: tx.execute("SELECT 1")), int)
+    assert_type(await ctx.transaction("tx2", lambda tx: "done"), str)
     assert_type(await fetch("https://a"), dict[str, int])
     assert_type(await count(["a"]), int)
     assert_type(await ctx.complete(3), int)
