@@ -251,3 +251,58 @@ async def test_a_stale_holder_takes_no_message_and_publishes_nothing(
     assert await pg.fetchval("SELECT count(*) FROM task_message WHERE received_at IS NULL") == 1
     assert await pg.fetchval("SELECT count(*) FROM task_event") == 0
     assert await fresh.recv("approval", timeout=5) == "for the live holder"
+
+
+@durable.workflow(name="messages.approval", queue="approvals")
+async def approval(ctx: Ctx, order: str) -> object:
+    answer = await ctx.recv("approval", timeout=timedelta(hours=1))
+    return [order, answer]
+
+
+@durable.workflow(name="messages.impatient", queue="approvals")
+async def impatient(ctx: Ctx, order: str) -> object:
+    return await ctx.recv("approval", timeout=1.0)
+
+
+async def test_a_long_recv_suspends_and_a_send_resumes_it(db: durable.Db, pg: asyncpg.Connection) -> None:
+    executor = durable.Executor(db, [approval], suspend_after=0.1, recovery_interval=0.2)
+    running = asyncio.ensure_future(executor.run())
+    try:
+        run = await approval.enqueue(db, "order-12", "o12")
+
+        async def suspended() -> bool:
+            row = await pg.fetchrow("SELECT status, owner_id FROM task WHERE name = 'order-12'")
+            return row is not None and row["status"] == "scheduled" and row["owner_id"] is None
+
+        await until(suspended, "the waiting run is suspended")
+        assert executor.running == 0
+        info = await durable.get(db, "order-12")
+        assert info.waiting_for is not None
+        assert info.waiting_for.startswith("waiting for a message on 'approval' (step 'approval') until ")
+        deadline = await pg.fetchval("SELECT output FROM task WHERE name = 'approval until'")
+        assert deadline is not None, "the deadline was saved before suspending"
+        assert await durable.send(db, "order-12", "approval", {"by": "ops"})
+        assert await asyncio.wait_for(run.result(), 30) == ["o12", {"by": "ops"}]
+        final = await pg.fetchrow("SELECT attempt, recoveries, waiting FROM task WHERE name = 'order-12'")
+        assert final is not None and tuple(final) == (1, 0, None)
+    finally:
+        executor.stop()
+        await running
+
+
+async def test_a_suspended_recv_times_out_at_its_saved_deadline(db: durable.Db, pg: asyncpg.Connection) -> None:
+    executor = durable.Executor(db, [impatient], suspend_after=0.1, recovery_interval=0.2)
+    running = asyncio.ensure_future(executor.run())
+    try:
+        run = await impatient.enqueue(db, "order-13", "o13")
+        assert await asyncio.wait_for(run.result(), 30) is None
+        deadline = int(await pg.fetchval("SELECT output FROM task WHERE name = 'approval until'"))
+        done = await pg.fetchval(
+            "SELECT (extract(epoch FROM completed_at) * 1000000)::int8 FROM task WHERE name = 'approval'"
+        )
+        assert deadline <= done < deadline + 5_000_000, "resumed for its deadline, then gave up on the message"
+        await durable.send(db, "order-13", "approval", "too late")
+        assert await pg.fetchval("SELECT count(*) FROM task_message WHERE received_at IS NULL") == 1
+    finally:
+        executor.stop()
+        await running

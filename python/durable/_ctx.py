@@ -370,10 +370,45 @@ class Ctx:
         verdict, saved, number = self._wf.begin_step(name)
         if verdict == "replay":
             return saved
-        message = await self._wf.recv(name, number, topic, wait)
+        message = await self._wf.recv(name, number, topic, 0.0)  # the first look
+        if message is None and wait > 0:
+            message = await self._recv_waiting(name, number, topic, timeout is not None, wait)
         if message is None:
             await self._wf.finish_step(name, number, None)
         return message
+
+    async def _recv_waiting(self, name: str, number: int, topic: str, limited: bool, wait: float) -> Any:
+        """The wait of ``recv`` for its message: in the process, or, in a
+        workflow run by an executor and for longer than its
+        ``suspend_after``, suspended until the message or the deadline
+        (saved first, as step ``<name> until``, so that a resumed run waits
+        only what is left). A ``send`` wakes a suspended workflow."""
+        engine = self._db._engine
+        until: int | None = None
+        if limited:
+
+            async def deadline() -> int:
+                return await engine.db_now() + round(wait * 1e6)
+
+            until = await self.step(f"{name} until", deadline)
+        detail = f"waiting for a message on {topic!r} (step {name!r})"
+        if until is not None:
+            detail += f" until {_moment(from_micros(until))}"
+        got: list[Any] = []
+
+        async def wake(seconds: float) -> bool:
+            message = await self._wf.recv(name, number, topic, seconds)
+            if message is not None:
+                got.append(message)
+            return message is not None
+
+        while True:
+            woken = await self._wait(name, until, wake, "message", detail)
+            if got:
+                return got[0]
+            message = await self._wf.recv(name, number, topic, 0.0)
+            if message is not None or not woken:
+                return message
 
     async def set_event(self, key: str, value: Json) -> None:
         """Publishes ``value`` as this workflow's event ``key``: readable at

@@ -48,17 +48,35 @@ WITH RECURSIVE path(id, depth) AS (
 )";
 
 /// Sends `$3` on topic `$2` to the workflow at path `$1`, once per key `$4`
-/// when given; wakes its waiters (`$5` the schema). `found`: whether the
-/// workflow exists; `sent`: whether a message was added.
+/// when given, and wakes it (`$5` the schema): its waiters in their process
+/// by a notification; its root, if suspended, by making it due now (as
+/// `waits::WAKE` does), or if running, by refusing its next suspension
+/// (a receiver may have looked just before the message came). `found`:
+/// whether the workflow exists; `sent`: whether a message was added.
 const SEND: &str = "
 , sent AS (
     INSERT INTO {s}.task_message (task_id, topic, key, value)
     SELECT id, $2, $4, $3 FROM target
     ON CONFLICT (task_id, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING task_id
+), root AS (
+    SELECT w.root_id AS id FROM {s}.task AS w JOIN sent ON w.id = sent.task_id
+), suspended AS (
+    UPDATE {s}.task AS t SET status = 'queued', run_at = now(), updated_at = now()
+    FROM root
+    WHERE t.id = root.id AND t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
+    RETURNING t.queue
+), running AS (
+    UPDATE {s}.task AS t SET wake_pending = true
+    FROM root
+    WHERE t.id = root.id AND t.status = 'running' AND NOT t.wake_pending
+    RETURNING t.id
 )
 SELECT EXISTS (SELECT 1 FROM target) AS found, EXISTS (SELECT 1 FROM sent) AS sent,
-       (SELECT left(pg_notify('durable', $5::text || ' message ' || task_id)::text, 0) FROM sent) AS notified";
+       (SELECT left(pg_notify('durable', $5::text || ' message ' || task_id)::text, 0) FROM sent) AS notified,
+       (SELECT left(pg_notify('durable', $5::text || ' queued ' || coalesce(queue, ''))::text, 0) FROM suspended)
+           AS woken,
+       (SELECT count(*) FROM running) AS pending";
 
 /// The running workflow `$1` held by owner `$3` under epoch `$2`, share-locked
 /// (as the writer's fence) for the statement.
