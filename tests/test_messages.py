@@ -254,14 +254,15 @@ async def test_a_stale_holder_takes_no_message_and_publishes_nothing(
 
 
 @durable.workflow(name="messages.approval", queue="approvals")
-async def approval(ctx: Ctx, order: str) -> object:
-    answer = await ctx.recv("approval", timeout=timedelta(hours=1))
+async def approval(ctx: Ctx, order: str) -> durable.Json:
+    answer: durable.Json = await ctx.recv("approval", timeout=timedelta(hours=1))
     return [order, answer]
 
 
 @durable.workflow(name="messages.impatient", queue="approvals")
-async def impatient(ctx: Ctx, order: str) -> object:
-    return await ctx.recv("approval", timeout=1.0)
+async def impatient(ctx: Ctx, order: str) -> durable.Json:
+    answer: durable.Json = await ctx.recv("approval", timeout=1.0)
+    return answer
 
 
 async def test_a_long_recv_suspends_and_a_send_resumes_it(db: durable.Db, pg: asyncpg.Connection) -> None:
