@@ -309,3 +309,24 @@ async def test_a_suspended_recv_times_out_at_its_saved_deadline(db: durable.Db, 
     finally:
         executor.stop()
         await running
+
+
+async def test_a_wait_in_the_process_is_shown_while_it_lasts(db: durable.Db, pg: asyncpg.Connection) -> None:
+    ctx = await Ctx.start(db, "order-14")  # a direct run: it always waits in its process
+    waiting = asyncio.ensure_future(ctx.recv("approval", timeout=60))
+
+    async def shown() -> bool:
+        info = await durable.get(db, "order-14")
+        return info.waiting_for is not None
+
+    await until(shown, "the wait is shown")
+    info = await durable.get(db, "order-14")
+    assert info.status == "running"
+    assert info.waiting_for is not None
+    assert info.waiting_for.startswith("waiting for a message on 'approval' (step 'approval') until ")
+    await durable.send(db, "order-14", "approval", "ok")
+    assert await asyncio.wait_for(waiting, 10) == "ok"
+    assert (await durable.get(db, "order-14")).waiting_for is None
+    assert await pg.fetchval("SELECT waiting FROM task WHERE name = 'order-14'") is None
+    short = await ctx.recv("quick", timeout=0.2)  # too short to be worth recording
+    assert short is None

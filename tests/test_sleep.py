@@ -313,3 +313,18 @@ async def test_a_sleep_in_a_child_suspends_the_whole_tree(db: durable.Db, pg: as
     finally:
         executor.stop()
         await running
+
+
+async def test_a_sleep_in_the_process_is_shown_while_it_lasts(db: durable.Db) -> None:
+    ctx = await durable.Ctx.start(db, "dozing")
+    sleeping = asyncio.ensure_future(ctx.sleep("nap", 2.5))
+
+    async def shown() -> bool:
+        return (await durable.get(db, "dozing")).waiting_for is not None
+
+    await until(shown, "the sleep is shown")
+    info = await durable.get(db, "dozing")
+    assert info.status == "running"
+    assert info.waiting_for is not None and info.waiting_for.startswith("sleeping until ")
+    await asyncio.wait_for(sleeping, 10)
+    assert (await durable.get(db, "dozing")).waiting_for is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import inspect
 import traceback
@@ -155,6 +156,11 @@ class WorkflowSuspended(BaseException):
     ``BaseException``, so that ``except Exception`` in workflow code lets it
     pass (as ``asyncio.CancelledError``)."""
 
+
+#: Waits in the process at least this long (seconds) are recorded on the
+#: root while they last, so that ``durable.get`` and ``durable show`` say
+#: what a running workflow waits for; shorter ones are not worth a write.
+NOTE_WAITS_FROM = 1.0
 
 class Ctx:
     """A running (or replaying) workflow: root or child.
@@ -585,28 +591,45 @@ class Ctx:
         engine = self._db._engine
         outer = _in_step.get()
         threshold = None if outer is not None and outer.root_id == self.root_id else self._suspend_after
-        while True:
-            left = None if until is None else (until - await engine.db_now()) / 1e6
-            if left is not None and left <= 0:
-                return False
-            if threshold is None or (left is not None and left <= threshold):
-                wait = MAX_WAIT if left is None else left
-                if wake is None:
-                    await asyncio.sleep(wait)
+        waiting = {"kind": kind, "step": name, "detail": detail}
+        noted = False
+
+        async def note(wait: float) -> None:
+            """Records a long wait in the process on the root, for ``durable.get``."""
+            nonlocal noted
+            if not noted and wait >= NOTE_WAITS_FROM:
+                noted = True
+                with contextlib.suppress(DurableError):
+                    await self._wf.note_wait(waiting)
+
+        try:
+            while True:
+                left = None if until is None else (until - await engine.db_now()) / 1e6
+                if left is not None and left <= 0:
                     return False
-                if await wake(wait):
+                if threshold is None or (left is not None and left <= threshold):
+                    wait = MAX_WAIT if left is None else left
+                    await note(wait)
+                    if wake is None:
+                        await asyncio.sleep(wait)
+                        return False
+                    if await wake(wait):
+                        return True
+                    continue
+                if wake is not None and patient:
+                    patient = False
+                    await note(threshold)
+                    if await wake(threshold):
+                        return True
+                    continue
+                if await self._wf.suspend(until, waiting, waiting_on):
+                    raise WorkflowSuspended(f"workflow {self.name!r} was suspended: {detail}")
+                if wake is not None:
                     return True
-                continue
-            if wake is not None and patient:
-                patient = False
-                if await wake(threshold):
-                    return True
-                continue
-            waiting = {"kind": kind, "step": name, "detail": detail}
-            if await self._wf.suspend(until, waiting, waiting_on):
-                raise WorkflowSuspended(f"workflow {self.name!r} was suspended: {detail}")
-            if wake is not None:
-                return True
+        finally:
+            if noted:  # a no-op once suspended (the root is no longer running here)
+                with contextlib.suppress(DurableError):
+                    await self._wf.note_wait(None)
 
     async def _run_result(self, run: str) -> Any:
         """``Run.result()`` inside this workflow: a checkpointed wait.

@@ -611,6 +611,25 @@ impl PyWorkflow {
         })
     }
 
+    /// Records on the root why this workflow waits in its process (a dict:
+    /// kind, step, detail), or that it no longer does (None); an awaitable.
+    /// A no-op for a handle that only replays.
+    fn note_wait<'py>(&self, py: Python<'py>, waiting: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let waiting = if waiting.is_none() {
+            None
+        } else {
+            Some(self.encode(waiting, "reason of a wait")?)
+        };
+        let root = self.run.hold().map(Hold::root);
+        let engine = self.engine()?;
+        awaitable(py, async move {
+            match root {
+                Some(root) => engine.note_wait(root, waiting.as_ref()).await.map_err(to_py),
+                None => Ok(()),
+            }
+        })
+    }
+
     /// Suspends the root of this tree (see `Engine::suspend`): it leaves
     /// this process, due again at `until_us` (microseconds since the epoch
     /// on the database's clock; None: only a wake makes it due), recorded as

@@ -156,7 +156,9 @@ impl InfoStatements {
     }
 }
 
-/// A run's columns, and for a waiting one why it waits, the first of:
+/// A run's columns, and for a running root waiting in its process what it
+/// waits for (`task.waiting`, see `Engine::note_wait`); for a waiting run
+/// why it waits, the first of:
 /// suspended (what it waits for, from `task.waiting`), delayed, its queue paused, no live executor that knows its function (of
 /// its version), a rate window full (until its oldest start leaves the
 /// window), the queue's concurrency full, its key's concurrency full; else
@@ -169,6 +171,7 @@ SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input
        (extract(epoch FROM t.completed_at) * 1000000)::int8 AS completed_us,
        (extract(epoch FROM t.run_at) * 1000000)::int8 AS run_at_us,
        CASE
+       WHEN t.status = 'running' THEN t.waiting ->> 'detail'
        WHEN t.status NOT IN ('queued', 'scheduled') THEN NULL
        WHEN t.waiting IS NOT NULL AND (t.run_at IS NULL OR t.run_at > now()) THEN t.waiting ->> 'detail'
        WHEN t.run_at > now() THEN

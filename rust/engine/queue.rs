@@ -613,7 +613,7 @@ WITH dead AS (
 ), recovered AS (
     UPDATE {s}.task AS t
     SET status = CASE WHEN t.recoveries >= $3 THEN 'failed' ELSE 'queued' END,
-        owner_id = NULL, recoveries = t.recoveries + 1, run_at = now(), updated_at = now(),
+        owner_id = NULL, recoveries = t.recoveries + 1, run_at = now(), updated_at = now(), waiting = NULL,
         completed_at = CASE WHEN t.recoveries >= $3 THEN now() END,
         error = CASE WHEN t.recoveries >= $3 THEN jsonb_build_object(
             'type', 'TooManyRecoveries', 'module', 'durable.errors',
@@ -657,7 +657,8 @@ const RESUME: &str = "
 WITH root AS (
     UPDATE {s}.task AS t
     SET status = CASE WHEN t.workflow IS NOT NULL THEN 'queued' ELSE 'failed' END,
-        owner_id = NULL, error = NULL, completed_at = NULL, recoveries = 0, run_at = now(), updated_at = now()
+        owner_id = NULL, error = NULL, completed_at = NULL, recoveries = 0, run_at = now(), updated_at = now(),
+        waiting = NULL, waiting_on = NULL
     WHERE t.parent_id IS NULL AND t.name = $1 AND t.status IN ('failed', 'cancelled')
     RETURNING t.id, t.queue, t.workflow
 ), children AS (

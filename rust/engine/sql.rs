@@ -310,7 +310,8 @@ WITH root AS (
 ), released AS (
     UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now(),
         status = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN 'queued' ELSE t.status END,
-        run_at = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN now() ELSE t.run_at END
+        run_at = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN now() ELSE t.run_at END,
+        waiting = NULL
     FROM root
     WHERE t.root_id = root.id AND t.kind = 'workflow' AND t.status = 'running' AND t.owner_id = $2::text::uuid
     RETURNING t.id

@@ -128,6 +128,23 @@ impl Engine {
         Ok(!rows.is_empty())
     }
 
+    /// Records on the running root (held under `root`'s epoch) why it waits
+    /// in its process (`None`: it no longer does), for `durable.get` and
+    /// `durable show`; a suspension or a claim replaces it. Best effort:
+    /// nothing is written once the lease is gone.
+    pub async fn note_wait(&self, root: WorkflowId, waiting: Option<&JsonText>) -> Result<(), EngineError> {
+        self.check_open()?;
+        let owner = self.owner_id();
+        let sql = &self.inner.sql;
+        retrying!(self, "recording what a workflow waits for", |client| async {
+            let statement = client.prepare_cached(&sql.waits.note).await?;
+            client
+                .execute(&statement, &[&root.id, &owner, &root.epoch, &waiting])
+                .await
+        })?;
+        Ok(())
+    }
+
     /// `wake`, by the root's name.
     pub async fn wake_named(&self, name: &str) -> Result<bool, EngineError> {
         validate_name("workflow", name)?;
@@ -145,6 +162,7 @@ pub(crate) struct WaitStatements {
     pub lock_target: String,
     pub suspend: String,
     pub wake: String,
+    pub note: String,
 }
 
 impl WaitStatements {
@@ -154,9 +172,16 @@ impl WaitStatements {
             lock_target: fill(LOCK_TARGET),
             suspend: fill(SUSPEND),
             wake: fill(WAKE),
+            note: fill(NOTE),
         }
     }
 }
+
+/// Why the running root `$1`, held by owner `$2` under epoch `$3`, waits in
+/// its process (`$4`; NULL: it no longer does).
+const NOTE: &str = "
+UPDATE {s}.task SET waiting = $4
+WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'";
 
 /// The database's clock (not the transaction's start), in microseconds.
 const NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us";
