@@ -298,6 +298,15 @@ pub fn validate_schema(schema: &str) -> Result<(), EngineError> {
     }
 }
 
+/// The names of a workflow's path (`root`, `root/child`, ...), each checked.
+pub(crate) fn path_names(path: &str) -> Result<Vec<&str>, EngineError> {
+    let names: Vec<&str> = path.split('/').collect();
+    for name in &names {
+        validate_name("workflow", name)?;
+    }
+    Ok(names)
+}
+
 /// Workflow, child and step names: non-empty, at most 255 bytes, no NUL
 /// (Postgres text cannot hold one).
 pub fn validate_name(what: &'static str, name: &str) -> Result<(), EngineError> {

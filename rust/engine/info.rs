@@ -3,10 +3,11 @@
 
 use tokio_postgres::Row;
 
+use super::Engine;
+use super::config::path_names;
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::workflow::col;
-use super::{Engine, validate_name};
 
 /// A workflow as it is now. Times are microseconds since the epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,10 +66,7 @@ impl Engine {
 
     /// The workflow at `path` (`root`, `root/child`, ...); `None` if there is none.
     pub async fn run_info(&self, path: &str) -> Result<Option<RunInfo>, EngineError> {
-        let names: Vec<&str> = path.split('/').collect();
-        for name in &names {
-            validate_name("workflow", name)?;
-        }
+        let names = path_names(path)?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let row = retrying!(self, &format!("reading workflow {path:?}"), |client| async {

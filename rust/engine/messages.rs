@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
+use super::config::path_names;
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::workflow::{WorkflowId, col, refusal};
@@ -176,15 +177,6 @@ pub enum EventRead {
     NotYet,
     /// There is no workflow at that path.
     NoWorkflow,
-}
-
-/// The names of a path (`root/child`), each checked.
-fn path_names(path: &str) -> Result<Vec<&str>, EngineError> {
-    let names: Vec<&str> = path.split('/').collect();
-    for name in &names {
-        validate_name("workflow", name)?;
-    }
-    Ok(names)
 }
 
 impl Engine {

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use tokio_postgres::Row;
 
+use super::Engine;
+use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunInfo, read_info};
 use super::workflow::{Kind, col};
-use super::{Engine, validate_name};
 
 /// A workflow and what ran under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,10 +28,7 @@ impl Engine {
     /// children, recursively; `None` if there is none. One statement, so the
     /// tree is one consistent snapshot.
     pub async fn tree(&self, path: &str) -> Result<Option<WorkflowTree>, EngineError> {
-        let names: Vec<&str> = path.split('/').collect();
-        for name in &names {
-            validate_name("workflow", name)?;
-        }
+        let names = path_names(path)?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let rows = retrying!(
