@@ -20,6 +20,7 @@ from ._embedded import start_embedded
 from ._executor import Executor
 from ._gc import gc
 from ._info import StepInfo, WorkflowInfo, WorkflowTree, get, list_workflows, tree
+from ._fork import fork
 from ._json import Json
 from ._messages import get_event, send
 from ._queues import QueueInfo, RateUse, create_queue, list_queues, pause_queue, resume_queue
@@ -82,6 +83,7 @@ __all__ = [
     "attempt",
     "cancel",
     "create_queue",
+    "fork",
     "gc",
     "get",
     "get_event",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Coroutine
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from . import _db, _gc, _info, _messages, _queues, _runs
+from . import _db, _fork, _gc, _info, _messages, _queues, _runs
 from ._bridge import run_blocking
 from ._db import Db
 from ._decorators import I, O, Workflow
@@ -49,6 +49,7 @@ get = _blocking(_info.get)
 list_workflows = _blocking(_info.list_workflows)
 tree = _blocking(_info.tree)
 gc = _blocking(_gc.gc)
+fork = _blocking(_fork.fork)
 send = _blocking(_messages.send)
 get_event = _blocking(_messages.get_event)
 result = _blocking(_runs.result)
@@ -85,6 +86,7 @@ __all__ = [
     "close",
     "create_queue",
     "enqueue",
+    "fork",
     "gc",
     "get",
     "get_event",

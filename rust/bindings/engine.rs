@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    ClaimLimits, Engine, Enqueue, EventRead, JsonText, Options, QueueInfo, QueueLimits, RunFilter, RunInfo, Sent,
-    Ticks, WorkflowTree, limits, validate_name,
+    ClaimLimits, Engine, Enqueue, EventRead, Forked, JsonText, Options, QueueInfo, QueueLimits, RunFilter, RunInfo,
+    Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -499,6 +499,43 @@ impl PyEngine {
                 EventRead::Value(value) => ("value", Some(json::Decoded(value))),
                 EventRead::NotYet => ("not yet", None),
                 EventRead::NoWorkflow => ("no workflow", None),
+            })
+        })
+    }
+
+    /// Forks the root `name` as `new_name` from its step `from_step`, with
+    /// `input` if `replace_input`; an awaitable of `(outcome, status, kept)`,
+    /// outcome one of `made`, `no source`, `no step`, `name taken`.
+    #[pyo3(signature = (name, new_name, from_step, input, replace_input))]
+    fn fork<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        new_name: String,
+        from_step: Option<String>,
+        input: &Bound<'py, PyAny>,
+        replace_input: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let input = if replace_input {
+            Some(json::encode(
+                input,
+                &format!("input of the fork {new_name:?}"),
+                self.max_value_bytes,
+            )?)
+        } else {
+            None
+        };
+        awaitable(py, async move {
+            let forked = engine
+                .fork(&name, &new_name, from_step.as_deref(), input.as_ref())
+                .await
+                .map_err(to_py)?;
+            Ok(match forked {
+                Forked::Made { status, kept } => ("made", Some(status), kept),
+                Forked::NoSource => ("no source", None, 0),
+                Forked::NoStep => ("no step", None, 0),
+                Forked::NameTaken => ("name taken", None, 0),
             })
         })
     }

@@ -52,6 +52,7 @@ mod config;
 mod dsn;
 mod error;
 mod events;
+mod fork_run;
 mod gc;
 mod holds;
 mod info;
@@ -90,6 +91,7 @@ pub mod limits {
     };
 }
 pub use error::EngineError;
+pub use fork_run::Forked;
 pub use holds::Hold;
 pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;

@@ -4,6 +4,7 @@
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
 use super::config::quote;
+use super::fork_run;
 use super::gc::GC;
 use super::info::InfoStatements;
 use super::messages::MessageStatements;
@@ -40,6 +41,7 @@ pub(crate) struct Statements {
     pub list_queues: String,
     pub gc: String,
     pub messages: MessageStatements,
+    pub fork: String,
 }
 
 /// The channel of every notification durable sends (`LISTEN durable`). The
@@ -164,6 +166,7 @@ impl Statements {
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
             messages: MessageStatements::new(fill),
+            fork: fork_run::statement(fill),
             waits: WaitStatements::new(fill),
             tree: fill(&tree_statement()),
             list_queues: fill(LIST_QUEUES),
