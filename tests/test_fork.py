@@ -8,9 +8,11 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from click.testing import CliRunner, Result
 
 import durable
 from durable import Ctx
+from durable.cli import cli
 
 ran: list[str] = []
 
@@ -109,3 +111,20 @@ async def test_bad_forks_are_refused(db: durable.Db) -> None:
         await durable.fork(db, "src", "y", from_step="only", input={1, 2})
     with pytest.raises(durable.WorkflowNotFound):
         await durable.get(db, "x")  # nothing half-made
+
+
+async def test_the_fork_command(dsn: str, schema: str, db: durable.Db, executor: durable.Executor) -> None:
+    await pipeline.run(db, "etl-3", "a")
+
+    def cli_run(*args: str) -> Result:
+        return CliRunner().invoke(cli, ["--dsn", dsn, "--schema", schema, *args])
+
+    made = await asyncio.to_thread(cli_run, "fork", "etl-3", "etl-3-b", "--from-step", "load", "--input", '"b"', "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout) == {"name": "etl-3-b", "forked_from": "etl-3", "from_step": "load", "status": "queued"}
+    assert await durable.result(db, "etl-3-b", timeout=30) == ["extract(a)", "lookup(a)", "transform(a)", "load(b)"]
+    missing = await asyncio.to_thread(cli_run, "fork", "etl-3", "etl-3-c", "--from-step", "nope")
+    assert missing.exit_code == 1 and "no step named 'nope'" in missing.stderr
+    assert "Traceback" not in missing.stderr + missing.stdout
+    bad = await asyncio.to_thread(cli_run, "fork", "etl-3", "etl-3-d", "--input", "{not json")
+    assert bad.exit_code == 2 and "not JSON" in bad.stderr

@@ -36,6 +36,7 @@ from . import _core
 from ._db import Db, init
 from ._cli_worker import CannotLoad, NotAWorker, Workflows, configure_logging, load, serve
 from ._db import cancel as cancel_workflow
+from ._fork import fork as fork_workflow
 from ._gc import gc as collect
 from ._info import STATUSES, get, list_workflows, tree
 from ._queues import list_queues
@@ -256,6 +257,41 @@ def resume(settings: Settings, name: str) -> None:
         # Started by hand (no registered function): no executor takes it.
         message = f"resumed workflow {name!r}: it was started by hand, so start it again (Ctx.start) to run it"
     settings.print({"name": name, "resumed": True, "status": status}, lambda: message)
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("new_name")
+@click.option("--from-step", "from_step", metavar="STEP", help="Run again from this step on (default: from the start).")
+@click.option("--input", "input_json", metavar="JSON", help="A new input, as JSON (default: the source's).")
+@json_option
+@click.pass_obj
+def fork(settings: Settings, name: str, new_name: str, from_step: str | None, input_json: str | None) -> None:
+    """Start NEW_NAME from the root workflow NAME, keeping what NAME
+    completed before --from-step and running the rest. Exits 1 if NAME, its
+    step or a free NEW_NAME is missing."""
+    replace = input_json is not None
+    try:
+        new_input = json.loads(input_json) if input_json is not None else None
+    except ValueError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+
+    async def work(db: Db) -> str:
+        try:
+            if replace:
+                run = await fork_workflow(db, name, new_name, from_step=from_step, input=new_input)
+            else:
+                run = await fork_workflow(db, name, new_name, from_step=from_step)
+        except ConfigError as exc:  # an unknown step or a taken name: not a database problem
+            raise Failed(str(exc)) from None
+        return run.status
+
+    status = settings.run(work)
+    where = "queued for an executor" if status == "queued" else "start it (Ctx.start) to run it"
+    settings.print(
+        {"name": new_name, "forked_from": name, "from_step": from_step, "status": status},
+        lambda: f"forked {name!r} as {new_name!r}: {where}",
+    )
 
 
 @cli.command()
