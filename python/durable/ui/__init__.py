@@ -38,7 +38,10 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
 
 
 def server(app: Starlette) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    config = uvicorn.Config(
+        app, log_config=None, log_level="warning", access_log=False, lifespan="off", http="h11", ws="none"
+    )
+    return uvicorn.Server(config)
 
 
 async def serve(app: Starlette, sock: socket.socket) -> None:

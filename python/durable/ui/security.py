@@ -70,7 +70,7 @@ class Guard:
         if self.hosts is not None and host not in self.hosts:
             return PlainTextResponse("unknown Host header: this server answers only to its own address", 421)
         origin = headers.get("origin")
-        if origin is not None and origin.lower() not in (f"http://{host}", "null"):
+        if origin is not None and origin.lower() != f"http://{host}":
             return PlainTextResponse("cross-origin request refused", 403)
         if scope["method"] not in SAFE_METHODS:
             if self.read_only:
