@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 from click.testing import CliRunner
 
@@ -21,6 +22,7 @@ from durable.cli import cli
 
 pytest.importorskip("starlette", reason="durable ui needs the ui extra (starlette, jinja2, uvicorn)")
 from durable import ui as web  # noqa: E402
+from durable.ui import pages  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -203,7 +205,17 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     await page.goto(app.url + "/?status=bogus&limit=2")
     assert "Ignored: unknown status 'bogus'" in await page.locator(".problem").inner_text()
     assert await names_shown(page) == all_names[:2]
-    assert await page.get_by_role("link", name="show more").get_attribute("href") == "/?limit=4"
+    # Keyset pages: the next one starts below the last id shown.
+    for at in (2, 4):
+        await page.click("#older")
+        assert "before=" in page.url and "limit=2" in page.url
+        assert await names_shown(page) == all_names[at : at + 2]
+    assert await page.locator("#older").count() == 0, "no page after the last"
+    await page.click("#newest")
+    assert await names_shown(page) == all_names[:2]
+    await page.goto(app.url + "/?status=completed&limit=1")
+    await page.click("#older")
+    assert await names_shown(page) == [HOSTILE]
 
     # The detail: fields, steps with attempts, the traceback, the children as a tree.
     await page.goto(app.url + "/")
@@ -301,6 +313,19 @@ async def test_a_token_is_taken_from_the_url_into_a_cookie(
     assert "set-cookie: durable_ui_token=s3cret;" in headers and "httponly" in headers and "samesite=strict" in headers
     assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=s3cret"))[0] == 200
     assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=wrong"))[0] == 401
+
+
+async def test_reads_of_the_runs_page_have_a_statement_timeout(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "READ_TIMEOUT", 0.2)
+    app = await serve()
+    async with pg.transaction():
+        await pg.execute("LOCK TABLE task IN ACCESS EXCLUSIVE MODE")
+        status, body = await http(app.port, "GET", "/")
+    assert status == 503, body
+    assert "canceling statement due to statement timeout" in body
+    assert (await http(app.port, "GET", "/"))[0] == 200
 
 
 def test_the_command_refuses_another_address_without_a_token_or_read_only() -> None:

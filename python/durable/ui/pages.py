@@ -16,14 +16,16 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import _cli_render as render
 from .._db import Db
-from .._info import STATUSES, WorkflowInfo, WorkflowTree, list_workflows, tree
-from ..errors import ConfigError, WorkflowNotFound
+from .._info import STATUSES, WorkflowInfo, WorkflowTree, tree
+from .._schedules import to_micros
+from ..errors import ConfigError, DurableError, WorkflowNotFound
 
 #: A status tab counts at most this many runs ("1000+" beyond): never a full COUNT.
 COUNT_CAP = 1000
 #: How long the tabs' counts are kept (per filter) before they are read again.
 COUNT_TTL = 5.0
-PAGE_SIZES = (25, 50, 100, 500)
+#: The longest a read of the runs page may take (a statement timeout).
+READ_TIMEOUT = 10.0
 
 
 def run_url(name: str) -> str:
@@ -71,6 +73,8 @@ class Filters:
     prefix: str | None = None
     since: str | None = None
     limit: int = 50
+    #: The keyset cursor: only runs with ids below it (the next page).
+    before: int | None = None
 
     @staticmethod
     def parse(request: Request) -> tuple[Filters, list[str]]:
@@ -90,6 +94,12 @@ class Filters:
             except ValueError:
                 problems.append("limit must be a number from 1 to 1000")
                 limit = 50
+        before = None
+        if params.get("before"):
+            try:
+                before = int(params["before"])
+            except ValueError:
+                problems.append("before must be a run's id")
         since = params.get("since") or None
         if since is not None:
             try:
@@ -98,7 +108,7 @@ class Filters:
                 problems.append(str(exc))
                 since = None
         return (
-            Filters(status, params.get("queue") or None, params.get("prefix") or None, since, limit),
+            Filters(status, params.get("queue") or None, params.get("prefix") or None, since, limit, before),
             problems,
         )
 
@@ -106,9 +116,10 @@ class Filters:
         return None if self.since is None else render.parse_moment(self.since, datetime.now(timezone.utc))
 
     def url(self, **change: Any) -> str:
-        """This view's URL with ``change`` (``status=None`` drops the status)."""
-        values: dict[str, Any] = {"status": self.status, "queue": self.queue, "prefix": self.prefix, "since": self.since}
-        values |= {"limit": None if self.limit == 50 else self.limit}
+        """This view's URL with ``change`` (``status=None`` drops the status),
+        from the first page unless ``change`` gives ``before``."""
+        values: dict[str, Any] = {"status": self.status, "queue": self.queue, "prefix": self.prefix}
+        values |= {"since": self.since, "limit": None if self.limit == 50 else self.limit, "before": None}
         values |= change
         query = urlencode([(k, v) for k, v in values.items() if v is not None])
         return "/" + (f"?{query}" if query else "")
@@ -127,26 +138,37 @@ class Pages:
 
     async def runs(self, request: Request) -> Response:
         filters, problems = Filters.parse(request)
-        runs = await self.list(filters, filters.limit)
+        try:
+            runs = await self.list(filters, filters.limit + 1)
+            counts = await self.tab_counts(filters)
+        except DurableError as exc:  # the statement timeout, a lost database
+            return self.page("missing.html", 503, title="Cannot read the runs", message=str(exc))
+        older = filters.url(before=runs[filters.limit - 1].id) if len(runs) > filters.limit else None
         return self.page(
             "runs.html",
             filters=filters,
             problems=problems,
-            runs=runs,
+            runs=runs[: filters.limit],
+            older=older,
             statuses=STATUSES,
-            counts=await self.tab_counts(filters),
+            counts=counts,
             now=datetime.now(timezone.utc),
         )
 
     async def list(self, filters: Filters, limit: int) -> list[WorkflowInfo]:
-        return await list_workflows(
-            self.db,
-            status=filters.status,
-            queue=filters.queue,
-            name_prefix=filters.prefix,
-            since=filters.moment(),
-            limit=limit,
+        """The roots that match, newest first, below the cursor: one index
+        range, however deep the page (keyset pagination)."""
+        since = filters.moment()
+        rows = await self.db._engine.browse_runs(
+            filters.status,
+            filters.queue,
+            filters.prefix,
+            None if since is None else to_micros(since),
+            limit,
+            filters.before,
+            READ_TIMEOUT,
         )
+        return [WorkflowInfo._from(row) for row in rows]
 
     async def tab_counts(self, filters: Filters) -> dict[str | None, str]:
         """Per status (``None``: all), how many runs match the other filters,
@@ -155,10 +177,17 @@ class Pages:
         kept = self.counts.get(key)
         if kept is not None and time.monotonic() - kept[0] < COUNT_TTL:
             return kept[1]
-        counts: dict[str | None, str] = {}
-        for status in (None, *STATUSES):
-            found = len(await self.list(Filters(status, key.queue, key.prefix, key.since), COUNT_CAP + 1))
-            counts[status] = f"{COUNT_CAP}+" if found > COUNT_CAP else str(found)
+        statuses: list[str | None] = [None, *STATUSES]
+        since = filters.moment()
+        found = await self.db._engine.count_runs(
+            statuses,
+            key.queue,
+            key.prefix,
+            None if since is None else to_micros(since),
+            COUNT_CAP + 1,
+            READ_TIMEOUT,
+        )
+        counts = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
         if len(self.counts) > 100:
             self.counts.clear()
         self.counts[key] = (time.monotonic(), counts)
@@ -169,7 +198,7 @@ class Pages:
         try:
             found: WorkflowTree = await tree(self.db, name)
         except (WorkflowNotFound, ConfigError) as exc:
-            return self.page("missing.html", 404, name=name, message=str(exc))
+            return self.page("missing.html", 404, title="Not found", message=str(exc))
         parents = name.split("/")
         path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
         return self.page("run.html", tree=found, path=path, now=datetime.now(timezone.utc))
