@@ -5,7 +5,9 @@ Playwright), and plain HTTP requests for the guards."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,6 +335,39 @@ def test_the_command_refuses_another_address_without_a_token_or_read_only() -> N
     assert result.exit_code == 2, result.output
     assert "--host 0.0.0.0 is reachable from other machines: add --token" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_without_the_ui_extra_the_command_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "durable.ui")
+    monkeypatch.delattr(durable, "ui")
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = CliRunner().invoke(cli, ["--dsn", "postgresql://nobody@127.0.0.1:1/none", "ui"])
+    assert result.exit_code == 1, result.output
+    assert "durable ui needs the ui extra: pip install 'durable-pg[ui]' (uvicorn is missing)" in result.stderr
+
+
+async def test_the_command_serves_until_interrupted(db: durable.Db, dsn: str, schema: str) -> None:
+    async with Ctx.start(db, "report-1") as ctx:
+        await ctx.complete(1)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable", "--dsn", dsn, "--schema", schema, "ui", "--port", "0", "--token",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        assert line.startswith("durable ui: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].strip()
+        port = int(url.split(":")[2].split("/")[0])
+        token = url.split("?token=")[1]
+        assert (await http(port, "GET", "/"))[0] == 401, "a token was asked for"
+        status, body = await http(port, "GET", f"/?token={token}")
+        assert status == 303
+        status, body = await http(port, "GET", "/", f"Cookie: durable_ui_token={token}")
+        assert status == 200 and 'data-name="report-1"' in body
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
 
 
 def test_the_command_says_when_the_port_is_taken() -> None:

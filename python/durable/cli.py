@@ -350,9 +350,7 @@ def ui(settings: Settings, host: str, port: int, read_only: bool, use_token: boo
     try:
         from . import ui as web
     except ImportError as exc:
-        raise click.UsageError(
-            f"durable ui needs the ui extra: pip install 'durable-pg[ui]' ({exc.name or exc} is missing)"
-        ) from None
+        raise Failed(f"durable ui needs the ui extra: pip install 'durable-pg[ui]' ({exc.name or exc} is missing)") from None
     if not web.is_loopback(host) and not (use_token or read_only):
         raise click.UsageError(
             f"--host {host} is reachable from other machines: add --token (a secret printed at start) or --read-only"
