@@ -194,6 +194,10 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     assert await names_shown(page) == ["order-14"]
     await page.goto(app.url + "/?queue=paused&status=queued")
     assert await names_shown(page) == ["nightly-1"]
+    await page.goto(app.url + "/?workflow=ui.nightly")
+    assert await names_shown(page) == ["nightly-1"]
+    assert await page.locator('.tab[data-status="queued"] .count').inner_text() == "1"
+    assert await page.locator('.tab[data-status="completed"] .count').inner_text() == "0"
     await page.goto(app.url + "/?since=2000-01-01T00:00:00Z&status=completed")
     assert await names_shown(page) == [HOSTILE_TOO, HOSTILE, "report-1"]
     await page.goto(app.url + "/?since=2999-01-01T00:00:00Z")

@@ -80,6 +80,7 @@ class Engine:
         name_prefix: str | None,
         since: int | None,
         limit: int,
+        workflow: str | None,
         before: int | None,
         timeout: float,
     ) -> Awaitable[list[dict[str, Any]]]: ...
@@ -90,6 +91,7 @@ class Engine:
         name_prefix: str | None,
         since: int | None,
         cap: int,
+        workflow: str | None,
         timeout: float,
     ) -> Awaitable[list[int]]: ...
     def run_info(self, path: str) -> Awaitable[dict[str, Any] | None]: ...

@@ -384,6 +384,7 @@ impl PyEngine {
         name_prefix: Option<String>,
         since: Option<i64>,
         limit: i64,
+        workflow: Option<String>,
         before: Option<i64>,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -398,7 +399,10 @@ impl PyEngine {
                 since,
                 limit,
             };
-            let runs = engine.browse_runs(&filter, before, timeout).await.map_err(to_py)?;
+            let runs = engine
+                .browse_runs(&filter, workflow.as_deref(), before, timeout)
+                .await
+                .map_err(to_py)?;
             Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
         })
     }
@@ -414,6 +418,7 @@ impl PyEngine {
         name_prefix: Option<String>,
         since: Option<i64>,
         cap: i64,
+        workflow: Option<String>,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
@@ -427,7 +432,10 @@ impl PyEngine {
                 since,
                 limit: cap,
             };
-            engine.count_runs(&statuses, &filter, cap, timeout).await.map_err(to_py)
+            engine
+                .count_runs(&statuses, &filter, workflow.as_deref(), cap, timeout)
+                .await
+                .map_err(to_py)
         })
     }
 

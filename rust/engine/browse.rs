@@ -9,15 +9,17 @@ use super::Engine;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
 
-/// The roots that `list_runs`'s filter (but its status, `$1`) matches.
+/// The roots that `list_runs`'s filter (but its status, `$1`) matches, and
+/// whose function is `$6`.
 const MATCHES: &str = "t.parent_id IS NULL
    AND ($2::text IS NULL OR t.queue = $2)
+   AND ($6::text IS NULL OR t.workflow = $6)
    AND ($3::text IS NULL OR starts_with(t.name, $3))
    AND ($4::int8 IS NULL OR t.created_at >= 'epoch'::timestamptz + $4 * interval '1 microsecond')";
 
 #[derive(Debug)]
 pub(crate) struct BrowseStatements {
-    /// `list`'s rows, with ids below `$6` (NULL: from the newest).
+    /// `list`'s rows, with ids below `$7` (NULL: from the newest).
     pub page: String,
     /// Per status of `$1` (a NULL element: any status), how many roots
     /// match, counting at most `$5`.
@@ -29,7 +31,7 @@ impl BrowseStatements {
         BrowseStatements {
             page: fill(&format!(
                 "{COLUMNS}
-                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1) AND ($6::int8 IS NULL OR t.id < $6)
+                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1) AND ($7::int8 IS NULL OR t.id < $7)
                  ORDER BY t.id DESC
                  LIMIT $5"
             )),
@@ -56,6 +58,7 @@ impl Engine {
     pub async fn browse_runs(
         &self,
         filter: &RunFilter<'_>,
+        workflow: Option<&str>,
         before: Option<i64>,
         timeout: Duration,
     ) -> Result<Vec<RunInfo>, EngineError> {
@@ -66,12 +69,13 @@ impl Engine {
             let tx = client.transaction().await?;
             tx.batch_execute(&opening).await?;
             let statement = tx.prepare_cached(&sql.browse.page).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
                 &filter.status,
                 &filter.queue,
                 &filter.name_prefix,
                 &filter.since,
                 &filter.limit,
+                &workflow,
                 &before,
             ];
             let rows = tx.query(&statement, &params).await?;
@@ -82,11 +86,12 @@ impl Engine {
     }
 
     /// For each of `statuses` (`None`: any), how many roots match `filter`
-    /// (its status and limit unused), counting at most `cap`.
+    /// (its status and limit unused) and `workflow`, counting at most `cap`.
     pub async fn count_runs(
         &self,
         statuses: &[Option<String>],
         filter: &RunFilter<'_>,
+        workflow: Option<&str>,
         cap: i64,
         timeout: Duration,
     ) -> Result<Vec<i64>, EngineError> {
@@ -97,8 +102,14 @@ impl Engine {
             let tx = client.transaction().await?;
             tx.batch_execute(&opening).await?;
             let statement = tx.prepare_cached(&sql.browse.counts).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] =
-                [&statuses, &filter.queue, &filter.name_prefix, &filter.since, &cap];
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                &statuses,
+                &filter.queue,
+                &filter.name_prefix,
+                &filter.since,
+                &cap,
+                &workflow,
+            ];
             let rows = tx.query(&statement, &params).await?;
             tx.commit().await?;
             Ok(rows)

@@ -69,6 +69,7 @@ class Filters:
     """The runs page's filters, as in its URL (so a view can be shared)."""
 
     status: str | None = None
+    workflow: str | None = None
     queue: str | None = None
     prefix: str | None = None
     since: str | None = None
@@ -108,7 +109,15 @@ class Filters:
                 problems.append(str(exc))
                 since = None
         return (
-            Filters(status, params.get("queue") or None, params.get("prefix") or None, since, limit, before),
+            Filters(
+                status,
+                params.get("workflow") or None,
+                params.get("queue") or None,
+                params.get("prefix") or None,
+                since,
+                limit,
+                before,
+            ),
             problems,
         )
 
@@ -118,7 +127,8 @@ class Filters:
     def url(self, **change: Any) -> str:
         """This view's URL with ``change`` (``status=None`` drops the status),
         from the first page unless ``change`` gives ``before``."""
-        values: dict[str, Any] = {"status": self.status, "queue": self.queue, "prefix": self.prefix}
+        values: dict[str, Any] = {"status": self.status, "workflow": self.workflow, "queue": self.queue}
+        values |= {"prefix": self.prefix}
         values |= {"since": self.since, "limit": None if self.limit == 50 else self.limit, "before": None}
         values |= change
         query = urlencode([(k, v) for k, v in values.items() if v is not None])
@@ -165,6 +175,7 @@ class Pages:
             filters.prefix,
             None if since is None else to_micros(since),
             limit,
+            filters.workflow,
             filters.before,
             READ_TIMEOUT,
         )
@@ -173,7 +184,7 @@ class Pages:
     async def tab_counts(self, filters: Filters) -> dict[str | None, str]:
         """Per status (``None``: all), how many runs match the other filters,
         up to ``COUNT_CAP`` (``"1000+"``), kept for ``COUNT_TTL`` seconds."""
-        key = Filters(None, filters.queue, filters.prefix, filters.since)
+        key = Filters(None, filters.workflow, filters.queue, filters.prefix, filters.since)
         kept = self.counts.get(key)
         if kept is not None and time.monotonic() - kept[0] < COUNT_TTL:
             return kept[1]
@@ -185,6 +196,7 @@ class Pages:
             key.prefix,
             None if since is None else to_micros(since),
             COUNT_CAP + 1,
+            key.workflow,
             READ_TIMEOUT,
         )
         counts = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
