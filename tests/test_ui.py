@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import asyncpg
 import pytest
@@ -194,6 +195,13 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     assert await names_shown(page) == ["order-14"]
     await page.goto(app.url + "/?queue=paused&status=queued")
     assert await names_shown(page) == ["nightly-1"]
+    await page.goto(app.url + "/?" + urlencode({"input": '$.day == "2026-11-25"'}))
+    assert await names_shown(page) == ["report-1"]
+    await page.goto(app.url + "/?" + urlencode({"input": "$.day > 0"}))
+    assert await names_shown(page) == ["etl"]
+    assert await page.locator('.tab[data-status="all"] .count').inner_text() == "1"
+    await page.goto(app.url + "/?" + urlencode({"input": "$.day ==="}))
+    assert "syntax error" in await page.locator(".problem").inner_text()
     await page.goto(app.url + "/?workflow=ui.nightly")
     assert await names_shown(page) == ["nightly-1"]
     assert await page.locator('.tab[data-status="queued"] .count').inner_text() == "1"

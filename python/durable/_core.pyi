@@ -81,6 +81,7 @@ class Engine:
         since: int | None,
         limit: int,
         workflow: str | None,
+        input: str | None,
         before: int | None,
         timeout: float,
     ) -> Awaitable[list[dict[str, Any]]]: ...
@@ -92,6 +93,7 @@ class Engine:
         since: int | None,
         cap: int,
         workflow: str | None,
+        input: str | None,
         timeout: float,
     ) -> Awaitable[list[int]]: ...
     def run_info(self, path: str) -> Awaitable[dict[str, Any] | None]: ...

@@ -373,8 +373,10 @@ impl PyEngine {
         })
     }
 
-    /// `list_runs` from below the id `before` (None: from the newest), in a
-    /// read-only transaction under a statement timeout (seconds), for `durable ui`.
+    /// `list_runs` (and the function `workflow`, and `input` a JSON path
+    /// predicate on the input) from below the id `before` (None: from the
+    /// newest), in a read-only transaction under a statement timeout
+    /// (seconds), for `durable ui`.
     #[allow(clippy::too_many_arguments)]
     fn browse_runs<'py>(
         &self,
@@ -385,6 +387,7 @@ impl PyEngine {
         since: Option<i64>,
         limit: i64,
         workflow: Option<String>,
+        input: Option<String>,
         before: Option<i64>,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
@@ -400,7 +403,7 @@ impl PyEngine {
                 limit,
             };
             let runs = engine
-                .browse_runs(&filter, workflow.as_deref(), before, timeout)
+                .browse_runs(&filter, workflow.as_deref(), input.as_deref(), before, timeout)
                 .await
                 .map_err(to_py)?;
             Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
@@ -419,6 +422,7 @@ impl PyEngine {
         since: Option<i64>,
         cap: i64,
         workflow: Option<String>,
+        input: Option<String>,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
@@ -433,7 +437,7 @@ impl PyEngine {
                 limit: cap,
             };
             engine
-                .count_runs(&statuses, &filter, workflow.as_deref(), cap, timeout)
+                .count_runs(&statuses, &filter, workflow.as_deref(), input.as_deref(), cap, timeout)
                 .await
                 .map_err(to_py)
         })

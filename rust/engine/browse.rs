@@ -9,17 +9,19 @@ use super::Engine;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
 
-/// The roots that `list_runs`'s filter (but its status, `$1`) matches, and
-/// whose function is `$6`.
+/// The roots that `list_runs`'s filter (but its status, `$1`) matches, whose
+/// function is `$6` and whose input satisfies the JSON path predicate `$7`
+/// (`$.day == 1`; unknown counts as false).
 const MATCHES: &str = "t.parent_id IS NULL
    AND ($2::text IS NULL OR t.queue = $2)
    AND ($6::text IS NULL OR t.workflow = $6)
+   AND ($7::text IS NULL OR coalesce(t.input @@ $7::text::jsonpath, false))
    AND ($3::text IS NULL OR starts_with(t.name, $3))
    AND ($4::int8 IS NULL OR t.created_at >= 'epoch'::timestamptz + $4 * interval '1 microsecond')";
 
 #[derive(Debug)]
 pub(crate) struct BrowseStatements {
-    /// `list`'s rows, with ids below `$7` (NULL: from the newest).
+    /// `list`'s rows, with ids below `$8` (NULL: from the newest).
     pub page: String,
     /// Per status of `$1` (a NULL element: any status), how many roots
     /// match, counting at most `$5`.
@@ -31,7 +33,7 @@ impl BrowseStatements {
         BrowseStatements {
             page: fill(&format!(
                 "{COLUMNS}
-                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1) AND ($7::int8 IS NULL OR t.id < $7)
+                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1) AND ($8::int8 IS NULL OR t.id < $8)
                  ORDER BY t.id DESC
                  LIMIT $5"
             )),
@@ -59,6 +61,7 @@ impl Engine {
         &self,
         filter: &RunFilter<'_>,
         workflow: Option<&str>,
+        input: Option<&str>,
         before: Option<i64>,
         timeout: Duration,
     ) -> Result<Vec<RunInfo>, EngineError> {
@@ -69,13 +72,14 @@ impl Engine {
             let tx = client.transaction().await?;
             tx.batch_execute(&opening).await?;
             let statement = tx.prepare_cached(&sql.browse.page).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
                 &filter.status,
                 &filter.queue,
                 &filter.name_prefix,
                 &filter.since,
                 &filter.limit,
                 &workflow,
+                &input,
                 &before,
             ];
             let rows = tx.query(&statement, &params).await?;
@@ -86,12 +90,14 @@ impl Engine {
     }
 
     /// For each of `statuses` (`None`: any), how many roots match `filter`
-    /// (its status and limit unused) and `workflow`, counting at most `cap`.
+    /// (its status and limit unused), `workflow` and `input` (a JSON path
+    /// predicate), counting at most `cap`.
     pub async fn count_runs(
         &self,
         statuses: &[Option<String>],
         filter: &RunFilter<'_>,
         workflow: Option<&str>,
+        input: Option<&str>,
         cap: i64,
         timeout: Duration,
     ) -> Result<Vec<i64>, EngineError> {
@@ -102,13 +108,14 @@ impl Engine {
             let tx = client.transaction().await?;
             tx.batch_execute(&opening).await?;
             let statement = tx.prepare_cached(&sql.browse.counts).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
                 &statuses,
                 &filter.queue,
                 &filter.name_prefix,
                 &filter.since,
                 &cap,
                 &workflow,
+                &input,
             ];
             let rows = tx.query(&statement, &params).await?;
             tx.commit().await?;

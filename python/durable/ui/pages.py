@@ -73,6 +73,8 @@ class Filters:
     queue: str | None = None
     prefix: str | None = None
     since: str | None = None
+    #: A JSON path predicate on the input (``$.day == 1``).
+    input: str | None = None
     limit: int = 50
     #: The keyset cursor: only runs with ids below it (the next page).
     before: int | None = None
@@ -115,6 +117,7 @@ class Filters:
                 params.get("queue") or None,
                 params.get("prefix") or None,
                 since,
+                params.get("input") or None,
                 limit,
                 before,
             ),
@@ -128,7 +131,7 @@ class Filters:
         """This view's URL with ``change`` (``status=None`` drops the status),
         from the first page unless ``change`` gives ``before``."""
         values: dict[str, Any] = {"status": self.status, "workflow": self.workflow, "queue": self.queue}
-        values |= {"prefix": self.prefix}
+        values |= {"prefix": self.prefix, "input": self.input}
         values |= {"since": self.since, "limit": None if self.limit == 50 else self.limit, "before": None}
         values |= change
         query = urlencode([(k, v) for k, v in values.items() if v is not None])
@@ -176,6 +179,7 @@ class Pages:
             None if since is None else to_micros(since),
             limit,
             filters.workflow,
+            filters.input,
             filters.before,
             READ_TIMEOUT,
         )
@@ -184,7 +188,7 @@ class Pages:
     async def tab_counts(self, filters: Filters) -> dict[str | None, str]:
         """Per status (``None``: all), how many runs match the other filters,
         up to ``COUNT_CAP`` (``"1000+"``), kept for ``COUNT_TTL`` seconds."""
-        key = Filters(None, filters.workflow, filters.queue, filters.prefix, filters.since)
+        key = Filters(None, filters.workflow, filters.queue, filters.prefix, filters.since, filters.input)
         kept = self.counts.get(key)
         if kept is not None and time.monotonic() - kept[0] < COUNT_TTL:
             return kept[1]
@@ -197,6 +201,7 @@ class Pages:
             None if since is None else to_micros(since),
             COUNT_CAP + 1,
             key.workflow,
+            key.input,
             READ_TIMEOUT,
         )
         counts = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
