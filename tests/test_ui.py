@@ -329,6 +329,22 @@ async def test_a_token_is_taken_from_the_url_into_a_cookie(
     assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=wrong"))[0] == 401
 
 
+async def test_filters_it_cannot_use_are_ignored_and_said(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    app = await serve()
+    bad = [
+        ("status", "bogus", "unknown status &#39;bogus&#39;"),
+        ("before", str(2**70), "before must be a run&#39;s id"),
+        ("since", "yesterday", "is neither a duration"),
+        ("since", "99999999999w", "Ignored: "),
+        ("limit", "0", "limit must be a number from 1 to 1000"),
+    ]
+    for name, value, said in bad:
+        status, body = await http(app.port, "GET", "/?" + urlencode({name: value}))
+        assert status == 200 and said in body, (name, value, body)
+
+
 async def test_reads_of_the_runs_page_have_a_statement_timeout(
     db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

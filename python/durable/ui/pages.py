@@ -101,13 +101,16 @@ class Filters:
         if params.get("before"):
             try:
                 before = int(params["before"])
+                if not -(2**63) <= before < 2**63:
+                    raise ValueError
             except ValueError:
                 problems.append("before must be a run's id")
+                before = None
         since = params.get("since") or None
         if since is not None:
             try:
                 render.parse_moment(since, datetime.now(timezone.utc))
-            except ValueError as exc:
+            except (ValueError, OverflowError) as exc:
                 problems.append(str(exc))
                 since = None
         return (
