@@ -274,6 +274,10 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     # An unknown run: 404.
     missing = await page.goto(app.url + "/runs/nope")
     assert missing is not None and missing.status == 404
+    assert await page.locator(".problem").inner_text() == "there is no workflow named 'nope'"
+    invalid = await page.goto(app.url + "/runs/a//b")
+    assert invalid is not None and invalid.status == 404
+    assert "invalid workflow name" in await page.locator(".problem").inner_text()
     assert dialogs == [], "no script of the database ran"
     assert problems == [], "no CSP violation or script error"
     await page.close()
@@ -345,17 +349,23 @@ async def test_filters_it_cannot_use_are_ignored_and_said(
         assert status == 200 and said in body, (name, value, body)
 
 
-async def test_reads_of_the_runs_page_have_a_statement_timeout(
+async def test_reads_have_a_statement_timeout(
     db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    async with Ctx.start(db, "report-1") as ctx:
+        await ctx.complete(1)
     monkeypatch.setattr(pages, "READ_TIMEOUT", 0.2)
     app = await serve()
     async with pg.transaction():
         await pg.execute("LOCK TABLE task IN ACCESS EXCLUSIVE MODE")
         status, body = await http(app.port, "GET", "/")
-    assert status == 503, body
-    assert "canceling statement due to statement timeout" in body
+        assert status == 503, body
+        assert "canceling statement due to statement timeout" in body
+        status, body = await http(app.port, "GET", "/runs/report-1")
+        assert status == 503 and "Cannot read the run" in body
+        assert "canceling statement due to statement timeout" in body
     assert (await http(app.port, "GET", "/"))[0] == 200
+    assert (await http(app.port, "GET", "/runs/report-1"))[0] == 200
 
 
 def test_the_command_refuses_another_address_without_a_token_or_read_only() -> None:

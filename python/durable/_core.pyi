@@ -85,6 +85,7 @@ class Engine:
         before: int | None,
         timeout: float,
     ) -> Awaitable[list[dict[str, Any]]]: ...
+    def browse_tree(self, path: str, timeout: float) -> Awaitable[dict[str, Any] | None]: ...
     def count_runs(
         self,
         statuses: list[str | None],

@@ -410,6 +410,17 @@ impl PyEngine {
         })
     }
 
+    /// `tree` in a read-only transaction under a statement timeout
+    /// (seconds), for `durable ui`.
+    fn browse_tree<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        awaitable(py, async move {
+            Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Tree))
+        })
+    }
+
     /// For each status (None: any), how many roots match the filters,
     /// counting at most `cap`; an awaitable of ints, for `durable ui`.
     #[allow(clippy::too_many_arguments)]

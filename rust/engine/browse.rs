@@ -1,13 +1,19 @@
 //! What `durable ui` reads beyond `list_runs`: a page of roots below a
 //! keyset cursor (an id), and the status tabs' counts, each capped so that
-//! no refresh counts a whole table. Both run in a read-only transaction
-//! under a statement timeout.
+//! no refresh counts a whole table; and `tree`. Each runs in a read-only
+//! transaction under a statement timeout.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
+use tokio_postgres::Row;
+
 use super::Engine;
+use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
+use super::tree::{WorkflowTree, build};
+use super::workflow::col;
 
 /// The roots that `list_runs`'s filter (but its status, `$1`) matches, whose
 /// function is `$6` and whose input satisfies the JSON path predicate `$7`
@@ -87,6 +93,35 @@ impl Engine {
             Ok(rows)
         })?;
         rows.iter().map(|row| read_info(row, None)).collect()
+    }
+
+    /// `tree` (the workflow at `path` with everything under it), under `timeout`.
+    pub async fn browse_tree(&self, path: &str, timeout: Duration) -> Result<Option<WorkflowTree>, EngineError> {
+        let names = path_names(path)?;
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let opening = read_only(timeout);
+        let rows = retrying!(
+            self,
+            &format!("reading the tree of workflow {path:?}"),
+            |client| async {
+                let tx = client.transaction().await?;
+                tx.batch_execute(&opening).await?;
+                let statement = tx.prepare_cached(&sql.tree).await?;
+                let rows = tx.query(&statement, &[&names]).await?;
+                tx.commit().await?;
+                Ok(rows)
+            }
+        )?;
+        let mut rows = rows.iter();
+        let Some(top) = rows.next() else {
+            return Ok(None);
+        };
+        let mut under: HashMap<i64, Vec<&Row>> = HashMap::new();
+        for row in rows {
+            under.entry(col(row, "parent_id")?).or_default().push(row);
+        }
+        build(top, path, &mut under).map(Some)
     }
 
     /// For each of `statuses` (`None`: any), how many roots match `filter`

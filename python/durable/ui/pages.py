@@ -16,15 +16,15 @@ from starlette.responses import HTMLResponse, Response
 
 from .. import _cli_render as render
 from .._db import Db
-from .._info import STATUSES, WorkflowInfo, WorkflowTree, tree
+from .._info import STATUSES, WorkflowInfo, WorkflowTree
 from .._schedules import to_micros
-from ..errors import ConfigError, DurableError, WorkflowNotFound
+from ..errors import ConfigError, DurableError, InvalidName
 
 #: A status tab counts at most this many runs ("1000+" beyond): never a full COUNT.
 COUNT_CAP = 1000
 #: How long the tabs' counts are kept (per filter) before they are read again.
 COUNT_TTL = 5.0
-#: The longest a read of the runs page may take (a statement timeout).
+#: The longest a read of a page may take (a statement timeout).
 READ_TIMEOUT = 10.0
 
 
@@ -216,9 +216,15 @@ class Pages:
     async def run(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
-            found: WorkflowTree = await tree(self.db, name)
-        except (WorkflowNotFound, ConfigError) as exc:
+            read = await self.db._engine.browse_tree(name, READ_TIMEOUT)
+        except (InvalidName, ConfigError) as exc:  # not a path
             return self.page("missing.html", 404, title="Not found", message=str(exc))
+        except DurableError as exc:  # the statement timeout, a lost database
+            return self.page("missing.html", 503, title="Cannot read the run", message=str(exc))
+        if read is None:
+            message = f"there is no workflow named {name!r}"
+            return self.page("missing.html", 404, title="Not found", message=message)
+        found = WorkflowTree._from(read)
         parents = name.split("/")
         path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
         return self.page("run.html", tree=found, path=path, now=datetime.now(timezone.utc))
