@@ -426,3 +426,13 @@ def test_the_static_files_and_templates_are_in_the_package() -> None:
     assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
     assert templates >= {"base.html", "runs.html", "run.html", "missing.html"}
+
+
+def test_the_hosts_a_browser_may_name() -> None:
+    from durable.ui.security import allowed_hosts
+
+    loopback = {"127.0.0.1", "localhost", "[::1]"}
+    assert allowed_hosts("127.0.0.1", 8765) == frozenset(f"{name}:8765" for name in loopback)
+    assert allowed_hosts("127.0.0.1", 80) == frozenset({f"{name}:80" for name in loopback} | loopback)
+    assert allowed_hosts("10.0.0.5", 9000) == frozenset({"10.0.0.5:9000"}), "another address: its own name only"
+    assert allowed_hosts("0.0.0.0", 9000) is None, "a wildcard bind cannot know its names (the token guards it)"

@@ -38,7 +38,10 @@ def allowed_hosts(host: str, port: int) -> frozenset[str] | None:
         return None
     names: Iterable[str] = ("127.0.0.1", "localhost", "[::1]") if is_loopback(host) else ()
     bound = f"[{host}]" if ":" in host else host
-    return frozenset(f"{name}:{port}".lower() for name in (bound, *names))
+    hosts = [f"{name}:{port}".lower() for name in (bound, *names)]
+    if port == 80:  # a browser leaves the default port out
+        hosts += [name.lower() for name in (bound, *names)]
+    return frozenset(hosts)
 
 
 def new_token() -> str:
