@@ -9,14 +9,27 @@ WHEEL_STAMP := $(VENV)/.wheel-deps-installed
 # maturin finds zig as `python3 -m ziglang`, with the python3 on PATH: the venv's.
 WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: example test lint build build-release bench wheel wheel-aarch64 wheel-check clean
+.PHONY: example test browser lint build build-release bench wheel wheel-aarch64 wheel-check clean
 
 example: build
 	$(PY) examples/nested_etl.py
 
 # Engine tests (cargo) and Python tests (pytest), in one fresh database.
-test: build
+test: build browser
 	$(PY) tests/_testdb.py sh -c 'cargo test --quiet && $(PY) -m pytest -q'
+
+# The browser tests (tests/test_ui.py) drive Debian's chromium through
+# Playwright: installed here when it is missing and this can (root, apt-get);
+# else those tests skip, saying why.
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium (apt-get) for the browser tests"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq chromium >/dev/null 2>&1 || \
+		{ apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null; } || \
+		echo "could not install chromium: the browser tests will skip"; \
+	fi
 
 lint: build
 	cargo clippy --all-targets --quiet -- -D warnings

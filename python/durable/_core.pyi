@@ -73,6 +73,30 @@ class Engine:
         since: int | None = None,
         limit: int = 100,
     ) -> Awaitable[list[dict[str, Any]]]: ...
+    def browse_runs(
+        self,
+        status: str | None,
+        queue: str | None,
+        name_prefix: str | None,
+        since: int | None,
+        limit: int,
+        workflow: str | None,
+        input: str | None,
+        before: int | None,
+        timeout: float,
+    ) -> Awaitable[list[dict[str, Any]]]: ...
+    def browse_tree(self, path: str, timeout: float) -> Awaitable[dict[str, Any] | None]: ...
+    def count_runs(
+        self,
+        statuses: list[str | None],
+        queue: str | None,
+        name_prefix: str | None,
+        since: int | None,
+        cap: int,
+        workflow: str | None,
+        input: str | None,
+        timeout: float,
+    ) -> Awaitable[list[int]]: ...
     def run_info(self, path: str) -> Awaitable[dict[str, Any] | None]: ...
     def tree(self, path: str) -> Awaitable[dict[str, Any] | None]: ...
     def list_queues(self) -> Awaitable[list[dict[str, Any]]]: ...

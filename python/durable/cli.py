@@ -5,7 +5,8 @@
     durable [--dsn URL] [--schema NAME] [--json] COMMAND [ARGS]
 
 Commands: ``migrate``, ``list``, ``show NAME``, ``cancel NAME``, ``resume
-NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``.
+NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``,
+``ui`` (a local web view, with the ``ui`` extra).
 Tables for people by default, ``--json`` for scripts (before or after the
 command). The database is ``--dsn``, else what ``durable.init()`` connects to
 without a URL (``$DURABLE_DATABASE_URL``, the ``PG*`` variables, the embedded Postgres).
@@ -368,6 +369,56 @@ def worker(settings: Settings, target: str, concurrency: int | None) -> None:
         raise Failed(str(exc)) from None
     except NotAWorker as exc:
         raise Failed(str(exc)) from None
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on.")
+@click.option("--read-only", is_flag=True, help="Show only: refuse every change.")
+@click.option("--token", "use_token", is_flag=True, help="Require a token (printed in the URL at start).")
+@click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
+@click.pass_obj
+def ui(settings: Settings, host: str, port: int, read_only: bool, use_token: bool, open_browser: bool) -> None:
+    """Serve a web view of the workflows (needs `pip install 'durable-pg[ui]'`).
+
+    Listens on 127.0.0.1 by default; another address needs --token or
+    --read-only. Only this address is accepted in the Host header."""
+    try:
+        from . import ui as web
+    except ImportError as exc:
+        raise Failed(f"durable ui needs the ui extra: pip install 'durable-pg[ui]' ({exc.name or exc} is missing)") from None
+    if not web.is_loopback(host) and not (use_token or read_only):
+        raise click.UsageError(
+            f"--host {host} is reachable from other machines: add --token (a secret printed at start) or --read-only"
+        )
+    token = web.new_token() if use_token else None
+    try:
+        sock = web.bind(host, port)
+    except OSError as exc:
+        raise Failed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    port = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    url = f"http://{shown}:{port}/" + (f"?token={token}" if token else "")
+
+    async def serving() -> None:
+        db = await settings.connect(max_connections=4)
+        try:
+            app = web.make_app(db, host=host, port=port, read_only=read_only, token=token)
+            click.echo(f"durable ui{' (read-only)' if read_only else ''}: {url}", err=True)
+            if open_browser:
+                import webbrowser
+
+                webbrowser.open(url)
+            await web.serve(app, sock)
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(serving())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
 
 
 def main() -> None:

@@ -373,6 +373,87 @@ impl PyEngine {
         })
     }
 
+    /// `list_runs` (and the function `workflow`, and `input` a JSON path
+    /// predicate on the input) from below the id `before` (None: from the
+    /// newest), in a read-only transaction under a statement timeout
+    /// (seconds), for `durable ui`.
+    #[allow(clippy::too_many_arguments)]
+    fn browse_runs<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<String>,
+        queue: Option<String>,
+        name_prefix: Option<String>,
+        since: Option<i64>,
+        limit: i64,
+        workflow: Option<String>,
+        input: Option<String>,
+        before: Option<i64>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        awaitable(py, async move {
+            let filter = RunFilter {
+                status: status.as_deref(),
+                queue: queue.as_deref(),
+                name_prefix: name_prefix.as_deref(),
+                since,
+                limit,
+            };
+            let runs = engine
+                .browse_runs(&filter, workflow.as_deref(), input.as_deref(), before, timeout)
+                .await
+                .map_err(to_py)?;
+            Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
+        })
+    }
+
+    /// `tree` in a read-only transaction under a statement timeout
+    /// (seconds), for `durable ui`.
+    fn browse_tree<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        awaitable(py, async move {
+            Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Tree))
+        })
+    }
+
+    /// For each status (None: any), how many roots match the filters,
+    /// counting at most `cap`; an awaitable of ints, for `durable ui`.
+    #[allow(clippy::too_many_arguments)]
+    fn count_runs<'py>(
+        &self,
+        py: Python<'py>,
+        statuses: Vec<Option<String>>,
+        queue: Option<String>,
+        name_prefix: Option<String>,
+        since: Option<i64>,
+        cap: i64,
+        workflow: Option<String>,
+        input: Option<String>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        awaitable(py, async move {
+            let filter = RunFilter {
+                status: None,
+                queue: queue.as_deref(),
+                name_prefix: name_prefix.as_deref(),
+                since,
+                limit: cap,
+            };
+            engine
+                .count_runs(&statuses, &filter, workflow.as_deref(), input.as_deref(), cap, timeout)
+                .await
+                .map_err(to_py)
+        })
+    }
+
     /// The workflow at `path` (`root/child/...`); an awaitable of a dict or None.
     fn run_info<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();

@@ -48,6 +48,7 @@ macro_rules! retrying {
     }};
 }
 
+mod browse;
 mod config;
 mod dsn;
 mod error;

@@ -3,6 +3,7 @@
 //! The schema name is validated by `config::validate_schema` (a plain
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
+use super::browse::BrowseStatements;
 use super::config::quote;
 use super::fork_run;
 use super::gc::GC;
@@ -36,6 +37,7 @@ pub(crate) struct Statements {
     pub queue: QueueStatements,
     pub schedule: ScheduleStatements,
     pub info: InfoStatements,
+    pub browse: BrowseStatements,
     pub waits: WaitStatements,
     pub tree: String,
     pub list_queues: String,
@@ -165,6 +167,7 @@ impl Statements {
             queue: QueueStatements::new(fill),
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
+            browse: BrowseStatements::new(fill),
             messages: MessageStatements::new(fill),
             fork: fork_run::statement(fill),
             waits: WaitStatements::new(fill),

@@ -53,7 +53,7 @@ impl Engine {
 }
 
 /// The tree of the workflow `row`, taking what is under it from `under`.
-fn build(row: &Row, path: &str, under: &mut HashMap<i64, Vec<&Row>>) -> Result<WorkflowTree, EngineError> {
+pub(super) fn build(row: &Row, path: &str, under: &mut HashMap<i64, Vec<&Row>>) -> Result<WorkflowTree, EngineError> {
     let info = read_info(row, Some(path))?;
     let mut tree = WorkflowTree {
         steps: Vec::new(),

@@ -1,0 +1,230 @@
+"""The pages of ``durable ui``: the runs (status tabs, filters in the URL) and
+a run's detail (fields, steps, children), read through the read-only API."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from .. import _cli_render as render
+from .._db import Db
+from .._info import STATUSES, WorkflowInfo, WorkflowTree
+from .._schedules import to_micros
+from ..errors import ConfigError, DurableError, InvalidName
+
+#: A status tab counts at most this many runs ("1000+" beyond): never a full COUNT.
+COUNT_CAP = 1000
+#: How long the tabs' counts are kept (per filter) before they are read again.
+COUNT_TTL = 5.0
+#: The longest a read of a page may take (a statement timeout).
+READ_TIMEOUT = 10.0
+
+
+def run_url(name: str) -> str:
+    """The detail page of the run at path ``name`` (``root/child``)."""
+    return "/runs/" + quote(name, safe="/")
+
+
+def pretty(value: Any) -> str:
+    """JSON, indented (escaped by the template like any other text)."""
+    return json.dumps(render.jsonable(value), indent=2, ensure_ascii=False, sort_keys=False, default=str)
+
+
+def templates() -> Environment:
+    env = Environment(
+        loader=PackageLoader("durable.ui", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["run_url"] = run_url
+    env.filters["pretty"] = pretty
+    env.filters["moment"] = render.moment
+    env.filters["error_line"] = render.error_line
+    env.globals["took"] = render.took
+    env.globals["traceback_of"] = traceback_of
+    return env
+
+
+def traceback_of(error: Any) -> str | None:
+    """An error record's traceback, if it says more than its own line."""
+    if not isinstance(error, dict):
+        return None
+    traceback = error.get("traceback")
+    if not isinstance(traceback, str) or traceback.strip() == render.error_line(error):
+        return None
+    return traceback
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The runs page's filters, as in its URL (so a view can be shared)."""
+
+    status: str | None = None
+    workflow: str | None = None
+    queue: str | None = None
+    prefix: str | None = None
+    since: str | None = None
+    #: A JSON path predicate on the input (``$.day == 1``).
+    input: str | None = None
+    limit: int = 50
+    #: The keyset cursor: only runs with ids below it (the next page).
+    before: int | None = None
+
+    @staticmethod
+    def parse(request: Request) -> tuple[Filters, list[str]]:
+        """The filters of the URL, and what was wrong in it (ignored)."""
+        params = request.query_params
+        problems = []
+        status = params.get("status") or None
+        if status is not None and status not in STATUSES:
+            problems.append(f"unknown status {status!r}")
+            status = None
+        limit = 50
+        if params.get("limit"):
+            try:
+                limit = int(params["limit"])
+                if not 1 <= limit <= 1000:
+                    raise ValueError
+            except ValueError:
+                problems.append("limit must be a number from 1 to 1000")
+                limit = 50
+        before = None
+        if params.get("before"):
+            try:
+                before = int(params["before"])
+                if not -(2**63) <= before < 2**63:
+                    raise ValueError
+            except ValueError:
+                problems.append("before must be a run's id")
+                before = None
+        since = params.get("since") or None
+        if since is not None:
+            try:
+                render.parse_moment(since, datetime.now(timezone.utc))
+            except (ValueError, OverflowError) as exc:
+                problems.append(str(exc))
+                since = None
+        return (
+            Filters(
+                status,
+                params.get("workflow") or None,
+                params.get("queue") or None,
+                params.get("prefix") or None,
+                since,
+                params.get("input") or None,
+                limit,
+                before,
+            ),
+            problems,
+        )
+
+    def moment(self) -> datetime | None:
+        return None if self.since is None else render.parse_moment(self.since, datetime.now(timezone.utc))
+
+    def url(self, **change: Any) -> str:
+        """This view's URL with ``change`` (``status=None`` drops the status),
+        from the first page unless ``change`` gives ``before``."""
+        values: dict[str, Any] = {"status": self.status, "workflow": self.workflow, "queue": self.queue}
+        values |= {"prefix": self.prefix, "input": self.input}
+        values |= {"since": self.since, "limit": None if self.limit == 50 else self.limit, "before": None}
+        values |= change
+        query = urlencode([(k, v) for k, v in values.items() if v is not None])
+        return "/" + (f"?{query}" if query else "")
+
+
+class Pages:
+    def __init__(self, db: Db, *, read_only: bool) -> None:
+        self.db = db
+        self.read_only = read_only
+        self.env = templates()
+        self.counts: dict[Filters, tuple[float, dict[str | None, str]]] = {}
+
+    def page(self, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(read_only=self.read_only, **values)
+        return HTMLResponse(html, status_code)
+
+    async def runs(self, request: Request) -> Response:
+        filters, problems = Filters.parse(request)
+        try:
+            runs = await self.list(filters, filters.limit + 1)
+            counts = await self.tab_counts(filters)
+        except DurableError as exc:  # the statement timeout, a lost database
+            return self.page("missing.html", 503, title="Cannot read the runs", message=str(exc))
+        older = filters.url(before=runs[filters.limit - 1].id) if len(runs) > filters.limit else None
+        return self.page(
+            "runs.html",
+            filters=filters,
+            problems=problems,
+            runs=runs[: filters.limit],
+            older=older,
+            statuses=STATUSES,
+            counts=counts,
+            now=datetime.now(timezone.utc),
+        )
+
+    async def list(self, filters: Filters, limit: int) -> list[WorkflowInfo]:
+        """The roots that match, newest first, below the cursor: one index
+        range, however deep the page (keyset pagination)."""
+        since = filters.moment()
+        rows = await self.db._engine.browse_runs(
+            filters.status,
+            filters.queue,
+            filters.prefix,
+            None if since is None else to_micros(since),
+            limit,
+            filters.workflow,
+            filters.input,
+            filters.before,
+            READ_TIMEOUT,
+        )
+        return [WorkflowInfo._from(row) for row in rows]
+
+    async def tab_counts(self, filters: Filters) -> dict[str | None, str]:
+        """Per status (``None``: all), how many runs match the other filters,
+        up to ``COUNT_CAP`` (``"1000+"``), kept for ``COUNT_TTL`` seconds."""
+        key = Filters(None, filters.workflow, filters.queue, filters.prefix, filters.since, filters.input)
+        kept = self.counts.get(key)
+        if kept is not None and time.monotonic() - kept[0] < COUNT_TTL:
+            return kept[1]
+        statuses: list[str | None] = [None, *STATUSES]
+        since = filters.moment()
+        found = await self.db._engine.count_runs(
+            statuses,
+            key.queue,
+            key.prefix,
+            None if since is None else to_micros(since),
+            COUNT_CAP + 1,
+            key.workflow,
+            key.input,
+            READ_TIMEOUT,
+        )
+        counts = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
+        if len(self.counts) > 100:
+            self.counts.clear()
+        self.counts[key] = (time.monotonic(), counts)
+        return counts
+
+    async def run(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        try:
+            read = await self.db._engine.browse_tree(name, READ_TIMEOUT)
+        except (InvalidName, ConfigError) as exc:  # not a path
+            return self.page("missing.html", 404, title="Not found", message=str(exc))
+        except DurableError as exc:  # the statement timeout, a lost database
+            return self.page("missing.html", 503, title="Cannot read the run", message=str(exc))
+        if read is None:
+            message = f"there is no workflow named {name!r}"
+            return self.page("missing.html", 404, title="Not found", message=message)
+        found = WorkflowTree._from(read)
+        parents = name.split("/")
+        path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
+        return self.page("run.html", tree=found, path=path, now=datetime.now(timezone.utc))

@@ -1,0 +1,438 @@
+"""``durable ui`` end to end: the app served by uvicorn on a free port over the
+test's schema, driven by headless Chromium (Debian's ``chromium`` through
+Playwright), and plain HTTP requests for the guards."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import asyncpg
+import pytest
+from click.testing import CliRunner
+
+import durable
+from _waits import until
+from durable import Backoff, Ctx
+from durable.cli import cli
+
+pytest.importorskip("starlette", reason="durable ui needs the ui extra (starlette, jinja2, uvicorn)")
+from durable import ui as web  # noqa: E402
+from durable.ui import pages  # noqa: E402
+
+if TYPE_CHECKING:
+    from playwright.async_api import Browser, Page
+
+CHROMIUM = "/usr/bin/chromium"
+FAST = Backoff(initial=0.01, factor=1.0, max=0.01, jitter=0.0)
+HOSTILE = "<script>alert(1)</script>"
+HOSTILE_TOO = "<img src=x onerror=alert(1)>"
+
+
+@durable.workflow(name="ui.nightly", queue="paused")
+async def nightly(ctx: Ctx, n: int) -> int:
+    raise AssertionError("its queue is paused: it never runs")
+
+
+@dataclass
+class Served:
+    """The app on 127.0.0.1:``port``."""
+
+    port: int
+    url: str
+
+
+@pytest.fixture
+async def serve(db: durable.Db) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    """Starts the app over ``db`` (options as ``make_app``'s) on a free port
+    of 127.0.0.1; stops every app started at the end of the test."""
+    servers: list[tuple[Any, asyncio.Future[None]]] = []
+
+    async def start(**options: Any) -> Served:
+        sock = web.bind("127.0.0.1", 0)
+        port = sock.getsockname()[1]
+        server = web.server(web.make_app(db, host="127.0.0.1", port=port, **options))
+        servers.append((server, asyncio.ensure_future(server.serve(sockets=[sock]))))
+
+        async def started() -> bool:
+            return bool(server.started)
+
+        await until(started, "the server accepts connections")
+        return Served(port, f"http://127.0.0.1:{port}")
+
+    yield start
+    for server, serving in servers:
+        server.should_exit = True
+        await serving
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium: the system's, as the Makefile installs it."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no {CHROMIUM}: install Debian's chromium package (make test does, as root with apt-get)")
+    playwright_api = pytest.importorskip("playwright.async_api", reason="needs playwright (the dev group)")
+    async with playwright_api.async_playwright() as playwright:
+        launched: Browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def http(port: int, method: str, path: str, *headers: str, host: str | None = None) -> tuple[int, str]:
+    """A bare HTTP/1.1 request (any Host header); the status and the whole response."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Connection: close", *headers]
+    if method == "POST":
+        lines.append("Content-Length: 0")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+    response = (await reader.read()).decode()
+    writer.close()
+    await writer.wait_closed()
+    return int(response.split(" ", 2)[1]), response
+
+
+async def make_runs(db: durable.Db) -> asyncio.Future[durable.Json]:
+    """The scenario: a completed run, a failed one with a traceback and a
+    child (with a child of its own), one waiting on a message (the returned
+    future is its recv), one queued behind a paused queue, and two with
+    hostile names."""
+    async with Ctx.start(db, "report-1", input={"day": "2026-11-25"}) as report:
+        total = await report.step("sum", lambda: 3)
+        await report.complete({"total": total})
+
+    etl = await Ctx.start(db, "etl", input={"day": 1})
+    await etl.step("extract", lambda: [1, 2])
+
+    def broken() -> None:
+        raise ValueError("shard 2 is corrupt")
+
+    with pytest.raises(ValueError):
+        await etl.step("transform", broken, retries=1, backoff=FAST)
+    publish = await etl.child("publish", input=None)
+    await publish.step("notify", lambda: "sent")
+    email = await publish.child("email", input=None)
+    await email.complete("queued")
+    await publish.complete("ok")
+    await etl.fail(ValueError("shard 2 is corrupt"))
+
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    await nightly.enqueue(db, "nightly-1", 1)
+
+    async with Ctx.start(db, HOSTILE, input={"html": HOSTILE}) as hostile:
+        await hostile.complete(HOSTILE)
+    async with Ctx.start(db, HOSTILE_TOO, input={"html": HOSTILE}) as hostile:
+        await hostile.step(HOSTILE, lambda: HOSTILE)
+        await hostile.complete(HOSTILE)
+
+    order = await Ctx.start(db, "order-14")  # a direct run: it waits in its process
+    waiting = asyncio.ensure_future(order.recv("approval", timeout=60))
+
+    async def shown() -> bool:
+        return (await durable.get(db, "order-14")).waiting_for is not None
+
+    await until(shown, "the wait is shown")
+    return waiting
+
+
+async def names_shown(page: Page) -> list[str]:
+    """The names of the runs listed, in order."""
+    rows = page.locator("table.runs tbody tr")
+    return [str(name) for name in await rows.evaluate_all("rows => rows.map(r => r.dataset.name)")]
+
+
+async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    waiting = await make_runs(db)
+    app = await serve()
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    problems: list[str] = []
+    # (Not "Failed to load resource": the 404 pages below, and /favicon.ico.)
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    # The list: every root, newest first, with its status; the tabs count.
+    response = await page.goto(app.url + "/")
+    assert response is not None and response.status == 200
+    assert response.headers["content-security-policy"].startswith("default-src 'none'; script-src 'self'")
+    all_names = ["order-14", HOSTILE_TOO, HOSTILE, "nightly-1", "etl", "report-1"]
+    assert await names_shown(page) == all_names
+    statuses = await page.locator("table.runs .status").all_inner_texts()
+    assert statuses == ["running", "completed", "completed", "queued", "failed", "completed"]
+    assert await page.locator('.tab[data-status="all"] .count').inner_text() == "6"
+    assert await page.locator('.tab[data-status="completed"] .count').inner_text() == "3"
+    assert await page.locator('.tab[data-status="failed"] .count').inner_text() == "1"
+    row = page.locator('tr[data-name="nightly-1"]')
+    assert "queue paused is paused" in await row.inner_text()
+    assert "waiting for a message on 'approval'" in await page.locator('tr[data-name="order-14"]').inner_text()
+
+    # The hostile names are text: shown as written, nothing ran.
+    hostile_link = page.get_by_role("link", name=HOSTILE, exact=True)
+    assert await hostile_link.is_visible()
+    assert await page.get_by_role("link", name=HOSTILE_TOO, exact=True).is_visible()
+
+    # A tab is a URL; filters are in the URL, and the form writes them there.
+    await page.click('.tab[data-status="failed"]')
+    assert page.url == app.url + "/?status=failed"
+    assert await names_shown(page) == ["etl"]
+    assert "ValueError: shard 2 is corrupt" in await page.locator('tr[data-name="etl"]').inner_text()
+    await page.goto(app.url + "/?prefix=order")
+    assert await names_shown(page) == ["order-14"]
+    await page.goto(app.url + "/?queue=paused&status=queued")
+    assert await names_shown(page) == ["nightly-1"]
+    await page.goto(app.url + "/?" + urlencode({"input": '$.day == "2026-11-25"'}))
+    assert await names_shown(page) == ["report-1"]
+    await page.goto(app.url + "/?" + urlencode({"input": "$.day > 0"}))
+    assert await names_shown(page) == ["etl"]
+    assert await page.locator('.tab[data-status="all"] .count').inner_text() == "1"
+    await page.goto(app.url + "/?" + urlencode({"input": "$.day ==="}))
+    assert "syntax error" in await page.locator(".problem").inner_text()
+    await page.goto(app.url + "/?workflow=ui.nightly")
+    assert await names_shown(page) == ["nightly-1"]
+    assert await page.locator('.tab[data-status="queued"] .count').inner_text() == "1"
+    assert await page.locator('.tab[data-status="completed"] .count').inner_text() == "0"
+    await page.goto(app.url + "/?since=2000-01-01T00:00:00Z&status=completed")
+    assert await names_shown(page) == [HOSTILE_TOO, HOSTILE, "report-1"]
+    await page.goto(app.url + "/?since=2999-01-01T00:00:00Z")
+    assert await names_shown(page) == []
+    assert await page.locator(".empty").inner_text() == "No runs match."
+    await page.goto(app.url + "/")
+    await page.fill('input[name="prefix"]', "report")
+    await page.click('button[type="submit"]')
+    await page.wait_for_url(app.url + "/?prefix=report")
+    assert await names_shown(page) == ["report-1"]
+    await page.goto(app.url + "/?status=bogus&limit=2")
+    assert "Ignored: unknown status 'bogus'" in await page.locator(".problem").inner_text()
+    assert await names_shown(page) == all_names[:2]
+    # Keyset pages: the next one starts below the last id shown.
+    for at in (2, 4):
+        await page.click("#older")
+        assert "before=" in page.url and "limit=2" in page.url
+        assert await names_shown(page) == all_names[at : at + 2]
+    assert await page.locator("#older").count() == 0, "no page after the last"
+    await page.click("#newest")
+    assert await names_shown(page) == all_names[:2]
+    await page.goto(app.url + "/?status=completed&limit=1")
+    await page.click("#older")
+    assert await names_shown(page) == [HOSTILE]
+
+    # The detail: fields, steps with attempts, the traceback, the children as a tree.
+    await page.goto(app.url + "/")
+    await page.click('tr[data-name="etl"] a')
+    assert page.url == app.url + "/runs/etl"
+    assert await page.locator("h1").inner_text() == "etl failed"
+    assert '"day": 1' in await page.locator("#input pre").inner_text()
+    transform = page.locator('tr[data-step="transform"]')
+    assert "failed" in await transform.inner_text()
+    assert await transform.locator("td").nth(2).inner_text() == "2"
+    traceback = await transform.locator("pre.traceback").inner_text()
+    assert traceback.startswith("Traceback (most recent call last):")
+    assert 'raise ValueError("shard 2 is corrupt")' in traceback
+    assert "[\n  1,\n  2\n]" in await page.locator('tr[data-step="extract"] pre').inner_text()
+    tree = page.locator("#children")
+    assert await tree.locator('li[data-name="etl/publish"] > .status').inner_text() == "completed"
+    nested = tree.locator('li[data-name="etl/publish"] li[data-name="etl/publish/email"]')
+    assert await nested.locator("a").inner_text() == "email"
+    await tree.get_by_role("link", name="publish", exact=True).click()
+    assert page.url == app.url + "/runs/etl/publish"
+    assert await page.locator("h1").inner_text() == "etl/publish completed"
+    assert '"sent"' in await page.locator('tr[data-step="notify"] pre').inner_text()
+    assert await page.locator(".crumbs a").all_inner_texts() == ["Runs", "etl", "publish"]
+
+    # The waiting run: its "waiting on" card.
+    await page.goto(app.url + "/runs/order-14")
+    card = await page.locator("#waiting").inner_text()
+    assert "waiting for a message on 'approval' (step 'approval') until " in card
+
+    # A hostile step name, output and input on a detail page: text too.
+    await page.goto(app.url + "/")
+    await page.get_by_role("link", name=HOSTILE_TOO, exact=True).click()
+    assert await page.locator("h1").inner_text() == f"{HOSTILE_TOO} completed"
+    assert await page.locator(f'tr[data-step="{HOSTILE}"] td').first.inner_text() == HOSTILE
+    assert await page.locator("#output pre").inner_text() == f'"{HOSTILE}"'
+    assert HOSTILE in await page.locator("#input pre").inner_text()
+    # A root whose name holds a "/" is not a path: its page says so, as text.
+    await page.goto(app.url + "/")
+    await hostile_link.click()
+    assert "there is no workflow named" in await page.locator(".problem").inner_text()
+
+    # An unknown run: 404.
+    missing = await page.goto(app.url + "/runs/nope")
+    assert missing is not None and missing.status == 404
+    assert await page.locator(".problem").inner_text() == "there is no workflow named 'nope'"
+    invalid = await page.goto(app.url + "/runs/a//b")
+    assert invalid is not None and invalid.status == 404
+    assert "invalid workflow name" in await page.locator(".problem").inner_text()
+    assert dialogs == [], "no script of the database ran"
+    assert problems == [], "no CSP violation or script error"
+    await page.close()
+
+    assert await durable.send(db, "order-14", "approval", "ok")
+    assert await asyncio.wait_for(waiting, 10) == "ok"
+
+
+async def test_read_only_mode_shows_a_badge_and_refuses_changes(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    app = await serve(read_only=True)
+    status, body = await http(app.port, "GET", "/")
+    assert status == 200 and 'id="read-only"' in body
+    assert (await http(app.port, "POST", "/", "X-Durable-UI: 1"))[0] == 405
+    writable = await serve()
+    status, body = await http(writable.port, "GET", "/")
+    assert status == 200 and 'id="read-only"' not in body
+    # A write needs the custom header (a form of another site cannot send it).
+    status, body = await http(writable.port, "POST", "/")
+    assert status == 403 and "x-durable-ui" in body
+
+
+async def test_the_host_and_origin_headers_are_checked(db: durable.Db, serve: Callable[..., Awaitable[Served]]) -> None:
+    app = await serve()
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        assert (await http(app.port, "GET", "/", host=f"{host}:{app.port}"))[0] == 200
+    # DNS rebinding: a page of evil.example whose name now points here.
+    status, body = await http(app.port, "GET", "/", host=f"evil.example:{app.port}")
+    assert status == 421 and "unknown Host header" in body
+    assert (await http(app.port, "GET", "/static/app.js", host="evil.example"))[0] == 421
+    assert (await http(app.port, "GET", "/", host=f"127.0.0.1:{app.port + 1}"))[0] == 421
+    status, body = await http(app.port, "GET", "/", "Origin: http://evil.example")
+    assert status == 403
+    assert (await http(app.port, "GET", "/", "Origin: null"))[0] == 403
+    assert "content-security-policy: default-src 'none'" in body.lower()
+    assert (await http(app.port, "GET", "/", f"Origin: http://127.0.0.1:{app.port}"))[0] == 200
+
+
+async def test_a_token_is_taken_from_the_url_into_a_cookie(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    app = await serve(token="s3cret")
+    status, body = await http(app.port, "GET", "/")
+    assert status == 401 and "a token is needed" in body
+    assert (await http(app.port, "GET", "/?token=wrong"))[0] == 401
+    status, body = await http(app.port, "GET", "/?status=failed&token=s3cret")
+    assert status == 303
+    headers = body.lower()
+    assert "location: /?status=failed\r\n" in headers, "the token leaves the URL"
+    assert "set-cookie: durable_ui_token=s3cret;" in headers and "httponly" in headers and "samesite=strict" in headers
+    assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=s3cret"))[0] == 200
+    assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=wrong"))[0] == 401
+
+
+async def test_filters_it_cannot_use_are_ignored_and_said(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    app = await serve()
+    bad = [
+        ("status", "bogus", "unknown status &#39;bogus&#39;"),
+        ("before", str(2**70), "before must be a run&#39;s id"),
+        ("since", "yesterday", "is neither a duration"),
+        ("since", "99999999999w", "Ignored: "),
+        ("limit", "0", "limit must be a number from 1 to 1000"),
+    ]
+    for name, value, said in bad:
+        status, body = await http(app.port, "GET", "/?" + urlencode({name: value}))
+        assert status == 200 and said in body, (name, value, body)
+
+
+async def test_reads_have_a_statement_timeout(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with Ctx.start(db, "report-1") as ctx:
+        await ctx.complete(1)
+    monkeypatch.setattr(pages, "READ_TIMEOUT", 0.2)
+    app = await serve()
+    async with pg.transaction():
+        await pg.execute("LOCK TABLE task IN ACCESS EXCLUSIVE MODE")
+        status, body = await http(app.port, "GET", "/")
+        assert status == 503, body
+        assert "canceling statement due to statement timeout" in body
+        status, body = await http(app.port, "GET", "/runs/report-1")
+        assert status == 503 and "Cannot read the run" in body
+        assert "canceling statement due to statement timeout" in body
+    assert (await http(app.port, "GET", "/"))[0] == 200
+    assert (await http(app.port, "GET", "/runs/report-1"))[0] == 200
+
+
+def test_the_command_refuses_another_address_without_a_token_or_read_only() -> None:
+    result = CliRunner().invoke(cli, ["--dsn", "postgresql://nobody@127.0.0.1:1/none", "ui", "--host", "0.0.0.0"])
+    assert result.exit_code == 2, result.output
+    assert "--host 0.0.0.0 is reachable from other machines: add --token" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_without_the_ui_extra_the_command_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "durable.ui")
+    monkeypatch.delattr(durable, "ui")
+    monkeypatch.setitem(sys.modules, "uvicorn", None)
+    result = CliRunner().invoke(cli, ["--dsn", "postgresql://nobody@127.0.0.1:1/none", "ui"])
+    assert result.exit_code == 1, result.output
+    assert "durable ui needs the ui extra: pip install 'durable-pg[ui]' (uvicorn is missing)" in result.stderr
+
+
+async def test_the_command_serves_until_interrupted(db: durable.Db, dsn: str, schema: str) -> None:
+    async with Ctx.start(db, "report-1") as ctx:
+        await ctx.complete(1)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "durable", "--dsn", dsn, "--schema", schema, "ui", "--port", "0", "--token",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        line = (await asyncio.wait_for(process.stderr.readline(), 30)).decode()
+        assert line.startswith("durable ui: http://127.0.0.1:"), line
+        url = line.split(": ", 1)[1].strip()
+        port = int(url.split(":")[2].split("/")[0])
+        token = url.split("?token=")[1]
+        assert (await http(port, "GET", "/"))[0] == 401, "a token was asked for"
+        status, body = await http(port, "GET", f"/?token={token}")
+        assert status == 303
+        status, body = await http(port, "GET", "/", f"Cookie: durable_ui_token={token}")
+        assert status == 200 and 'data-name="report-1"' in body
+    finally:
+        process.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+
+
+def test_the_command_says_when_the_port_is_taken() -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = str(taken.getsockname()[1])
+        result = CliRunner().invoke(cli, ["--dsn", "postgresql://nobody@127.0.0.1:1/none", "ui", "--port", port])
+        assert result.exit_code == 1, result.output
+        assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    finally:
+        taken.close()
+
+
+def test_the_static_files_and_templates_are_in_the_package() -> None:
+    package = Path(web.__file__).parent
+    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
+    templates = {p.name for p in (package / "templates").iterdir()}
+    assert templates >= {"base.html", "runs.html", "run.html", "missing.html"}
+
+
+def test_the_hosts_a_browser_may_name() -> None:
+    from durable.ui.security import allowed_hosts
+
+    loopback = {"127.0.0.1", "localhost", "[::1]"}
+    assert allowed_hosts("127.0.0.1", 8765) == frozenset(f"{name}:8765" for name in loopback)
+    assert allowed_hosts("127.0.0.1", 80) == frozenset({f"{name}:80" for name in loopback} | loopback)
+    assert allowed_hosts("10.0.0.5", 9000) == frozenset({"10.0.0.5:9000"}), "another address: its own name only"
+    assert allowed_hosts("0.0.0.0", 9000) is None, "a wildcard bind cannot know its names (the token guards it)"
