@@ -55,10 +55,19 @@ impl BrowseStatements {
     }
 }
 
-/// The statements that open a read: nothing written, none longer than `timeout`.
+/// The statements that open a read: nothing written, none longer than
+/// `timeout`, and planned for the filters given. durable's own statements
+/// run with generic plans and no sequential scans (see `config`), which
+/// suits their fixed shapes; these are made of optional filters
+/// (`$1 IS NULL OR ...`) that only a plan made for the values at hand turns
+/// into index scans (measured on a million runs: the list's first page
+/// 6.4 s with a generic plan).
 fn read_only(timeout: Duration) -> String {
     let millis = timeout.as_millis().clamp(1, i32::MAX as u128);
-    format!("SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}")
+    format!(
+        "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}; \
+         SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = on"
+    )
 }
 
 impl Engine {
