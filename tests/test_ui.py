@@ -471,6 +471,9 @@ async def test_read_only_mode_has_no_actions(
     assert status == 409 and '"ok":false' in body
     status, body = await http(writable.port, "POST", "/api/runs/order-1/resume", "X-Durable-UI: 1")
     assert status == 409 and "neither failed nor cancelled" in body
+    for path in ("/api/queues//pause", "/api/queues/" + "q" * 300 + "/pause"):
+        status, body = await http(writable.port, "POST", path, "X-Durable-UI: 1")
+        assert status == 400 and '"ok":false' in body, (path, body)
     status, body = await http(writable.port, "POST", "/api/runs/order-1/cancel", "X-Durable-UI: 1")
     assert status == 200 and '{"ok":true}' in body
     assert await status_of(pg, "order-1") == "cancelled"

@@ -1,5 +1,6 @@
-"""``durable ui``: a local web view of the workflows, read through the
-read-only API (``pip install "durable-pg[ui]"``).
+"""``durable ui``: a local web view of the workflows and queues, read
+through the read-only API, with a few actions (cancel and resume a run,
+pause and resume a queue) unless read-only (``pip install "durable-pg[ui]"``).
 
 ``make_app`` is the ASGI app (Starlette, Jinja2 templates, static files
 shipped in the package); ``serve`` runs it with uvicorn until stopped."""

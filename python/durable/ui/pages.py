@@ -1,5 +1,6 @@
-"""The pages of ``durable ui``: the runs (status tabs, filters in the URL) and
-a run's detail (fields, steps, children), read through the read-only API."""
+"""The pages of ``durable ui``: the runs (status tabs, filters in the URL),
+a run's detail (fields, steps, children) and the queues, read through the
+read-only API; and the actions' JSON endpoints (cancel, resume, pause)."""
 
 from __future__ import annotations
 
