@@ -437,6 +437,26 @@ async def test_the_queues_page_shows_counts_and_pauses_and_resumes(
     await page.close()
 
 
+async def test_with_a_token_the_actions_carry_its_cookie(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await Ctx.start(db, "order-1")
+    await durable.create_queue(db, "mail")
+    app = await serve(token="s3cret")
+    page = await browser.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.goto(app.url + "/runs/order-1?token=s3cret")
+    assert page.url == app.url + "/runs/order-1", "the token left the URL for its cookie"
+    await page.click("#cancel")
+    await page.wait_for_selector("h1 .status-cancelled")
+    assert await status_of(pg, "order-1") == "cancelled"
+    await page.click("#nav-queues")
+    await page.locator('tr[data-name="mail"] button.pause').click()
+    await page.wait_for_selector('tr[data-name="mail"] .status-paused')
+    assert await pg.fetchval("SELECT paused FROM task_queue WHERE name = 'mail'") is True
+    await page.close()
+
+
 async def test_read_only_mode_has_no_actions(
     db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
 ) -> None:
