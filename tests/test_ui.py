@@ -10,6 +10,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -301,6 +302,203 @@ async def test_read_only_mode_shows_a_badge_and_refuses_changes(
     assert status == 403 and "x-durable-ui" in body
 
 
+async def status_of(pg: asyncpg.Connection, name: str) -> str:
+    """The root's status, read in SQL."""
+    return str(await pg.fetchval("SELECT status FROM task WHERE parent_id IS NULL AND name = $1", name))
+
+
+async def test_the_run_page_cancels_and_resumes_a_root(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    order = await Ctx.start(db, "order-1")  # a direct run, running in this process
+    await order.child("ship", input=None)
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    await nightly.enqueue(db, "nightly-1", 1)
+    async with Ctx.start(db, "report-1") as report:
+        await report.complete(1)
+    app = await serve()
+    page = await browser.new_page()
+    dialogs: list[str] = []
+
+    async def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", accept)
+    problems: list[str] = []
+    # (Not "Failed to load resource": /favicon.ico, and a refused action below.)
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    # A running root: Cancel (after a confirmation), no Resume.
+    await page.goto(app.url + "/runs/order-1")
+    assert await page.locator("#resume").count() == 0
+    await page.click("#cancel")
+    await page.wait_for_selector("h1 .status-cancelled")
+    assert dialogs == ["Cancel order-1 and every unfinished workflow under it?"]
+    assert await status_of(pg, "order-1") == "cancelled"
+    child = await pg.fetchval("SELECT status FROM task WHERE name = 'ship' AND kind = 'workflow'")
+    assert child == "cancelled", "its children with it"
+    assert await page.locator("#cancel").count() == 0
+    # Resumed, a run started by hand is failed until its process starts it again.
+    await page.click("#resume")
+    await page.wait_for_selector("h1 .status-failed")
+    assert await status_of(pg, "order-1") == "failed"
+
+    # A registered one goes back to its queue.
+    await page.goto(app.url + "/runs/nightly-1")
+    assert await page.locator("h1 .status").inner_text() == "queued"
+    await page.click("#cancel")
+    await page.wait_for_selector("h1 .status-cancelled")
+    assert await status_of(pg, "nightly-1") == "cancelled"
+    await page.click("#resume")
+    await page.wait_for_selector("h1 .status-queued")
+    assert await status_of(pg, "nightly-1") == "queued"
+    assert await page.locator("#cancel").count() == 1 and await page.locator("#resume").count() == 0
+
+    # A finished root has neither; a child's page has none (its root acts for it).
+    await page.goto(app.url + "/runs/report-1")
+    assert await page.locator("button[data-action]").count() == 0
+    await page.goto(app.url + "/runs/order-1/ship")
+    assert await page.locator("h1").inner_text() == "order-1/ship running"
+    assert await page.locator("button[data-action]").count() == 0
+
+    # What the server refuses is said on the page: a run cancelled meanwhile.
+    await page.goto(app.url + "/runs/nightly-1")
+    assert await durable.cancel(db, "nightly-1")
+    await page.click("#cancel")
+    error = page.locator("#action-error")
+    await error.wait_for()
+    assert "cannot do that to 'nightly-1'" in await error.inner_text()
+    assert problems == [], "no CSP violation or script error"
+    await page.close()
+
+
+async def test_the_queues_page_shows_counts_and_pauses_and_resumes(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    await nightly.enqueue(db, "nightly-1", 1)
+    await nightly.enqueue(db, "nightly-2", 2)
+    await durable.create_queue(
+        db, "mail", concurrency=5, concurrency_per_key=1, rate_limit=(10, timedelta(minutes=1))
+    )
+    await durable.create_queue(db, HOSTILE)
+    app = await serve()
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    problems: list[str] = []
+    # (Not "Failed to load resource": /favicon.ico, and a refused action below.)
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
+    page.on("pageerror", lambda error: problems.append(str(error)))
+
+    await page.goto(app.url + "/")
+    await page.click("#nav-queues")
+    assert page.url == app.url + "/queues"
+    rows = page.locator("table.queues tbody tr")
+    names = await rows.evaluate_all("rows => rows.map(r => r.dataset.name)")
+    assert sorted(names) == sorted(["paused", "mail", HOSTILE])
+    paused = page.locator('tr[data-name="paused"]')
+    assert await paused.locator(".state").inner_text() == "paused"
+    assert await paused.locator(".queued").inner_text() == "2"
+    assert await paused.locator(".running").inner_text() == "0"
+    assert (await paused.locator(".oldest").inner_text()).endswith(" ago")
+    mail = page.locator('tr[data-name="mail"]')
+    assert await mail.locator(".state").inner_text() == "active"
+    assert await mail.locator(".concurrency").inner_text() == "5"
+    assert await mail.locator(".per-key").inner_text() == "1"
+    assert await mail.locator(".rates").inner_text() == "0/10 per 1m00s"
+    assert await mail.locator(".oldest").inner_text() == "—"
+    # A queue's name is text, and its buttons reach it through the URL.
+    hostile = page.locator("table.queues tbody tr").filter(has_text=HOSTILE)
+    assert await hostile.locator("td a").inner_text() == HOSTILE
+
+    # Resume, then pause again: the flag flips in the table.
+    await paused.locator("button.resume").click()
+    await page.wait_for_selector('tr[data-name="paused"] .status-active')
+    assert await pg.fetchval("SELECT paused FROM task_queue WHERE name = 'paused'") is False
+    await page.locator('tr[data-name="paused"] button.pause').click()
+    await page.wait_for_selector('tr[data-name="paused"] .status-paused')
+    assert await pg.fetchval("SELECT paused FROM task_queue WHERE name = 'paused'") is True
+    await hostile.locator("button.pause").click()
+    await hostile.locator(".status-paused").wait_for()
+    assert await pg.fetchval("SELECT paused FROM task_queue WHERE name = $1", HOSTILE) is True
+    assert dialogs == [], "no script of the database ran"
+    assert problems == [], "no CSP violation or script error"
+    await page.close()
+
+
+async def test_with_a_token_the_actions_carry_its_cookie(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await Ctx.start(db, "order-1")
+    await durable.create_queue(db, "mail")
+    app = await serve(token="s3cret")
+    page = await browser.new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.goto(app.url + "/runs/order-1?token=s3cret")
+    assert page.url == app.url + "/runs/order-1", "the token left the URL for its cookie"
+    await page.click("#cancel")
+    await page.wait_for_selector("h1 .status-cancelled")
+    assert await status_of(pg, "order-1") == "cancelled"
+    await page.click("#nav-queues")
+    await page.locator('tr[data-name="mail"] button.pause').click()
+    await page.wait_for_selector('tr[data-name="mail"] .status-paused')
+    assert await pg.fetchval("SELECT paused FROM task_queue WHERE name = 'mail'") is True
+    await page.close()
+
+
+async def test_read_only_mode_has_no_actions(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await Ctx.start(db, "order-1")
+    async with Ctx.start(db, "etl") as etl:
+        await etl.fail(ValueError("no"))
+    await durable.create_queue(db, "mail")
+    app = await serve(read_only=True)
+    for path in ("/runs/order-1", "/runs/etl", "/queues"):
+        status, body = await http(app.port, "GET", path)
+        assert status == 200 and "data-action" not in body and "<button" not in body, path
+    status, body = await http(app.port, "GET", "/queues")
+    assert 'data-name="mail"' in body
+    for path in ("/api/runs/order-1/cancel", "/api/runs/etl/resume", "/api/queues/mail/pause"):
+        assert (await http(app.port, "POST", path, "X-Durable-UI: 1"))[0] == 405, path
+    assert await status_of(pg, "order-1") == "running"
+    assert await status_of(pg, "etl") == "failed"
+    assert await pg.fetchval("SELECT paused FROM task_queue WHERE name = 'mail'") is False
+
+    writable = await serve()
+    status, body = await http(writable.port, "GET", "/runs/order-1")
+    assert 'id="cancel"' in body
+    # Without the custom header (another site's form): refused, nothing done.
+    status, body = await http(writable.port, "POST", "/api/runs/order-1/cancel")
+    assert status == 403 and "x-durable-ui" in body
+    status, body = await http(writable.port, "POST", "/api/queues/mail/pause", "Origin: http://evil.example")
+    assert status == 403
+    assert await status_of(pg, "order-1") == "running"
+    # A GET changes nothing either; what cannot be done answers 409 or 400, as JSON.
+    assert (await http(writable.port, "GET", "/api/runs/order-1/cancel"))[0] == 405
+    status, body = await http(writable.port, "POST", "/api/runs/nope/cancel", "X-Durable-UI: 1")
+    assert status == 409 and '"ok":false' in body
+    status, body = await http(writable.port, "POST", "/api/runs/order-1/resume", "X-Durable-UI: 1")
+    assert status == 409 and "neither failed nor cancelled" in body
+    for path in ("/api/queues//pause", "/api/queues/" + "q" * 300 + "/pause"):
+        status, body = await http(writable.port, "POST", path, "X-Durable-UI: 1")
+        assert status == 400 and '"ok":false' in body, (path, body)
+    status, body = await http(writable.port, "POST", "/api/runs/order-1/cancel", "X-Durable-UI: 1")
+    assert status == 200 and '{"ok":true}' in body
+    assert await status_of(pg, "order-1") == "cancelled"
+
+
 async def test_the_host_and_origin_headers_are_checked(db: durable.Db, serve: Callable[..., Awaitable[Served]]) -> None:
     app = await serve()
     for host in ("127.0.0.1", "localhost", "[::1]"):
@@ -425,7 +623,7 @@ def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
     assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
-    assert templates >= {"base.html", "runs.html", "run.html", "missing.html"}
+    assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html"}
 
 
 def test_the_hosts_a_browser_may_name() -> None:

@@ -1,5 +1,6 @@
-"""``durable ui``: a local web view of the workflows, read through the
-read-only API (``pip install "durable-pg[ui]"``).
+"""``durable ui``: a local web view of the workflows and queues, read
+through the read-only API, with a few actions (cancel and resume a run,
+pause and resume a queue) unless read-only (``pip install "durable-pg[ui]"``).
 
 ``make_app`` is the ASGI app (Starlette, Jinja2 templates, static files
 shipped in the package); ``serve`` runs it with uvicorn until stopped."""
@@ -32,6 +33,13 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
     routes = [
         Route("/", pages.runs, name="runs"),
         Route("/runs/{name:path}", pages.run, name="run"),
+        Route("/queues", pages.queues, name="queues"),
+        # Writes: the guard lets them through only with the custom header, and
+        # refuses them all (405) in read-only mode.
+        Route("/api/runs/{name:path}/cancel", pages.cancel_run, methods=["POST"]),
+        Route("/api/runs/{name:path}/resume", pages.resume_run, methods=["POST"]),
+        Route("/api/queues/{name:path}/pause", pages.pause_queue, methods=["POST"]),
+        Route("/api/queues/{name:path}/resume", pages.resume_queue, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=[guard])

@@ -1,5 +1,6 @@
-"""The pages of ``durable ui``: the runs (status tabs, filters in the URL) and
-a run's detail (fields, steps, children), read through the read-only API."""
+"""The pages of ``durable ui``: the runs (status tabs, filters in the URL),
+a run's detail (fields, steps, children) and the queues, read through the
+read-only API; and the actions' JSON endpoints (cancel, resume, pause)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,13 @@ from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 
 from .. import _cli_render as render
-from .._db import Db
+from .._db import Db, cancel
 from .._info import STATUSES, WorkflowInfo, WorkflowTree
+from .._queues import list_queues, pause_queue, resume_queue
+from .._runs import resume
 from .._schedules import to_micros
 from ..errors import ConfigError, DurableError, InvalidName
 
@@ -33,6 +36,11 @@ def run_url(name: str) -> str:
     return "/runs/" + quote(name, safe="/")
 
 
+def api_url(kind: str, name: str, action: str) -> str:
+    """The endpoint that does ``action`` to the run or queue ``name``."""
+    return f"/api/{kind}/" + quote(name, safe="/") + f"/{action}"
+
+
 def pretty(value: Any) -> str:
     """JSON, indented (escaped by the template like any other text)."""
     return json.dumps(render.jsonable(value), indent=2, ensure_ascii=False, sort_keys=False, default=str)
@@ -47,6 +55,8 @@ def templates() -> Environment:
     )
     env.filters["run_url"] = run_url
     env.filters["pretty"] = pretty
+    env.filters["duration"] = render.duration
+    env.globals["api_url"] = api_url
     env.filters["moment"] = render.moment
     env.filters["error_line"] = render.error_line
     env.globals["took"] = render.took
@@ -227,4 +237,37 @@ class Pages:
         found = WorkflowTree._from(read)
         parents = name.split("/")
         path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
-        return self.page("run.html", tree=found, path=path, now=datetime.now(timezone.utc))
+        return self.page("run.html", tree=found, path=path, root=len(parents) == 1, now=datetime.now(timezone.utc))
+
+    async def queues(self, request: Request) -> Response:
+        try:
+            found = await list_queues(self.db)
+        except DurableError as exc:  # a lost database
+            return self.page("missing.html", 503, title="Cannot read the queues", message=str(exc))
+        return self.page("queues.html", queues=found, now=datetime.now(timezone.utc))
+
+    async def cancel_run(self, request: Request) -> Response:
+        return await self.act(request, cancel, "it is finished already (or there is no such run)")
+
+    async def resume_run(self, request: Request) -> Response:
+        return await self.act(request, resume, "it is neither failed nor cancelled (or there is no such run)")
+
+    async def pause_queue(self, request: Request) -> Response:
+        return await self.act(request, pause_queue)
+
+    async def resume_queue(self, request: Request) -> Response:
+        return await self.act(request, resume_queue)
+
+    async def act(self, request: Request, action: Any, refused: str = "") -> Response:
+        """Does ``action(db, name)`` (a write: the guard let it through only
+        with the custom header, never in read-only mode); JSON either way."""
+        name = request.path_params["name"]
+        try:
+            done = await action(self.db, name)
+        except (InvalidName, ConfigError) as exc:
+            return JSONResponse({"ok": False, "error": str(exc)}, 400)
+        except DurableError as exc:  # a lost database
+            return JSONResponse({"ok": False, "error": str(exc)}, 503)
+        if done is False:
+            return JSONResponse({"ok": False, "error": f"cannot do that to {name!r}: {refused}"}, 409)
+        return JSONResponse({"ok": True})
