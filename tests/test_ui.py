@@ -212,6 +212,22 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     await page.goto(app.url + "/?since=2999-01-01T00:00:00Z")
     assert await names_shown(page) == []
     assert await page.locator(".empty").inner_text() == "No runs match."
+    await page.goto(app.url + "/?until=2000-01-01T00:00:00Z")
+    assert await names_shown(page) == []
+    await page.goto(app.url + "/?until=2999-01-01T00:00:00Z&since=2000-01-01T00:00:00Z")
+    assert await names_shown(page) == all_names
+    # A parent lists its child workflows (by path), not its steps.
+    await page.goto(app.url + "/?parent=etl")
+    assert await names_shown(page) == ["etl/publish"]
+    assert await page.locator("h1").inner_text() == "Children of etl"
+    assert await page.locator('.tab[data-status="all"] .count').inner_text() == "1"
+    await page.goto(app.url + "/?parent=etl/publish&status=completed")
+    assert await names_shown(page) == ["etl/publish/email"]
+    await page.click('tr[data-name="etl/publish/email"] a')
+    assert await page.locator("h1").inner_text() == "etl/publish/email completed"
+    await page.goto(app.url + "/?parent=nope")
+    assert await names_shown(page) == []
+    assert await page.locator('.tab[data-status="all"] .count').inner_text() == "0"
     await page.goto(app.url + "/")
     await page.fill('input[name="prefix"]', "report")
     await page.click('button[type="submit"]')
@@ -545,6 +561,28 @@ async def test_filters_it_cannot_use_are_ignored_and_said(
     for name, value, said in bad:
         status, body = await http(app.port, "GET", "/?" + urlencode({name: value}))
         assert status == 200 and said in body, (name, value, body)
+
+
+async def test_beyond_the_counted_the_total_is_the_planners_estimate(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(12):
+        async with Ctx.start(db, f"report-{n}") as ctx:
+            await ctx.complete(n)
+    monkeypatch.setattr(pages, "COUNT_CAP", 10)
+    app = await serve()
+    status, body = await http(app.port, "GET", "/")
+    assert status == 200 and ">10+</span>" in body
+    assert 'id="estimate"' not in body, "never analyzed: no estimate"
+    await pg.execute("ANALYZE task")
+    status, body = await http(app.port, "GET", "/?status=completed")
+    assert 'id="estimate"' not in body, "the counts (and estimate) are kept for COUNT_TTL"
+    monkeypatch.setattr(pages, "COUNT_TTL", 0.0)
+    status, body = await http(app.port, "GET", "/")
+    assert "≈ 12 runs in all" in body, body
+    status, body = await http(app.port, "GET", "/?prefix=report")
+    assert ">10+</span>" in body and 'id="estimate"' not in body, "an estimate of all, not of the filtered"
+    assert pages.about(1_234_567) == "1.2M" and pages.about(34_567) == "34k" and pages.about(980) == "980"
 
 
 async def test_reads_have_a_statement_timeout(

@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    ClaimLimits, Engine, Enqueue, EventRead, Forked, JsonText, Options, QueueInfo, QueueLimits, RunFilter, RunInfo,
-    Sent, Ticks, WorkflowTree, limits, validate_name,
+    BrowseFilter, ClaimLimits, Engine, Enqueue, EventRead, Forked, JsonText, Options, QueueInfo, QueueLimits,
+    RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -376,8 +376,10 @@ impl PyEngine {
     /// `list_runs` (and the function `workflow`, and `input` a JSON path
     /// predicate on the input) from below the id `before` (None: from the
     /// newest), in a read-only transaction under a statement timeout
-    /// (seconds), for `durable ui`.
+    /// (seconds), for `durable ui`; with `parent`, its child workflows
+    /// instead of the roots.
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (status, queue, name_prefix, since, limit, workflow, input, before, timeout, until=None, parent=None))]
     fn browse_runs<'py>(
         &self,
         py: Python<'py>,
@@ -390,10 +392,11 @@ impl PyEngine {
         input: Option<String>,
         before: Option<i64>,
         timeout: f64,
+        until: Option<i64>,
+        parent: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let timeout = Duration::try_from_secs_f64(timeout)
-            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        let timeout = read_timeout(timeout)?;
         awaitable(py, async move {
             let filter = RunFilter {
                 status: status.as_deref(),
@@ -402,10 +405,14 @@ impl PyEngine {
                 since,
                 limit,
             };
-            let runs = engine
-                .browse_runs(&filter, workflow.as_deref(), input.as_deref(), before, timeout)
-                .await
-                .map_err(to_py)?;
+            let more = BrowseFilter {
+                workflow: workflow.as_deref(),
+                input: input.as_deref(),
+                until,
+                parent: parent.as_deref(),
+                before,
+            };
+            let runs = engine.browse_runs(&filter, &more, timeout).await.map_err(to_py)?;
             Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
         })
     }
@@ -414,16 +421,17 @@ impl PyEngine {
     /// (seconds), for `durable ui`.
     fn browse_tree<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let timeout = Duration::try_from_secs_f64(timeout)
-            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        let timeout = read_timeout(timeout)?;
         awaitable(py, async move {
             Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Tree))
         })
     }
 
-    /// For each status (None: any), how many roots match the filters,
-    /// counting at most `cap`; an awaitable of ints, for `durable ui`.
+    /// For each status (None: any), how many runs match the filters (as
+    /// `browse_runs`'s), counting at most `cap`; an awaitable of ints, for
+    /// `durable ui`.
     #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (statuses, queue, name_prefix, since, cap, workflow, input, timeout, until=None, parent=None, before=None))]
     fn count_runs<'py>(
         &self,
         py: Python<'py>,
@@ -435,10 +443,12 @@ impl PyEngine {
         workflow: Option<String>,
         input: Option<String>,
         timeout: f64,
+        until: Option<i64>,
+        parent: Option<String>,
+        before: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let timeout = Duration::try_from_secs_f64(timeout)
-            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        let timeout = read_timeout(timeout)?;
         awaitable(py, async move {
             let filter = RunFilter {
                 status: None,
@@ -447,11 +457,25 @@ impl PyEngine {
                 since,
                 limit: cap,
             };
+            let more = BrowseFilter {
+                workflow: workflow.as_deref(),
+                input: input.as_deref(),
+                until,
+                parent: parent.as_deref(),
+                before,
+            };
             engine
-                .count_runs(&statuses, &filter, workflow.as_deref(), input.as_deref(), cap, timeout)
+                .count_runs(&statuses, &filter, &more, cap, timeout)
                 .await
                 .map_err(to_py)
         })
+    }
+
+    /// How many roots there are, as the planner estimates it; an awaitable
+    /// of an int, for `durable ui`.
+    fn estimate_roots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { engine.estimate_roots().await.map_err(to_py) })
     }
 
     /// The workflow at `path` (`root/child/...`); an awaitable of a dict or None.
@@ -770,4 +794,10 @@ impl<'py> IntoPyObject<'py> for Queue {
         dict.set_item("oldest_due", queue.oldest_due)?;
         Ok(dict)
     }
+}
+
+/// A read's statement timeout, from seconds.
+fn read_timeout(seconds: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {seconds}")))
 }

@@ -12,13 +12,20 @@ use super::Engine;
 use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
-use super::tree::{WorkflowTree, build};
+use super::tree::{PATH, WorkflowTree, build};
 use super::workflow::col;
 
-/// The roots that `list_runs`'s filter (but its status, `$1`) matches, whose
-/// function is `$6` and whose input satisfies the JSON path predicate `$7`
-/// (`$.day == 1`; unknown counts as false).
-const MATCHES: &str = "t.parent_id IS NULL
+/// The runs that `list_runs`'s filter (but its status, `$1`) matches, with
+/// ids below `$8`, whose function is `$6`, whose input satisfies the JSON
+/// path predicate `$7` (`$.day == 1`; unknown counts as false), created
+/// before `$10`: the roots, or with `$9` the child workflows of the
+/// workflow whose id it is. (Plans are made for the values at hand, so the
+/// CASE folds to one of its branches: `parent_id IS NULL` lets the partial
+/// indexes of roots be used.)
+const MATCHES: &str = "(CASE WHEN $9::int8 IS NULL THEN t.parent_id IS NULL
+         ELSE t.parent_id = $9 AND t.kind = 'workflow' END)
+   AND ($8::int8 IS NULL OR t.id < $8)
+   AND ($10::int8 IS NULL OR t.created_at < 'epoch'::timestamptz + $10 * interval '1 microsecond')
    AND ($2::text IS NULL OR t.queue = $2)
    AND ($6::text IS NULL OR t.workflow = $6)
    AND ($7::text IS NULL OR coalesce(t.input @@ $7::text::jsonpath, false))
@@ -27,11 +34,16 @@ const MATCHES: &str = "t.parent_id IS NULL
 
 #[derive(Debug)]
 pub(crate) struct BrowseStatements {
-    /// `list`'s rows, with ids below `$8` (NULL: from the newest).
+    /// `list`'s rows, newest first.
     pub page: String,
     /// Per status of `$1` (a NULL element: any status), how many roots
     /// match, counting at most `$5`.
     pub counts: String,
+    /// The id of the workflow at the path `$1` (its names).
+    pub resolve: String,
+    /// How many roots there are, as the planner estimates it (the size of
+    /// the partial index of roots' names): instant on any table.
+    pub estimate: String,
 }
 
 impl BrowseStatements {
@@ -39,7 +51,7 @@ impl BrowseStatements {
         BrowseStatements {
             page: fill(&format!(
                 "{COLUMNS}
-                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1) AND ($8::int8 IS NULL OR t.id < $8)
+                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1)
                  ORDER BY t.id DESC
                  LIMIT $5"
             )),
@@ -51,6 +63,13 @@ impl BrowseStatements {
                  FROM unnest($1::text[]) WITH ORDINALITY AS s(status, i)
                  ORDER BY s.i"
             )),
+            resolve: fill(&format!(
+                "{PATH} SELECT id FROM path WHERE depth = cardinality($1::text[])"
+            )),
+            estimate: fill(
+                "SELECT greatest(c.reltuples, 0)::int8 AS n FROM pg_class AS c
+                 WHERE c.oid = to_regclass('{s}.task_root_name')",
+            ),
         }
     }
 }
@@ -70,38 +89,82 @@ fn read_only(timeout: Duration) -> String {
     )
 }
 
+/// The ui's filters beyond `RunFilter`'s.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BrowseFilter<'a> {
+    /// The root's registered function.
+    pub workflow: Option<&'a str>,
+    /// A JSON path predicate on the input (`$.day == 1`).
+    pub input: Option<&'a str>,
+    /// Created before (microseconds since the epoch).
+    pub until: Option<i64>,
+    /// The child workflows of the workflow at this path, instead of the roots.
+    pub parent: Option<&'a str>,
+    /// Only ids below this one (the keyset cursor).
+    pub before: Option<i64>,
+}
+
+/// The read: the statements that open it, then `parent`'s id if asked for
+/// (`Err(())` when there is no such workflow: nothing matches).
+async fn open_read(
+    tx: &deadpool_postgres::Transaction<'_>,
+    opening: &str,
+    resolve: &str,
+    parent: Option<&[&str]>,
+) -> Result<Result<Option<i64>, ()>, tokio_postgres::Error> {
+    tx.batch_execute(opening).await?;
+    let Some(names) = parent else {
+        return Ok(Ok(None));
+    };
+    let statement = tx.prepare_cached(resolve).await?;
+    Ok(tx
+        .query_opt(&statement, &[&names])
+        .await?
+        .map(|row| Some(row.get(0)))
+        .ok_or(()))
+}
+
 impl Engine {
-    /// The roots that match `filter` with ids below `before`, newest first.
+    /// The runs that match `filter` and `more`, newest first.
     pub async fn browse_runs(
         &self,
         filter: &RunFilter<'_>,
-        workflow: Option<&str>,
-        input: Option<&str>,
-        before: Option<i64>,
+        more: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<Vec<RunInfo>, EngineError> {
+        let parent = more.parent.map(path_names).transpose()?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let opening = read_only(timeout);
         let rows = retrying!(self, "listing workflows", |client| async {
             let tx = client.transaction().await?;
-            tx.batch_execute(&opening).await?;
+            let Ok(parent_id) = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref()).await? else {
+                return Ok(Vec::new());
+            };
             let statement = tx.prepare_cached(&sql.browse.page).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &filter.status,
                 &filter.queue,
                 &filter.name_prefix,
                 &filter.since,
                 &filter.limit,
-                &workflow,
-                &input,
-                &before,
+                &more.workflow,
+                &more.input,
+                &more.before,
+                &parent_id,
+                &more.until,
             ];
             let rows = tx.query(&statement, &params).await?;
             tx.commit().await?;
             Ok(rows)
         })?;
-        rows.iter().map(|row| read_info(row, None)).collect()
+        rows.iter()
+            .map(|row| match more.parent {
+                // A child is known by its path.
+                Some(parent) => read_info(row, Some(&format!("{parent}/{}", col::<String>(row, "name")?))),
+                None => read_info(row, None),
+            })
+            .collect()
     }
 
     /// `tree` (the workflow at `path` with everything under it), under `timeout`.
@@ -133,38 +196,57 @@ impl Engine {
         build(top, path, &mut under).map(Some)
     }
 
-    /// For each of `statuses` (`None`: any), how many roots match `filter`
-    /// (its status and limit unused), `workflow` and `input` (a JSON path
-    /// predicate), counting at most `cap`.
+    /// For each of `statuses` (`None`: any), how many runs match `filter`
+    /// (its status and limit unused) and `more`, counting at most `cap`.
     pub async fn count_runs(
         &self,
         statuses: &[Option<String>],
         filter: &RunFilter<'_>,
-        workflow: Option<&str>,
-        input: Option<&str>,
+        more: &BrowseFilter<'_>,
         cap: i64,
         timeout: Duration,
     ) -> Result<Vec<i64>, EngineError> {
+        let parent = more.parent.map(path_names).transpose()?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let opening = read_only(timeout);
         let rows = retrying!(self, "counting workflows", |client| async {
             let tx = client.transaction().await?;
-            tx.batch_execute(&opening).await?;
+            let Ok(parent_id) = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref()).await? else {
+                return Ok(None);
+            };
             let statement = tx.prepare_cached(&sql.browse.counts).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &statuses,
                 &filter.queue,
                 &filter.name_prefix,
                 &filter.since,
                 &cap,
-                &workflow,
-                &input,
+                &more.workflow,
+                &more.input,
+                &more.before,
+                &parent_id,
+                &more.until,
             ];
             let rows = tx.query(&statement, &params).await?;
             tx.commit().await?;
-            Ok(rows)
+            Ok(Some(rows))
         })?;
-        Ok(rows.iter().map(|row| row.get::<_, i64>("n")).collect())
+        Ok(match rows {
+            Some(rows) => rows.iter().map(|row| row.get::<_, i64>("n")).collect(),
+            None => vec![0; statuses.len()],
+        })
+    }
+
+    /// How many roots there are, as the planner estimates it (from the
+    /// last VACUUM or ANALYZE): instant on any table, 0 before the first.
+    pub async fn estimate_roots(&self) -> Result<i64, EngineError> {
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let row = retrying!(self, "estimating the number of workflows", |client| async {
+            let statement = client.prepare_cached(&sql.browse.estimate).await?;
+            client.query_opt(&statement, &[]).await
+        })?;
+        Ok(row.map_or(0, |row| row.get("n")))
     }
 }

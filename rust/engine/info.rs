@@ -7,6 +7,7 @@ use super::Engine;
 use super::config::path_names;
 use super::error::EngineError;
 use super::jsonb::JsonText;
+use super::tree::PATH;
 use super::workflow::col;
 
 /// A workflow as it is now. Times are microseconds since the epoch.
@@ -139,13 +140,7 @@ impl InfoStatements {
                  LIMIT $5"
             )),
             get: fill(&format!(
-                "WITH RECURSIVE path(id, depth) AS (
-                     SELECT id, 1 FROM {{s}}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
-                     UNION ALL
-                     SELECT c.id, path.depth + 1 FROM path
-                     JOIN {{s}}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
-                     WHERE c.kind = 'workflow'
-                 )
+                "{PATH}
                  {COLUMNS}
                  WHERE t.id = (SELECT id FROM path WHERE depth = cardinality($1::text[]))"
             )),

@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 use super::config::path_names;
 use super::error::EngineError;
 use super::jsonb::JsonText;
+use super::tree::PATH;
 use super::workflow::{WorkflowId, col, refusal};
 use super::{Engine, validate_name};
 
@@ -35,16 +36,8 @@ pub(crate) struct MessageStatements {
     pub get_event: String,
 }
 
-/// The workflow at the path `$1` (`text[]` of names): `WITH RECURSIVE path`
-/// then `(SELECT id FROM target)`.
-const TARGET: &str = "
-WITH RECURSIVE path(id, depth) AS (
-    SELECT id, 1 FROM {s}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
-    UNION ALL
-    SELECT c.id, path.depth + 1 FROM path
-    JOIN {s}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
-    WHERE c.kind = 'workflow'
-), target AS (
+/// After `tree::PATH`, the workflow at the path `$1`: `(SELECT id FROM target)`.
+const TARGET: &str = ", target AS (
     SELECT id FROM path WHERE depth = cardinality($1::text[])
 )";
 
@@ -150,10 +143,10 @@ LEFT JOIN {s}.task_event AS e ON e.task_id = target.id AND e.key = $2";
 impl MessageStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         MessageStatements {
-            send: fill(&format!("{TARGET}{SEND}")),
+            send: fill(&format!("{PATH}{TARGET}{SEND}")),
             take: fill(&take_sql()),
             set_event: fill(&set_event_sql()),
-            get_event: fill(&format!("{TARGET}{GET_EVENT}")),
+            get_event: fill(&format!("{PATH}{TARGET}{GET_EVENT}")),
         }
     }
 }

@@ -75,15 +75,19 @@ pub(super) fn build(row: &Row, path: &str, under: &mut HashMap<i64, Vec<&Row>>) 
 
 /// The workflow at the path `$1` (an array of names) and every row under it,
 /// in id order (the workflow first).
+/// The workflows along the path `$1` (`text[]` of names), each with its
+/// depth: the one at the path is `depth = cardinality($1)`.
+pub(crate) const PATH: &str = "WITH RECURSIVE path(id, depth) AS (
+    SELECT id, 1 FROM {s}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
+    UNION ALL
+    SELECT c.id, path.depth + 1 FROM path
+    JOIN {s}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
+    WHERE c.kind = 'workflow'
+)";
+
 pub(crate) fn tree_statement() -> String {
     format!(
-        "WITH RECURSIVE path(id, depth) AS (
-             SELECT id, 1 FROM {{s}}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
-             UNION ALL
-             SELECT c.id, path.depth + 1 FROM path
-             JOIN {{s}}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
-             WHERE c.kind = 'workflow'
-         ), sub(id) AS (
+        "{PATH}, sub(id) AS (
              SELECT id FROM path WHERE depth = cardinality($1::text[])
              UNION ALL
              SELECT c.id FROM sub JOIN {{s}}.task AS c ON c.parent_id = sub.id

@@ -82,9 +82,13 @@ class Filters:
     workflow: str | None = None
     queue: str | None = None
     prefix: str | None = None
+    #: Created at or after / before: a duration back from now (``24h``) or an ISO datetime.
     since: str | None = None
+    until: str | None = None
     #: A JSON path predicate on the input (``$.day == 1``).
     input: str | None = None
+    #: The child workflows of the run at this path, instead of the roots.
+    parent: str | None = None
     limit: int = 50
     #: The keyset cursor: only runs with ids below it (the next page).
     before: int | None = None
@@ -93,62 +97,102 @@ class Filters:
     def parse(request: Request) -> tuple[Filters, list[str]]:
         """The filters of the URL, and what was wrong in it (ignored)."""
         params = request.query_params
-        problems = []
+        problems: list[str] = []
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
             problems.append(f"unknown status {status!r}")
             status = None
-        limit = 50
-        if params.get("limit"):
-            try:
-                limit = int(params["limit"])
-                if not 1 <= limit <= 1000:
-                    raise ValueError
-            except ValueError:
-                problems.append("limit must be a number from 1 to 1000")
-                limit = 50
-        before = None
-        if params.get("before"):
-            try:
-                before = int(params["before"])
-                if not -(2**63) <= before < 2**63:
-                    raise ValueError
-            except ValueError:
-                problems.append("before must be a run's id")
-                before = None
-        since = params.get("since") or None
-        if since is not None:
-            try:
-                render.parse_moment(since, datetime.now(timezone.utc))
-            except (ValueError, OverflowError) as exc:
-                problems.append(str(exc))
-                since = None
+        limit = number(params.get("limit"), "limit must be a number from 1 to 1000", problems, 1, 1000)
+        before = number(params.get("before"), "before must be a run's id", problems, -(2**63), 2**63 - 1)
         return (
             Filters(
                 status,
                 params.get("workflow") or None,
                 params.get("queue") or None,
                 params.get("prefix") or None,
-                since,
+                moment_text(params.get("since"), problems),
+                moment_text(params.get("until"), problems),
                 params.get("input") or None,
-                limit,
+                params.get("parent") or None,
+                50 if limit is None else limit,
                 before,
             ),
             problems,
         )
 
-    def moment(self) -> datetime | None:
-        return None if self.since is None else render.parse_moment(self.since, datetime.now(timezone.utc))
+    def bounds(self) -> tuple[int | None, int | None]:
+        """``since`` and ``until`` in microseconds since the epoch."""
+        now = datetime.now(timezone.utc)
+
+        def micros(text: str | None) -> int | None:
+            return None if text is None else to_micros(render.parse_moment(text, now))
+
+        return micros(self.since), micros(self.until)
+
+    def counted(self) -> Filters:
+        """The filters the status tabs count by: all but the status and the page."""
+        return Filters(None, self.workflow, self.queue, self.prefix, self.since, self.until, self.input, self.parent)
+
+    def narrowed(self) -> bool:
+        """Whether anything but the status narrows the list."""
+        return self.counted() != Filters()
 
     def url(self, **change: Any) -> str:
         """This view's URL with ``change`` (``status=None`` drops the status),
         from the first page unless ``change`` gives ``before``."""
         values: dict[str, Any] = {"status": self.status, "workflow": self.workflow, "queue": self.queue}
-        values |= {"prefix": self.prefix, "input": self.input}
-        values |= {"since": self.since, "limit": None if self.limit == 50 else self.limit, "before": None}
+        values |= {"prefix": self.prefix, "input": self.input, "parent": self.parent}
+        values |= {"since": self.since, "until": self.until}
+        values |= {"limit": None if self.limit == 50 else self.limit, "before": None}
         values |= change
         query = urlencode([(k, v) for k, v in values.items() if v is not None])
         return "/" + (f"?{query}" if query else "")
+
+
+def number(text: str | None, problem: str, problems: list[str], low: int, high: int) -> int | None:
+    """``text`` as an int from ``low`` to ``high``; None (and ``problem``
+    said) if it is not one, None if absent."""
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or not low <= value <= high:
+        problems.append(problem)
+        return None
+    return value
+
+
+def moment_text(text: str | None, problems: list[str]) -> str | None:
+    """``text`` if it is a moment (``24h`` back, or an ISO datetime), else
+    None (and why said)."""
+    if not text:
+        return None
+    try:
+        render.parse_moment(text, datetime.now(timezone.utc))
+    except (ValueError, OverflowError) as exc:
+        problems.append(str(exc))
+        return None
+    return text
+
+
+@dataclass(frozen=True)
+class Counts:
+    """The status tabs' counts (``None``: all), and the estimated number of
+    all the roots when there are more than the tabs count."""
+
+    tabs: dict[str | None, str]
+    estimate: str | None
+
+
+def about(n: int) -> str:
+    """``n`` rounded for a reader: ``1.2M``, ``34k``, ``980``."""
+    for size, unit in ((1_000_000_000, "G"), (1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            shown = f"{n / size:.1f}".removesuffix(".0") if n < 10 * size else f"{n // size}"
+            return shown + unit
+    return str(n)
 
 
 class Pages:
@@ -156,7 +200,7 @@ class Pages:
         self.db = db
         self.read_only = read_only
         self.env = templates()
-        self.counts: dict[Filters, tuple[float, dict[str | None, str]]] = {}
+        self.counts: dict[Filters, tuple[float, Counts]] = {}
 
     def page(self, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         html = self.env.get_template(template).render(read_only=self.read_only, **values)
@@ -182,42 +226,51 @@ class Pages:
         )
 
     async def list(self, filters: Filters, limit: int) -> list[WorkflowInfo]:
-        """The roots that match, newest first, below the cursor: one index
+        """The runs that match, newest first, below the cursor: one index
         range, however deep the page (keyset pagination)."""
-        since = filters.moment()
+        since, until = filters.bounds()
         rows = await self.db._engine.browse_runs(
             filters.status,
             filters.queue,
             filters.prefix,
-            None if since is None else to_micros(since),
+            since,
             limit,
             filters.workflow,
             filters.input,
             filters.before,
             READ_TIMEOUT,
+            until=until,
+            parent=filters.parent,
         )
         return [WorkflowInfo._from(row) for row in rows]
 
-    async def tab_counts(self, filters: Filters) -> dict[str | None, str]:
+    async def tab_counts(self, filters: Filters) -> Counts:
         """Per status (``None``: all), how many runs match the other filters,
-        up to ``COUNT_CAP`` (``"1000+"``), kept for ``COUNT_TTL`` seconds."""
-        key = Filters(None, filters.workflow, filters.queue, filters.prefix, filters.since, filters.input)
+        up to ``COUNT_CAP`` (``"1000+"``), kept for ``COUNT_TTL`` seconds; and
+        without filters, the planner's estimate of all the roots."""
+        key = filters.counted()
         kept = self.counts.get(key)
         if kept is not None and time.monotonic() - kept[0] < COUNT_TTL:
             return kept[1]
         statuses: list[str | None] = [None, *STATUSES]
-        since = filters.moment()
+        since, until = key.bounds()
         found = await self.db._engine.count_runs(
             statuses,
             key.queue,
             key.prefix,
-            None if since is None else to_micros(since),
+            since,
             COUNT_CAP + 1,
             key.workflow,
             key.input,
             READ_TIMEOUT,
+            until=until,
+            parent=key.parent,
         )
-        counts = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
+        tabs = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
+        estimate = None
+        if found[0] > COUNT_CAP and not key.narrowed():
+            estimate = await self.db._engine.estimate_roots()
+        counts = Counts(tabs, about(estimate) if estimate and estimate > COUNT_CAP else None)
         if len(self.counts) > 100:
             self.counts.clear()
         self.counts[key] = (time.monotonic(), counts)
