@@ -10,7 +10,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -22,6 +22,7 @@ from click.testing import CliRunner
 import durable
 from _waits import until
 from durable import Backoff, Ctx
+from durable._schedules import tick_run_name
 from durable.cli import cli
 
 pytest.importorskip("starlette", reason="durable ui needs the ui extra (starlette, jinja2, uvicorn)")
@@ -453,6 +454,51 @@ async def test_the_queues_page_shows_counts_and_pauses_and_resumes(
     await page.close()
 
 
+async def test_the_schedules_page_says_the_cron_in_words_with_next_ticks_and_recent_runs(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    # As an executor registers them: the next tick to run (a weekday at 09:00 Paris).
+    next_tick = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+    await pg.execute(
+        "INSERT INTO task_schedule (workflow, spec, next_tick) VALUES "
+        "('app.report', 'cron 0 9 * * 1-5 Europe/Paris', $1), ($2, 'every 300', $1)",
+        next_tick,
+        HOSTILE,
+    )
+    # The run of the tick before (Monday 30 November), as an executor names it.
+    ran = tick_run_name("app.report", datetime(2026, 11, 30, 8, 0, tzinfo=timezone.utc))
+    async with Ctx.start(db, ran) as run:
+        await run.complete(None)
+    app = await serve()
+    page = await browser.new_page()
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: dialogs.append(dialog.message))
+    await page.goto(app.url + "/")
+    await page.click("#nav-schedules")
+    card = page.locator('.schedule[data-workflow="app.report"]')
+    assert await card.locator(".words").inner_text() == "At 09:00, Monday through Friday (Europe/Paris)"
+    upcoming = await card.locator(".upcoming li").all_inner_texts()
+    assert [tick.split(" in ")[0] for tick in upcoming] == [
+        "2026-12-01 08:00:00Z",
+        "2026-12-02 08:00:00Z",
+        "2026-12-03 08:00:00Z",
+        "2026-12-04 08:00:00Z",
+        "2026-12-07 08:00:00Z",
+    ]
+    recent = card.locator(".recent li")
+    assert await recent.count() == 5
+    assert "2026-11-30 08:00:00Z" in await recent.nth(0).inner_text()
+    assert await recent.nth(0).locator(".status").inner_text() == "completed"
+    assert "no run" in await recent.nth(1).inner_text(), "Friday 27 November ran nothing here"
+    await recent.nth(0).locator("a").click()
+    assert await page.locator("h1").inner_text() == f"{ran} completed"
+    await page.goto(app.url + "/schedules")
+    hostile = page.locator(".schedule").filter(has_not_text="app.report")
+    assert await hostile.locator("h2").inner_text() == HOSTILE
+    assert await hostile.locator(".words").inner_text() == "every 5 minutes"
+    assert dialogs == []
+
+
 async def test_with_a_token_the_actions_carry_its_cookie(
     db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
 ) -> None:
@@ -661,7 +707,7 @@ def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
     assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
-    assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html"}
+    assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html", "schedules.html"}
 
 
 def test_the_hosts_a_browser_may_name() -> None:

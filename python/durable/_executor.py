@@ -15,7 +15,7 @@ from ._ctx import SUSPEND_AFTER, Ctx, WorkflowSuspended
 from ._db import Db, resolve
 from ._decorators import Workflow
 from ._options import Seconds, count, seconds
-from ._schedules import from_micros, tick_text, to_micros
+from ._schedules import from_micros, tick_run_name, tick_text, to_micros
 from .errors import ConfigError, DurableError
 
 log = logging.getLogger("durable")
@@ -229,7 +229,7 @@ class _Ticker:
                 continue
             ticks, after = schedule.due(from_micros(next_tick), from_micros(now))
             texts = [tick_text(tick) for tick in ticks]
-            names = [f"{workflow.name}@{text}" for text in texts]
+            names = [tick_run_name(workflow.name, tick) for tick in ticks]
             queued = await self._engine.advance_schedule(
                 workflow.name, workflow.queue, next_tick, to_micros(after), names, list(texts)
             )

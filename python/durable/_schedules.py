@@ -43,6 +43,11 @@ def tick_text(tick: datetime) -> str:
     return text.replace("+00:00", "Z")
 
 
+def tick_run_name(workflow: str, tick: datetime) -> str:
+    """The name of the run of ``workflow``'s ``tick``: ``report@2026-11-23T10:15:00Z``."""
+    return f"{workflow}@{tick_text(tick)}"
+
+
 def parse_tick(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
@@ -93,6 +98,18 @@ class Schedule:
         if len(cron.split()) != 5:
             raise ConfigError(f"workflow {workflow!r}: a cron expression has five fields, not {cron!r}")
         return Schedule(cron=cron, zone=name, every=None, missed=missed)  # type: ignore[arg-type]
+
+    @staticmethod
+    def from_spec(spec: str) -> Schedule:
+        """The schedule ``spec`` stores (``missed`` is not stored: "latest");
+        ``ValueError`` if it is not one."""
+        kind, _, rest = spec.partition(" ")
+        if kind == "every":
+            return Schedule(cron=None, zone="UTC", every=float(rest), missed="latest")
+        cron, _, zone = rest.rpartition(" ")
+        if kind != "cron" or len(cron.split()) != 5:
+            raise ValueError(f"not a schedule: {spec!r}")
+        return Schedule(cron=cron, zone=zone, every=None, missed="latest")
 
     @property
     def spec(self) -> str:

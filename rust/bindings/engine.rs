@@ -498,6 +498,42 @@ impl PyEngine {
         )
     }
 
+    /// `list_queues` in a read-only transaction under a statement timeout
+    /// (seconds), for `durable ui`.
+    fn browse_queues<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(py, async move {
+            let queues = engine.browse_queues(timeout).await.map_err(to_py)?;
+            Ok(queues.into_iter().map(Queue).collect::<Vec<_>>())
+        })
+    }
+
+    /// Every schedule, for `durable ui`; an awaitable of `(workflow, spec,
+    /// next_tick, updated_at)` tuples (microseconds since the epoch).
+    fn browse_schedules<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(py, async move {
+            let schedules = engine.browse_schedules(timeout).await.map_err(to_py)?;
+            Ok(schedules
+                .into_iter()
+                .map(|s| (s.workflow, s.spec, s.next_tick, s.updated_at))
+                .collect::<Vec<_>>())
+        })
+    }
+
+    /// The roots named `names` (those that exist), newest first, for
+    /// `durable ui`; an awaitable of dicts as `run_info`'s.
+    fn browse_named<'py>(&self, py: Python<'py>, names: Vec<String>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(py, async move {
+            let runs = engine.browse_named(&names, timeout).await.map_err(to_py)?;
+            Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
+        })
+    }
+
     /// Every queue by name; an awaitable of dicts (see `QueueInfo`).
     fn list_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();

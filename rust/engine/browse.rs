@@ -12,6 +12,7 @@ use super::Engine;
 use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
+use super::queue_info::{QueueInfo, read_queue};
 use super::tree::{PATH, WorkflowTree, build};
 use super::workflow::col;
 
@@ -41,6 +42,10 @@ pub(crate) struct BrowseStatements {
     pub counts: String,
     /// The id of the workflow at the path `$1` (its names).
     pub resolve: String,
+    /// The roots named in `$1`, newest first.
+    pub named: String,
+    /// Every schedule, by function.
+    pub schedules: String,
     /// How many roots there are, as the planner estimates it (the size of
     /// the partial index of roots' names): instant on any table.
     pub estimate: String,
@@ -66,6 +71,14 @@ impl BrowseStatements {
             resolve: fill(&format!(
                 "{PATH} SELECT id FROM path WHERE depth = cardinality($1::text[])"
             )),
+            named: fill(&format!(
+                "{COLUMNS} WHERE t.parent_id IS NULL AND t.name = ANY($1::text[]) ORDER BY t.id DESC"
+            )),
+            schedules: fill(
+                "SELECT workflow, spec, (extract(epoch FROM next_tick) * 1000000)::int8 AS next_us,
+                        (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us
+                 FROM {s}.task_schedule ORDER BY workflow",
+            ),
             estimate: fill(
                 "SELECT greatest(c.reltuples, 0)::int8 AS n FROM pg_class AS c
                  WHERE c.oid = to_regclass('{s}.task_root_name')",
@@ -87,6 +100,16 @@ fn read_only(timeout: Duration) -> String {
         "SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {millis}; \
          SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL enable_seqscan = on"
     )
+}
+
+/// A schedule as stored (times in microseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleRow {
+    pub workflow: String,
+    /// `cron <expr> <zone>` or `every <seconds>`.
+    pub spec: String,
+    pub next_tick: i64,
+    pub updated_at: i64,
 }
 
 /// The ui's filters beyond `RunFilter`'s.
@@ -248,5 +271,59 @@ impl Engine {
             client.query_opt(&statement, &[]).await
         })?;
         Ok(row.map_or(0, |row| row.get("n")))
+    }
+
+    /// The roots named `names` (any that exist), newest first.
+    pub async fn browse_named(&self, names: &[String], timeout: Duration) -> Result<Vec<RunInfo>, EngineError> {
+        let sql = &self.inner.sql;
+        let rows = self
+            .read_rows("reading workflows", &sql.browse.named, &[&names], timeout)
+            .await?;
+        rows.iter().map(|row| read_info(row, None)).collect()
+    }
+
+    /// `list_queues`, under `timeout`.
+    pub async fn browse_queues(&self, timeout: Duration) -> Result<Vec<QueueInfo>, EngineError> {
+        let sql = &self.inner.sql;
+        let rows = self.read_rows("listing queues", &sql.list_queues, &[], timeout).await?;
+        rows.iter().map(read_queue).collect()
+    }
+
+    /// Every schedule, by function.
+    pub async fn browse_schedules(&self, timeout: Duration) -> Result<Vec<ScheduleRow>, EngineError> {
+        let sql = &self.inner.sql;
+        let rows = self
+            .read_rows("listing schedules", &sql.browse.schedules, &[], timeout)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ScheduleRow {
+                    workflow: col(row, "workflow")?,
+                    spec: col(row, "spec")?,
+                    next_tick: col(row, "next_us")?,
+                    updated_at: col(row, "updated_us")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The rows of one statement, read as the others (`read_only`).
+    async fn read_rows(
+        &self,
+        what: &str,
+        statement: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+        timeout: Duration,
+    ) -> Result<Vec<Row>, EngineError> {
+        self.check_open()?;
+        let opening = read_only(timeout);
+        retrying!(self, what, |client| async {
+            let tx = client.transaction().await?;
+            tx.batch_execute(&opening).await?;
+            let statement = tx.prepare_cached(statement).await?;
+            let rows = tx.query(&statement, params).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
     }
 }

@@ -91,7 +91,7 @@ pub mod limits {
         MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_LEASE, MAX_RECONNECT_TIMEOUT, MAX_SESSION_GRACE, MIN_LEASE,
     };
 }
-pub use browse::BrowseFilter;
+pub use browse::{BrowseFilter, ScheduleRow};
 pub use error::EngineError;
 pub use fork_run::Forked;
 pub use holds::Hold;

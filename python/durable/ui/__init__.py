@@ -1,4 +1,4 @@
-"""``durable ui``: a local web view of the workflows and queues, read
+"""``durable ui``: a local web view of the workflows, queues and schedules, read
 through the read-only API, with a few actions (cancel and resume a run,
 pause and resume a queue) unless read-only (``pip install "durable-pg[ui]"``).
 
@@ -34,6 +34,7 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
         Route("/", pages.runs, name="runs"),
         Route("/runs/{name:path}", pages.run, name="run"),
         Route("/queues", pages.queues, name="queues"),
+        Route("/schedules", pages.schedules, name="schedules"),
         # Writes: the guard lets them through only with the custom header, and
         # refuses them all (405) in read-only mode.
         Route("/api/runs/{name:path}/cancel", pages.cancel_run, methods=["POST"]),

@@ -18,10 +18,11 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from .. import _cli_render as render
 from .._db import Db, cancel
 from .._info import STATUSES, WorkflowInfo, WorkflowTree
-from .._queues import list_queues, pause_queue, resume_queue
+from .._queues import QueueInfo, pause_queue, resume_queue
 from .._runs import resume
 from .._schedules import to_micros
 from ..errors import ConfigError, DurableError, InvalidName
+from . import schedules
 
 #: A status tab counts at most this many runs ("1000+" beyond): never a full COUNT.
 COUNT_CAP = 1000
@@ -294,10 +295,23 @@ class Pages:
 
     async def queues(self, request: Request) -> Response:
         try:
-            found = await list_queues(self.db)
-        except DurableError as exc:  # a lost database
+            rows = await self.db._engine.browse_queues(READ_TIMEOUT)
+        except DurableError as exc:  # the statement timeout, a lost database
             return self.page("missing.html", 503, title="Cannot read the queues", message=str(exc))
+        found = [QueueInfo._from(row) for row in rows]
         return self.page("queues.html", queues=found, now=datetime.now(timezone.utc))
+
+    async def schedules(self, request: Request) -> Response:
+        engine = self.db._engine
+        try:
+            rows = await engine.browse_schedules(READ_TIMEOUT)
+            names = [name for row in rows for name in schedules.recent_names(*row[:3])]
+            runs = [WorkflowInfo._from(run) for run in await engine.browse_named(names, READ_TIMEOUT)]
+        except DurableError as exc:  # the statement timeout, a lost database
+            return self.page("missing.html", 503, title="Cannot read the schedules", message=str(exc))
+        by_name = {run.name: run for run in runs}
+        views = [schedules.view(row, by_name) for row in rows]
+        return self.page("schedules.html", schedules=views, now=datetime.now(timezone.utc))
 
     async def cancel_run(self, request: Request) -> Response:
         return await self.act(request, cancel, "it is finished already (or there is no such run)")
