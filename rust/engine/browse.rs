@@ -37,9 +37,9 @@ const MATCHES: &str = "(CASE WHEN $9::int8 IS NULL THEN t.parent_id IS NULL
 pub(crate) struct BrowseStatements {
     /// `list`'s rows, newest first.
     pub page: String,
-    /// Per status of `$1` (a NULL element: any status), how many roots
-    /// match, counting at most `$5`.
-    pub counts: String,
+    /// How many runs of the `{i}`th status of `$1` (NULL: any status)
+    /// match, counting at most `$5` (see `counts`).
+    count: String,
     /// The id of the workflow at the path `$1` (its names).
     pub resolve: String,
     /// The roots named in `$1`, newest first.
@@ -52,6 +52,16 @@ pub(crate) struct BrowseStatements {
 }
 
 impl BrowseStatements {
+    /// Per status of `$1` (`n` of them), how many runs match: a row of
+    /// one `int8[]`. One subquery per status, rather than one over
+    /// `unnest($1)`, so that each is planned for its status (a constant in
+    /// a custom plan): a rare status is then an index range, not a scan of
+    /// every root (on a million runs: 1.5 s -> 1 ms for the seven tabs).
+    pub(crate) fn counts(&self, n: usize) -> String {
+        let each: Vec<String> = (1..=n).map(|i| self.count.replace("{i}", &i.to_string())).collect();
+        format!("SELECT ARRAY[{}]::int8[] AS n", each.join(", "))
+    }
+
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         BrowseStatements {
             page: fill(&format!(
@@ -60,13 +70,11 @@ impl BrowseStatements {
                  ORDER BY t.id DESC
                  LIMIT $5"
             )),
-            counts: fill(&format!(
-                "SELECT (SELECT count(*) FROM (
-                            SELECT 1 FROM {{s}}.task AS t
-                            WHERE {MATCHES} AND (s.status IS NULL OR t.status = s.status)
-                            LIMIT $5) AS capped)::int8 AS n
-                 FROM unnest($1::text[]) WITH ORDINALITY AS s(status, i)
-                 ORDER BY s.i"
+            count: fill(&format!(
+                "(SELECT count(*) FROM (
+                     SELECT 1 FROM {{s}}.task AS t
+                     WHERE {MATCHES} AND (($1::text[])[{{i}}] IS NULL OR t.status = ($1::text[])[{{i}}])
+                     LIMIT $5) AS capped)"
             )),
             resolve: fill(&format!(
                 "{PATH} SELECT id FROM path WHERE depth = cardinality($1::text[])"
@@ -230,6 +238,9 @@ impl Engine {
         timeout: Duration,
     ) -> Result<Vec<i64>, EngineError> {
         let parent = more.parent.map(path_names).transpose()?;
+        if statuses.is_empty() {
+            return Ok(Vec::new());
+        }
         self.check_open()?;
         let sql = &self.inner.sql;
         let opening = read_only(timeout);
@@ -238,7 +249,7 @@ impl Engine {
             let Ok(parent_id) = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref()).await? else {
                 return Ok(None);
             };
-            let statement = tx.prepare_cached(&sql.browse.counts).await?;
+            let statement = tx.prepare_cached(&sql.browse.counts(statuses.len())).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &statuses,
                 &filter.queue,
@@ -255,10 +266,10 @@ impl Engine {
             tx.commit().await?;
             Ok(Some(rows))
         })?;
-        Ok(match rows {
-            Some(rows) => rows.iter().map(|row| row.get::<_, i64>("n")).collect(),
-            None => vec![0; statuses.len()],
-        })
+        match rows {
+            Some(rows) => rows.first().map_or(Ok(vec![0; statuses.len()]), |row| col(row, "n")),
+            None => Ok(vec![0; statuses.len()]),
+        }
     }
 
     /// How many roots there are, as the planner estimates it (from the

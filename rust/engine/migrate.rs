@@ -43,6 +43,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../migrations/0008_messages.sql"),
     ),
     (9, "0009_waits.sql", include_str!("../../migrations/0009_waits.sql")),
+    (
+        10,
+        "0010_root_status.sql",
+        include_str!("../../migrations/0010_root_status.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
