@@ -32,6 +32,10 @@ pub(crate) struct BrowseStatements {
     /// Per status of `$1` (a NULL element: any status), how many roots
     /// match, counting at most `$5`.
     pub counts: String,
+    /// The names of the registered functions known cheaply: the scheduled
+    /// ones, those the executors declared, and those of the newest `$1`
+    /// roots (`durable ui`'s start page suggests them).
+    pub workflows: String,
 }
 
 impl BrowseStatements {
@@ -51,6 +55,18 @@ impl BrowseStatements {
                  FROM unnest($1::text[]) WITH ORDINALITY AS s(status, i)
                  ORDER BY s.i"
             )),
+            workflows: fill(
+                "SELECT known.workflow FROM (
+                     SELECT workflow FROM {s}.task_schedule
+                     UNION SELECT unnest(workflows) FROM {s}.owner WHERE workflows IS NOT NULL
+                     UNION SELECT recent.workflow FROM (
+                         SELECT t.workflow FROM {s}.task AS t
+                         WHERE t.parent_id IS NULL ORDER BY t.id DESC LIMIT $1) AS recent
+                 ) AS known
+                 WHERE known.workflow IS NOT NULL
+                 ORDER BY known.workflow
+                 LIMIT 1000",
+            ),
         }
     }
 }
@@ -166,5 +182,23 @@ impl Engine {
             Ok(rows)
         })?;
         Ok(rows.iter().map(|row| row.get::<_, i64>("n")).collect())
+    }
+
+    /// The registered functions' names that are cheap to know (scheduled,
+    /// declared by executors, or the function of one of the newest `recent`
+    /// roots), sorted; at most 1000. Never a scan of the whole table.
+    pub async fn known_workflows(&self, recent: i64, timeout: Duration) -> Result<Vec<String>, EngineError> {
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let opening = read_only(timeout);
+        let rows = retrying!(self, "listing the known workflows", |client| async {
+            let tx = client.transaction().await?;
+            tx.batch_execute(&opening).await?;
+            let statement = tx.prepare_cached(&sql.browse.workflows).await?;
+            let rows = tx.query(&statement, &[&recent]).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })?;
+        Ok(rows.iter().map(|row| row.get::<_, String>("workflow")).collect())
     }
 }

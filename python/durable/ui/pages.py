@@ -237,7 +237,24 @@ class Pages:
         found = WorkflowTree._from(read)
         parents = name.split("/")
         path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
-        return self.page("run.html", tree=found, path=path, root=len(parents) == 1, now=datetime.now(timezone.utc))
+        root = len(parents) == 1
+        fork_name = await self.free_fork_name(name) if root and not self.read_only else None
+        now = datetime.now(timezone.utc)
+        return self.page("run.html", tree=found, path=path, root=root, fork_name=fork_name, now=now)
+
+    async def free_fork_name(self, name: str) -> str:
+        """The first ``NAME-fork-N`` not taken, suggested for a fork of ``name``
+        (one read of the names with that prefix, by its index)."""
+        prefix = f"{name}-fork-"
+        try:
+            rows = await self.db._engine.browse_runs(None, None, prefix, None, 1000, None, None, None, READ_TIMEOUT)
+        except DurableError:  # a suggestion only: the fork says if it is taken
+            rows = []
+        taken = {str(row["name"]) for row in rows}
+        n = 1
+        while f"{prefix}{n}" in taken:
+            n += 1
+        return f"{prefix}{n}"
 
     async def queues(self, request: Request) -> Response:
         try:
