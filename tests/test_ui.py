@@ -624,9 +624,10 @@ def test_the_command_says_when_the_port_is_taken() -> None:
 
 def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
-    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
+    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js", "actions.css", "actions.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
     assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html"}
+    assert templates >= {"start.html", "run_actions.html"}
 
 
 def test_the_hosts_a_browser_may_name() -> None:
@@ -942,8 +943,12 @@ async def test_the_runs_page_cancels_and_resumes_all_that_match_up_to_a_cap(
     }
 
     # Resume what the filter shows (cancelled ones); nothing to do says so, without asking.
+    async def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        await dialog.accept()
+
     page.remove_listener("dialog", confirm)
-    page.on("dialog", lambda dialog: (questions.append(dialog.message), asyncio.ensure_future(dialog.accept())))
+    page.on("dialog", accept)
     await page.goto(app.url + "/?" + urlencode({"status": "cancelled", "prefix": "nightly-"}))
     await page.click('button[data-bulk="resume"]')
     await page.wait_for_function("() => document.getElementById('bulk-said').textContent === '3 runs resumed.'")

@@ -460,7 +460,9 @@ impl PyEngine {
         let engine = self.engine()?.clone();
         let timeout = Duration::try_from_secs_f64(timeout)
             .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
-        awaitable(py, async move { engine.known_workflows(recent, timeout).await.map_err(to_py) })
+        awaitable(py, async move {
+            engine.known_workflows(recent, timeout).await.map_err(to_py)
+        })
     }
 
     /// The workflow at `path` (`root/child/...`); an awaitable of a dict or None.

@@ -213,19 +213,7 @@ class Actions:
     async def previewing(self, request: Request, action: str) -> JSONResponse:
         statuses, _, which, done = bulk_action(action)
         filters = matching(request)
-        applicable = affected(filters, statuses)
-        since = filters.moment()
-        found = await self.db._engine.count_runs(
-            list(applicable),
-            filters.queue,
-            filters.prefix,
-            None if since is None else to_micros(since),
-            BULK_CAP + 1,
-            filters.workflow,
-            filters.input,
-            READ_TIMEOUT,
-        ) if applicable else []
-        total = sum(found)
+        total = await self.count(filters, affected(filters, statuses))
         newest = await self.pages.list(replace(filters, status=None), 1)
         upto = newest[0].id if newest else 0
         words = in_words(filters)
@@ -242,6 +230,24 @@ class Actions:
             question += " Each is cancelled with every unfinished workflow under it."
         act = f"/api/bulk/{action}" + filters.url(upto=upto)[1:]
         return answer(200, count=min(total, BULK_CAP), capped=total > BULK_CAP, question=question, act=act)
+
+    async def count(self, filters: Filters, statuses: tuple[str, ...]) -> int:
+        """How many roots of ``statuses`` match, each status counting at
+        most ``BULK_CAP + 1`` (enough to say "more than the cap")."""
+        if not statuses:
+            return 0
+        since = filters.moment()
+        found = await self.db._engine.count_runs(
+            list(statuses),
+            filters.queue,
+            filters.prefix,
+            None if since is None else to_micros(since),
+            BULK_CAP + 1,
+            filters.workflow,
+            filters.input,
+            READ_TIMEOUT,
+        )
+        return sum(found)
 
     async def bulk(self, request: Request) -> Response:
         return await answered(self.acting(request, request.path_params["action"]))
