@@ -760,6 +760,14 @@ async def test_the_start_page_starts_a_workflow_by_name(
 ) -> None:
     await durable.create_queue(db, "ui-start")
     await durable.create_queue(db, HOSTILE)
+    # Suggested too: a scheduled function (no executor here knows it), and the
+    # function of a recent root.
+    await pg.execute(
+        "INSERT INTO task_schedule (workflow, spec, next_tick) VALUES ('ui.weekly', 'every 604800', now())"
+    )
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    await nightly.enqueue(db, "nightly-1", 1)
     app = await serve()
     page = await browser.new_page()
     problems = watch(page)
@@ -768,9 +776,9 @@ async def test_the_start_page_starts_a_workflow_by_name(
     await page.click("#nav-start")
     assert page.url == app.url + "/start"
     known = await page.locator("#known-workflows option").evaluate_all("os => os.map(o => o.value)")
-    assert {"ui.greet", "ui.pipeline"} <= set(known), "the executor's functions are suggested"
+    assert known == ["ui.greet", "ui.nightly", "ui.pipeline", "ui.weekly"]
     queues = await page.locator('select[name="queue"] option').all_inner_texts()
-    assert queues == sorted(["default", "ui-start", HOSTILE])
+    assert queues == sorted(["default", "paused", "ui-start", HOSTILE])
     assert await page.locator('select[name="queue"]').input_value() == "default"
 
     form = page.locator("#start-form")
