@@ -22,7 +22,8 @@ import time
 import asyncpg
 
 import durable
-from durable.ui import bind, make_app, pages, server
+from durable.ui import bind, make_app, server
+from durable.ui import pages as ui_pages
 
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCHEMA = "durable_bench_ui"
@@ -71,7 +72,7 @@ async def main(dsn: str, runs: int, loads: int, keep: bool) -> None:
     print(f"filled {runs} runs (+ a step each) in {time.perf_counter() - began:.0f} s")
     # Every load counts the tabs anew, as a first visit does (not from the
     # counts kept for a few seconds).
-    pages.COUNT_TTL = 0.0
+    ui_pages.COUNT_TTL = 0.0
     sock = bind("127.0.0.1", 0)
     port = sock.getsockname()[1]
     serving = server(make_app(db, host="127.0.0.1", port=port, read_only=True))

@@ -5,6 +5,7 @@ Playwright), and plain HTTP requests for the guards."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -27,7 +28,7 @@ from durable.cli import cli
 
 pytest.importorskip("starlette", reason="durable ui needs the ui extra (starlette, jinja2, uvicorn)")
 from durable import ui as web  # noqa: E402
-from durable.ui import pages  # noqa: E402
+from durable.ui import actions, pages  # noqa: E402
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -89,13 +90,15 @@ async def browser() -> AsyncIterator[Browser]:
             await launched.close()
 
 
-async def http(port: int, method: str, path: str, *headers: str, host: str | None = None) -> tuple[int, str]:
+async def http(
+    port: int, method: str, path: str, *headers: str, host: str | None = None, body: str = ""
+) -> tuple[int, str]:
     """A bare HTTP/1.1 request (any Host header); the status and the whole response."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{port}'}", "Connection: close", *headers]
     if method == "POST":
-        lines.append("Content-Length: 0")
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        lines.append(f"Content-Length: {len(body.encode())}")
+    writer.write(("\r\n".join(lines) + "\r\n\r\n" + body).encode())
     response = (await reader.read()).decode()
     writer.close()
     await writer.wait_closed()
@@ -705,9 +708,10 @@ def test_the_command_says_when_the_port_is_taken() -> None:
 
 def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
-    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
+    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js", "actions.css", "actions.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
     assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html", "schedules.html"}
+    assert templates >= {"start.html", "run_actions.html"}
 
 
 def test_the_hosts_a_browser_may_name() -> None:
@@ -718,3 +722,385 @@ def test_the_hosts_a_browser_may_name() -> None:
     assert allowed_hosts("127.0.0.1", 80) == frozenset({f"{name}:80" for name in loopback} | loopback)
     assert allowed_hosts("10.0.0.5", 9000) == frozenset({"10.0.0.5:9000"}), "another address: its own name only"
     assert allowed_hosts("0.0.0.0", 9000) is None, "a wildcard bind cannot know its names (the token guards it)"
+
+
+# The actions of issue 11 beyond cancel and resume: send, start, fork, bulk.
+
+ran: list[str] = []
+
+
+@durable.workflow(name="ui.greet", queue="ui-start")
+async def greet(ctx: Ctx, who: str) -> str:
+    return await ctx.step("greet", lambda: f"hello {who}")
+
+
+@durable.workflow(name="ui.pipeline", queue="ui-fork")
+async def pipeline(ctx: Ctx, n: int) -> list[int]:
+    async def work(step: str, value: int) -> int:
+        ran.append(step)
+        return value
+
+    first = await ctx.step("first", lambda: work("first", n))
+    second = await ctx.step("second", lambda: work("second", n * 10))
+    return [first, second]
+
+
+@pytest.fixture
+async def executor(db: durable.Db, pg: asyncpg.Connection) -> AsyncIterator[durable.Executor]:
+    """An executor of ``greet`` and ``pipeline``, registered (its functions known)."""
+    made = durable.Executor(db, [greet, pipeline], concurrency=5)
+    task = asyncio.ensure_future(made.run())
+
+    async def registered() -> bool:
+        return bool(await pg.fetchval("SELECT count(*) FROM owner WHERE 'ui.greet' = ANY(workflows)"))
+
+    await until(registered, "the executor says which functions it runs")
+    yield made
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def watch(page: Page) -> list[str]:
+    """Collects the page's script errors and CSP violations (and any dialog)."""
+    problems: list[str] = []
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return problems
+
+
+async def test_the_run_page_sends_a_message(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    order = await Ctx.start(db, "order-1")
+    child = await order.child("ship", input=None)
+    async with Ctx.start(db, HOSTILE_TOO) as hostile:
+        await hostile.complete(None)
+    app = await serve()
+    page = await browser.new_page()
+    problems = watch(page)
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    form = page.locator("#send-form")
+    said = form.locator("output.said")
+
+    async def send(topic: str, value: str, key: str = "") -> str:
+        await form.locator('input[name="topic"]').fill(topic)
+        await form.locator('textarea[name="value"]').fill(value)
+        await form.locator('input[name="key"]').fill(key)
+        await form.locator('button[type="submit"]').click()
+        await page.wait_for_function("o => o.textContent !== '…' && o.textContent !== ''", arg=await said.element_handle())
+        return await said.inner_text()
+
+    await page.goto(app.url + "/runs/order-1")
+    await page.click("#send summary")
+    assert await send("approval", '{"ok": tru}') == (
+        'the value is not valid JSON: Expecting value at line 1, column 8 (text needs quotes: "ok")'
+    )
+    assert "problem" in (await said.get_attribute("class") or "")
+    assert (await send("approval", "null")).startswith("null cannot be sent")
+    assert await send("approval", '{"ok": true}', key="k-1") == "sent"
+    assert "problem" not in (await said.get_attribute("class") or "")
+    assert await send("approval", '"again"', key="k-1") == "already sent with that key ('k-1'): nothing sent again"
+    assert await order.recv("approval", timeout=10) == {"ok": True}
+    assert await order.recv("approval", timeout=0) is None, "the duplicate key added nothing"
+
+    # A child gets its own, by its path.
+    await page.goto(app.url + "/runs/order-1/ship")
+    await page.click("#send summary")
+    assert await send("step", "[1, 2]") == "sent"
+    assert await child.recv("step", timeout=10) == [1, 2]
+    # A hostile name reaches the server through the URL, as written.
+    await page.goto(app.url + "/")
+    await page.get_by_role("link", name=HOSTILE_TOO, exact=True).click()
+    await page.click("#send summary")
+    assert await send("t", "1") == "sent"
+    assert problems == [], "no CSP violation, script error or dialog"
+    await page.close()
+
+    status, body = await http(
+        app.port, "POST", "/api/runs/nope/send", "X-Durable-UI: 1", body='{"topic": "t", "value": "1"}'
+    )
+    assert status == 404 and "there is no workflow named 'nope'" in body
+    status, body = await http(app.port, "POST", "/api/runs/nope/send", "X-Durable-UI: 1", body="[1]")
+    assert status == 400 and "a JSON object" in body
+
+
+async def said_in(page: Page, form: str) -> str:
+    """What the form ``form`` said once it answered."""
+    said = page.locator(f"{form} output.said")
+    await page.wait_for_function("o => o.textContent !== '…' && o.textContent !== ''", arg=await said.element_handle())
+    return await said.inner_text()
+
+
+async def test_the_start_page_starts_a_workflow_by_name(
+    db: durable.Db,
+    pg: asyncpg.Connection,
+    browser: Browser,
+    serve: Callable[..., Awaitable[Served]],
+    executor: durable.Executor,
+) -> None:
+    await durable.create_queue(db, "ui-start")
+    await durable.create_queue(db, HOSTILE)
+    # Suggested too: a scheduled function (no executor here knows it), and the
+    # function of a recent root.
+    await pg.execute(
+        "INSERT INTO task_schedule (workflow, spec, next_tick) VALUES ('ui.weekly', 'every 604800', now())"
+    )
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    await nightly.enqueue(db, "nightly-1", 1)
+    app = await serve()
+    page = await browser.new_page()
+    problems = watch(page)
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    await page.goto(app.url + "/")
+    await page.click("#nav-start")
+    assert page.url == app.url + "/start"
+    known = await page.locator("#known-workflows option").evaluate_all("os => os.map(o => o.value)")
+    assert known == ["ui.greet", "ui.nightly", "ui.pipeline", "ui.weekly"]
+    queues = await page.locator('select[name="queue"] option').all_inner_texts()
+    assert queues == sorted(["default", "paused", "ui-start", HOSTILE])
+    assert await page.locator('select[name="queue"]').input_value() == "default"
+
+    form = page.locator("#start-form")
+    await form.locator('input[name="workflow"]').fill("ui.greet")
+    await form.locator('select[name="queue"]').select_option("ui-start")
+    await form.locator('textarea[name="input"]').fill('"ada')
+    await form.locator('button[type="submit"]').click()
+    assert (await said_in(page, "#start-form")).startswith("the input is not valid JSON: Unterminated string")
+    await form.locator('textarea[name="input"]').fill('"ada"')
+    await form.locator('input[name="delay"]').fill("soon")
+    await form.locator('button[type="submit"]').click()
+    await page.wait_for_function("() => document.querySelector('#start-form output').textContent.includes('duration')")
+    await form.locator('input[name="delay"]').fill("")
+    await form.locator('button[type="submit"]').click()
+    # No name given: one is made; the page of the new run opens, and the executor runs it.
+    await page.wait_for_url(app.url + "/runs/ui.greet-*")
+    name = page.url.split("/runs/", 1)[1]
+    assert await durable.result(db, name, timeout=30) == "hello ada"
+    await page.reload()
+    assert await page.locator("h1 .status").inner_text() == "completed"
+    assert await page.locator("#input pre").inner_text() == '"ada"'
+
+    # A name of one's own; taken the second time.
+    async def start_greet_1() -> None:
+        await page.goto(app.url + "/start")
+        await form.locator('input[name="workflow"]').fill("ui.greet")
+        await form.locator('input[name="name"]').fill("greet-1")
+        await form.locator('select[name="queue"]').select_option("ui-start")
+        await form.locator('textarea[name="input"]').fill('"bob"')
+        await form.locator('input[name="priority"]').fill("5")
+        await form.locator('button[type="submit"]').click()
+
+    await start_greet_1()
+    await page.wait_for_url(app.url + "/runs/greet-1")
+    await start_greet_1()
+    assert "a run named 'greet-1' exists already" in await said_in(page, "#start-form")
+    assert await durable.result(db, "greet-1", timeout=30) == "hello bob"
+    assert await pg.fetchval("SELECT priority FROM task WHERE name = 'greet-1'") == 5
+    assert problems == [], "no CSP violation, script error or dialog"
+    await page.close()
+
+    async def start(**form: str) -> tuple[int, str]:
+        return await http(app.port, "POST", "/api/start", "X-Durable-UI: 1", body=json.dumps(form))
+
+    status, body = await start(workflow="ui.greet", queue="nope", input='"x"')
+    assert status == 400 and "unknown queue 'nope': choose one of" in body
+    status, body = await start(workflow="", input='"x"')
+    assert status == 400 and "a workflow is needed" in body
+    status, body = await start(workflow="ui.greet", delay="5m", run_at="2030-01-01T00:00:00Z")
+    assert status == 400 and "not both" in body
+    status, body = await start(workflow="ui.greet", name="later", queue="ui-start", input='"z"', run_at="2999-01-01")
+    assert status == 200 and '"url":"/runs/later"' in body
+    assert await status_of(pg, "later") == "scheduled"
+    status, body = await start(workflow="ui.greet", name="p", priority="high")
+    assert status == 400 and "priority must be a whole number" in body
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE name IN ('p', 'nope')") == 0
+
+
+async def test_the_run_page_forks_a_root_from_a_step(
+    db: durable.Db,
+    pg: asyncpg.Connection,
+    browser: Browser,
+    serve: Callable[..., Awaitable[Served]],
+    executor: durable.Executor,
+) -> None:
+    assert await (await pipeline.enqueue(db, "etl-1", 1)).result(timeout=30) == [1, 10]
+    async with Ctx.start(db, "order-1") as order:
+        await order.child("ship", input=None)
+    app = await serve()
+    page = await browser.new_page()
+    problems = watch(page)
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    dialog = page.locator("#fork-dialog")
+    form = page.locator("#fork-form")
+
+    await page.goto(app.url + "/runs/etl-1")
+    assert await dialog.is_visible() is False
+    await page.locator('tr[data-step="second"] button.fork-from').click()
+    await dialog.wait_for()
+    assert 'From step "second"' in await page.locator("#fork-what").inner_text()
+    assert await form.locator('input[name="new_name"]').input_value() == "etl-1-fork-1"
+    assert await form.locator('textarea[name="input"]').input_value() == "1"
+    await form.locator('textarea[name="input"]').fill("{2")
+    await form.locator('button[type="submit"]').click()
+    assert (await said_in(page, "#fork-form")).startswith("the input is not valid JSON: Expecting property name")
+    await form.locator('textarea[name="input"]').fill("2")
+    ran.clear()
+    await form.locator('button[type="submit"]').click()
+    await page.wait_for_url(app.url + "/runs/etl-1-fork-1")
+    # Kept: "first" (with the source's input); run again with the new one: "second".
+    assert await durable.result(db, "etl-1-fork-1", timeout=30) == [1, 20]
+    assert ran == ["second"]
+
+    # The whole run, with its input kept; the suggestion is the next free name.
+    await page.goto(app.url + "/runs/etl-1")
+    await page.click("#fork")
+    assert "keeps no step" in await page.locator("#fork-what").inner_text()
+    assert await form.locator('input[name="new_name"]').input_value() == "etl-1-fork-2"
+    await form.locator('input[name="new_name"]').fill("etl-1")
+    await form.locator('button[type="submit"]').click()
+    assert "a workflow named 'etl-1' exists already" in await said_in(page, "#fork-form")
+    await form.locator('input[name="new_name"]').fill("etl-1-again")
+    ran.clear()
+    await form.locator('button[type="submit"]').click()
+    await page.wait_for_url(app.url + "/runs/etl-1-again")
+    assert await durable.result(db, "etl-1-again", timeout=30) == [1, 10]
+    assert ran == ["first", "second"]
+    assert await pg.fetchval("SELECT input FROM task WHERE name = 'etl-1-again'") == "1"
+
+    # A child's page cannot fork (fork takes a root); a root started by hand can.
+    await page.goto(app.url + "/runs/order-1/ship")
+    assert await page.locator("[data-fork]").count() == 0
+    assert await page.locator("#fork-dialog").count() == 0
+    assert problems == [], "no CSP violation, script error or dialog"
+    await page.close()
+
+    status, body = await http(
+        app.port, "POST", "/api/runs/etl-1/fork", "X-Durable-UI: 1", body='{"new_name": "x", "from_step": "nope"}'
+    )
+    assert status == 400 and "has no step named 'nope'" in body
+    status, body = await http(app.port, "POST", "/api/runs/nope/fork", "X-Durable-UI: 1", body='{"new_name": "x"}')
+    assert status == 404 and "no root workflow named 'nope'" in body
+
+
+async def test_the_runs_page_cancels_and_resumes_all_that_match_up_to_a_cap(
+    db: durable.Db,
+    pg: asyncpg.Connection,
+    browser: Browser,
+    serve: Callable[..., Awaitable[Served]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(actions, "BULK_CAP", 3)
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    for n in range(1, 5):
+        await nightly.enqueue(db, f"nightly-{n}", n)
+    await Ctx.start(db, "nightly-5")  # running (by hand): the cap holds across statuses
+    async with Ctx.start(db, "report-1") as report:
+        await report.complete(1)
+    app = await serve()
+    page = await browser.new_page()
+    problems = watch(page)
+    questions: list[str] = []
+
+    async def confirm(dialog: Any) -> None:
+        questions.append(dialog.message)
+        # A run queued between the preview and the action is not caught.
+        await nightly.enqueue(db, "nightly-new", 6)
+        await dialog.accept()
+
+    page.on("dialog", confirm)
+    await page.goto(app.url + "/?" + urlencode({"prefix": "nightly-"}))
+    await page.click('button[data-bulk="cancel"]')
+    said = page.locator("#bulk-said")
+    await page.wait_for_function("() => document.getElementById('bulk-said').textContent !== ''")
+    assert await said.inner_text() == "3 runs cancelled."
+    assert questions == [
+        "Cancel 3+ runs (unfinished) matching name starting with 'nightly-'? Only the newest 3 will be cancelled. "
+        "Each is cancelled with every unfinished workflow under it."
+    ]
+    statuses = {r["name"]: r["status"] for r in await pg.fetch("SELECT name, status FROM task WHERE parent_id IS NULL")}
+    assert statuses == {
+        "nightly-1": "queued",
+        "nightly-2": "queued",
+        "nightly-3": "cancelled",
+        "nightly-4": "cancelled",
+        "nightly-5": "cancelled",
+        "nightly-new": "queued",
+        "report-1": "completed",
+    }
+
+    # Resume what the filter shows (cancelled ones); nothing to do says so, without asking.
+    async def accept(dialog: Any) -> None:
+        questions.append(dialog.message)
+        await dialog.accept()
+
+    page.remove_listener("dialog", confirm)
+    page.on("dialog", accept)
+    await page.goto(app.url + "/?" + urlencode({"status": "cancelled", "prefix": "nightly-"}))
+    await page.click('button[data-bulk="resume"]')
+    await page.wait_for_function("() => document.getElementById('bulk-said').textContent === '3 runs resumed.'")
+    assert questions[1:] == ["Resume 3 runs (failed or cancelled) matching status cancelled, name starting with 'nightly-'?"]
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE status = 'queued'") == 5
+    assert await status_of(pg, "nightly-5") == "failed", "resumed, a run by hand waits for its process"
+    await page.click('button[data-bulk="cancel"]')
+    await page.wait_for_function("() => document.getElementById('bulk-said').textContent.startsWith('No ')")
+    assert await said.inner_text() == (
+        "No unfinished run matches status cancelled, name starting with 'nightly-': nothing to do."
+    )
+    assert len(questions) == 2
+    assert problems == [], "no CSP violation or script error"
+    await page.close()
+
+    # Filters that are not understood are refused (ignored, they would widen the action).
+    status, body = await http(app.port, "GET", "/api/bulk/cancel/preview?status=bogus")
+    assert status == 400 and "unknown status" in body
+    status, body = await http(app.port, "POST", "/api/bulk/cancel?status=bogus&upto=100", "X-Durable-UI: 1")
+    assert status == 400
+    status, body = await http(app.port, "POST", "/api/bulk/cancel", "X-Durable-UI: 1")
+    assert status == 400 and "upto must be a whole number" in body
+    status, body = await http(app.port, "POST", "/api/bulk/delete?upto=100", "X-Durable-UI: 1")
+    assert status == 404
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE status = 'queued'") == 5
+
+
+async def test_read_only_mode_has_none_of_the_new_actions(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await Ctx.start(db, "order-1")
+    await durable.create_queue(db, "mail")
+    app = await serve(read_only=True)
+    for path in ("/", "/runs/order-1"):
+        status, body = await http(app.port, "GET", path)
+        assert status == 200, path
+        for absent in ("<form data-post", "<dialog", "data-bulk", "data-fork", 'id="nav-start"', "Cancel matching"):
+            assert absent not in body, (path, absent)
+    assert "<button" not in (await http(app.port, "GET", "/runs/order-1"))[1]
+    status, body = await http(app.port, "GET", "/start")
+    assert status == 404 and "read-only" in body and "<form" not in body
+    writes = [
+        ("/api/runs/order-1/send", '{"topic": "t", "value": "1"}'),
+        ("/api/runs/order-1/fork", '{"new_name": "order-2"}'),
+        ("/api/start", '{"workflow": "ui.greet", "name": "g", "queue": "mail"}'),
+        ("/api/bulk/cancel?upto=1000", ""),
+    ]
+    for path, body in writes:
+        assert (await http(app.port, "POST", path, "X-Durable-UI: 1", body=body))[0] == 405, path
+    assert await pg.fetchval("SELECT count(*) FROM task_message") == 0
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE parent_id IS NULL") == 1
+    assert await status_of(pg, "order-1") == "running"
+    # The preview is a read: answered.
+    status, body = await http(app.port, "GET", "/api/bulk/cancel/preview")
+    assert status == 200 and "Cancel 1 run (unfinished) matching no filter (every run)?" in body
+
+    writable = await serve()
+    status, body = await http(writable.port, "GET", "/runs/order-1")
+    for present in ('id="send-form"', 'id="fork-dialog"', 'id="nav-start"'):
+        assert present in body, present
+    status, body = await http(writable.port, "POST", "/api/runs/order-1/send", body='{"topic": "t", "value": "1"}')
+    assert status == 403, "a write needs the custom header"
+    assert await pg.fetchval("SELECT count(*) FROM task_message") == 0

@@ -478,6 +478,16 @@ impl PyEngine {
         awaitable(py, async move { engine.estimate_roots().await.map_err(to_py) })
     }
 
+    /// The names of the registered functions known cheaply (scheduled, of
+    /// executors, of the newest `recent` roots), for `durable ui`.
+    fn known_workflows<'py>(&self, py: Python<'py>, recent: i64, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(py, async move {
+            engine.known_workflows(recent, timeout).await.map_err(to_py)
+        })
+    }
+
     /// The workflow at `path` (`root/child/...`); an awaitable of a dict or None.
     fn run_info<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();

@@ -49,6 +49,10 @@ pub(crate) struct BrowseStatements {
     /// How many roots there are, as the planner estimates it (the size of
     /// the partial index of roots' names): instant on any table.
     pub estimate: String,
+    /// The names of the registered functions known cheaply: the scheduled
+    /// ones, those the executors declared, and those of the newest `$1`
+    /// roots (`durable ui`'s start page suggests them).
+    pub workflows: String,
 }
 
 impl BrowseStatements {
@@ -90,6 +94,18 @@ impl BrowseStatements {
             estimate: fill(
                 "SELECT greatest(c.reltuples, 0)::int8 AS n FROM pg_class AS c
                  WHERE c.oid = to_regclass('{s}.task_root_name')",
+            ),
+            workflows: fill(
+                "SELECT known.workflow FROM (
+                     SELECT workflow FROM {s}.task_schedule
+                     UNION SELECT unnest(workflows) FROM {s}.owner WHERE workflows IS NOT NULL
+                     UNION SELECT recent.workflow FROM (
+                         SELECT t.workflow FROM {s}.task AS t
+                         WHERE t.parent_id IS NULL ORDER BY t.id DESC LIMIT $1) AS recent
+                 ) AS known
+                 WHERE known.workflow IS NOT NULL
+                 ORDER BY known.workflow
+                 LIMIT 1000",
             ),
         }
     }
@@ -336,5 +352,21 @@ impl Engine {
             tx.commit().await?;
             Ok(rows)
         })
+    }
+
+    /// The registered functions' names that are cheap to know (scheduled,
+    /// declared by executors, or the function of one of the newest `recent`
+    /// roots), sorted; at most 1000. Never a scan of the whole table.
+    pub async fn known_workflows(&self, recent: i64, timeout: Duration) -> Result<Vec<String>, EngineError> {
+        let sql = &self.inner.sql;
+        let rows = self
+            .read_rows(
+                "listing the known workflows",
+                &sql.browse.workflows,
+                &[&recent],
+                timeout,
+            )
+            .await?;
+        rows.iter().map(|row| col(row, "workflow")).collect()
     }
 }

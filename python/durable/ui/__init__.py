@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .._db import Db
+from .actions import Actions
 from .pages import Pages
 from .security import Guard, allowed_hosts, is_loopback, new_token
 
@@ -29,18 +30,26 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
     """The app over ``db``, answering as ``host:port`` (the Host header is
     checked against them); with ``token``, only to browsers that present it."""
     pages = Pages(db, read_only=read_only)
+    actions = Actions(pages)
     guard = Middleware(Guard, hosts=allowed_hosts(host, port), token=token, read_only=read_only)
     routes = [
         Route("/", pages.runs, name="runs"),
         Route("/runs/{name:path}", pages.run, name="run"),
         Route("/queues", pages.queues, name="queues"),
         Route("/schedules", pages.schedules, name="schedules"),
+        Route("/start", actions.start_page, name="start"),
+        # A bulk action's preview: a read, answered in read-only mode too.
+        Route("/api/bulk/{action}/preview", actions.bulk_preview),
         # Writes: the guard lets them through only with the custom header, and
         # refuses them all (405) in read-only mode.
         Route("/api/runs/{name:path}/cancel", pages.cancel_run, methods=["POST"]),
         Route("/api/runs/{name:path}/resume", pages.resume_run, methods=["POST"]),
         Route("/api/queues/{name:path}/pause", pages.pause_queue, methods=["POST"]),
         Route("/api/queues/{name:path}/resume", pages.resume_queue, methods=["POST"]),
+        Route("/api/runs/{name:path}/send", actions.send, methods=["POST"]),
+        Route("/api/runs/{name:path}/fork", actions.fork, methods=["POST"]),
+        Route("/api/start", actions.start, methods=["POST"]),
+        Route("/api/bulk/{action}", actions.bulk, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes, middleware=[guard])

@@ -30,6 +30,8 @@ COUNT_CAP = 1000
 COUNT_TTL = 5.0
 #: The longest a read of a page may take (a statement timeout).
 READ_TIMEOUT = 10.0
+#: How many ``NAME-fork-N`` a run's page tries for a free fork name (then: the time).
+FORK_NAME_TRIES = 20
 
 
 def run_url(name: str) -> str:
@@ -291,7 +293,23 @@ class Pages:
         found = WorkflowTree._from(read)
         parents = name.split("/")
         path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
-        return self.page("run.html", tree=found, path=path, root=len(parents) == 1, now=datetime.now(timezone.utc))
+        root = len(parents) == 1
+        fork_name = await self.free_fork_name(name) if root and not self.read_only else None
+        now = datetime.now(timezone.utc)
+        return self.page("run.html", tree=found, path=path, root=root, fork_name=fork_name, now=now)
+
+    async def free_fork_name(self, name: str) -> str:
+        """The first ``NAME-fork-N`` not taken, suggested for a fork of
+        ``name``: a lookup by the unique name per candidate, a few at most
+        (never a scan of the names that start alike)."""
+        for n in range(1, FORK_NAME_TRIES + 1):
+            candidate = f"{name}-fork-{n}"
+            try:
+                if await self.db._engine.run_info(candidate) is None:
+                    return candidate
+            except DurableError:  # a suggestion only: the fork says if the name is taken
+                return candidate
+        return f"{name}-fork-{datetime.now(timezone.utc):%Y%m%dT%H%M%S.%fZ}"
 
     async def queues(self, request: Request) -> Response:
         try:
