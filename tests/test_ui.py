@@ -1065,6 +1065,9 @@ async def test_the_runs_page_cancels_and_resumes_all_that_match_up_to_a_cap(
     assert status == 400 and "upto must be a whole number" in body
     status, body = await http(app.port, "POST", "/api/bulk/delete?upto=100", "X-Durable-UI: 1")
     assert status == 404
+    # Children are cancelled and resumed with their roots: no bulk action on a parent's children.
+    status, body = await http(app.port, "POST", "/api/bulk/cancel?parent=nightly-1&upto=100", "X-Durable-UI: 1")
+    assert status == 400 and "bulk actions act on roots" in body
     assert await pg.fetchval("SELECT count(*) FROM task WHERE status = 'queued'") == 5
 
 
