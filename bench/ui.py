@@ -6,7 +6,8 @@ Fills a schema of its own with `--runs` root runs (by SQL, in bulk: about
 89% completed, 10% failed, 1% queued, 50 running; one step each), serves
 the ui in this process, and times whole page loads (HTTP request to the last
 byte) of: the first page of the list, a status tab, a name-prefix filter,
-an older page (keyset) and a run's detail page. Reports the median and max
+an older page (keyset) and a run's detail page, and the live pages' polls
+of the versions of the list and of a run. Reports the median and max
 of `--loads` loads after one warm-up load each.
 """
 
@@ -80,6 +81,11 @@ async def main(dsn: str, runs: int, loads: int) -> None:
         "list, name prefix": "/?prefix=run-0050",
         "list, an older page": f"/?before={runs // 2}",
         "run detail": f"/runs/run-{runs // 2:08d}",
+        # What a live page polls every 2 s (static/live.js).
+        "live poll, first page": "/api/live/runs",
+        "live poll, status tab": "/api/live/runs?status=failed",
+        "live poll, name prefix": "/api/live/runs?prefix=run-0050",
+        "live poll, run": f"/api/live/runs/run-{runs // 2:08d}",
     }
     for what, path in pages.items():
         await load(port, path)  # warm-up

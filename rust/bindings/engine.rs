@@ -410,6 +410,51 @@ impl PyEngine {
         })
     }
 
+    /// A version of what `browse_runs` answers for the same arguments (a
+    /// string that changes when a run appears in it, leaves it or changes),
+    /// for the live pages of `durable ui`; an awaitable of a string.
+    #[allow(clippy::too_many_arguments)]
+    fn runs_version<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<String>,
+        queue: Option<String>,
+        name_prefix: Option<String>,
+        since: Option<i64>,
+        limit: i64,
+        workflow: Option<String>,
+        input: Option<String>,
+        before: Option<i64>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        awaitable(py, async move {
+            let filter = RunFilter {
+                status: status.as_deref(),
+                queue: queue.as_deref(),
+                name_prefix: name_prefix.as_deref(),
+                since,
+                limit,
+            };
+            engine
+                .runs_version(&filter, workflow.as_deref(), input.as_deref(), before, timeout)
+                .await
+                .map_err(to_py)
+        })
+    }
+
+    /// A version of the tree of the root of `path` (changes when anything in
+    /// it does), None if there is no such root, under a statement timeout
+    /// (seconds), for the live pages of `durable ui`.
+    fn tree_version<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
+        awaitable(py, async move { engine.tree_version(&path, timeout).await.map_err(to_py) })
+    }
+
     /// `tree` in a read-only transaction under a statement timeout
     /// (seconds), for `durable ui`.
     fn browse_tree<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {

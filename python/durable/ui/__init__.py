@@ -34,6 +34,9 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
         Route("/", pages.runs, name="runs"),
         Route("/runs/{name:path}", pages.run, name="run"),
         Route("/queues", pages.queues, name="queues"),
+        # What the live pages poll (static/live.js): the version of what they show.
+        Route("/api/live/runs", pages.runs_version),
+        Route("/api/live/runs/{name:path}", pages.run_version),
         # Writes: the guard lets them through only with the custom header, and
         # refuses them all (405) in read-only mode.
         Route("/api/runs/{name:path}/cancel", pages.cancel_run, methods=["POST"]),

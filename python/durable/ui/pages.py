@@ -29,6 +29,13 @@ COUNT_CAP = 1000
 COUNT_TTL = 5.0
 #: The longest a read of a page may take (a statement timeout).
 READ_TIMEOUT = 10.0
+#: How often (seconds) a live page asks whether what it shows has changed
+#: (only while something it shows is active, its tab visible, not frozen).
+LIVE_EVERY = 2.0
+#: How often the queues page reads itself again (its counts have no cheap version).
+QUEUES_EVERY = 5.0
+#: A run in one of these statuses no longer changes by itself.
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def run_url(name: str) -> str:
@@ -151,6 +158,19 @@ class Filters:
         return "/" + (f"?{query}" if query else "")
 
 
+@dataclass(frozen=True)
+class Live:
+    """How a page keeps itself current (``static/live.js``): it asks ``poll``
+    for the version of what it shows every ``every`` seconds while ``active``
+    and reads itself again when that differs from ``version``; without
+    ``poll``, it reads itself again every time."""
+
+    active: bool
+    every: float
+    poll: str | None = None
+    version: str | None = None
+
+
 class Pages:
     def __init__(self, db: Db, *, read_only: bool) -> None:
         self.db = db
@@ -165,6 +185,8 @@ class Pages:
     async def runs(self, request: Request) -> Response:
         filters, problems = Filters.parse(request)
         try:
+            # The version first: a change made while the page is read makes the next poll differ.
+            version = await self.list_version(filters)
             runs = await self.list(filters, filters.limit + 1)
             counts = await self.tab_counts(filters)
         except DurableError as exc:  # the statement timeout, a lost database
@@ -179,6 +201,13 @@ class Pages:
             statuses=STATUSES,
             counts=counts,
             now=datetime.now(timezone.utc),
+            # The first page may get new runs; any page, runs that change.
+            live=Live(
+                filters.before is None or any(run.status not in FINISHED for run in runs),
+                LIVE_EVERY,
+                "/api/live/runs" + filters.url(before=filters.before).removeprefix("/"),
+                version,
+            ),
         )
 
     async def list(self, filters: Filters, limit: int) -> list[WorkflowInfo]:
@@ -197,6 +226,42 @@ class Pages:
             READ_TIMEOUT,
         )
         return [WorkflowInfo._from(row) for row in rows]
+
+    async def list_version(self, filters: Filters) -> str:
+        """A version of ``list(filters, filters.limit + 1)``: another value
+        when a run appears in it, leaves it or changes."""
+        since = filters.moment()
+        return await self.db._engine.runs_version(
+            filters.status,
+            filters.queue,
+            filters.prefix,
+            None if since is None else to_micros(since),
+            filters.limit + 1,
+            filters.workflow,
+            filters.input,
+            filters.before,
+            READ_TIMEOUT,
+        )
+
+    async def runs_version(self, request: Request) -> Response:
+        """The version of the runs page with the same filters (``live.js``
+        polls it): JSON ``{"version": ...}``."""
+        filters, _ = Filters.parse(request)
+        try:
+            return JSONResponse({"version": await self.list_version(filters)})
+        except DurableError as exc:  # the statement timeout, a lost database
+            return JSONResponse({"error": str(exc)}, 503)
+
+    async def run_version(self, request: Request) -> Response:
+        """The version of a run's page (of its root's whole tree: ``live.js``
+        polls it): JSON ``{"version": ...}``, null when there is no such run."""
+        try:
+            version = await self.db._engine.tree_version(request.path_params["name"], READ_TIMEOUT)
+        except (InvalidName, ConfigError) as exc:  # not a path
+            return JSONResponse({"error": str(exc)}, 404)
+        except DurableError as exc:  # the statement timeout, a lost database
+            return JSONResponse({"error": str(exc)}, 503)
+        return JSONResponse({"version": version})
 
     async def tab_counts(self, filters: Filters) -> dict[str | None, str]:
         """Per status (``None``: all), how many runs match the other filters,
@@ -226,6 +291,8 @@ class Pages:
     async def run(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
+            # The version first: a change made while the page is read makes the next poll differ.
+            version = await self.db._engine.tree_version(name, READ_TIMEOUT)
             read = await self.db._engine.browse_tree(name, READ_TIMEOUT)
         except (InvalidName, ConfigError) as exc:  # not a path
             return self.page("missing.html", 404, title="Not found", message=str(exc))
@@ -237,14 +304,18 @@ class Pages:
         found = WorkflowTree._from(read)
         parents = name.split("/")
         path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
-        return self.page("run.html", tree=found, path=path, root=len(parents) == 1, now=datetime.now(timezone.utc))
+        live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + run_url(name), version)
+        return self.page(
+            "run.html", tree=found, path=path, root=len(parents) == 1, now=datetime.now(timezone.utc), live=live
+        )
 
     async def queues(self, request: Request) -> Response:
         try:
             found = await list_queues(self.db)
         except DurableError as exc:  # a lost database
             return self.page("missing.html", 503, title="Cannot read the queues", message=str(exc))
-        return self.page("queues.html", queues=found, now=datetime.now(timezone.utc))
+        live = Live(True, QUEUES_EVERY)
+        return self.page("queues.html", queues=found, now=datetime.now(timezone.utc), live=live)
 
     async def cancel_run(self, request: Request) -> Response:
         return await self.act(request, cancel, "it is finished already (or there is no such run)")
