@@ -5,6 +5,7 @@ Playwright), and plain HTTP requests for the guards."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import socket
 import sys
@@ -483,6 +484,34 @@ async def indicator(page: Page) -> str:
     return str(await page.text_content("#live-indicator"))
 
 
+async def test_the_versions_the_live_pages_poll_change_with_what_they_show(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    old = await Ctx.start(db, "old-1")
+    async with Ctx.start(db, "new-1") as new:
+        await new.complete(1)
+    order = await Ctx.start(db, "order-1")
+    app = await serve()
+
+    async def version(path: str) -> Any:
+        status, response = await http(app.port, "GET", path)
+        assert status == 200, response
+        return json.loads(response.split("\r\n\r\n", 1)[1])["version"]
+
+    run = await version("/api/live/runs/order-1")
+    assert isinstance(run, str) and run == await version("/api/live/runs/order-1")
+    completed = await version("/api/live/runs?status=completed")
+    await order.step("pack", lambda: 1)
+    assert await version("/api/live/runs/order-1") != run, "a new step"
+    assert await version("/api/live/runs?status=completed") == completed, "nothing it shows changed"
+    # An older run that enters the tab below its newest: the newest id alone would miss it.
+    await old.complete(1)
+    assert await version("/api/live/runs?status=completed") != completed
+    assert await version("/api/live/runs/nope") is None
+    status, response = await http(app.port, "GET", "/api/live/runs/a//b")
+    assert status == 404 and "it is empty" in response, response
+
+
 async def test_a_run_that_finishes_while_its_page_is_open_is_shown_finished_without_a_reload(
     db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -833,7 +862,7 @@ def test_the_command_says_when_the_port_is_taken() -> None:
 
 def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
-    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js"}
+    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js", "live.js", "theme.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
     assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html"}
 

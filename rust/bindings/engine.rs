@@ -452,7 +452,10 @@ impl PyEngine {
         let engine = self.engine()?.clone();
         let timeout = Duration::try_from_secs_f64(timeout)
             .map_err(|_| ConfigError::new_err(format!("timeout must be a number of seconds > 0, not {timeout}")))?;
-        awaitable(py, async move { engine.tree_version(&path, timeout).await.map_err(to_py) })
+        awaitable(
+            py,
+            async move { engine.tree_version(&path, timeout).await.map_err(to_py) },
+        )
     }
 
     /// `tree` in a read-only transaction under a statement timeout

@@ -190,7 +190,7 @@ impl Engine {
             }
         )?;
         let count: i64 = col(&row, "n")?;
-        Ok((count > 0).then(|| col(&row, "digest")).transpose()?)
+        (count > 0).then(|| col(&row, "digest")).transpose()
     }
 
     /// `tree` (the workflow at `path` with everything under it), under `timeout`.
