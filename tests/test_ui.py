@@ -803,6 +803,9 @@ async def test_reads_have_a_statement_timeout(
         status, body = await http(app.port, "GET", "/runs/report-1")
         assert status == 503 and "Cannot read the run" in body
         assert "canceling statement due to statement timeout" in body
+        for poll in ("/api/live/runs", "/api/live/runs/report-1"):  # what the live pages poll
+            status, body = await http(app.port, "GET", poll)
+            assert status == 503 and "canceling statement due to statement timeout" in body, poll
     assert (await http(app.port, "GET", "/"))[0] == 200
     assert (await http(app.port, "GET", "/runs/report-1"))[0] == 200
 
