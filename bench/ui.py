@@ -7,7 +7,8 @@ Fills a schema of its own with `--runs` root runs (by SQL, in bulk: about
 the ui in this process, and times whole page loads (HTTP request to the last
 byte) of: the first page of the list, a status tab, a name-prefix filter, an
 upper time bound, an input condition, an older page (keyset), a run's
-detail page and the queues page. Reports the median and max
+detail page, the queues page, and the live pages' polls of the versions of
+the list and of a run. Reports the median and max
 of `--loads` loads after one warm-up load each.
 """
 
@@ -88,6 +89,11 @@ async def main(dsn: str, runs: int, loads: int, keep: bool) -> None:
         "list, an older page": f"/?before={runs // 2}",
         "run detail": f"/runs/run-{runs // 2:08d}",
         "queues": "/queues",
+        # What a live page polls every 2 s (static/live.js).
+        "live poll, first page": "/api/live/runs",
+        "live poll, status tab": "/api/live/runs?status=failed",
+        "live poll, name prefix": "/api/live/runs?prefix=run-0050",
+        "live poll, run": f"/api/live/runs/run-{runs // 2:08d}",
     }
     for what, path in pages.items():
         await load(port, path)  # warm-up

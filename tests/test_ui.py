@@ -502,6 +502,245 @@ async def test_the_schedules_page_says_the_cron_in_words_with_next_ticks_and_rec
     assert dialogs == []
 
 
+async def live_page(browser: Browser, url: str) -> tuple[Page, list[str]]:
+    """A page open at ``url``, the list of its polls (the URLs it asked for
+    the version of what it shows), and a check that the page raised no error
+    (a script refused by the CSP, a failing script) at the end of the test."""
+    page = await browser.new_page()
+    polls: list[str] = []
+    page.on("request", lambda request: polls.append(request.url) if "/api/live/" in request.url else None)
+    problems: list[str] = []
+    # (Not "Failed to load resource": the responses say which, below.)
+    page.on(
+        "console",
+        lambda m: problems.append(m.text) if m.type == "error" and "Failed to load resource" not in m.text else None,
+    )
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "response",
+        lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 and "favicon" not in r.url else None,
+    )
+    await page.goto(url)
+    pages_problems[page] = problems
+    return page, polls
+
+
+#: Per page opened by ``live_page``, its console errors (checked by ``no_problems``).
+pages_problems: dict[Any, list[str]] = {}
+
+
+def no_problems(page: Page, *expected: str) -> None:
+    assert pages_problems.pop(page) == list(expected)
+
+
+async def until_polls(polls: list[str], more: int) -> None:
+    """Waits until the page that fills ``polls`` has polled ``more`` times
+    more: a clock that proves a poll was due (no timer of the test's own)."""
+    enough = len(polls) + more
+
+    async def polled() -> bool:
+        return len(polls) >= enough
+
+    await until(polled, f"{more} more polls")
+
+
+async def indicator(page: Page) -> str:
+    return str(await page.text_content("#live-indicator"))
+
+
+async def test_the_versions_the_live_pages_poll_change_with_what_they_show(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    old = await Ctx.start(db, "old-1")
+    async with Ctx.start(db, "new-1") as new:
+        await new.complete(1)
+    order = await Ctx.start(db, "order-1")
+    app = await serve()
+
+    async def version(path: str) -> Any:
+        status, response = await http(app.port, "GET", path)
+        assert status == 200, response
+        return json.loads(response.split("\r\n\r\n", 1)[1])["version"]
+
+    run = await version("/api/live/runs/order-1")
+    assert isinstance(run, str) and run == await version("/api/live/runs/order-1")
+    completed = await version("/api/live/runs?status=completed")
+    await order.step("pack", lambda: 1)
+    assert await version("/api/live/runs/order-1") != run, "a new step"
+    assert await version("/api/live/runs?status=completed") == completed, "nothing it shows changed"
+    # An older run that enters the tab below its newest: the newest id alone would miss it.
+    await old.complete(1)
+    assert await version("/api/live/runs?status=completed") != completed
+    assert await version("/api/live/runs/nope") is None
+    status, response = await http(app.port, "GET", "/api/live/runs/a//b")
+    assert status == 404 and "it is empty" in response, response
+
+
+async def test_a_run_that_finishes_while_its_page_is_open_is_shown_finished_without_a_reload(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "LIVE_EVERY", 0.05)
+    order = await Ctx.start(db, "order-1")  # a direct run, driven by this test
+
+    def broken() -> None:
+        raise ValueError("the carrier is down")
+
+    with pytest.raises(ValueError):
+        await order.step("book", broken, retries=0)
+    app = await serve()
+    page, polls = await live_page(browser, app.url + "/runs/order-1")
+    await page.evaluate("window.marker = 'same page'")
+    assert (await indicator(page)).startswith("live · updated ")
+    assert await page.text_content("#live-status") == "running"
+    # The user opened the failed step's error record: it stays open.
+    await page.click('tr[data-step="book"] details summary')
+
+    await order.step("pack", lambda: "boxed")
+    await page.wait_for_selector('tr[data-step="pack"] .status-completed')
+    assert await page.locator('tr[data-step="book"] details').get_attribute("open") is not None
+    await order.complete({"shipped": True})
+    await page.wait_for_selector("#live-status.status-completed")
+    assert await page.text_content("#output pre") == '{\n  "shipped": true\n}'
+    assert await page.locator("#cancel").count() == 0, "the actions follow the status"
+    assert await page.locator('tr[data-step="book"] details').get_attribute("open") is not None
+    assert await page.evaluate("window.marker") == "same page", "updated in place, not reloaded"
+    assert await indicator(page) == "up to date · nothing running"
+    # A finished run changes no more: the polls stop.
+    assert polls and all(url.endswith("/api/live/runs/order-1") for url in polls)
+    seen = len(polls)
+    clock, ticks = await live_page(browser, app.url + "/")  # the list polls on: a clock
+    await until_polls(ticks, 3)
+    assert len(polls) == seen
+    no_problems(page)
+    no_problems(clock)
+
+
+async def test_a_region_being_typed_in_is_not_replaced(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "LIVE_EVERY", 0.05)
+    order = await Ctx.start(db, "order-1")
+    app = await serve()
+    page, _ = await live_page(browser, app.url + "/runs/order-1")
+    # A field in a live region (as an action's form would be), typed in.
+    await page.evaluate("document.getElementById('live-actions').insertAdjacentHTML('beforeend', '<input id=note>')")
+    await page.fill("#note", "half a sentence")
+    await order.complete(1)
+    await page.wait_for_selector("#live-status.status-completed")
+    assert await page.input_value("#note") == "half a sentence"
+    assert await page.locator("#cancel").count() == 1, "its region was kept as it was"
+    no_problems(page)
+
+
+async def test_the_runs_list_shows_new_runs_and_changes_live(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "LIVE_EVERY", 0.05)
+    monkeypatch.setattr(pages, "COUNT_TTL", 0.0)
+    async with Ctx.start(db, "report-1") as report:
+        await report.complete(1)
+    app = await serve()
+    page, polls = await live_page(browser, app.url + "/?prefix=order")
+    await page.evaluate("window.marker = 'same page'")
+    assert await page.locator("table.runs").count() == 0
+    order = await Ctx.start(db, "order-1")
+    await page.wait_for_selector('tr[data-name="order-1"] .status-running')
+    assert await page.text_content('.tab[data-status="running"] .count') == "1"
+    await order.complete(1)
+    await page.wait_for_selector('tr[data-name="order-1"] .status-completed')
+    assert await page.text_content('.tab[data-status="completed"] .count') == "1"
+    assert await page.evaluate("window.marker") == "same page"
+    # The polls carry the page's filters.
+    assert polls and all(url.endswith("/api/live/runs?prefix=order") for url in polls)
+    no_problems(page)
+
+
+async def test_a_frozen_page_does_not_change_until_live_again(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "LIVE_EVERY", 0.05)
+    order = await Ctx.start(db, "order-1")
+    app = await serve()
+    page, polls = await live_page(browser, app.url + "/runs/order-1")
+    await page.click("#live-toggle")
+    assert await indicator(page) == "frozen"
+    assert await page.text_content("#live-toggle") == "Live"
+    await page.reload()  # the choice is kept for the tab
+    assert await indicator(page) == "frozen"
+    seen = len(polls)
+    await order.complete(1)
+    clock, ticks = await live_page(browser, app.url + "/")
+    await until_polls(ticks, 3)  # a poll of the frozen page was due meanwhile
+    assert len(polls) == seen, "a frozen page does not poll"
+    assert await page.text_content("#live-status") == "running"
+    await page.click("#live-toggle")
+    await page.wait_for_selector("#live-status.status-completed")
+    assert await page.text_content("#live-toggle") == "Freeze"
+    no_problems(page)
+    no_problems(clock)
+
+
+async def test_a_hidden_tab_does_not_poll(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "LIVE_EVERY", 0.05)
+    order = await Ctx.start(db, "order-1")
+    app = await serve()
+    page, polls = await live_page(browser, app.url + "/runs/order-1")
+    hide = """hidden => {
+        Object.defineProperty(document, "hidden", { configurable: true, get: () => hidden });
+        Object.defineProperty(document, "visibilityState", {
+            configurable: true, get: () => (hidden ? "hidden" : "visible") });
+        document.dispatchEvent(new Event("visibilitychange"));
+    }"""
+    await page.evaluate(hide, True)
+    assert await indicator(page) == "paused (tab hidden)"
+    seen = len(polls)
+    await order.complete(1)
+    clock, ticks = await live_page(browser, app.url + "/")
+    await until_polls(ticks, 3)
+    assert len(polls) == seen, "a hidden tab does not poll"
+    assert await page.text_content("#live-status") == "running"
+    await page.evaluate(hide, False)  # shown again: it catches up at once
+    await page.wait_for_selector("#live-status.status-completed")
+    no_problems(page)
+    no_problems(clock)
+
+
+async def test_the_theme_follows_the_system_or_the_choice_kept_across_reloads(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    app = await serve()
+    page, _ = await live_page(browser, app.url + "/queues")
+
+    async def background() -> str:
+        return str(await page.evaluate("getComputedStyle(document.body).backgroundColor"))
+
+    async def theme() -> str | None:
+        return await page.evaluate("document.documentElement.dataset.theme ?? null")  # type: ignore[no-any-return]
+
+    light, dark = "rgb(255, 255, 255)", "rgb(20, 24, 29)"
+    await page.emulate_media(color_scheme="light")
+    assert (await theme(), await background()) == (None, light)
+    await page.emulate_media(color_scheme="dark")
+    assert (await theme(), await background()) == (None, dark)
+    assert await page.text_content("#theme-toggle") == "Theme: auto"
+
+    await page.click("#theme-toggle")
+    assert (await theme(), await background()) == ("light", light), "the choice over the system's"
+    await page.click("#theme-toggle")
+    await page.emulate_media(color_scheme="light")
+    assert (await theme(), await background()) == ("dark", dark)
+    await page.reload()
+    assert (await theme(), await background()) == ("dark", dark), "kept across reloads"
+    assert await page.text_content("#theme-toggle") == "Theme: dark"
+    await page.goto(app.url + "/runs/nope")  # every page, the missing one too
+    assert (await theme(), await background()) == ("dark", dark)
+    await page.click("#theme-toggle")
+    assert (await theme(), await background()) == (None, light), "auto: the system's again"
+    no_problems(page, f"404 {app.url}/runs/nope")
+
+
 async def test_with_a_token_the_actions_carry_its_cookie(
     db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
 ) -> None:
@@ -532,7 +771,8 @@ async def test_read_only_mode_has_no_actions(
     app = await serve(read_only=True)
     for path in ("/runs/order-1", "/runs/etl", "/queues"):
         status, body = await http(app.port, "GET", path)
-        assert status == 200 and "data-action" not in body and "<button" not in body, path
+        # (The header's buttons, Freeze and Theme, change only the view.)
+        assert status == 200 and "data-action" not in body and "<button" not in body.split("<main>")[1], path
     status, body = await http(app.port, "GET", "/queues")
     assert 'data-name="mail"' in body
     for path in ("/api/runs/order-1/cancel", "/api/runs/etl/resume", "/api/queues/mail/pause"):
@@ -649,6 +889,9 @@ async def test_reads_have_a_statement_timeout(
         status, body = await http(app.port, "GET", "/runs/report-1")
         assert status == 503 and "Cannot read the run" in body
         assert "canceling statement due to statement timeout" in body
+        for poll in ("/api/live/runs", "/api/live/runs/report-1"):  # what the live pages poll
+            status, body = await http(app.port, "GET", poll)
+            assert status == 503 and "canceling statement due to statement timeout" in body, poll
     assert (await http(app.port, "GET", "/"))[0] == 200
     assert (await http(app.port, "GET", "/runs/report-1"))[0] == 200
 
@@ -709,6 +952,7 @@ def test_the_command_says_when_the_port_is_taken() -> None:
 def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
     assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js", "actions.css", "actions.js"}
+    assert {p.name for p in (package / "static").iterdir()} >= {"live.js", "theme.js"}
     templates = {p.name for p in (package / "templates").iterdir()}
     assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html", "schedules.html"}
     assert templates >= {"start.html", "run_actions.html"}
@@ -1082,7 +1326,8 @@ async def test_read_only_mode_has_none_of_the_new_actions(
         assert status == 200, path
         for absent in ("<form data-post", "<dialog", "data-bulk", "data-fork", 'id="nav-start"', "Cancel matching"):
             assert absent not in body, (path, absent)
-    assert "<button" not in (await http(app.port, "GET", "/runs/order-1"))[1]
+    # (The header's Freeze and Theme buttons change only the view.)
+    assert "<button" not in (await http(app.port, "GET", "/runs/order-1"))[1].split("<main>")[1]
     status, body = await http(app.port, "GET", "/start")
     assert status == 404 and "read-only" in body and "<form" not in body
     writes = [

@@ -88,6 +88,21 @@ class Engine:
         parent: str | None = None,
     ) -> Awaitable[list[dict[str, Any]]]: ...
     def browse_tree(self, path: str, timeout: float) -> Awaitable[dict[str, Any] | None]: ...
+    def runs_version(
+        self,
+        status: str | None,
+        queue: str | None,
+        name_prefix: str | None,
+        since: int | None,
+        limit: int,
+        workflow: str | None,
+        input: str | None,
+        before: int | None,
+        timeout: float,
+        until: int | None = None,
+        parent: str | None = None,
+    ) -> Awaitable[str]: ...
+    def tree_version(self, path: str, timeout: float) -> Awaitable[str | None]: ...
     def count_runs(
         self,
         statuses: list[str | None],

@@ -417,6 +417,59 @@ impl PyEngine {
         })
     }
 
+    /// A version of what `browse_runs` answers for the same arguments (a
+    /// string that changes when a run appears in it, leaves it or changes),
+    /// for the live pages of `durable ui`; an awaitable of a string.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (status, queue, name_prefix, since, limit, workflow, input, before, timeout, until=None, parent=None))]
+    fn runs_version<'py>(
+        &self,
+        py: Python<'py>,
+        status: Option<String>,
+        queue: Option<String>,
+        name_prefix: Option<String>,
+        since: Option<i64>,
+        limit: i64,
+        workflow: Option<String>,
+        input: Option<String>,
+        before: Option<i64>,
+        timeout: f64,
+        until: Option<i64>,
+        parent: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(py, async move {
+            let filter = RunFilter {
+                status: status.as_deref(),
+                queue: queue.as_deref(),
+                name_prefix: name_prefix.as_deref(),
+                since,
+                limit,
+            };
+            let more = BrowseFilter {
+                workflow: workflow.as_deref(),
+                input: input.as_deref(),
+                until,
+                parent: parent.as_deref(),
+                before,
+            };
+            engine.runs_version(&filter, &more, timeout).await.map_err(to_py)
+        })
+    }
+
+    /// A version of the tree of the root of `path` (changes when anything in
+    /// it does), None if there is no such root, under a statement timeout
+    /// (seconds), for the live pages of `durable ui`.
+    fn tree_version<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(
+            py,
+            async move { engine.tree_version(&path, timeout).await.map_err(to_py) },
+        )
+    }
+
     /// `tree` in a read-only transaction under a statement timeout
     /// (seconds), for `durable ui`.
     fn browse_tree<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {

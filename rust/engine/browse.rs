@@ -2,6 +2,13 @@
 //! keyset cursor (an id), and the status tabs' counts, each capped so that
 //! no refresh counts a whole table; and `tree`. Each runs in a read-only
 //! transaction under a statement timeout.
+//!
+//! The live pages poll a version of what they show (`runs_version`,
+//! `tree_version`): a digest of the rows' ids and row versions (`xmin`,
+//! which every UPDATE renews, whatever columns it sets). Not the greatest
+//! `updated_at`: that is the writing transaction's start (`now()`), so a
+//! transaction that commits after a poll could bring an older one, and the
+//! change would be missed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -53,7 +60,17 @@ pub(crate) struct BrowseStatements {
     /// ones, those the executors declared, and those of the newest `$1`
     /// roots (`durable ui`'s start page suggests them).
     pub workflows: String,
+    /// A digest of the rows `page` would return (their ids and row
+    /// versions), same parameters: the same index range, without reading
+    /// the inputs and outputs (TOAST).
+    pub page_version: String,
+    /// A digest of the rows of the tree of the root named `$1`, and their
+    /// count (0: no such root). One index range (`task_root`).
+    pub tree_version: String,
 }
+
+/// The digest of the rows of `shown` (columns `id` and `xmin`).
+const DIGEST: &str = "md5(coalesce(string_agg(shown.id::text || ':' || shown.xmin::text, ',' ORDER BY shown.id), ''))";
 
 impl BrowseStatements {
     /// Per status of `$1` (`n` of them), how many runs match: a row of
@@ -107,6 +124,19 @@ impl BrowseStatements {
                  ORDER BY known.workflow
                  LIMIT 1000",
             ),
+            page_version: fill(&format!(
+                "SELECT {DIGEST} AS digest FROM (
+                    SELECT t.id, t.xmin FROM {{s}}.task AS t
+                    WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1)
+                    ORDER BY t.id DESC
+                    LIMIT $5) AS shown"
+            )),
+            tree_version: fill(&format!(
+                "SELECT count(*)::int8 AS n, {DIGEST} AS digest FROM (
+                    SELECT t.id, t.xmin FROM {{s}}.task AS t
+                    WHERE t.root_id = (SELECT r.id FROM {{s}}.task AS r WHERE r.parent_id IS NULL AND r.name = $1)
+                 ) AS shown"
+            )),
         }
     }
 }
@@ -212,6 +242,69 @@ impl Engine {
                 None => read_info(row, None),
             })
             .collect()
+    }
+
+    /// A version of `browse_runs`'s answer for the same arguments: another
+    /// value when a run would appear, leave or change in it.
+    pub async fn runs_version(
+        &self,
+        filter: &RunFilter<'_>,
+        more: &BrowseFilter<'_>,
+        timeout: Duration,
+    ) -> Result<String, EngineError> {
+        let parent = more.parent.map(path_names).transpose()?;
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let opening = read_only(timeout);
+        let row = retrying!(self, "reading the version of a list of workflows", |client| async {
+            let tx = client.transaction().await?;
+            let parent_id = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref())
+                .await?
+                // No such parent: nothing is shown, as with a parent of no children.
+                .unwrap_or(Some(-1));
+            let statement = tx.prepare_cached(&sql.browse.page_version).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                &filter.status,
+                &filter.queue,
+                &filter.name_prefix,
+                &filter.since,
+                &filter.limit,
+                &more.workflow,
+                &more.input,
+                &more.before,
+                &parent_id,
+                &more.until,
+            ];
+            let row = tx.query_one(&statement, &params).await?;
+            tx.commit().await?;
+            Ok(row)
+        })?;
+        col(&row, "digest")
+    }
+
+    /// A version of the tree of the root of `path` (the workflow's and
+    /// everything else under that root: another value when any of it
+    /// changes); `None` if there is no such root.
+    pub async fn tree_version(&self, path: &str, timeout: Duration) -> Result<Option<String>, EngineError> {
+        let names = path_names(path)?;
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let opening = read_only(timeout);
+        let root = &names[0];
+        let row = retrying!(
+            self,
+            &format!("reading the version of workflow {path:?}"),
+            |client| async {
+                let tx = client.transaction().await?;
+                tx.batch_execute(&opening).await?;
+                let statement = tx.prepare_cached(&sql.browse.tree_version).await?;
+                let row = tx.query_one(&statement, &[root]).await?;
+                tx.commit().await?;
+                Ok(row)
+            }
+        )?;
+        let count: i64 = col(&row, "n")?;
+        (count > 0).then(|| col(&row, "digest")).transpose()
     }
 
     /// `tree` (the workflow at `path` with everything under it), under `timeout`.

@@ -40,6 +40,9 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
         Route("/start", actions.start_page, name="start"),
         # A bulk action's preview: a read, answered in read-only mode too.
         Route("/api/bulk/{action}/preview", actions.bulk_preview),
+        # What the live pages poll (static/live.js): the version of what they show.
+        Route("/api/live/runs", pages.runs_version),
+        Route("/api/live/runs/{name:path}", pages.run_version),
         # Writes: the guard lets them through only with the custom header, and
         # refuses them all (405) in read-only mode.
         Route("/api/runs/{name:path}/cancel", pages.cancel_run, methods=["POST"]),

@@ -32,6 +32,13 @@ COUNT_TTL = 5.0
 READ_TIMEOUT = 10.0
 #: How many ``NAME-fork-N`` a run's page tries for a free fork name (then: the time).
 FORK_NAME_TRIES = 20
+#: How often (seconds) a live page asks whether what it shows has changed
+#: (only while something it shows is active, its tab visible, not frozen).
+LIVE_EVERY = 2.0
+#: How often the queues page reads itself again (its counts have no cheap version).
+QUEUES_EVERY = 5.0
+#: A run in one of these statuses no longer changes by itself.
+FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
 def run_url(name: str) -> str:
@@ -198,6 +205,19 @@ def about(n: int) -> str:
     return str(n)
 
 
+@dataclass(frozen=True)
+class Live:
+    """How a page keeps itself current (``static/live.js``): it asks ``poll``
+    for the version of what it shows every ``every`` seconds while ``active``
+    and reads itself again when that differs from ``version``; without
+    ``poll``, it reads itself again every time."""
+
+    active: bool
+    every: float
+    poll: str | None = None
+    version: str | None = None
+
+
 class Pages:
     def __init__(self, db: Db, *, read_only: bool) -> None:
         self.db = db
@@ -212,6 +232,8 @@ class Pages:
     async def runs(self, request: Request) -> Response:
         filters, problems = Filters.parse(request)
         try:
+            # The version first: a change made while the page is read makes the next poll differ.
+            version = await self.list_version(filters)
             runs = await self.list(filters, filters.limit + 1)
             counts = await self.tab_counts(filters)
         except DurableError as exc:  # the statement timeout, a lost database
@@ -226,6 +248,13 @@ class Pages:
             statuses=STATUSES,
             counts=counts,
             now=datetime.now(timezone.utc),
+            # The first page may get new runs; any page, runs that change.
+            live=Live(
+                filters.before is None or any(run.status not in FINISHED for run in runs),
+                LIVE_EVERY,
+                "/api/live/runs" + filters.url(before=filters.before).removeprefix("/"),
+                version,
+            ),
         )
 
     async def list(self, filters: Filters, limit: int) -> list[WorkflowInfo]:
@@ -246,6 +275,44 @@ class Pages:
             parent=filters.parent,
         )
         return [WorkflowInfo._from(row) for row in rows]
+
+    async def list_version(self, filters: Filters) -> str:
+        """A version of ``list(filters, filters.limit + 1)``: another value
+        when a run appears in it, leaves it or changes."""
+        since, until = filters.bounds()
+        return await self.db._engine.runs_version(
+            filters.status,
+            filters.queue,
+            filters.prefix,
+            since,
+            filters.limit + 1,
+            filters.workflow,
+            filters.input,
+            filters.before,
+            READ_TIMEOUT,
+            until=until,
+            parent=filters.parent,
+        )
+
+    async def runs_version(self, request: Request) -> Response:
+        """The version of the runs page with the same filters (``live.js``
+        polls it): JSON ``{"version": ...}``."""
+        filters, _ = Filters.parse(request)
+        try:
+            return JSONResponse({"version": await self.list_version(filters)})
+        except DurableError as exc:  # the statement timeout, a lost database
+            return JSONResponse({"error": str(exc)}, 503)
+
+    async def run_version(self, request: Request) -> Response:
+        """The version of a run's page (of its root's whole tree: ``live.js``
+        polls it): JSON ``{"version": ...}``, null when there is no such run."""
+        try:
+            version = await self.db._engine.tree_version(request.path_params["name"], READ_TIMEOUT)
+        except (InvalidName, ConfigError) as exc:  # not a path
+            return JSONResponse({"error": str(exc)}, 404)
+        except DurableError as exc:  # the statement timeout, a lost database
+            return JSONResponse({"error": str(exc)}, 503)
+        return JSONResponse({"version": version})
 
     async def tab_counts(self, filters: Filters) -> Counts:
         """Per status (``None``: all), how many runs match the other filters,
@@ -282,6 +349,8 @@ class Pages:
     async def run(self, request: Request) -> Response:
         name = request.path_params["name"]
         try:
+            # The version first: a change made while the page is read makes the next poll differ.
+            version = await self.db._engine.tree_version(name, READ_TIMEOUT)
             read = await self.db._engine.browse_tree(name, READ_TIMEOUT)
         except (InvalidName, ConfigError) as exc:  # not a path
             return self.page("missing.html", 404, title="Not found", message=str(exc))
@@ -296,7 +365,8 @@ class Pages:
         root = len(parents) == 1
         fork_name = await self.free_fork_name(name) if root and not self.read_only else None
         now = datetime.now(timezone.utc)
-        return self.page("run.html", tree=found, path=path, root=root, fork_name=fork_name, now=now)
+        live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + run_url(name), version)
+        return self.page("run.html", tree=found, path=path, root=root, fork_name=fork_name, now=now, live=live)
 
     async def free_fork_name(self, name: str) -> str:
         """The first ``NAME-fork-N`` not taken, suggested for a fork of
@@ -317,7 +387,8 @@ class Pages:
         except DurableError as exc:  # the statement timeout, a lost database
             return self.page("missing.html", 503, title="Cannot read the queues", message=str(exc))
         found = [QueueInfo._from(row) for row in rows]
-        return self.page("queues.html", queues=found, now=datetime.now(timezone.utc))
+        live = Live(True, QUEUES_EVERY)
+        return self.page("queues.html", queues=found, now=datetime.now(timezone.utc), live=live)
 
     async def schedules(self, request: Request) -> Response:
         engine = self.db._engine

@@ -12,9 +12,12 @@ document.addEventListener("DOMContentLoaded", () => {
       }
     });
   }
-  for (const button of document.querySelectorAll("button[data-action]")) {
-    button.addEventListener("click", () => act(button));
-  }
+});
+
+// Delegated, so that buttons in regions that live.js replaces keep working.
+document.addEventListener("click", (event) => {
+  const button = event.target instanceof Element ? event.target.closest("button[data-action]") : null;
+  if (button && !button.disabled) act(button);
 });
 
 async function act(button) {
