@@ -14,6 +14,7 @@ import asyncio
 import os
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 from playwright.async_api import async_playwright
@@ -90,7 +91,7 @@ async def main(dsn: str) -> None:
     while not serving.started:
         await asyncio.sleep(0.01)
     url = f"http://127.0.0.1:{port}"
-    shots = {
+    shots: dict[str, tuple[str, Literal["light", "dark"]]] = {
         "runs.png": ("/", "light"),
         "run.png": ("/runs/etl-2026-11-25", "light"),
         "run-dark.png": ("/runs/etl-2026-11-25", "dark"),
