@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
 import sys
@@ -257,22 +258,22 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     await page.click('tr[data-name="etl"] a')
     assert page.url == app.url + "/runs/etl"
     assert await page.locator("h1").inner_text() == "etl failed"
-    assert '"day": 1' in await page.locator("#input pre").inner_text()
+    assert '"day": 1' in await page.locator("#input .json-view").inner_text()
     transform = page.locator('tr[data-step="transform"]')
     assert "failed" in await transform.inner_text()
     assert await transform.locator("td").nth(2).inner_text() == "2"
     traceback = await transform.locator("pre.traceback").inner_text()
     assert traceback.startswith("Traceback (most recent call last):")
     assert 'raise ValueError("shard 2 is corrupt")' in traceback
-    assert "[\n  1,\n  2\n]" in await page.locator('tr[data-step="extract"] pre').inner_text()
+    assert await page.locator('tr[data-step="extract"] .json-copy').get_attribute("data-copy") == "[\n  1,\n  2\n]"
     tree = page.locator("#children")
-    assert await tree.locator('li[data-name="etl/publish"] > .status').inner_text() == "completed"
+    assert await tree.locator('li[data-name="etl/publish"] > details > summary > .status').inner_text() == "completed"
     nested = tree.locator('li[data-name="etl/publish"] li[data-name="etl/publish/email"]')
-    assert await nested.locator("a").inner_text() == "email"
+    assert await nested.locator("a").text_content() == "email"
     await tree.get_by_role("link", name="publish", exact=True).click()
     assert page.url == app.url + "/runs/etl/publish"
     assert await page.locator("h1").inner_text() == "etl/publish completed"
-    assert '"sent"' in await page.locator('tr[data-step="notify"] pre').inner_text()
+    assert '"sent"' in await page.locator('tr[data-step="notify"] .json-tree').inner_text()
     assert await page.locator(".crumbs a").all_inner_texts() == ["Runs", "etl", "publish"]
 
     # The waiting run: its "waiting on" card.
@@ -285,8 +286,11 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     await page.get_by_role("link", name=HOSTILE_TOO, exact=True).click()
     assert await page.locator("h1").inner_text() == f"{HOSTILE_TOO} completed"
     assert await page.locator(f'tr[data-step="{HOSTILE}"] td').first.inner_text() == HOSTILE
-    assert await page.locator("#output pre").inner_text() == f'"{HOSTILE}"'
-    assert HOSTILE in await page.locator("#input pre").inner_text()
+    assert await page.locator("#output .json-tree").inner_text() == f'"{HOSTILE}"'
+    assert HOSTILE in await page.locator("#input .json-tree").inner_text()
+    label = page.locator(f'svg.timeline g[data-row="{HOSTILE}"] text.tl-label')
+    assert await label.evaluate("e => e.firstChild.nodeValue") == HOSTILE, "drawn as text in the timeline"
+    assert await page.locator("svg.timeline script").count() == 0
     # A root whose name holds a "/" is not a path: its page says so, as text.
     await page.goto(app.url + "/")
     await hostile_link.click()
@@ -771,8 +775,10 @@ async def test_read_only_mode_has_no_actions(
     app = await serve(read_only=True)
     for path in ("/runs/order-1", "/runs/etl", "/queues"):
         status, body = await http(app.port, "GET", path)
-        # (The header's buttons, Freeze and Theme, change only the view.)
-        assert status == 200 and "data-action" not in body and "<button" not in body.split("<main>")[1], path
+        # (The header's buttons, Freeze and Theme, change only the view; so do
+        # the JSON viewer's copy buttons: every other button is an action.)
+        actions = re.findall(r'<button (?!type="button" class="json-copy")', body.split("<main>")[1])
+        assert status == 200 and "data-action" not in body and not actions, path
     status, body = await http(app.port, "GET", "/queues")
     assert 'data-name="mail"' in body
     for path in ("/api/runs/order-1/cancel", "/api/runs/etl/resume", "/api/queues/mail/pause"):
@@ -951,8 +957,8 @@ def test_the_command_says_when_the_port_is_taken() -> None:
 
 def test_the_static_files_and_templates_are_in_the_package() -> None:
     package = Path(web.__file__).parent
-    assert {p.name for p in (package / "static").iterdir()} >= {"app.css", "app.js", "actions.css", "actions.js"}
-    assert {p.name for p in (package / "static").iterdir()} >= {"live.js", "theme.js"}
+    static = {"app.css", "app.js", "actions.css", "actions.js", "live.js", "theme.js", "timeline.css", "json.js"}
+    assert {p.name for p in (package / "static").iterdir()} >= static
     templates = {p.name for p in (package / "templates").iterdir()}
     assert templates >= {"base.html", "runs.html", "run.html", "missing.html", "queues.html", "schedules.html"}
     assert templates >= {"start.html", "run_actions.html"}
@@ -1127,7 +1133,7 @@ async def test_the_start_page_starts_a_workflow_by_name(
     assert await durable.result(db, name, timeout=30) == "hello ada"
     await page.reload()
     assert await page.locator("h1 .status").inner_text() == "completed"
-    assert await page.locator("#input pre").inner_text() == '"ada"'
+    assert await page.locator("#input .json-tree").inner_text() == '"ada"'
 
     # A name of one's own; taken the second time.
     async def start_greet_1() -> None:
@@ -1326,8 +1332,9 @@ async def test_read_only_mode_has_none_of_the_new_actions(
         assert status == 200, path
         for absent in ("<form data-post", "<dialog", "data-bulk", "data-fork", 'id="nav-start"', "Cancel matching"):
             assert absent not in body, (path, absent)
-    # (The header's Freeze and Theme buttons change only the view.)
-    assert "<button" not in (await http(app.port, "GET", "/runs/order-1"))[1].split("<main>")[1]
+    # (The header's Freeze and Theme buttons change only the view; so do the copy buttons.)
+    main = (await http(app.port, "GET", "/runs/order-1"))[1].split("<main>")[1]
+    assert not re.findall(r'<button (?!type="button" class="json-copy")', main)
     status, body = await http(app.port, "GET", "/start")
     assert status == 404 and "read-only" in body and "<form" not in body
     writes = [
@@ -1352,3 +1359,206 @@ async def test_read_only_mode_has_none_of_the_new_actions(
     status, body = await http(writable.port, "POST", "/api/runs/order-1/send", body='{"topic": "t", "value": "1"}')
     assert status == 403, "a write needs the custom header"
     assert await pg.fetchval("SELECT count(*) FROM task_message") == 0
+
+
+#: The largest int durable stores (beyond 2**53: a JavaScript number would round it).
+BIG = 2**63 - 1
+#: Beyond 64 bits: durable refuses it, but a row enqueued in SQL may hold it.
+HUGE = 12345678901234567890123
+
+
+async def make_timeline_runs(db: durable.Db) -> None:
+    """For the timeline: ``flow`` has a step retried once, a sleep, a
+    message received, an event, a big number, and a child (hostile name)
+    with a grandchild; ``twice`` was claimed twice (failed, then taken
+    again); ``nightly-1`` waits behind a paused queue."""
+    flow = await Ctx.start(db, "flow", input={"big": BIG})
+    tries = 0
+
+    def flaky() -> int:
+        nonlocal tries
+        tries += 1
+        if tries == 1:
+            raise ValueError("first try fails")
+        return BIG
+
+    await flow.step("flaky", flaky, retries=1, backoff=FAST)
+    await flow.sleep("nap", 0.05)
+    await durable.send(db, "flow", "go", {"n": 1})
+    assert await flow.recv("go", timeout=5) == {"n": 1}
+    await flow.set_event("stage", "done")
+    child = await flow.child(HOSTILE_TOO, input=None)
+    await child.step(HOSTILE_TOO, lambda: 1)
+    grandchild = await child.child("grandchild", input=None)
+    await grandchild.step("deep", lambda: 2)
+    await grandchild.complete(None)
+    await child.complete(None)
+    await flow.complete({"big": BIG})
+
+    first = await Ctx.start(db, "twice", input=1)
+    await first.fail(ValueError("the first claim fails"))
+    again = await Ctx.start(db, "twice", input=1)  # takes the failed root: attempt 2
+    await again.complete(2)
+
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    await nightly.enqueue(db, "nightly-1", 1)
+
+
+async def test_the_timeline_draws_attempts_waits_sleeps_and_messages(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await make_timeline_runs(db)
+    app = await serve()
+    page = await browser.new_page()
+    await page.goto(app.url + "/runs/flow")
+    timeline = page.locator("#timeline[data-live] svg.timeline")
+    flaky = timeline.locator('g[data-row="flaky"]')
+    bars = flaky.locator("rect.tl-run")
+    assert await bars.count() == 2, "each attempt its own bar"
+    titles = [await bars.nth(i).locator("title").text_content() for i in range(2)]
+    assert titles[0] is not None and titles[0].startswith("flaky · failed · attempt 1 · ")
+    assert titles[1] is not None and titles[1].startswith("flaky · completed · attempt 2 · ")
+    assert await flaky.locator("rect.tl-status-failed").count() == 1
+    nap = timeline.locator('g[data-row="nap"]')
+    assert await nap.locator("rect.tl-sleep").count() == 1, "the sleep is a gap of its own"
+    assert (await nap.locator("text.tl-note").text_content() or "").startswith("sleep until ")
+    go = timeline.locator('g[data-row="go"]')
+    mark = await go.locator("polygon.tl-mark-received title").text_content()
+    assert mark is not None and "received a message on topic 'go'" in mark
+    assert await timeline.locator('g[data-row="flow"] polygon.tl-mark-message').count() == 1, "its arrival"
+    assert await timeline.locator('g[data-row="event stage"] polygon.tl-mark-event').count() == 1
+    # Children under their parent, indented, in start order; hostile names as text.
+    labels = await timeline.locator("g.tl-row").evaluate_all("gs => gs.map(g => g.dataset.row)")
+    assert labels == ["flow", "flaky", "nap", "go", "event stage", HOSTILE_TOO, HOSTILE_TOO, "grandchild", "deep"]
+    child_label = timeline.locator(f'g.tl-workflow[data-row="{HOSTILE_TOO}"] text.tl-label')
+    assert await child_label.evaluate("e => e.firstChild.nodeValue") == HOSTILE_TOO
+    assert float(await child_label.get_attribute("x") or 0) > float(
+        await timeline.locator('g[data-row="flow"] text.tl-label').get_attribute("x") or 0
+    )
+    assert await page.locator("img").count() == 0, "the hostile name made no element"
+
+    # The children's tree opens in place.
+    tree = page.locator("#children[data-live]")
+    node = tree.locator(f'li[data-name="flow/{HOSTILE_TOO}"]')
+    assert await node.locator("> details > summary a").inner_text() == HOSTILE_TOO
+    deeper = node.locator('li[data-name="flow/' + HOSTILE_TOO + '/grandchild"]')
+    assert not await deeper.is_visible(), "folded beyond the first level"
+    await node.locator("> details > summary .status").click()
+    await deeper.wait_for(state="visible")
+    assert not await deeper.locator('li[data-tree-step="deep"]').is_visible()
+    await deeper.locator("> details > summary .status").click()
+    await deeper.locator('li[data-tree-step="deep"]').wait_for(state="visible")
+
+    # The JSON viewer: big numbers exact, a copy button with the exact JSON.
+    assert str(BIG) in await page.locator("#input .json-tree").inner_text()
+    assert str(BIG) in await page.locator('tr[data-step="flaky"] .json-tree').inner_text()
+    steps = page.locator("#steps[data-live]")
+    assert await steps.locator('tr[data-step="flaky"]').count() == 1
+
+    # A run claimed twice: an attempt bar per claim; a queued run's wait apart.
+    await page.goto(app.url + "/runs/twice")
+    twice = page.locator('svg.timeline g[data-row="twice"] rect.tl-run')
+    assert await twice.count() == 2
+    assert (await twice.nth(0).locator("title").text_content() or "").startswith("twice · failed · attempt 1")
+    await page.goto(app.url + "/runs/nightly-1")
+    queued = page.locator('svg.timeline g[data-row="nightly-1"]')
+    assert await queued.locator("rect.tl-wait").count() == 1
+    assert await queued.locator("rect.tl-run").count() == 0, "it has not run"
+    assert "waited in queue paused" in (await queued.locator("rect.tl-wait title").text_content() or "")
+
+
+async def test_the_copy_button_copies_the_exact_json(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    async with Ctx.start(db, "big", input={"n": BIG, "s": HOSTILE}) as run:
+        await run.complete([BIG, 1.5, None])
+    # A number beyond 64 bits, as a row enqueued in SQL may hold.
+    await pg.execute("UPDATE task SET input = jsonb_set(input, '{n}', $1::text::jsonb) WHERE name = 'big'", str(HUGE))
+    app = await serve()
+    context = await browser.new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = await context.new_page()
+    await page.goto(app.url + "/runs/big")
+    assert await page.locator("#output .json-tree").inner_text() == f"[ 3 items ]\n{BIG}\n1.5\nnull"
+    await page.locator("#input button.json-copy").click()
+    await page.locator("#input button.json-copy.copied").wait_for()
+    copied = await page.evaluate("navigator.clipboard.readText()")
+    assert copied == '{\n  "n": ' + str(HUGE) + ',\n  "s": "<script>alert(1)</script>"\n}'
+    assert str(HUGE) in await page.locator("#input .json-tree").inner_text()
+    await page.locator("#output button.json-copy").click()
+    await until(
+        lambda: _clipboard_is(page, f"[\n  {BIG},\n  1.5,\n  null\n]"), "the output is on the clipboard"
+    )
+    await context.close()
+
+
+async def _clipboard_is(page: Page, text: str) -> bool:
+    return bool(await page.evaluate("navigator.clipboard.readText()") == text)
+
+
+async def test_a_retried_step_leaves_its_first_attempt_in_the_history(
+    db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    await make_timeline_runs(db)
+    rows = await pg.fetch(
+        """SELECT a.attempt, a.status, a.error ->> 'message' AS message, a.started_at <= a.ended_at AS ordered,
+                  a.ended_at <= a.replaced_at AS before_next
+           FROM task_attempt AS a JOIN task AS t ON t.id = a.task_id WHERE t.name = 'flaky'"""
+    )
+    assert [tuple(row) for row in rows] == [(1, "failed", "first try fails", True, True)]
+    current = await pg.fetchrow("SELECT attempt, status, error FROM task WHERE name = 'flaky'")
+    assert current is not None and tuple(current) == (2, "completed", None)
+    claims = await pg.fetch(
+        """SELECT a.attempt, a.status, a.error ->> 'message' AS message FROM task_attempt AS a
+           JOIN task AS t ON t.id = a.task_id WHERE t.name = 'twice'"""
+    )
+    assert [tuple(row) for row in claims] == [(1, "failed", "the first claim fails")]
+    # Steps written once (no retry) leave no history.
+    assert await pg.fetchval("SELECT count(*) FROM task_attempt") == 2
+    # A fork keeps the history of the steps it keeps.
+    await durable.fork(db, "flow", "flow-again", from_step="go")
+    forked = await pg.fetch(
+        """SELECT a.attempt, a.status, a.error ->> 'message' AS message FROM task_attempt AS a
+           JOIN task AS t ON t.id = a.task_id JOIN task AS r ON r.id = t.root_id
+           WHERE t.name = 'flaky' AND r.name = 'flow-again'"""
+    )
+    assert [tuple(row) for row in forked] == [(1, "failed", "first try fails")]
+    # gc takes the history with its runs.
+    await pg.execute("UPDATE task SET completed_at = now() - interval '2 days' WHERE parent_id IS NULL")
+    assert await durable.gc(db, older_than=timedelta(days=1)) == 2  # flow and twice; not the unfinished fork
+    remaining = await pg.fetch(
+        """SELECT t.root_id = r.id AS forked FROM task_attempt AS a JOIN task AS t ON t.id = a.task_id,
+                  task AS r WHERE r.name = 'flow-again'"""
+    )
+    assert [row["forked"] for row in remaining] == [True], "the history of the runs collected went with them"
+
+
+def test_the_timeline_layout_puts_attempts_waits_and_sleeps_on_one_axis() -> None:
+    from datetime import datetime, timezone
+
+    from durable._info import StepInfo, WorkflowInfo, WorkflowTree
+    from durable.ui.timeline import LABEL, WIDTH, Attempt, History, layout
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+    def at(seconds: float) -> datetime:
+        return t0 + timedelta(seconds=seconds)
+
+    info = WorkflowInfo(
+        1, "root", "completed", "f", "q", None, None, None, 1, 0, 0, None, t0, at(2), at(10), None, None
+    )
+    retried = StepInfo(2, "retried", "completed", 2, 7, None, at(2), at(4), at(5))
+    nap = StepInfo(3, "nap", "completed", 1, at(9).isoformat(), None, at(5), at(5), at(5))
+    first = Attempt(2, 1, "failed", at(2), at(3), at(4), {"message": "no"})
+    found = layout(WorkflowTree(info, (retried, nap), ()), History({2: [first]}), at(20))
+    root, step, sleep = found.rows
+    scale = (WIDTH - LABEL) / 10
+    assert [(bar.kind, bar.status) for bar in root.bars] == [("wait", "queued"), ("run", "completed")]
+    assert root.bars[0].x == LABEL and root.bars[0].width == 2 * scale, "created to started: the queue wait"
+    assert [(bar.status, bar.x, bar.width) for bar in step.bars] == [
+        ("failed", LABEL + 2 * scale, scale),
+        ("completed", LABEL + 4 * scale, scale),
+    ]
+    assert [bar.kind for bar in sleep.bars] == ["run", "sleep"]
+    assert sleep.bars[1].x == LABEL + 5 * scale and sleep.bars[1].width == 4 * scale
+    assert [tick.label for tick in found.ticks] == ["0", "+2.5s", "+5.0s", "+7.5s", "+10.0s"]

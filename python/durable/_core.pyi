@@ -87,6 +87,9 @@ class Engine:
         until: int | None = None,
         parent: str | None = None,
     ) -> Awaitable[list[dict[str, Any]]]: ...
+    # tree's dict plus "attempts" (past attempts, task_attempt), "messages"
+    # (sent to the tree's workflows) and "json" ((id, input, output, error)
+    # as the database's JSON text, per task).
     def browse_tree(self, path: str, timeout: float) -> Awaitable[dict[str, Any] | None]: ...
     def runs_version(
         self,

@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, ClaimLimits, Engine, Enqueue, EventRead, Forked, JsonText, Options, QueueInfo, QueueLimits,
-    RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
+    BrowseFilter, BrowsedTree, ClaimLimits, Engine, Enqueue, EventRead, Forked, JsonText, Options, QueueInfo,
+    QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -476,7 +476,7 @@ impl PyEngine {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
         awaitable(py, async move {
-            Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Tree))
+            Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Browsed))
         })
     }
 
@@ -862,6 +862,72 @@ impl<'py> IntoPyObject<'py> for Tree {
         dict.set_item("steps", tree.steps.into_iter().map(Info).collect::<Vec<_>>())?;
         dict.set_item("children", tree.children.into_iter().map(Tree).collect::<Vec<_>>())?;
         Ok(dict)
+    }
+}
+
+/// A `BrowsedTree` as Python sees it: the tree's dict (as `Tree`) with
+/// `attempts` and `messages`, lists of dicts (times in microseconds since
+/// the epoch).
+struct Browsed(BrowsedTree);
+
+impl<'py> IntoPyObject<'py> for Browsed {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let BrowsedTree {
+            tree,
+            attempts,
+            messages,
+        } = self.0;
+        let mut texts = Vec::new();
+        json_texts(&tree, &mut texts);
+        let dict = Tree(tree).into_pyobject(py)?;
+        dict.set_item("json", texts)?;
+        let mut past = Vec::with_capacity(attempts.len());
+        for attempt in attempts {
+            let item = PyDict::new(py);
+            item.set_item("task_id", attempt.task_id)?;
+            item.set_item("attempt", attempt.attempt)?;
+            item.set_item("status", attempt.status)?;
+            item.set_item("started_at", attempt.started_at)?;
+            item.set_item("ended_at", attempt.ended_at)?;
+            item.set_item("replaced_at", attempt.replaced_at)?;
+            let error = attempt.error.map(|text| json::decode(py, text.as_str())).transpose()?;
+            item.set_item("error", error)?;
+            past.push(item);
+        }
+        dict.set_item("attempts", past)?;
+        let mut sent = Vec::with_capacity(messages.len());
+        for message in messages {
+            let item = PyDict::new(py);
+            item.set_item("task_id", message.task_id)?;
+            item.set_item("topic", message.topic)?;
+            item.set_item("sent_at", message.sent_at)?;
+            item.set_item("received_at", message.received_at)?;
+            item.set_item("received_by", message.received_by)?;
+            sent.push(item);
+        }
+        dict.set_item("messages", sent)?;
+        Ok(dict)
+    }
+}
+
+/// Per task of `tree`: its id and its input, output and error as the JSON
+/// text the database holds, for a viewer that shows numbers exactly (the
+/// decoded values hold integers beyond 64 bits as floats).
+type Texts = (i64, Option<String>, Option<String>, Option<String>);
+
+fn json_texts(tree: &WorkflowTree, out: &mut Vec<Texts>) {
+    let texts = |run: &RunInfo| -> Texts {
+        let text = |json: &Option<JsonText>| json.as_ref().map(|t| t.as_str().to_owned());
+        (run.id, text(&run.input), text(&run.output), text(&run.error))
+    };
+    out.push(texts(&tree.info));
+    out.extend(tree.steps.iter().map(texts));
+    for child in &tree.children {
+        json_texts(child, out);
     }
 }
 

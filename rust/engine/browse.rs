@@ -1,14 +1,16 @@
 //! What `durable ui` reads beyond `list_runs`: a page of roots below a
 //! keyset cursor (an id), and the status tabs' counts, each capped so that
-//! no refresh counts a whole table; and `tree`. Each runs in a read-only
-//! transaction under a statement timeout.
+//! no refresh counts a whole table; and `tree` with the history of its
+//! attempts and the messages of its workflows (the run page's timeline).
+//! Each runs in a read-only transaction under a statement timeout.
 //!
 //! The live pages poll a version of what they show (`runs_version`,
 //! `tree_version`): a digest of the rows' ids and row versions (`xmin`,
 //! which every UPDATE renews, whatever columns it sets). Not the greatest
 //! `updated_at`: that is the writing transaction's start (`now()`), so a
 //! transaction that commits after a poll could bring an older one, and the
-//! change would be missed.
+//! change would be missed. (A new attempt's history row comes with an
+//! update of its task's row, so the tree's version changes with it.)
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,9 +21,10 @@ use super::Engine;
 use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
+use super::jsonb::JsonText;
 use super::queue_info::{QueueInfo, read_queue};
 use super::tree::{PATH, WorkflowTree, build};
-use super::workflow::col;
+use super::workflow::{Kind, col};
 
 /// The runs that `list_runs`'s filter (but its status, `$1`) matches, with
 /// ids below `$8`, whose function is `$6`, whose input satisfies the JSON
@@ -67,6 +70,54 @@ pub(crate) struct BrowseStatements {
     /// A digest of the rows of the tree of the root named `$1`, and their
     /// count (0: no such root). One index range (`task_root`).
     pub tree_version: String,
+    /// The past attempts (`task_attempt`) of the tasks `$1`.
+    pub attempts: String,
+    /// The messages sent to the workflows `$1`, at most `MESSAGES_SHOWN`.
+    pub messages: String,
+}
+
+/// The most messages a run page reads (the oldest first).
+const MESSAGES_SHOWN: i64 = 1000;
+
+/// A past attempt of a task (see `task_attempt`). Times are microseconds
+/// since the epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptInfo {
+    pub task_id: i64,
+    pub attempt: i32,
+    /// `completed`, `failed`, `cancelled` or `interrupted`.
+    pub status: String,
+    pub started_at: Option<i64>,
+    /// `None` when interrupted (unknown).
+    pub ended_at: Option<i64>,
+    /// When the next attempt began.
+    pub replaced_at: i64,
+    pub error: Option<JsonText>,
+}
+
+/// A message sent to a workflow: when, and when which step received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub task_id: i64,
+    pub topic: String,
+    pub sent_at: i64,
+    pub received_at: Option<i64>,
+    /// The `recv` step that took it.
+    pub received_by: Option<String>,
+}
+
+/// A tree as the run page reads it: the tree, the past attempts of its
+/// tasks, and the messages sent to its workflows, from one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowsedTree {
+    pub tree: WorkflowTree,
+    pub attempts: Vec<AttemptInfo>,
+    pub messages: Vec<MessageInfo>,
+}
+
+/// Microseconds since the epoch of the timestamptz column `c`.
+fn micros(c: &str) -> String {
+    format!("(extract(epoch FROM {c}) * 1000000)::int8")
 }
 
 /// The digest of the rows of `shown` (columns `id` and `xmin`).
@@ -136,6 +187,24 @@ impl BrowseStatements {
                     SELECT t.id, t.xmin FROM {{s}}.task AS t
                     WHERE t.root_id = (SELECT r.id FROM {{s}}.task AS r WHERE r.parent_id IS NULL AND r.name = $1)
                  ) AS shown"
+            )),
+            attempts: fill(&format!(
+                "SELECT a.task_id, a.attempt, a.status, {}, {}, {}, a.error
+                 FROM {{s}}.task_attempt AS a
+                 WHERE a.task_id = ANY($1::int8[])
+                 ORDER BY a.task_id, a.attempt",
+                micros("a.started_at") + " AS started_us",
+                micros("a.ended_at") + " AS ended_us",
+                micros("a.replaced_at") + " AS replaced_us",
+            )),
+            messages: fill(&format!(
+                "SELECT m.task_id, m.topic, {}, {}, m.received_by
+                 FROM {{s}}.task_message AS m
+                 WHERE m.task_id = ANY($1::int8[])
+                 ORDER BY m.id
+                 LIMIT {MESSAGES_SHOWN}",
+                micros("m.created_at") + " AS sent_us",
+                micros("m.received_at") + " AS received_us",
             )),
         }
     }
@@ -307,13 +376,19 @@ impl Engine {
         (count > 0).then(|| col(&row, "digest")).transpose()
     }
 
-    /// `tree` (the workflow at `path` with everything under it), under `timeout`.
-    pub async fn browse_tree(&self, path: &str, timeout: Duration) -> Result<Option<WorkflowTree>, EngineError> {
+    /// `tree` (the workflow at `path` with everything under it), with the
+    /// past attempts of its tasks and the messages sent to its workflows,
+    /// under `timeout`: three statements of one read-only transaction (a
+    /// repeatable read, so they see one snapshot).
+    pub async fn browse_tree(&self, path: &str, timeout: Duration) -> Result<Option<BrowsedTree>, EngineError> {
         let names = path_names(path)?;
         self.check_open()?;
         let sql = &self.inner.sql;
-        let opening = read_only(timeout);
-        let rows = retrying!(
+        let opening = format!(
+            "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ; {}",
+            read_only(timeout)
+        );
+        let read = retrying!(
             self,
             &format!("reading the tree of workflow {path:?}"),
             |client| async {
@@ -321,10 +396,21 @@ impl Engine {
                 tx.batch_execute(&opening).await?;
                 let statement = tx.prepare_cached(&sql.tree).await?;
                 let rows = tx.query(&statement, &[&names]).await?;
+                let ids: Vec<i64> = rows.iter().map(|row| row.get::<_, i64>("id")).collect();
+                let statement = tx.prepare_cached(&sql.browse.attempts).await?;
+                let attempts = tx.query(&statement, &[&ids]).await?;
+                let workflows: Vec<i64> = rows
+                    .iter()
+                    .filter(|row| row.get::<_, &str>("kind") == Kind::Workflow.as_str())
+                    .map(|row| row.get::<_, i64>("id"))
+                    .collect();
+                let statement = tx.prepare_cached(&sql.browse.messages).await?;
+                let messages = tx.query(&statement, &[&workflows]).await?;
                 tx.commit().await?;
-                Ok(rows)
+                Ok((rows, attempts, messages))
             }
         )?;
+        let (rows, attempts, messages) = read;
         let mut rows = rows.iter();
         let Some(top) = rows.next() else {
             return Ok(None);
@@ -333,7 +419,11 @@ impl Engine {
         for row in rows {
             under.entry(col(row, "parent_id")?).or_default().push(row);
         }
-        build(top, path, &mut under).map(Some)
+        Ok(Some(BrowsedTree {
+            tree: build(top, path, &mut under)?,
+            attempts: attempts.iter().map(read_attempt).collect::<Result<_, _>>()?,
+            messages: messages.iter().map(read_message).collect::<Result<_, _>>()?,
+        }))
     }
 
     /// For each of `statuses` (`None`: any), how many runs match `filter`
@@ -462,4 +552,26 @@ impl Engine {
             .await?;
         rows.iter().map(|row| col(row, "workflow")).collect()
     }
+}
+
+fn read_attempt(row: &Row) -> Result<AttemptInfo, EngineError> {
+    Ok(AttemptInfo {
+        task_id: col(row, "task_id")?,
+        attempt: col(row, "attempt")?,
+        status: col(row, "status")?,
+        started_at: col(row, "started_us")?,
+        ended_at: col(row, "ended_us")?,
+        replaced_at: col(row, "replaced_us")?,
+        error: col(row, "error")?,
+    })
+}
+
+fn read_message(row: &Row) -> Result<MessageInfo, EngineError> {
+    Ok(MessageInfo {
+        task_id: col(row, "task_id")?,
+        topic: col(row, "topic")?,
+        sent_at: col(row, "sent_us")?,
+        received_at: col(row, "received_us")?,
+        received_by: col(row, "received_by")?,
+    })
 }

@@ -16,7 +16,7 @@ use super::{Engine, validate_name};
 /// (`lease_epoch` 1 and a `waiting` record): the claim then reads its
 /// history (a run never claimed has none, so the claim skips reading it)
 /// and keeps its attempt at 1. Children are copied with everything under them, each row keeping
-/// its name, status, attempt, output, error and times.
+/// its name, status, attempt, output, error and times, and its past attempts (`task_attempt`).
 const FORK: &str = "
 WITH RECURSIVE source AS (
     SELECT * FROM {s}.task WHERE parent_id IS NULL AND name = $1
@@ -62,6 +62,13 @@ WITH RECURSIVE source AS (
     LEFT JOIN mapping AS parent ON parent.old = t.parent_id
     CROSS JOIN forked
     RETURNING id
+), history AS (
+    -- (Its foreign key is checked at the statement's end, when the copies exist.)
+    INSERT INTO {s}.task_attempt (task_id, attempt, status, started_at, ended_at, replaced_at, error)
+    SELECT m.new, a.attempt, a.status, a.started_at, a.ended_at, a.replaced_at, a.error
+    FROM mapping AS m
+    JOIN {s}.task_attempt AS a ON a.task_id = m.old
+    CROSS JOIN forked
 )
 SELECT EXISTS (SELECT 1 FROM source) AS found, EXISTS (SELECT 1 FROM cut) AS cut,
        (SELECT status FROM forked) AS status, (SELECT count(*) FROM copied) AS copied,

@@ -48,6 +48,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0010_root_status.sql",
         include_str!("../../migrations/0010_root_status.sql"),
     ),
+    (
+        11,
+        "0011_attempts.sql",
+        include_str!("../../migrations/0011_attempts.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

@@ -83,6 +83,7 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool};
 use tokio::runtime::Handle;
 
+pub use browse::{AttemptInfo, BrowsedTree, MessageInfo};
 pub use config::{MAX_NAME_BYTES, Options, validate_name, validate_schema};
 
 /// The bounds of the options (see `Options::validate`).

@@ -273,7 +273,9 @@ WITH durability AS (
         attempt = EXCLUDED.attempt,
         output = EXCLUDED.output,
         error = CASE WHEN EXCLUDED.status = 'running' THEN t.error ELSE EXCLUDED.error END,
-        started_at = CASE WHEN EXCLUDED.status = 'running' THEN now() ELSE t.started_at END,
+        -- A new attempt starts now, even when its marker was merged into its outcome.
+        started_at = CASE WHEN EXCLUDED.status = 'running' OR t.attempt < EXCLUDED.attempt
+                          THEN now() ELSE t.started_at END,
         completed_at = EXCLUDED.completed_at,
         updated_at = now()
     WHERE t.kind = 'step'

@@ -23,6 +23,8 @@ from .._runs import resume
 from .._schedules import to_micros
 from ..errors import ConfigError, DurableError, InvalidName
 from . import schedules
+from .jsonview import ExactJson, json_view
+from .timeline import History, layout
 
 #: A status tab counts at most this many runs ("1000+" beyond): never a full COUNT.
 COUNT_CAP = 1000
@@ -65,6 +67,7 @@ def templates() -> Environment:
     )
     env.filters["run_url"] = run_url
     env.filters["pretty"] = pretty
+    env.filters["json_view"] = json_view
     env.filters["duration"] = render.duration
     env.globals["api_url"] = api_url
     env.filters["moment"] = render.moment
@@ -366,7 +369,19 @@ class Pages:
         fork_name = await self.free_fork_name(name) if root and not self.read_only else None
         now = datetime.now(timezone.utc)
         live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + run_url(name), version)
-        return self.page("run.html", tree=found, path=path, root=root, fork_name=fork_name, now=now, live=live)
+        timeline = layout(found, History._from(read), now)
+        exact = ExactJson(read.get("json", ()))
+        return self.page(
+            "run.html",
+            tree=found,
+            path=path,
+            root=root,
+            fork_name=fork_name,
+            now=now,
+            live=live,
+            timeline=timeline,
+            exact=exact,
+        )
 
     async def free_fork_name(self, name: str) -> str:
         """The first ``NAME-fork-N`` not taken, suggested for a fork of

@@ -1,0 +1,295 @@
+"""The run page's waterfall: one row per step and per child workflow (a
+child's rows indented under it, in start order), on one time axis from the
+run's creation to its end (now while it runs). Each attempt is its own bar,
+a queued run's wait is a bar of its own, a sleep is a gap, a message a mark.
+
+``layout`` computes it all (coordinates in SVG user units) so the template
+only draws; it is a pure function of the records, for the tests."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .._cli_render import duration
+from .._info import StepInfo, WorkflowInfo, WorkflowTree
+from .._schedules import from_micros
+
+#: The SVG's width, its label column's, a row's height.
+WIDTH = 1000
+LABEL = 260
+ROW = 22
+#: How far a child's label is indented per level.
+INDENT = 14
+#: The narrowest bar drawn (a step of a few microseconds stays visible).
+MIN_BAR = 1.5
+#: At most this many rows are drawn (a run of thousands of steps says how many were left out).
+MAX_ROWS = 500
+#: The form ``ctx.sleep`` saves its wake-up time in (``datetime.isoformat`` in UTC).
+SLEEP_OUTPUT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00")
+DONE = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A past attempt of a task (``task_attempt``)."""
+
+    task_id: int
+    attempt: int
+    #: completed, failed, cancelled or interrupted.
+    status: str
+    started_at: datetime | None
+    #: None when interrupted (unknown): drawn up to ``replaced_at``.
+    ended_at: datetime | None
+    #: When the next attempt began.
+    replaced_at: datetime
+    error: Any
+
+    @staticmethod
+    def _from(row: dict[str, Any]) -> Attempt:
+        times = {key: None if row[key] is None else from_micros(row[key]) for key in ("started_at", "ended_at")}
+        return Attempt(**(row | times | {"replaced_at": from_micros(row["replaced_at"])}))
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message sent to a workflow of the tree."""
+
+    task_id: int
+    topic: str
+    sent_at: datetime
+    received_at: datetime | None
+    #: The ``recv`` step that took it.
+    received_by: str | None
+
+    @staticmethod
+    def _from(row: dict[str, Any]) -> Message:
+        received = row["received_at"]
+        return Message(
+            row["task_id"],
+            row["topic"],
+            from_micros(row["sent_at"]),
+            None if received is None else from_micros(received),
+            row["received_by"],
+        )
+
+
+@dataclass(frozen=True)
+class History:
+    """What the tree's rows do not hold: past attempts (by task id, in
+    order) and the messages (by workflow id)."""
+
+    attempts: dict[int, list[Attempt]] = field(default_factory=dict)
+    messages: dict[int, list[Message]] = field(default_factory=dict)
+
+    @staticmethod
+    def _from(read: dict[str, Any]) -> History:
+        history = History()
+        for row in read.get("attempts", ()):
+            attempt = Attempt._from(row)
+            history.attempts.setdefault(attempt.task_id, []).append(attempt)
+        for row in read.get("messages", ()):
+            message = Message._from(row)
+            history.messages.setdefault(message.task_id, []).append(message)
+        return history
+
+
+@dataclass(frozen=True)
+class Bar:
+    """A span of a row: ``kind`` wait (in the queue), run (an attempt) or
+    sleep (a gap); ``status`` names its fill."""
+
+    x: float
+    width: float
+    kind: str
+    status: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A moment on a row: a message sent or received, an event set."""
+
+    x: float
+    kind: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Row:
+    y: float
+    depth: int
+    #: The step's or child's own name (a child's full path is ``path``).
+    label: str
+    kind: str
+    status: str
+    bars: list[Bar]
+    marks: list[Mark]
+    #: A child's path, for its link; None for a step.
+    path: str | None = None
+    #: A label drawn in the row's sleep gap.
+    note: str | None = None
+    note_x: float = 0.0
+
+
+@dataclass(frozen=True)
+class Tick:
+    x: float
+    label: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    width: int
+    height: float
+    label_width: int
+    rows: list[Row]
+    ticks: list[Tick]
+    #: Rows not drawn (beyond ``MAX_ROWS``).
+    left_out: int
+
+
+class Axis:
+    """Times to x: ``start`` at the label column's edge, ``end`` at the right."""
+
+    def __init__(self, start: datetime, end: datetime) -> None:
+        self.start = start
+        self.span = max((end - start).total_seconds(), 1e-3)
+
+    def x(self, moment: datetime) -> float:
+        share = (moment - self.start).total_seconds() / self.span
+        return LABEL + min(max(share, 0.0), 1.0) * (WIDTH - LABEL)
+
+    def bar(self, begin: datetime, end: datetime, kind: str, status: str, title: str) -> Bar:
+        x0, x1 = self.x(begin), self.x(end)
+        width = max(x1 - x0, MIN_BAR)
+        return Bar(min(x0, WIDTH - width), width, kind, status, title)
+
+
+def layout(tree: WorkflowTree, history: History, now: datetime) -> Timeline:
+    """The waterfall of ``tree``: its own row, then its steps and children
+    in start order, each child followed by its own rows."""
+    info = tree.info
+    end = info.completed_at if info.status in DONE and info.completed_at is not None else now
+    axis = Axis(info.created_at, max(end, info.created_at))
+    rows: list[Row] = []
+    total = _walk(tree, history, axis, now, 0, rows)
+    ticks = [Tick(axis.x(info.created_at + timedelta(seconds=axis.span * i / 4)), _offset(axis.span * i / 4)) for i in range(5)]
+    return Timeline(WIDTH, (len(rows) + 1) * ROW + 4, LABEL, rows, ticks, total - len(rows))
+
+
+def _walk(tree: WorkflowTree, history: History, axis: Axis, now: datetime, depth: int, rows: list[Row]) -> int:
+    """Adds the rows of ``tree`` (up to ``MAX_ROWS``); how many it has in all."""
+    info = tree.info
+    count = 1
+    if len(rows) < MAX_ROWS:
+        rows.append(_workflow_row(info, history, axis, now, depth, len(rows)))
+    received = {m.received_by: m for m in history.messages.get(info.id, ()) if m.received_by is not None}
+    entries: list[tuple[datetime, int, StepInfo | WorkflowTree]] = [
+        (step.started_at or step.created_at, step.id, step) for step in tree.steps
+    ]
+    entries += [(child.info.started_at or child.info.created_at, child.info.id, child) for child in tree.children]
+    for _, _, entry in sorted(entries, key=lambda item: (item[0], item[1])):
+        if isinstance(entry, WorkflowTree):
+            count += _walk(entry, history, axis, now, depth + 1, rows)
+        else:
+            count += 1
+            if len(rows) < MAX_ROWS:
+                rows.append(_step_row(entry, history, received.get(entry.name), axis, now, depth + 1, len(rows)))
+    return count
+
+
+def _attempt_bars(
+    task: StepInfo | WorkflowInfo, kind: str, history: History, axis: Axis, now: datetime
+) -> tuple[list[Bar], datetime | None]:
+    """A bar per attempt, past ones from the history; and when the current
+    one began (None: not yet)."""
+    bars = []
+    name = task.name.rsplit("/", 1)[-1]
+    previous_end: datetime | None = None
+    for past in history.attempts.get(task.id, ()):
+        begin = past.started_at or previous_end or past.replaced_at
+        stop = past.ended_at or past.replaced_at
+        title = _title(name, past.status, past.attempt, begin, stop)
+        bars.append(axis.bar(begin, stop, "run", past.status, title))
+        previous_end = past.replaced_at
+    current = task.started_at
+    if kind == "workflow" and previous_end is not None:
+        current = previous_end  # a workflow's row keeps its first start only
+    if current is None:
+        return bars, None
+    stop = task.completed_at if task.status in DONE and task.completed_at is not None else now
+    stop = max(stop, current)
+    title = _title(name, task.status, task.attempt, current, stop, running=task.status not in DONE)
+    bars.append(axis.bar(current, stop, "run", task.status, title))
+    return bars, current
+
+
+def _workflow_row(info: WorkflowInfo, history: History, axis: Axis, now: datetime, depth: int, index: int) -> Row:
+    name = info.name.rsplit("/", 1)[-1]
+    bars: list[Bar] = []
+    first_start = info.started_at
+    waited_in_queue = info.queue is not None or info.status in ("queued", "scheduled")
+    if waited_in_queue:
+        until = first_start or now
+        title = f"{name} · waited in queue {info.queue or ''} for {duration((until - info.created_at).total_seconds())}"
+        bars.append(axis.bar(info.created_at, max(until, info.created_at), "wait", "queued", title.replace("  ", " ")))
+    attempts, _ = _attempt_bars(info, "workflow", history, axis, now)
+    bars += attempts
+    marks = [
+        Mark(axis.x(m.sent_at), "message", f"message on topic {m.topic!r} sent to {name} at {_clock(m.sent_at)}")
+        for m in history.messages.get(info.id, ())
+    ]
+    return Row(_y(index), depth, name, "workflow", info.status, bars, marks, path=info.name)
+
+
+def _step_row(
+    step: StepInfo, history: History, message: Message | None, axis: Axis, now: datetime, depth: int, index: int
+) -> Row:
+    bars, _ = _attempt_bars(step, "step", history, axis, now)
+    marks = []
+    note, note_x = None, 0.0
+    wake = sleep_until(step)
+    if wake is not None and step.completed_at is not None:
+        title = f"{step.name} · sleep until {_clock(wake)} ({duration((wake - step.completed_at).total_seconds())})"
+        gap = axis.bar(step.completed_at, max(wake, step.completed_at), "sleep", "sleep", title)
+        bars.append(gap)
+        note, note_x = f"sleep until {_clock(wake)}", gap.x + 3
+    if message is not None and message.received_at is not None:
+        title = f"{step.name} · received a message on topic {message.topic!r} at {_clock(message.received_at)}"
+        marks.append(Mark(axis.x(message.received_at), "received", title))
+    if step.name.startswith("event ") and step.completed_at is not None and step.status == "completed":
+        marks.append(Mark(axis.x(step.completed_at), "event", f"{step.name} set at {_clock(step.completed_at)}"))
+    return Row(_y(index), depth, step.name, "step", step.status, bars, marks, note=note, note_x=note_x)
+
+
+def sleep_until(step: StepInfo) -> datetime | None:
+    """The wake-up time of a ``ctx.sleep`` step: it is saved as a step
+    whose result is that time in ISO 8601 (UTC), not before the step
+    completed. (A step of the workflow's own that returns such a time looks
+    the same: it is drawn as a sleep too.)"""
+    if step.status != "completed" or not isinstance(step.output, str) or not SLEEP_OUTPUT.fullmatch(step.output):
+        return None
+    wake = datetime.fromisoformat(step.output)
+    if step.completed_at is None or wake < step.completed_at - timedelta(seconds=1):
+        return None
+    return wake
+
+
+def _y(index: int) -> float:
+    return ROW * (index + 1)
+
+
+def _title(name: str, status: str, attempt: int, begin: datetime, end: datetime, *, running: bool = False) -> str:
+    took = duration(max((end - begin).total_seconds(), 0.0)) + ("+" if running else "")
+    return f"{name} · {status} · attempt {attempt} · {took}"
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%S.%f")[:-3]
+
+
+def _offset(seconds: float) -> str:
+    return "0" if seconds == 0 else "+" + duration(seconds)
