@@ -187,10 +187,9 @@ def _walk(tree: WorkflowTree, history: History, axis: Axis, now: datetime, depth
     if len(rows) < MAX_ROWS:
         rows.append(_workflow_row(info, history, axis, now, depth, len(rows)))
     received = {m.received_by: m for m in history.messages.get(info.id, ()) if m.received_by is not None}
-    entries: list[tuple[datetime, int, StepInfo | WorkflowTree]] = [
-        (step.started_at or step.created_at, step.id, step) for step in tree.steps
-    ]
-    entries += [(child.info.started_at or child.info.created_at, child.info.id, child) for child in tree.children]
+    # In the order they first started (a retry does not move a step down).
+    entries: list[tuple[datetime, int, StepInfo | WorkflowTree]] = [(s.created_at, s.id, s) for s in tree.steps]
+    entries += [(child.info.created_at, child.info.id, child) for child in tree.children]
     for _, _, entry in sorted(entries, key=lambda item: (item[0], item[1])):
         if isinstance(entry, WorkflowTree):
             count += _walk(entry, history, axis, now, depth + 1, rows)
