@@ -597,16 +597,16 @@ async def test_a_run_that_finishes_while_its_page_is_open_is_shown_finished_with
     assert (await indicator(page)).startswith("live · updated ")
     assert await page.text_content("#live-status") == "running"
     # The user opened the failed step's error record: it stays open.
-    await page.click('tr[data-step="book"] details summary')
+    await page.click('tr[data-step="book"] details.error-record summary')
 
     await order.step("pack", lambda: "boxed")
     await page.wait_for_selector('tr[data-step="pack"] .status-completed')
-    assert await page.locator('tr[data-step="book"] details').get_attribute("open") is not None
+    assert await page.locator('tr[data-step="book"] details.error-record').get_attribute("open") is not None
     await order.complete({"shipped": True})
     await page.wait_for_selector("#live-status.status-completed")
-    assert await page.text_content("#output pre") == '{\n  "shipped": true\n}'
+    assert await page.get_attribute("#output .json-copy", "data-copy") == '{\n  "shipped": true\n}'
     assert await page.locator("#cancel").count() == 0, "the actions follow the status"
-    assert await page.locator('tr[data-step="book"] details').get_attribute("open") is not None
+    assert await page.locator('tr[data-step="book"] details.error-record').get_attribute("open") is not None
     assert await page.evaluate("window.marker") == "same page", "updated in place, not reloaded"
     assert await indicator(page) == "up to date · nothing running"
     # A finished run changes no more: the polls stop.
