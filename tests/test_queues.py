@@ -559,15 +559,20 @@ async def test_a_killed_executors_runs_are_finished_by_another(
 async def test_sigterm_hands_runs_over_and_loses_nothing(
     dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
 ) -> None:
-    runs = [await jobs.steps.enqueue(db, f"s{i}", 15) for i in range(4)]
-    leaving = await spawn_executor(dsn, schema, "--only", "jobs.steps")
+    await ledger.execute("CREATE TABLE gate ()")
+    runs = [await jobs.gated.enqueue(db, f"s{i}", 15) for i in range(4)]
+    leaving = await spawn_executor(dsn, schema, "--only", "jobs.gated")
 
-    async def under_way() -> bool:
-        return bool(await ledger.fetchval("SELECT count(*) >= 8 FROM ledger WHERE pid = $1", leaving.pid))
+    async def at_the_gate() -> bool:
+        reached = "SELECT count(*) FROM ledger WHERE pid = $1 AND run LIKE '%/s8'"
+        return bool(await ledger.fetchval(reached, leaving.pid) == 4)
 
-    await until(under_way, "the first executor is under way")
-    taking_over = await spawn_executor(dsn, schema, "--only", "jobs.steps")
+    # Every run waits in its ninth step's body until the stop is under way:
+    # the first executor cannot finish them all before the second is there.
+    await until(at_the_gate, "the first executor's runs wait at the gate")
+    taking_over = await spawn_executor(dsn, schema, "--only", "jobs.gated")
     leaving.send_signal(signal.SIGTERM)
+    await ledger.execute("INSERT INTO gate DEFAULT VALUES")
     assert await line(leaving) == "stopped"
     assert await leaving.wait() == 0
     try:

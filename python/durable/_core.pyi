@@ -90,7 +90,7 @@ class Engine:
     # tree's dict plus "attempts" (past attempts, task_attempt), "messages"
     # (sent to the tree's workflows) and "json" ((id, input, output, error)
     # as the database's JSON text, per task).
-    def browse_tree(self, path: str, timeout: float) -> Awaitable[dict[str, Any] | None]: ...
+    def browse_tree(self, names: list[str], timeout: float) -> Awaitable[dict[str, Any] | None]: ...
     def runs_version(
         self,
         status: str | None,
@@ -105,7 +105,7 @@ class Engine:
         until: int | None = None,
         parent: str | None = None,
     ) -> Awaitable[str]: ...
-    def tree_version(self, path: str, timeout: float) -> Awaitable[str | None]: ...
+    def tree_version(self, root: str, timeout: float) -> Awaitable[str | None]: ...
     def count_runs(
         self,
         statuses: list[str | None],

@@ -458,25 +458,27 @@ impl PyEngine {
         })
     }
 
-    /// A version of the tree of the root of `path` (changes when anything in
-    /// it does), None if there is no such root, under a statement timeout
+    /// A version of the tree of the root named `root` (changes when anything
+    /// in it does), None if there is no such root, under a statement timeout
     /// (seconds), for the live pages of `durable ui`.
-    fn tree_version<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn tree_version<'py>(&self, py: Python<'py>, root: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
         awaitable(
             py,
-            async move { engine.tree_version(&path, timeout).await.map_err(to_py) },
+            async move { engine.tree_version(&root, timeout).await.map_err(to_py) },
         )
     }
 
-    /// `tree` in a read-only transaction under a statement timeout
+    /// `tree` of the workflow whose path is `names` (a name may hold a
+    /// `/`), in a read-only transaction under a statement timeout
     /// (seconds), for `durable ui`.
-    fn browse_tree<'py>(&self, py: Python<'py>, path: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn browse_tree<'py>(&self, py: Python<'py>, names: Vec<String>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
         awaitable(py, async move {
-            Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Browsed))
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            Ok(engine.browse_tree(&names, timeout).await.map_err(to_py)?.map(Browsed))
         })
     }
 

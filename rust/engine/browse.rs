@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::Engine;
 use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
@@ -25,6 +24,7 @@ use super::jsonb::JsonText;
 use super::queue_info::{QueueInfo, read_queue};
 use super::tree::{PATH, WorkflowTree, build};
 use super::workflow::{Kind, col};
+use super::{Engine, validate_name};
 
 /// The runs that `list_runs`'s filter (but its status, `$1`) matches, with
 /// ids below `$8`, whose function is `$6`, whose input satisfies the JSON
@@ -351,23 +351,22 @@ impl Engine {
         col(&row, "digest")
     }
 
-    /// A version of the tree of the root of `path` (the workflow's and
-    /// everything else under that root: another value when any of it
-    /// changes); `None` if there is no such root.
-    pub async fn tree_version(&self, path: &str, timeout: Duration) -> Result<Option<String>, EngineError> {
-        let names = path_names(path)?;
+    /// A version of the tree of the root named `root` (everything under
+    /// it: another value when any of it changes); `None` if there is no
+    /// such root.
+    pub async fn tree_version(&self, root: &str, timeout: Duration) -> Result<Option<String>, EngineError> {
+        validate_name("workflow", root)?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let opening = read_only(timeout);
-        let root = &names[0];
         let row = retrying!(
             self,
-            &format!("reading the version of workflow {path:?}"),
+            &format!("reading the version of workflow {root:?}"),
             |client| async {
                 let tx = client.transaction().await?;
                 tx.batch_execute(&opening).await?;
                 let statement = tx.prepare_cached(&sql.browse.tree_version).await?;
-                let row = tx.query_one(&statement, &[root]).await?;
+                let row = tx.query_one(&statement, &[&root]).await?;
                 tx.commit().await?;
                 Ok(row)
             }
@@ -376,12 +375,23 @@ impl Engine {
         (count > 0).then(|| col(&row, "digest")).transpose()
     }
 
-    /// `tree` (the workflow at `path` with everything under it), with the
+    /// `tree` of the workflow whose path is `names` (the root's, then each
+    /// child's: a name may hold a `/`), with the
     /// past attempts of its tasks and the messages sent to its workflows,
     /// under `timeout`: three statements of one read-only transaction (a
     /// repeatable read, so they see one snapshot).
-    pub async fn browse_tree(&self, path: &str, timeout: Duration) -> Result<Option<BrowsedTree>, EngineError> {
-        let names = path_names(path)?;
+    pub async fn browse_tree(&self, names: &[&str], timeout: Duration) -> Result<Option<BrowsedTree>, EngineError> {
+        if names.is_empty() {
+            return Err(EngineError::InvalidName {
+                what: "workflow",
+                name: String::new(),
+                reason: "it is empty",
+            });
+        }
+        for name in names {
+            validate_name("workflow", name)?;
+        }
+        let path = names.join("/");
         self.check_open()?;
         let sql = &self.inner.sql;
         let opening = format!(
@@ -420,7 +430,7 @@ impl Engine {
             under.entry(col(row, "parent_id")?).or_default().push(row);
         }
         Ok(Some(BrowsedTree {
-            tree: build(top, path, &mut under)?,
+            tree: build(top, &path, &mut under)?,
             attempts: attempts.iter().map(read_attempt).collect::<Result<_, _>>()?,
             messages: messages.iter().map(read_message).collect::<Result<_, _>>()?,
         }))

@@ -52,6 +52,24 @@ async def steps(ctx: Ctx, count: int) -> int:
     return total
 
 
+@durable.workflow(name="jobs.gated", queue="work")
+async def gated(ctx: Ctx, count: int) -> int:
+    """``count`` steps as ``steps``'s; from the ninth on, each body first
+    waits until the test opens the gate (a row in its table ``gate``)."""
+    total = 0
+    for i in range(count):
+
+        async def body(i: int = i) -> int:
+            assert side is not None
+            await record(f"{ctx.name}/s{i}", "body")
+            while i >= 8 and not await side.fetchval("SELECT EXISTS (SELECT 1 FROM gate)"):
+                await asyncio.sleep(0.01)
+            return i
+
+        total += await ctx.step(f"s{i}", body)
+    return total
+
+
 @durable.workflow(name="jobs.poison", queue="poison")
 async def poison(ctx: Ctx, _: None) -> None:
     """Kills its executor in its first step, every time it runs."""
@@ -75,4 +93,4 @@ async def nap(ctx: Ctx, seconds: float) -> str:
     return "rested"
 
 
-ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, poison, beat, nap]
+ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, gated, poison, beat, nap]
