@@ -31,7 +31,7 @@ from .._options import count, seconds
 from .._queues import list_queues
 from .._runs import resume
 from ..errors import ConfigError, DurableError, InputMismatch, InvalidName, NotJson, ValueTooLarge, WorkflowNotFound
-from .pages import READ_TIMEOUT, Filters, Pages, run_url
+from .pages import READ_TIMEOUT, Filters, Pages, root_url
 
 #: A bulk action acts on at most this many runs (the newest that match).
 BULK_CAP = 1000
@@ -188,7 +188,7 @@ class Actions:
         _, _, created, _ = await self.db._engine.enqueue(name, workflow, value, queue, delay, priority, None, run_at)
         if not created:
             raise Refused(409, f"a run named {name!r} exists already: choose another name (or none, for a new one)")
-        return answer(200, url=run_url(name))
+        return answer(200, url=root_url(name))
 
     # Fork.
 
@@ -204,7 +204,7 @@ class Actions:
         # Absent: the form's input was not edited (the source's is kept exactly).
         value = KEEP if "input" not in form else parsed("the input", form["input"].strip() or "null")
         await fork(self.db, name, new_name, from_step=from_step, input=value)
-        return answer(200, url=run_url(new_name))
+        return answer(200, url=root_url(new_name))
 
     # Cancel or resume every run that matches.
 

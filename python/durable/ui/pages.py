@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
@@ -48,6 +48,31 @@ def run_url(name: str) -> str:
     return "/runs/" + quote(name, safe="/")
 
 
+def root_url(name: str) -> str:
+    """The detail page of the root named ``name``, even one whose name
+    holds a ``/`` (each name of a run page's URL is one segment)."""
+    return names_url([name])
+
+
+def names_url(names: list[str]) -> str:
+    """The detail page of the run whose path is ``names`` (root first)."""
+    return "/runs/" + "/".join(quote(name, safe="") for name in names)
+
+
+def child_url(parent_url: str, parent: str, child: str) -> str:
+    """The page of a child from its parent's page and paths: the child's
+    own name is what its path adds to its parent's."""
+    return parent_url + "/" + quote(child[len(parent) + 1 :], safe="")
+
+
+def url_names(request: Request, prefix: str) -> list[str]:
+    """The names of a run page's path (each segment one name: a ``%2F`` in
+    it is a ``/`` of the name, not a separator), after ``prefix``."""
+    raw = request.scope.get("raw_path")
+    path = raw.decode("latin-1") if isinstance(raw, bytes) else quote(request.url.path, safe="/")
+    return [unquote(part) for part in path.removeprefix(prefix).split("/")]
+
+
 def api_url(kind: str, name: str, action: str) -> str:
     """The endpoint that does ``action`` to the run or queue ``name``."""
     return f"/api/{kind}/" + quote(name, safe="/") + f"/{action}"
@@ -66,6 +91,8 @@ def templates() -> Environment:
         lstrip_blocks=True,
     )
     env.filters["run_url"] = run_url
+    env.filters["root_url"] = root_url
+    env.globals["child_url"] = child_url
     env.filters["pretty"] = pretty
     env.filters["json_view"] = json_view
     env.filters["duration"] = render.duration
@@ -309,8 +336,11 @@ class Pages:
     async def run_version(self, request: Request) -> Response:
         """The version of a run's page (of its root's whole tree: ``live.js``
         polls it): JSON ``{"version": ...}``, null when there is no such run."""
+        names = url_names(request, "/api/live/runs/")
+        if "" in names:  # as the run's page refuses it
+            return JSONResponse({"error": f"invalid workflow name in {'/'.join(names)!r}: it is empty"}, 404)
         try:
-            version = await self.db._engine.tree_version(request.path_params["name"], READ_TIMEOUT)
+            version = await self.db._engine.tree_version(names[0], READ_TIMEOUT)
         except (InvalidName, ConfigError) as exc:  # not a path
             return JSONResponse({"error": str(exc)}, 404)
         except DurableError as exc:  # the statement timeout, a lost database
@@ -350,11 +380,12 @@ class Pages:
         return counts
 
     async def run(self, request: Request) -> Response:
-        name = request.path_params["name"]
+        names = url_names(request, "/runs/")
+        name = "/".join(names)
         try:
             # The version first: a change made while the page is read makes the next poll differ.
-            version = await self.db._engine.tree_version(name, READ_TIMEOUT)
-            read = await self.db._engine.browse_tree(name, READ_TIMEOUT)
+            version = await self.db._engine.tree_version(names[0], READ_TIMEOUT)
+            read = await self.db._engine.browse_tree(names, READ_TIMEOUT)
         except (InvalidName, ConfigError) as exc:  # not a path
             return self.page("missing.html", 404, title="Not found", message=str(exc))
         except DurableError as exc:  # the statement timeout, a lost database
@@ -363,12 +394,11 @@ class Pages:
             message = f"there is no workflow named {name!r}"
             return self.page("missing.html", 404, title="Not found", message=message)
         found = WorkflowTree._from(read)
-        parents = name.split("/")
-        path = [("/".join(parents[: i + 1]), part) for i, part in enumerate(parents)]
-        root = len(parents) == 1
+        path = [(names_url(names[: i + 1]), part) for i, part in enumerate(names)]
+        root = len(names) == 1
         fork_name = await self.free_fork_name(name) if root and not self.read_only else None
         now = datetime.now(timezone.utc)
-        live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + run_url(name), version)
+        live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + names_url(names), version)
         timeline = layout(found, History._from(read), now)
         exact = ExactJson(read.get("json", ()))
         return self.page(
