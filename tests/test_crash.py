@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 
 import durable
+from _waits import until
 
 PROGRAM = Path(__file__).parent / "programs" / "shards.py"
 
@@ -39,6 +40,12 @@ async def test_completed_steps_are_not_rerun_after_sigkill(
 
     first = await run_program(dsn, schema, "--block-at", "2")
     await read_until(first, "blocked 2")
+
+    # The body outlives the writer's hold on markers: its attempt is on record.
+    async def marked() -> bool:
+        return await pg.fetchval("SELECT status FROM task WHERE name = 'shard_2'") == "running"
+
+    await until(marked, "shard_2's running marker is committed")
     first.send_signal(signal.SIGKILL)
     assert await first.wait() == -signal.SIGKILL
 

@@ -9,6 +9,7 @@ a soak run, DURABLE_STORM_SEED to replay one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -37,7 +38,9 @@ async def run_worker(
         try:
             await asyncio.wait_for(proc.wait(), kill_after)
         except asyncio.TimeoutError:
-            proc.send_signal(signal.SIGKILL)
+            # It may end on its own between the timeout and the signal.
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGKILL)
     rest = await asyncio.wait_for(proc.stdout.read(), 60)
     lines += rest.decode().splitlines()
     return proc.pid, await proc.wait(), lines

@@ -8,7 +8,7 @@ import asyncio
 import asyncpg
 
 import durable
-from _waits import writer_blocked
+from _waits import until, writer_blocked
 from durable import Ctx
 
 
@@ -106,3 +106,33 @@ async def test_a_batch_is_bounded_by_bytes(dsn: str, schema: str, db: durable.Db
     assert used >= 3, f"4 values of 24 MiB (96 MiB) went out in {used - 1} statement(s)"
     sizes = await pg.fetch("SELECT octet_length(output::text) AS n FROM task WHERE name = 'big'")
     assert [r["n"] for r in sizes] == [len(big) + 2] * 4
+
+
+async def test_a_quick_step_costs_one_commit_and_a_slow_one_shows_running(
+    db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    async with Ctx.start(db, "sequential") as ctx:
+        before = db.stats()["commits"]
+        for i in range(20):
+            await ctx.step(f"s{i}", lambda: i)
+        used = db.stats()["commits"] - before
+        # The running marker of a body shorter than the writer's hold is
+        # superseded by the result, in the same commit.
+        assert used <= 22, f"20 quick steps took {used} commits"
+
+        # A body that outlives the hold has its marker committed while it runs.
+        release = asyncio.Event()
+
+        async def slow() -> str:
+            await release.wait()
+            return "done"
+
+        step = asyncio.ensure_future(ctx.step("slow", slow))
+
+        async def marked() -> bool:
+            return await pg.fetchval("SELECT status FROM task WHERE name = 'slow'") == "running"
+
+        await until(marked, "the slow step's marker is committed")
+        release.set()
+        assert await step == "done"
+        await ctx.complete(None)
