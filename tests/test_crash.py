@@ -43,7 +43,7 @@ async def test_completed_steps_are_not_rerun_after_sigkill(
 
     # The body outlives the writer's hold on markers: its attempt is on record.
     async def marked() -> bool:
-        return await pg.fetchval("SELECT status FROM task WHERE name = 'shard_2'") == "running"
+        return bool(await pg.fetchval("SELECT status FROM task WHERE name = 'shard_2'") == "running")
 
     await until(marked, "shard_2's running marker is committed")
     first.send_signal(signal.SIGKILL)

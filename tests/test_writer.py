@@ -130,7 +130,7 @@ async def test_a_quick_step_costs_one_commit_and_a_slow_one_shows_running(
         step = asyncio.ensure_future(ctx.step("slow", slow))
 
         async def marked() -> bool:
-            return await pg.fetchval("SELECT status FROM task WHERE name = 'slow'") == "running"
+            return bool(await pg.fetchval("SELECT status FROM task WHERE name = 'slow'") == "running")
 
         await until(marked, "the slow step's marker is committed")
         release.set()

@@ -4,7 +4,8 @@ made with the real API in a schema of its own:
 
     .venv/bin/python doc/ui/screenshots.py [--dsn URL]
 
-Writes doc/ui/runs.png, run.png, run-dark.png, queues.png, schedules.png.
+Writes doc/ui/runs.png, run.png, timeline.png, run-dark.png, queues.png,
+schedules.png.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from playwright.async_api import async_playwright
 
 import durable
 from durable import Backoff, Ctx
+from durable._schedules import Schedule, tick_run_name, tick_text
 from durable.ui import bind, make_app, server
 
 HERE = Path(__file__).parent
@@ -35,6 +37,12 @@ async def invoice(ctx: Ctx, customer: str) -> None:
     raise AssertionError("its queue is paused: it never runs here")
 
 
+async def work(ms: int, value: durable.Json) -> durable.Json:
+    """A step body that takes ``ms`` milliseconds (for bars one can see)."""
+    await asyncio.sleep(ms / 1000)
+    return value
+
+
 async def scenario(db: durable.Db, conn: asyncpg.Connection) -> None:
     for day in range(20, 25):
         async with Ctx.start(db, f"report-2026-11-{day}", input={"day": f"2026-11-{day}"}) as report:
@@ -43,13 +51,16 @@ async def scenario(db: durable.Db, conn: asyncpg.Connection) -> None:
             await report.complete({"total": sum(rows)})
 
     etl = await Ctx.start(db, "etl-2026-11-25", input={"day": "2026-11-25", "shards": 4})
-    await etl.step("extract", lambda: {"rows": 9_007_199_254_740_993, "shards": [0, 1, 2, 3]})
+    await etl.step("extract", lambda: work(40, {"rows": 9_007_199_254_740_993, "shards": [0, 1, 2, 3]}))
+    await etl.sleep("cool down", 0.05)
     for shard in range(3):
         child = await etl.child(f"shard-{shard}", input={"shard": shard})
-        await child.step("load", lambda: {"loaded": 1000})
+        await child.step("load", lambda: work(30, {"loaded": 1000}))
+        await child.step("index", lambda: work(15, {"indexed": True}))
         await child.complete("ok")
 
-    def corrupt() -> None:
+    async def corrupt() -> None:
+        await asyncio.sleep(0.02)
         raise ValueError("shard 3 is corrupt: checksum 0x9f2c != 0x11aa")
 
     child = await etl.child("shard-3", input={"shard": 3})
@@ -70,13 +81,25 @@ async def scenario(db: durable.Db, conn: asyncpg.Connection) -> None:
         await invoice.enqueue(db, f"invoice-{customer}", customer)
     await durable.create_queue(db, "emails", concurrency=20)
 
-    next_tick = datetime.now(timezone.utc).replace(hour=8, minute=0, second=0, microsecond=0) + timedelta(days=1)
-    await conn.execute(
-        f"INSERT INTO {SCHEMA}.task_schedule (workflow, spec, next_tick) VALUES "
-        "('reports.daily', 'cron 0 9 * * 1-5 Europe/Paris', $1), ('cache.refresh', 'every 900', $2)",
-        next_tick,
-        datetime.now(timezone.utc).replace(second=0, microsecond=0) + timedelta(minutes=15),
-    )
+    # Two schedules as executors register them, and the runs of the ticks
+    # before their next ones (named as executors name them).
+    now = datetime.now(timezone.utc)
+    specs = {"reports.daily": "cron 0 9 * * 1-5 Europe/Paris", "cache.refresh": "every 900"}
+    for workflow, spec in specs.items():
+        schedule = Schedule.from_spec(spec)
+        next_tick = schedule.after(now)
+        await conn.execute(
+            f"INSERT INTO {SCHEMA}.task_schedule (workflow, spec, next_tick) VALUES ($1, $2, $3)",
+            workflow,
+            spec,
+            next_tick,
+        )
+        tick = next_tick
+        for _ in range(3):
+            tick = schedule.at_or_before(tick - timedelta(microseconds=1))
+            async with Ctx.start(db, tick_run_name(workflow, tick), input=tick_text(tick)) as run:
+                await run.step("work", lambda: work(10, "done"))
+                await run.complete(None)
 
 
 async def main(dsn: str) -> None:
@@ -104,6 +127,9 @@ async def main(dsn: str) -> None:
             page = await browser.new_page(viewport={"width": 1280, "height": 860}, color_scheme=scheme)
             await page.goto(url + path)
             await page.screenshot(path=str(HERE / file), full_page=False)
+            if file == "run.png":  # its waterfall, below the fields
+                await page.locator("#timeline").screenshot(path=str(HERE / "timeline.png"))
+                print("wrote", HERE / "timeline.png")
             await page.close()
             print("wrote", HERE / file)
         await browser.close()
