@@ -860,6 +860,27 @@ async def test_filters_it_cannot_use_are_ignored_and_said(
         assert status == 200 and said in body, (name, value, body)
 
 
+async def test_a_queued_runs_card_says_how_many_due_runs_are_ahead_of_it(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await durable.create_queue(db, "paused")
+    await durable.pause_queue(db, "paused")
+    for n in range(3):
+        await nightly.enqueue(db, f"nightly-{n}", n)
+    await nightly.enqueue(db, "urgent", 9, priority=5)  # claimed first
+    await nightly.enqueue(db, "later", 9, delay=3600)  # not due: no place yet
+    app = await serve()
+    for name, ahead in [("urgent", "0 due runs"), ("nightly-0", "1 due run"), ("nightly-2", "3 due runs")]:
+        status, body = await http(app.port, "GET", f"/runs/{name}")
+        assert status == 200 and f'<p id="ahead">{ahead} ahead of it in queue paused' in body, (name, body)
+    for name in ("later", "report"):
+        if name == "report":
+            async with Ctx.start(db, "report") as ctx:
+                await ctx.complete(1)
+        status, body = await http(app.port, "GET", f"/runs/{name}")
+        assert status == 200 and 'id="ahead"' not in body, name
+
+
 async def test_beyond_the_counted_the_total_is_the_planners_estimate(
     db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -526,6 +526,18 @@ impl PyEngine {
         })
     }
 
+    /// How many due runs of its queue come before the waiting root `id`,
+    /// counting at most `cap` (None: it is not waiting in a queue), for
+    /// `durable ui`.
+    fn runs_ahead<'py>(&self, py: Python<'py>, id: i64, cap: i64, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(
+            py,
+            async move { engine.runs_ahead(id, cap, timeout).await.map_err(to_py) },
+        )
+    }
+
     /// How many roots there are, as the planner estimates it; an awaitable
     /// of an int, for `durable ui`.
     fn estimate_roots<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {

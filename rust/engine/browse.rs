@@ -59,6 +59,10 @@ pub(crate) struct BrowseStatements {
     /// How many roots there are, as the planner estimates it (the size of
     /// the partial index of roots' names): instant on any table.
     pub estimate: String,
+    /// For the waiting root `$1`, how many due roots of its queue come
+    /// before it in claim order (priority, due time, id), counting at most
+    /// `$2`; no row when it is not waiting in a queue.
+    pub ahead: String,
     /// The names of the registered functions known cheaply: the scheduled
     /// ones, those the executors declared, and those of the newest `$1`
     /// roots (`durable ui`'s start page suggests them).
@@ -158,6 +162,18 @@ impl BrowseStatements {
                 "SELECT workflow, spec, (extract(epoch FROM next_tick) * 1000000)::int8 AS next_us,
                         (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us
                  FROM {s}.task_schedule ORDER BY workflow",
+            ),
+            ahead: fill(
+                "SELECT (SELECT count(*) FROM (
+                             SELECT 1 FROM {s}.task AS w
+                             WHERE w.queue = me.queue AND w.status IN ('queued', 'scheduled')
+                               AND w.parent_id IS NULL AND w.run_at <= now()
+                               AND (w.priority > me.priority
+                                    OR w.priority = me.priority AND (w.run_at, w.id) < (me.run_at, me.id))
+                             LIMIT $2) AS before)::int8 AS n
+                 FROM {s}.task AS me
+                 WHERE me.id = $1 AND me.parent_id IS NULL AND me.queue IS NOT NULL
+                   AND me.status IN ('queued', 'scheduled')",
             ),
             estimate: fill(
                 "SELECT greatest(c.reltuples, 0)::int8 AS n FROM pg_class AS c
@@ -479,6 +495,22 @@ impl Engine {
             Some(rows) => rows.first().map_or(Ok(vec![0; statuses.len()]), |row| col(row, "n")),
             None => Ok(vec![0; statuses.len()]),
         }
+    }
+
+    /// How many due runs of its queue come before the waiting root `id` in
+    /// claim order, counting at most `cap`; `None` when it is not waiting
+    /// in a queue. (Keys' turns and rates may reorder them: a guide.)
+    pub async fn runs_ahead(&self, id: i64, cap: i64, timeout: Duration) -> Result<Option<i64>, EngineError> {
+        let sql = &self.inner.sql;
+        let rows = self
+            .read_rows(
+                "reading a run's place in its queue",
+                &sql.browse.ahead,
+                &[&id, &cap],
+                timeout,
+            )
+            .await?;
+        rows.first().map(|row| col(row, "n")).transpose()
     }
 
     /// How many roots there are, as the planner estimates it (from the

@@ -401,6 +401,10 @@ class Pages:
         live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + names_url(names), version)
         timeline = layout(found, History._from(read), now)
         exact = ExactJson(read.get("json", ()))
+        try:
+            ahead = await self.runs_ahead(found.info, now)
+        except DurableError as exc:  # the statement timeout, a lost database
+            return self.page("missing.html", 503, title="Cannot read the run", message=str(exc))
         return self.page(
             "run.html",
             tree=found,
@@ -411,7 +415,17 @@ class Pages:
             live=live,
             timeline=timeline,
             exact=exact,
+            ahead=ahead,
         )
+
+    async def runs_ahead(self, info: WorkflowInfo, now: datetime) -> str | None:
+        """For a root due in its queue, how many due runs of that queue come
+        before it (``"1000+"`` beyond ``COUNT_CAP``); None for any other run."""
+        due = info.status in ("queued", "scheduled") and (info.run_at is None or info.run_at <= now)
+        if info.queue is None or not due:
+            return None
+        n = await self.db._engine.runs_ahead(info.id, COUNT_CAP + 1, READ_TIMEOUT)
+        return None if n is None else f"{COUNT_CAP}+" if n > COUNT_CAP else str(n)
 
     async def free_fork_name(self, name: str) -> str:
         """The first ``NAME-fork-N`` not taken, suggested for a fork of
