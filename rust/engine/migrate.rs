@@ -45,8 +45,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (9, "0009_waits.sql", include_str!("../../migrations/0009_waits.sql")),
     (
         10,
-        "0010_root_status.sql",
-        include_str!("../../migrations/0010_root_status.sql"),
+        "0010_root_indexes.sql",
+        include_str!("../../migrations/0010_root_indexes.sql"),
     ),
     (
         11,
