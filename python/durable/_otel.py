@@ -42,17 +42,34 @@ ENABLED = trace is not None
 _UNSET_PROVIDERS = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"})
 
 
+#: How long a "no provider" answer of ``active`` is kept: asking the API
+#: reads the environment (``os.environ``) twice, about 10 µs a step.
+_RECHECK = 0.5
+#: Whether a provider was seen (a provider, once set, stays), and until when
+#: a "no provider" answer holds.
+_seen = False
+_unset_until = 0.0
+
+
 def active() -> bool:
     """True when the application has set a tracer or a meter provider.
 
     Until then durable skips its spans and measurements altogether: even
     no-op spans cost about 20 µs a step (measured), a third of a step under
-    group commit. Asked at each step, so providers set later are honoured.
+    group commit. A provider set later is honoured within half a second.
     """
-    return ENABLED and (
+    global _seen, _unset_until
+    if _seen or not ENABLED:
+        return _seen
+    now = time.monotonic()
+    if now < _unset_until:
+        return False
+    _seen = (
         type(trace.get_tracer_provider()).__name__ not in _UNSET_PROVIDERS
         or type(metrics.get_meter_provider()).__name__ not in _UNSET_PROVIDERS
     )
+    _unset_until = now + _RECHECK
+    return _seen
 
 #: The executors of this process, for the gauges of running runs and queue depth.
 _executors: weakref.WeakSet[Executor] = weakref.WeakSet()
