@@ -36,6 +36,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,9 +272,10 @@ def brief(figures: dict[str, Any]) -> str:
 
 
 async def measure(workloads: list[Workload], dsns: dict[str, str], missing: dict[str, str], runs: int,
-                  timeout: float) -> Results:
+                  timeout: float, save: Callable[[Results], None]) -> Results:
     """Each workload ``runs`` times, its systems one after the other in each
-    round; a system that fails is not run again for that workload."""
+    round; a system that fails is not run again for that workload. ``save``
+    gets the figures after each measurement (an interrupted run keeps them)."""
     results = Results()
     for workload in workloads:
         print(f"\n{workload.key}: {workload.title}", flush=True)
@@ -287,6 +289,7 @@ async def measure(workloads: list[Workload], dsns: dict[str, str], missing: dict
                 started = time.perf_counter()
                 figures = await run_child(child, dsns[child.system], timeout)
                 results.add(workload.key, child.system, figures)
+                save(results)
                 took = time.perf_counter() - started
                 print(f"  run {run}/{runs} {child.system:<10} ({took:5.1f} s) {brief(figures)}", flush=True)
     return results
@@ -365,11 +368,27 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--only", default="", help="comma-separated workloads (W1,W2,W3,W3b,W4,W5,M1,W6)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds one measurement may take (default 1200)")
     p.add_argument("--out", type=Path, help="where the JSON goes (default bench/results/suite-<time>.json)")
+    p.add_argument("--table-from", type=Path, nargs="+", metavar="JSON",
+                   help="measure nothing: print the table of these outputs (a later file's workloads win)")
     return p.parse_args()
+
+
+def table_from(paths: list[Path]) -> str:
+    """The table of earlier runs, e.g. a full run and a rerun of some workloads."""
+    merged = Results()
+    quick = False
+    for path in paths:
+        saved = json.loads(path.read_text())
+        quick = bool(saved["machine"]["quick"])
+        merged.figures.update(saved["figures"])
+    return table(merged, [w for w in plan(quick) if w.key in merged.figures])
 
 
 async def main() -> None:
     args = parse_args()
+    if args.table_from:
+        print(table_from(args.table_from))
+        return
     workloads = plan(args.quick)
     if args.only:
         wanted = {w.strip() for w in args.only.split(",")}
@@ -380,12 +399,15 @@ async def main() -> None:
     dsns = await fresh_databases(args.dsn)
     about = await machine(args.dsn, args.quick, args.runs)
     print(f"{about['postgres']}; {about['cpus']} CPUs, {about['memory_gib']} GiB; commit {about['commit']}")
-    results = await measure(workloads, dsns, missing, args.runs, args.timeout)
-    text = table(results, workloads)
-    print("\n" + text)
     out = args.out or BENCH / "results" / f"suite-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": about, "figures": results.figures, "table": text}, indent=1) + "\n")
+
+    def save(results: Results) -> None:
+        text = table(results, workloads)
+        out.write_text(json.dumps({"machine": about, "figures": results.figures, "table": text}, indent=1) + "\n")
+
+    results = await measure(workloads, dsns, missing, args.runs, args.timeout, save)
+    print("\n" + table(results, workloads))
     print(f"\nfigures: {out}")
 
 
