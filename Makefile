@@ -9,7 +9,7 @@ WHEEL_STAMP := $(VENV)/.wheel-deps-installed
 # maturin finds zig as `python3 -m ziglang`, with the python3 on PATH: the venv's.
 WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: example test browser lint build build-release bench wheel wheel-aarch64 wheel-check clean
+.PHONY: example test browser lint build build-release bench bench-suite wheel wheel-aarch64 wheel-check clean
 
 example: build
 	$(PY) examples/nested_etl.py
@@ -50,7 +50,14 @@ build-release: $(STAMP)
 
 bench: build-release
 	$(PY) bench/steps.py
-	$(PY) bench/queue.py
+	$(PY) bench/queued.py
+
+# The side-by-side suite (doc/performance.md): durable against DBOS, awa-pg and
+# raw asyncpg on one Postgres; installs the peers itself, in bench/.venv-peers.
+# Options through SUITE, e.g. make bench-suite SUITE="--quick --runs 1".
+SUITE ?=
+bench-suite: build-release
+	$(PY) bench/suite.py $(SUITE)
 
 # The release wheel and the sdist, into dist/: one abi3 wheel (cp311-abi3, for
 # every CPython >= 3.11) tagged manylinux_2_17, linked by zig against glibc

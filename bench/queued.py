@@ -1,7 +1,7 @@
 """Queued execution: drain rate, enqueue-to-start latency, recovery after a
 SIGKILL, and claim latency over a large table.
 
-    python bench/queue.py [--dsn URL] [--runs 3]
+    python bench/queued.py [--dsn URL] [--runs 3]
 
 Measures, against one Postgres:
 
