@@ -4,8 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use tokio::sync::broadcast::error::RecvError;
-
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::workflow::{Status, col};
@@ -60,23 +58,25 @@ impl Engine {
     /// notification of its end, with a slow poll as a backstop.
     pub async fn wait_finished(&self, name: &str, timeout: Duration) -> Result<Option<RunState>, EngineError> {
         let give_up = Instant::now() + timeout;
-        // Subscribed before the first look, so that no end is missed between.
-        let mut finished = self.inner.events.finished_roots();
+        let Some(state) = self.run_state(name).await? else {
+            return Ok(None);
+        };
+        if state.finished() {
+            return Ok(Some(state));
+        }
+        // Watched (by its id, which the first look gave) before the next
+        // look, so that no end is missed between.
+        let mut watch = self.inner.events.watch_finish(state.id);
         loop {
             let Some(state) = self.run_state(name).await? else {
                 return Ok(None);
             };
-            let now = Instant::now();
-            if state.finished() || now >= give_up {
+            if state.finished() || Instant::now() >= give_up {
                 return Ok(Some(state));
             }
-            let wake_at = give_up.min(now + FALLBACK_POLL);
-            loop {
-                match tokio::time::timeout_at(wake_at.into(), finished.recv()).await {
-                    Ok(Ok(id)) if id != state.id => {}
-                    Ok(Err(RecvError::Closed)) => tokio::time::sleep_until(wake_at.into()).await,
-                    _ => break,
-                }
+            let wake_at = give_up.min(Instant::now() + FALLBACK_POLL);
+            if let Ok(false) = tokio::time::timeout_at(wake_at.into(), watch.finished()).await {
+                tokio::time::sleep_until(wake_at.into()).await;
             }
         }
     }
