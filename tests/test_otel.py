@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from opentelemetry.trace import StatusCode
 
 import durable
 from _waits import until
-from durable import Ctx
+from durable import Ctx, _otel
 
 
 class Telemetry:
@@ -54,6 +55,12 @@ def telemetry() -> Iterator[Telemetry]:
     tracer_provider.add_span_processor(SimpleSpanProcessor(made.spans))
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(MeterProvider(metric_readers=[made.reader]))
+    # Steps run before (other tests) saw no provider: durable looks again
+    # within half a second. Wait until it has.
+    deadline = time.monotonic() + 5
+    while not _otel.active():
+        assert time.monotonic() < deadline, "durable never saw the providers"
+        time.sleep(0.01)
     yield made
 
 
