@@ -266,26 +266,6 @@ pub struct BrowseFilter<'a> {
     pub before: Option<i64>,
 }
 
-/// The read: the statements that open it, then `parent`'s id if asked for
-/// (`Err(())` when there is no such workflow: nothing matches).
-async fn open_read(
-    tx: &deadpool_postgres::Transaction<'_>,
-    opening: &str,
-    resolve: &str,
-    parent: Option<&[&str]>,
-) -> Result<Result<Option<i64>, ()>, tokio_postgres::Error> {
-    tx.batch_execute(opening).await?;
-    let Some(names) = parent else {
-        return Ok(Ok(None));
-    };
-    let statement = tx.prepare_cached(resolve).await?;
-    Ok(tx
-        .query_opt(&statement, &[&names])
-        .await?
-        .map(|row| Some(row.get(0)))
-        .ok_or(()))
-}
-
 impl Engine {
     /// The runs that match `filter` and `more`, newest first.
     pub async fn browse_runs(
@@ -294,32 +274,18 @@ impl Engine {
         more: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<Vec<RunInfo>, EngineError> {
-        let parent = more.parent.map(path_names).transpose()?;
-        self.check_open()?;
-        let sql = &self.inner.sql;
-        let opening = read_only(timeout);
-        let rows = retrying!(self, "listing workflows", |client| async {
-            let tx = client.transaction().await?;
-            let Ok(parent_id) = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref()).await? else {
-                return Ok(Vec::new());
-            };
-            let statement = tx.prepare_cached(&sql.browse.page).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        let page = &self.inner.sql.browse.page;
+        let rows = self
+            .read_filtered(
+                "listing workflows",
+                page,
                 &filter.status,
-                &filter.queue,
-                &filter.name_prefix,
-                &filter.since,
-                &filter.limit,
-                &more.workflow,
-                &more.input,
-                &more.before,
-                &parent_id,
-                &more.until,
-            ];
-            let rows = tx.query(&statement, &params).await?;
-            tx.commit().await?;
-            Ok(rows)
-        })?;
+                filter.limit,
+                filter,
+                more,
+                timeout,
+            )
+            .await?;
         rows.iter()
             .map(|row| match more.parent {
                 // A child is known by its path.
@@ -337,34 +303,15 @@ impl Engine {
         more: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<String, EngineError> {
-        let parent = more.parent.map(path_names).transpose()?;
-        self.check_open()?;
-        let sql = &self.inner.sql;
-        let opening = read_only(timeout);
-        let row = retrying!(self, "reading the version of a list of workflows", |client| async {
-            let tx = client.transaction().await?;
-            let parent_id = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref())
-                .await?
-                // No such parent: nothing is shown, as with a parent of no children.
-                .unwrap_or(Some(-1));
-            let statement = tx.prepare_cached(&sql.browse.page_version).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
-                &filter.status,
-                &filter.queue,
-                &filter.name_prefix,
-                &filter.since,
-                &filter.limit,
-                &more.workflow,
-                &more.input,
-                &more.before,
-                &parent_id,
-                &more.until,
-            ];
-            let row = tx.query_one(&statement, &params).await?;
-            tx.commit().await?;
-            Ok(row)
-        })?;
-        col(&row, "digest")
+        let statement = &self.inner.sql.browse.page_version;
+        let what = "reading the version of a list of workflows";
+        let rows = self
+            .read_filtered(what, statement, &filter.status, filter.limit, filter, more, timeout)
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| EngineError::Unexpected("a digest read returned no row".to_owned()))?;
+        col(row, "digest")
     }
 
     /// A version of the tree of the root named `root` (everything under
@@ -462,39 +409,14 @@ impl Engine {
         cap: i64,
         timeout: Duration,
     ) -> Result<Vec<i64>, EngineError> {
-        let parent = more.parent.map(path_names).transpose()?;
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        self.check_open()?;
-        let sql = &self.inner.sql;
-        let opening = read_only(timeout);
-        let rows = retrying!(self, "counting workflows", |client| async {
-            let tx = client.transaction().await?;
-            let Ok(parent_id) = open_read(&tx, &opening, &sql.browse.resolve, parent.as_deref()).await? else {
-                return Ok(None);
-            };
-            let statement = tx.prepare_cached(&sql.browse.counts(statuses.len())).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
-                &statuses,
-                &filter.queue,
-                &filter.name_prefix,
-                &filter.since,
-                &cap,
-                &more.workflow,
-                &more.input,
-                &more.before,
-                &parent_id,
-                &more.until,
-            ];
-            let rows = tx.query(&statement, &params).await?;
-            tx.commit().await?;
-            Ok(Some(rows))
-        })?;
-        match rows {
-            Some(rows) => rows.first().map_or(Ok(vec![0; statuses.len()]), |row| col(row, "n")),
-            None => Ok(vec![0; statuses.len()]),
-        }
+        let statement = self.inner.sql.browse.counts(statuses.len());
+        let rows = self
+            .read_filtered("counting workflows", &statement, &statuses, cap, filter, more, timeout)
+            .await?;
+        rows.first().map_or(Ok(vec![0; statuses.len()]), |row| col(row, "n"))
     }
 
     /// How many due runs of its queue come before the waiting root `id` in
@@ -557,6 +479,56 @@ impl Engine {
                 })
             })
             .collect()
+    }
+
+    /// The rows of one of the filtered statements (`page`, `page_version`,
+    /// `counts`), read as the others (`read_only`): `$1` is `first` (a
+    /// status, or the statuses counted), `$5` is `fifth` (a limit or a
+    /// cap), the rest are the filters. A `parent` path is resolved to its
+    /// id in the same read; one that does not exist matches nothing.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_filtered(
+        &self,
+        what: &str,
+        statement: &str,
+        first: &(dyn tokio_postgres::types::ToSql + Sync),
+        fifth: i64,
+        filter: &RunFilter<'_>,
+        more: &BrowseFilter<'_>,
+        timeout: Duration,
+    ) -> Result<Vec<Row>, EngineError> {
+        let parent = more.parent.map(path_names).transpose()?;
+        self.check_open()?;
+        let resolve = &self.inner.sql.browse.resolve;
+        let opening = read_only(timeout);
+        retrying!(self, what, |client| async {
+            let tx = client.transaction().await?;
+            tx.batch_execute(&opening).await?;
+            let parent_id: Option<i64> = match &parent {
+                None => None,
+                Some(names) => {
+                    let resolve = tx.prepare_cached(resolve).await?;
+                    // No such workflow: an id no row has for a parent.
+                    Some(tx.query_opt(&resolve, &[names]).await?.map_or(-1, |row| row.get(0)))
+                }
+            };
+            let statement = tx.prepare_cached(statement).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+                first,
+                &filter.queue,
+                &filter.name_prefix,
+                &filter.since,
+                &fifth,
+                &more.workflow,
+                &more.input,
+                &more.before,
+                &parent_id,
+                &more.until,
+            ];
+            let rows = tx.query(&statement, &params).await?;
+            tx.commit().await?;
+            Ok(rows)
+        })
     }
 
     /// The rows of one statement, read as the others (`read_only`).
