@@ -945,7 +945,9 @@ async def test_the_command_serves_until_interrupted(db: durable.Db, dsn: str, sc
     async with Ctx.start(db, "report-1") as ctx:
         await ctx.complete(1)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "durable", "--dsn", dsn, "--schema", schema, "ui", "--port", "0", "--token",
+        # As the issue writes it: `durable ui --dsn ...` (it wins over the global one).
+        sys.executable, "-m", "durable", "--dsn", "postgresql://nobody@127.0.0.1:1/none", "--schema", schema,
+        "ui", "--dsn", dsn, "--port", "0", "--token",
         stderr=asyncio.subprocess.PIPE,
     )
     try:

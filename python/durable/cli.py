@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -372,17 +372,22 @@ def worker(settings: Settings, target: str, concurrency: int | None) -> None:
 
 
 @cli.command()
+@click.option("--dsn", metavar="URL", help="Database URL, as `durable --dsn` (given here, it wins).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on.")
 @click.option("--read-only", is_flag=True, help="Show only: refuse every change.")
 @click.option("--token", "use_token", is_flag=True, help="Require a token (printed in the URL at start).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @click.pass_obj
-def ui(settings: Settings, host: str, port: int, read_only: bool, use_token: bool, open_browser: bool) -> None:
+def ui(
+    settings: Settings, dsn: str | None, host: str, port: int, read_only: bool, use_token: bool, open_browser: bool
+) -> None:
     """Serve a web view of the workflows (needs `pip install 'durable-pg[ui]'`).
 
     Listens on 127.0.0.1 by default; another address needs --token or
     --read-only. Only this address is accepted in the Host header."""
+    if dsn is not None:
+        settings = replace(settings, dsn=dsn)
     try:
         from . import ui as web
     except ImportError as exc:
