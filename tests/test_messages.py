@@ -278,7 +278,12 @@ async def test_a_long_recv_suspends_and_a_send_resumes_it(db: durable.Db, pg: as
             return row is not None and row["status"] == "scheduled" and row["owner_id"] is None
 
         await until(suspended, "the waiting run is suspended")
-        assert executor.running == 0
+
+        async def slot_free() -> bool:
+            return executor.running == 0
+
+        # The slot is freed once the body's task ends, just after the commit that released the row.
+        await until(slot_free, "the executor's slot is free")
         info = await durable.get(db, "order-12")
         assert info.waiting_for is not None
         assert info.waiting_for.startswith("waiting for a message on 'approval' (step 'approval') until ")
