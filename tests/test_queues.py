@@ -77,6 +77,38 @@ async def test_enqueue_is_idempotent_by_name(db: durable.Db, pg: asyncpg.Connect
     assert await pg.fetchval("SELECT count(*) FROM task") == 1
 
 
+async def test_enqueue_many_queues_every_run_in_one_commit(
+    db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    await double.enqueue(db, "m-0", 0)
+    commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+    await pg.execute("SELECT pg_stat_clear_snapshot()")
+    before = await pg.fetchval(commits)
+    runs = await double.enqueue_many(db, [(f"m-{i}", i) for i in range(50)], priority=3)
+    await pg.execute("SELECT pg_stat_clear_snapshot()")
+    # This session's own reads commit too (one each), and the executor claims meanwhile.
+    assert [r.name for r in runs] == [f"m-{i}" for i in range(50)]
+    assert [r.created for r in runs] == [False] + [True] * 49, "m-0 existed: returned as it is"
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE name LIKE 'm-%' AND priority = 3") == 49
+    assert [await run.result(timeout=10) for run in runs] == [2 * i for i in range(50)]
+    assert await pg.fetchval(commits) - before < 49, "fewer commits than runs"
+    assert await double.enqueue_many(db, []) == []
+
+
+async def test_enqueue_many_refuses_a_name_twice_and_reports_a_mismatch(db: durable.Db, pg: asyncpg.Connection) -> None:
+    with pytest.raises(durable.ConfigError, match='the run name "x" is given twice'):
+        await double.enqueue_many(db, [("x", 1), ("y", 1), ("x", 1)])
+    with pytest.raises(durable.ConfigError, match=r"\(name, input\) pairs"):
+        await double.enqueue_many(db, ["x"])  # type: ignore[list-item]
+    assert await pg.fetchval("SELECT count(*) FROM task") == 0
+    await double.enqueue(db, "x", 1)
+    with pytest.raises(durable.InputMismatch, match='"x" already exists with a different input'):
+        await double.enqueue_many(db, [("w", 1), ("x", 2), ("z", 1)])
+    assert sorted(r["name"] for r in await pg.fetch("SELECT name FROM task")) == ["w", "x", "z"]
+    with pytest.raises(durable.InputMismatch, match="already exists as a run of"):
+        await broken.enqueue_many(db, [("x", "y")])
+
+
 async def test_a_missing_queue_is_made_at_the_first_enqueue(
     db: durable.Db, pg: asyncpg.Connection, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -363,6 +395,7 @@ async def test_an_enqueue_inside_a_workflow_is_a_step(db: durable.Db, pg: asyncp
     async def parent(ctx: Ctx, _: None) -> None:
         tries.append(ctx.attempt)
         await double.enqueue(db, f"child-{len(tries)}", 1)  # a name that differs on each try
+        await double.enqueue_many(db, [(f"many-{len(tries)}-{i}", i) for i in range(2)])
         if len(tries) == 1:
             raise ConnectionError("crash after enqueueing")
 
@@ -370,7 +403,7 @@ async def test_an_enqueue_inside_a_workflow_is_a_step(db: durable.Db, pg: asyncp
         await parent.run(db, "p", None)
     await parent.run(db, "p", None)
     queued = [r["name"] for r in await pg.fetch("SELECT name FROM task WHERE workflow = $1", double.name)]
-    assert queued == ["child-1"], "the resumed parent replayed its enqueue"
+    assert queued == ["child-1", "many-1-0", "many-1-1"], "the resumed parent replayed its enqueues"
 
 
 gate = asyncio.Event()

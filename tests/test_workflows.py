@@ -189,3 +189,28 @@ async def test_children_run_concurrently(db: durable.Db, pg: asyncpg.Connection)
     )
     assert counts is not None
     assert dict(counts) == {"children": 8, "steps": 16, "unfinished": 1}  # the root itself
+
+
+async def test_deleting_a_task_by_hand_deletes_its_whole_subtree(db: durable.Db, pg: asyncpg.Connection) -> None:
+    ctx = await Ctx.start(db, "tree")
+    await ctx.step("load", lambda: 1)
+    child = await ctx.child("part")
+    await child.step("part-step", lambda: 2)
+    grandchild = await child.child("sub-part")
+    await grandchild.step("sub-step", lambda: 3)
+    await grandchild.set_event("stage", "deep")
+    await grandchild.complete(None)
+    await child.complete(None)
+    await ctx.complete(None)
+    other = await Ctx.start(db, "other-tree")
+    await other.step("kept", lambda: 4)
+    await other.complete(None)
+
+    async def names() -> set[str]:
+        return {r["name"] for r in await pg.fetch("SELECT name FROM task")}
+
+    await pg.execute("DELETE FROM task WHERE id = $1", child.id)
+    assert await names() == {"tree", "load", "other-tree", "kept"}
+    assert await pg.fetchval("SELECT count(*) FROM task_event") == 0
+    await pg.execute("DELETE FROM task WHERE id = $1", ctx.id)
+    assert await names() == {"other-tree", "kept"}

@@ -43,6 +43,17 @@ class Engine:
         key: str | None = None,
         run_at: str | None = None,
     ) -> Awaitable[tuple[int, str, bool, bool]]: ...
+    def enqueue_many(
+        self,
+        names: list[str],
+        workflow: str,
+        inputs: list[Any],
+        queue: str,
+        delay: float,
+        priority: int,
+        key: str | None = None,
+        run_at: str | None = None,
+    ) -> Awaitable[list[tuple[int, str, bool, bool]]]: ...
     def create_queue(
         self,
         name: str,

@@ -18,7 +18,7 @@ async API.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
@@ -74,6 +74,21 @@ def enqueue(
     """``workflow.enqueue(db, name, input, ...)``, blocking: queues the run
     ``name`` for an ``Executor``. Wait for it with ``result(db, run.name)``."""
     return run_blocking(workflow.enqueue(db, name, input, delay=delay, run_at=run_at, priority=priority, key=key))
+
+
+def enqueue_many(
+    db: Db | str,
+    workflow: Workflow[I, O],
+    runs: Iterable[tuple[str, I]],
+    *,
+    delay: Seconds | None = None,
+    run_at: datetime | None = None,
+    priority: int = 0,
+    key: str | None = None,
+) -> list[Run[O]]:
+    """``workflow.enqueue_many(db, runs, ...)``, blocking: queues every
+    ``(name, input)`` of ``runs`` in one commit."""
+    return run_blocking(workflow.enqueue_many(db, runs, delay=delay, run_at=run_at, priority=priority, key=key))
 
 
 def close(db: Db) -> None:

@@ -13,7 +13,7 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, ClaimLimits, Engine, Enqueue, EventRead, Forked, JsonText, Options, QueueInfo,
+    BrowseFilter, BrowsedTree, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
     QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
@@ -172,6 +172,60 @@ impl PyEngine {
                 enqueued.created,
                 enqueued.queue_created,
             ))
+        })
+    }
+
+    /// `enqueue` of many runs (`names[i]` with `inputs[i]`) in one statement.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (names, workflow, inputs, queue, delay, priority, key = None, run_at = None))]
+    fn enqueue_many<'py>(
+        &self,
+        py: Python<'py>,
+        names: Vec<String>,
+        workflow: String,
+        inputs: Vec<Bound<'py, PyAny>>,
+        queue: String,
+        delay: f64,
+        priority: i32,
+        key: Option<String>,
+        run_at: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        if names.len() != inputs.len() {
+            return Err(ConfigError::new_err(format!(
+                "enqueue_many: {} names for {} inputs",
+                names.len(),
+                inputs.len()
+            )));
+        }
+        let inputs = names
+            .iter()
+            .zip(&inputs)
+            .map(|(name, input)| json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes))
+            .collect::<PyResult<Vec<JsonText>>>()?;
+        let delay = if delay == 0.0 {
+            Duration::ZERO
+        } else {
+            seconds("delay", delay, MAX_DEADLINE)?
+        };
+        awaitable(py, async move {
+            let runs: Vec<(&str, &JsonText)> = names.iter().map(String::as_str).zip(&inputs).collect();
+            let enqueued = engine
+                .enqueue_many(&EnqueueMany {
+                    runs: &runs,
+                    workflow: &workflow,
+                    queue: &queue,
+                    delay,
+                    run_at: run_at.as_deref(),
+                    priority,
+                    key: key.as_deref(),
+                })
+                .await
+                .map_err(to_py)?;
+            Ok(enqueued
+                .into_iter()
+                .map(|e| (e.id, e.status.as_str(), e.created, e.queue_created))
+                .collect::<Vec<_>>())
         })
     }
 

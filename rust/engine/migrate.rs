@@ -53,6 +53,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0011_attempts.sql",
         include_str!("../../migrations/0011_attempts.sql"),
     ),
+    (
+        12,
+        "0012_cascade_by_trigger.sql",
+        include_str!("../../migrations/0012_cascade_by_trigger.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

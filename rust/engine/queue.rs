@@ -11,6 +11,7 @@
 //! and claims. `FOR UPDATE SKIP LOCKED` alone would let two executors
 //! overspend a shared budget under READ COMMITTED.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio_postgres::Row;
@@ -46,6 +47,19 @@ pub struct Enqueue<'a> {
     pub delay: Duration,
     /// ...or when it may start, as an ISO 8601 timestamp with its offset
     /// (the database's clock decides when that is).
+    pub run_at: Option<&'a str>,
+    pub priority: i32,
+    pub key: Option<&'a str>,
+}
+
+/// Runs of one function to enqueue at once, with the same options.
+#[derive(Debug, Clone)]
+pub struct EnqueueMany<'a> {
+    /// Each run's name and input; names must differ.
+    pub runs: &'a [(&'a str, &'a JsonText)],
+    pub workflow: &'a str,
+    pub queue: &'a str,
+    pub delay: Duration,
     pub run_at: Option<&'a str>,
     pub priority: i32,
     pub key: Option<&'a str>,
@@ -147,52 +161,97 @@ impl Engine {
     /// exists with another input, `OtherWorkflow` if another function owns
     /// the name. Executors are told at the commit.
     pub async fn enqueue(&self, request: &Enqueue<'_>) -> Result<Enqueued, EngineError> {
-        validate_name("workflow", request.name)?;
+        let runs = [(request.name, request.input)];
+        let many = EnqueueMany {
+            runs: &runs,
+            workflow: request.workflow,
+            queue: request.queue,
+            delay: request.delay,
+            run_at: request.run_at,
+            priority: request.priority,
+            key: request.key,
+        };
+        let mut enqueued = self.enqueue_many(&many).await?;
+        enqueued
+            .pop()
+            .ok_or_else(|| EngineError::Unexpected(format!("enqueueing workflow {:?} returned no row", request.name)))
+    }
+
+    /// `enqueue` of many runs with the same options, in one statement (one
+    /// commit): what it found or made for each, in the order given. A run
+    /// that exists with another input or function fails the call with that
+    /// run's error (`InputMismatch`, `OtherWorkflow`); the others are queued.
+    pub async fn enqueue_many(&self, request: &EnqueueMany<'_>) -> Result<Vec<Enqueued>, EngineError> {
+        let mut names = HashSet::with_capacity(request.runs.len());
+        for (name, _) in request.runs {
+            validate_name("workflow", name)?;
+            if !names.insert(*name) {
+                return Err(EngineError::InvalidOption(format!(
+                    "the run name {name:?} is given twice: each run of one enqueue needs a name of its own"
+                )));
+            }
+        }
         validate_name("queue", request.queue)?;
         if let Some(key) = request.key {
             validate_name("key", key)?;
         }
         self.check_open()?;
+        if request.runs.is_empty() {
+            return Ok(Vec::new());
+        }
         let schema = self.schema();
         let delay = request.delay.as_secs_f64();
         let sql = &self.inner.sql;
-        let row = retrying!(
-            self,
-            &format!("enqueueing workflow {:?}", request.name),
-            |client| async {
-                let statement = client.prepare_cached(&sql.queue.enqueue).await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
-                    &request.name,
-                    request.input,
-                    &request.workflow,
-                    &request.queue,
-                    &delay,
-                    &request.priority,
-                    &request.key,
-                    &schema,
-                    &request.run_at,
-                ];
-                client.query_one(&statement, &params).await
+        let run_names: Vec<&str> = request.runs.iter().map(|(name, _)| *name).collect();
+        let inputs: Vec<&JsonText> = request.runs.iter().map(|(_, input)| *input).collect();
+        let what = match request.runs {
+            [(name, _)] => format!("enqueueing workflow {name:?}"),
+            runs => format!("enqueueing {} runs of {:?}", runs.len(), request.workflow),
+        };
+        let rows = retrying!(self, &what, |client| async {
+            let statement = client.prepare_cached(&sql.queue.enqueue).await?;
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+                &run_names,
+                &inputs,
+                &request.workflow,
+                &request.queue,
+                &delay,
+                &request.priority,
+                &request.key,
+                &schema,
+                &request.run_at,
+            ];
+            client.query(&statement, &params).await
+        })?;
+        let mut found: HashMap<String, &Row> = HashMap::with_capacity(rows.len());
+        for row in &rows {
+            found.insert(col(row, "name")?, row);
+        }
+        let mut enqueued = Vec::with_capacity(request.runs.len());
+        for (name, _) in request.runs {
+            let row = found
+                .get(*name)
+                .ok_or_else(|| EngineError::Unexpected(format!("enqueueing workflow {name:?} returned no row")))?;
+            let owner: Option<String> = col(row, "workflow")?;
+            if owner.as_deref() != Some(request.workflow) {
+                return Err(EngineError::OtherWorkflow {
+                    name: (*name).to_owned(),
+                    workflow: owner,
+                });
             }
-        )?;
-        let owner: Option<String> = col(&row, "workflow")?;
-        if owner.as_deref() != Some(request.workflow) {
-            return Err(EngineError::OtherWorkflow {
-                name: request.name.to_owned(),
-                workflow: owner,
+            if !col::<bool>(row, "input_matches")? {
+                return Err(EngineError::InputMismatch {
+                    name: (*name).to_owned(),
+                });
+            }
+            enqueued.push(Enqueued {
+                id: col(row, "id")?,
+                status: Status::parse(col(row, "status")?)?,
+                created: col(row, "created")?,
+                queue_created: col::<i64>(row, "queue_created")? > 0,
             });
         }
-        if !col::<bool>(&row, "input_matches")? {
-            return Err(EngineError::InputMismatch {
-                name: request.name.to_owned(),
-            });
-        }
-        Ok(Enqueued {
-            id: col(&row, "id")?,
-            status: Status::parse(col(&row, "status")?)?,
-            created: col(&row, "created")?,
-            queue_created: col::<i64>(&row, "queue_created")? > 0,
-        })
+        Ok(enqueued)
     }
 
     /// Claims up to `limits.max` runs from `queue` (`None`: runs of no queue,
@@ -468,30 +527,37 @@ INSERT INTO {s}.task_queue AS q (name, paused) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
 RETURNING name, CASE WHEN NOT paused THEN left(pg_notify('durable', $3::text || ' queued ' || name)::text, 0) END";
 
-/// Queues a run: `$1` name, `$2` input, `$3` function, `$4` queue (created
-/// if missing, without limits), `$5` delay in seconds or `$9` the time to
-/// start at, `$6` priority, `$7` key, `$8` the schema (to wake executors).
-/// An existing root of that name is returned as it is (enqueueing is
-/// idempotent), with whether its input and function match.
+/// Queues runs: `$1` names, `$2` inputs (one each), `$3` function, `$4`
+/// queue (created if missing, without limits), `$5` delay in seconds or `$9`
+/// the time to start at, `$6` priority, `$7` key, `$8` the schema (to wake
+/// executors, once per statement). An existing root of a name is returned as
+/// it is (enqueueing is idempotent), with its function and whether its input
+/// matches. Rows are inserted in name order, so that two statements with
+/// names in common lock them in one order.
 const ENQUEUE: &str = "
 WITH queue AS (
     INSERT INTO {s}.task_queue (name) VALUES ($4) ON CONFLICT (name) DO NOTHING RETURNING name
 ), due AS (
     SELECT coalesce($9::text::timestamptz, now() + make_interval(secs => $5::float8)) AS at
+), asked AS (
+    SELECT r.name, r.input FROM unnest($1::text[], $2::jsonb[]) AS r(name, input)
 ), made AS (
     INSERT INTO {s}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
                                run_at, priority, concurrency_key, lease_epoch)
-    SELECT n.id, NULL, n.id, 'workflow', $1,
+    SELECT n.id, NULL, n.id, 'workflow', n.name,
            CASE WHEN due.at > now() THEN 'scheduled' ELSE 'queued' END,
-           $2::jsonb, $3, $4, due.at, $6, $7, 0
-    FROM (SELECT nextval('{s}.task_id_seq') AS id) AS n, due
+           n.input, $3, $4, due.at, $6, $7, 0
+    FROM (SELECT nextval('{s}.task_id_seq') AS id, a.name, a.input FROM asked AS a ORDER BY a.name) AS n, due
+    ORDER BY n.name
     ON CONFLICT (name) WHERE parent_id IS NULL DO UPDATE SET updated_at = t.updated_at
-    RETURNING t.id, t.status, t.workflow, (t.xmax = 0) AS created,
-              (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches
+    RETURNING t.id, t.name, t.status, t.workflow, (t.xmax = 0) AS created, t.input
 )
-SELECT made.*, (SELECT count(*) FROM queue) AS queue_created,
-       CASE WHEN made.created THEN left(pg_notify('durable', $8::text || ' queued ' || $4)::text, 0) END
-FROM made";
+SELECT made.id, made.name, made.status, made.workflow, made.created,
+       (made.input::text IS NOT DISTINCT FROM a.input::text) AS input_matches,
+       (SELECT count(*) FROM queue) AS queue_created,
+       (SELECT left(pg_notify('durable', $8::text || ' queued ' || $4)::text, 0)
+        FROM made WHERE made.created LIMIT 1) AS woken
+FROM made JOIN asked AS a ON a.name = made.name";
 
 /// The first statement of a claim: locks the queue `$1` unless it is paused.
 /// Claims of one queue wait for each other here.
