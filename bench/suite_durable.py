@@ -284,10 +284,10 @@ async def w6_one(ctx: Ctx, i: int) -> dict[str, Any]:
 
 
 async def enqueue_all(db: durable.Db, workflow: durable.Workflow[int, dict[str, Any]], count: int) -> list[str]:
-    """``count`` runs enqueued, 100 at a time in flight; their names."""
+    """``count`` runs enqueued at once (one statement, as awa-pg's
+    ``insert_many_copy``); their names."""
     names = [f"{workflow.name}-{tag()}-{i}" for i in range(count)]
-    for first in range(0, count, 100):
-        await asyncio.gather(*(workflow.enqueue(db, names[i], i) for i in range(first, min(count, first + 100))))
+    await workflow.enqueue_many(db, [(name, i) for i, name in enumerate(names)])
     return names
 
 
