@@ -86,6 +86,7 @@ MAX_VALUE = 268_435_455
         ({"reconnect_timeout": 1e19}, "reconnect_timeout"),
         ({"reconnect_timeout": timedelta(days=2)}, "reconnect_timeout"),
         ({"session_grace": math.inf}, "session_grace"),
+        ({"session_grace": -0.1}, "session_grace"),
         ({"max_connections": -1}, "max_connections"),
         ({"max_connections": 2.5}, "max_connections"),
         ({"max_value_bytes": -1}, "max_value_bytes"),
@@ -98,6 +99,20 @@ MAX_VALUE = 268_435_455
 async def test_bad_init_options_are_config_errors(dsn: str, options: dict[str, Any], message: str) -> None:
     with pytest.raises(durable.ConfigError, match=message):
         await durable.init(dsn, **options)
+
+
+async def test_no_session_grace_is_a_choice(dsn: str, schema: str) -> None:
+    """0: others take this process's workflows over as soon as its session is seen gone."""
+    db = await durable.init(dsn, schema=schema, session_grace=0)
+    try:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+        try:
+            grace = await conn.fetchval("SELECT session_grace FROM owner WHERE id = $1::uuid", db.owner_id)
+        finally:
+            await conn.close()
+        assert grace == timedelta(0)
+    finally:
+        await db.close()
 
 
 async def test_the_compiled_core_validates_too_and_never_panics(dsn: str) -> None:

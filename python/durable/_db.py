@@ -109,7 +109,8 @@ async def init(
     ``reconnect_timeout``: how long writes keep retrying through a lost
     connection or a database restart, and the longest wait for any answer.
     ``session_grace``: how long others wait for this process to reconnect
-    its liveness session when it drops, before taking its workflows over.
+    its liveness session when it drops, before taking its workflows over
+    (0: not at all, for a process whose session only ends with it).
     ``max_value_bytes``: largest JSON value saved (at most 268435455, what
     jsonb holds). ``migrate``: bring the schema up to date (the default); with
     False, only check that it is (``ConfigError`` if it is missing or older,
@@ -133,7 +134,7 @@ async def init(
     connect_s = seconds("connect_timeout", connect_timeout, at_most=3600)
     lease_s = seconds("lease", lease, at_least=1, at_most=86400, zero_ok=True)
     reconnect_s = seconds("reconnect_timeout", reconnect_timeout, at_most=86400)
-    grace_s = seconds("session_grace", session_grace, at_most=60)
+    grace_s = seconds("session_grace", session_grace, at_most=60, zero_ok=True)
     value_bytes = count("max_value_bytes", max_value_bytes, at_least=1, at_most=MAX_VALUE_BYTES)
     if dsn is None:
         dsn = os.environ.get(DATABASE_URL_ENV) or None  # set but empty counts as unset

@@ -81,7 +81,11 @@ impl PyEngine {
             connect_timeout: seconds("connect_timeout", connect_timeout, limits::MAX_CONNECT_TIMEOUT)?,
             lease: seconds("lease", lease, limits::MAX_LEASE)?,
             reconnect_timeout: seconds("reconnect_timeout", reconnect_timeout, limits::MAX_RECONNECT_TIMEOUT)?,
-            session_grace: seconds("session_grace", session_grace, limits::MAX_SESSION_GRACE)?,
+            session_grace: if session_grace == 0.0 {
+                Duration::ZERO
+            } else {
+                seconds("session_grace", session_grace, limits::MAX_SESSION_GRACE)?
+            },
             host,
             migrate,
         };

@@ -114,7 +114,7 @@ impl Options {
             (
                 "session_grace",
                 self.session_grace,
-                Duration::from_millis(1),
+                Duration::ZERO,
                 MAX_SESSION_GRACE,
             ),
         ];
