@@ -253,6 +253,31 @@ async def test_a_live_owner_whose_session_is_terminated_keeps_its_workflow(
     assert await pg.fetchval("SELECT status FROM task WHERE name = 'w'") == "completed"
 
 
+async def test_without_grace_a_killed_holder_is_taken_over_at_the_first_claim(
+    dsn: str, schema: str, other_db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    await pg.execute("CREATE TABLE ledger (step int NOT NULL, pid int NOT NULL)")
+    holder = await spawn("steady.py", dsn, schema, "w", "10", "--pause-at", "3", "--session-grace", "0")
+    try:
+        assert await line(holder) == "started"
+        assert await line(holder) == "paused"
+        owner = await pg.fetchval("SELECT owner_id::text FROM task WHERE name = 'w'")
+        pid = await owner_backend(pg, owner)
+    finally:
+        holder.kill()
+        await holder.wait()
+    gone = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1)"
+    give_up = time.monotonic() + 10
+    while not await pg.fetchval(gone, pid):  # until the server has seen the socket close
+        assert time.monotonic() < give_up, "the killed holder's session lingers"
+        await asyncio.sleep(0.005)
+    ctx = await Ctx.start(other_db, "w")
+    assert (ctx.created, ctx.attempt) == (False, 2)
+    assert await pg.fetchval("SELECT session_lost_at FROM owner WHERE id = $1::uuid", owner) is None, (
+        "taken at the first claim: nobody had to mark the session gone and wait out a grace"
+    )
+
+
 @pytest.fixture
 async def idle_timeout_dsn(dsn: str) -> AsyncIterator[str]:
     """A database of its own whose sessions end after one idle second (as on managed Postgres)."""

@@ -55,13 +55,16 @@ pub(crate) const CHANNEL: &str = "durable";
 /// grace. A killed process's session is gone as soon as the server sees its
 /// socket close; the grace (set from when a claimant first saw it gone, see
 /// `HOLDER`) lets a live process whose session merely dropped re-register
-/// first; the expiry covers hung processes and partitions. (`backend_start`
+/// first; the expiry covers hung processes and partitions. An owner without
+/// grace (`session_grace` 0) is alive only while its session exists, so the
+/// first claim after its crash takes over. (`backend_start`
 /// is compared when visible, against pid reuse; other users' sessions show
 /// it as NULL.)
 const OWNER_ALIVE: &str = "EXISTS (
     SELECT 1 FROM {s}.owner AS o
     WHERE o.id = t.owner_id AND o.expires_at > now()
-      AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace
+      AND ((o.session_grace > interval '0'
+            AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace))
            OR {connected}))";
 
 /// True while the dedicated session of owner `o` exists.

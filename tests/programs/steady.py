@@ -1,6 +1,6 @@
 """Holds one workflow and works through it slowly, for the liveness tests.
 
-    python steady.py DSN SCHEMA NAME STEPS [--pause-at N]
+    python steady.py DSN SCHEMA NAME STEPS [--pause-at N] [--session-grace S]
 
 Runs workflow NAME with STEPS steps. Every step body first records
 (step, pid) in the side table ``ledger`` (committed at once), then sleeps a
@@ -24,8 +24,8 @@ import durable
 from durable import Ctx
 
 
-async def main(dsn: str, schema: str, name: str, steps: int, pause_at: int | None) -> None:
-    db = await durable.init(dsn, schema=schema)
+async def main(dsn: str, schema: str, name: str, steps: int, pause_at: int | None, grace: float) -> None:
+    db = await durable.init(dsn, schema=schema, session_grace=grace)
     side = await asyncpg.connect(
         dsn, server_settings={"search_path": schema, "idle_session_timeout": "0"}
     )
@@ -54,5 +54,6 @@ if __name__ == "__main__":
     parser.add_argument("name")
     parser.add_argument("steps", type=int)
     parser.add_argument("--pause-at", type=int)
+    parser.add_argument("--session-grace", type=float, default=0.5)
     args = parser.parse_args()
-    asyncio.run(main(args.dsn, args.schema, args.name, args.steps, args.pause_at))
+    asyncio.run(main(args.dsn, args.schema, args.name, args.steps, args.pause_at, args.session_grace))
