@@ -16,6 +16,8 @@ Metrics: the instruments made below, listed in doc/api.md ("OpenTelemetry").
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 import weakref
 from collections.abc import Awaitable, Iterable, Iterator
@@ -25,22 +27,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     from ._executor import Executor
 
-try:
-    import opentelemetry.metrics as metrics
-    import opentelemetry.trace as trace
-except ImportError:  # the otel extra is not installed
-    metrics = trace = None  # type: ignore[assignment]
-
 T = TypeVar("T")
 
-#: True when opentelemetry-api is installed.
-ENABLED = trace is not None
+#: True when opentelemetry-api is installed. It is imported only once the
+#: application has imported it (it must, to set a provider): importing it
+#: costs about 30 ms of every process's start, the CLI's included.
+ENABLED = importlib.util.find_spec("opentelemetry") is not None
 
 #: The providers the API returns until the application sets its own: with
 #: them every span and instrument is a no-op. (By class name: the proxy
 #: classes are private to the API.)
 _UNSET_PROVIDERS = frozenset({"ProxyTracerProvider", "NoOpTracerProvider", "_ProxyMeterProvider", "NoOpMeterProvider"})
-
 
 #: How long a "no provider" answer of ``active`` is kept: asking the API
 #: reads the environment (``os.environ``) twice, about 10 µs a step.
@@ -49,6 +46,82 @@ _RECHECK = 0.5
 #: a "no provider" answer holds.
 _seen = False
 _unset_until = 0.0
+
+#: The executors of this process, for the gauges of running runs and queue depth.
+_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("durable-pg")
+    except PackageNotFoundError:
+        return "0"
+
+
+class _Api:
+    """The API's modules, durable's tracer and its instruments."""
+
+    def __init__(self) -> None:
+        import opentelemetry.metrics as metrics
+        import opentelemetry.trace as trace
+
+        self.trace, self.metrics = trace, metrics
+        self.tracer = trace.get_tracer("durable", _version())
+        meter = metrics.get_meter("durable", _version())
+        self.steps = meter.create_counter("durable.steps", unit="{step}", description="Step attempts by outcome")
+        self.workflows = meter.create_counter(
+            "durable.workflows", unit="{workflow}", description="Workflow function runs by outcome"
+        )
+        self.step_duration = meter.create_histogram(
+            "durable.step.duration", unit="s", description="A step attempt: its body and the commit of its result"
+        )
+        self.commit_duration = meter.create_histogram(
+            "durable.commit.duration", unit="s", description="From a step's result to its commit"
+        )
+        self.claim_duration = meter.create_histogram(
+            "durable.claim.duration", unit="s", description="One claim of runs from a queue by an executor"
+        )
+        self.recoveries = meter.create_counter(
+            "durable.recoveries", unit="{run}", description="Runs of dead holders put back (requeued) or failed"
+        )
+        meter.create_observable_gauge(
+            "durable.executor.running", [self._running], unit="{run}", description="Runs this process's executors run now"
+        )
+        meter.create_observable_gauge(
+            "durable.queue.depth",
+            [self._depth],
+            unit="{run}",
+            description="Runs waiting in each queue (as of the executors' last look)",
+        )
+
+    def provider_set(self) -> bool:
+        return (
+            type(self.trace.get_tracer_provider()).__name__ not in _UNSET_PROVIDERS
+            or type(self.metrics.get_meter_provider()).__name__ not in _UNSET_PROVIDERS
+        )
+
+    def _running(self, _: Any) -> Iterable[Any]:
+        yield self.metrics.Observation(sum(executor.running for executor in list(_executors)))
+
+    def _depth(self, _: Any) -> Iterable[Any]:
+        depths: dict[str, int] = {}
+        for executor in list(_executors):
+            depths.update(executor.queue_depths)
+        for queue, depth in depths.items():
+            yield self.metrics.Observation(depth, {"durable.queue": queue})
+
+
+_loaded: _Api | None = None
+
+
+def _api() -> _Api | None:
+    """The API, loaded once the application has imported it; None until then."""
+    global _loaded
+    if _loaded is None and ENABLED and ("opentelemetry.trace" in sys.modules or "opentelemetry.metrics" in sys.modules):
+        _loaded = _Api()
+    return _loaded
 
 
 def active() -> bool:
@@ -64,71 +137,21 @@ def active() -> bool:
     now = time.monotonic()
     if now < _unset_until:
         return False
-    _seen = (
-        type(trace.get_tracer_provider()).__name__ not in _UNSET_PROVIDERS
-        or type(metrics.get_meter_provider()).__name__ not in _UNSET_PROVIDERS
-    )
+    api = _api()
+    _seen = api is not None and api.provider_set()
     _unset_until = now + _RECHECK
     return _seen
 
-#: The executors of this process, for the gauges of running runs and queue depth.
-_executors: weakref.WeakSet[Executor] = weakref.WeakSet()
 
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("durable-pg")
-    except PackageNotFoundError:
-        return "0"
-
-
-if ENABLED:
-    _tracer = trace.get_tracer("durable", _version())
-    _meter = metrics.get_meter("durable", _version())
-    _steps = _meter.create_counter("durable.steps", unit="{step}", description="Step attempts by outcome")
-    _workflows = _meter.create_counter(
-        "durable.workflows", unit="{workflow}", description="Workflow function runs by outcome"
-    )
-    _step_duration = _meter.create_histogram(
-        "durable.step.duration", unit="s", description="A step attempt: its body and the commit of its result"
-    )
-    _commit_duration = _meter.create_histogram(
-        "durable.commit.duration", unit="s", description="From a step's result to its commit"
-    )
-    _claim_duration = _meter.create_histogram(
-        "durable.claim.duration", unit="s", description="One claim of runs from a queue by an executor"
-    )
-    _recoveries = _meter.create_counter(
-        "durable.recoveries", unit="{run}", description="Runs of dead holders put back (requeued) or failed"
-    )
-
-    def _running(_: Any) -> Iterable[metrics.Observation]:
-        yield metrics.Observation(sum(executor.running for executor in list(_executors)))
-
-    def _depth(_: Any) -> Iterable[metrics.Observation]:
-        depths: dict[str, int] = {}
-        for executor in list(_executors):
-            depths.update(executor.queue_depths)
-        for queue, depth in depths.items():
-            yield metrics.Observation(depth, {"durable.queue": queue})
-
-    _meter.create_observable_gauge(
-        "durable.executor.running", [_running], unit="{run}", description="Runs this process's executors run now"
-    )
-    _meter.create_observable_gauge(
-        "durable.queue.depth",
-        [_depth],
-        unit="{run}",
-        description="Runs waiting in each queue (as of the executors' last look)",
-    )
+def _on() -> _Api:
+    """The API, once ``active()`` said yes."""
+    assert _loaded is not None
+    return _loaded
 
 
 def watch(executor: Executor) -> None:
     """Counts ``executor`` in the running and queue depth gauges."""
-    if ENABLED:
-        _executors.add(executor)
+    _executors.add(executor)
 
 
 def workflow_span(name: str, function: str, attempt: int) -> AbstractContextManager[Any]:
@@ -136,14 +159,14 @@ def workflow_span(name: str, function: str, attempt: int) -> AbstractContextMana
     if not active():
         return nullcontext()
     attributes: dict[str, str | int] = {"durable.workflow": name, "durable.function": function, "durable.attempt": attempt}
-    span: AbstractContextManager[Any] = _tracer.start_as_current_span("durable.workflow", attributes=attributes)
+    span: AbstractContextManager[Any] = _on().tracer.start_as_current_span("durable.workflow", attributes=attributes)
     return span
 
 
 def workflow_ended(function: str, outcome: str) -> None:
     """Counts a workflow function's run: ``completed``, ``failed``, ``suspended`` or ``interrupted``."""
     if active():
-        _workflows.add(1, {"durable.function": function, "outcome": outcome})
+        _on().workflows.add(1, {"durable.function": function, "outcome": outcome})
 
 
 class Attempt:
@@ -166,20 +189,21 @@ class _TracedAttempt(Attempt):
 
     def failed(self, error: BaseException) -> None:
         self.span.record_exception(error)
-        self.span.set_status(trace.Status(trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        self.span.set_status(_on().trace.Status(_on().trace.StatusCode.ERROR, f"{type(error).__name__}: {error}"))
 
 
 @contextmanager
 def _step_attempt(workflow: str, step: str, attempt: int) -> Iterator[Attempt]:
     attributes: dict[str, str | int] = {"durable.workflow": workflow, "durable.step": step, "durable.attempt": attempt}
+    api = _on()
     started = time.perf_counter()
-    with _tracer.start_as_current_span("durable.step", attributes=attributes) as span:
+    with api.tracer.start_as_current_span("durable.step", attributes=attributes) as span:
         traced = _TracedAttempt(span)
         try:
             yield traced
         finally:
-            _steps.add(1, {"outcome": traced.outcome})
-            _step_duration.record(time.perf_counter() - started, {"outcome": traced.outcome})
+            api.steps.add(1, {"outcome": traced.outcome})
+            api.step_duration.record(time.perf_counter() - started, {"outcome": traced.outcome})
 
 
 _NO_STEP: AbstractContextManager[Attempt] = nullcontext(Attempt())
@@ -192,23 +216,23 @@ def step_attempt(workflow: str, step: str, attempt: int) -> AbstractContextManag
 
 def step_replayed() -> None:
     if active():
-        _steps.add(1, {"outcome": "replayed"})
+        _on().steps.add(1, {"outcome": "replayed"})
 
 
 async def timed_commit(saving: Awaitable[T]) -> T:
     """Awaits a step's commit, recording how long it took."""
     began = time.perf_counter()
     value = await saving
-    _commit_duration.record(time.perf_counter() - began)
+    _on().commit_duration.record(time.perf_counter() - began)
     return value
 
 
 def claimed(seconds: float, queue: str | None) -> None:
-    if ENABLED:
-        _claim_duration.record(seconds, {"durable.queue": queue or ""})
+    if api := _api():
+        api.claim_duration.record(seconds, {"durable.queue": queue or ""})
 
 
 def recovered(requeued: int, failed: int) -> None:
-    if ENABLED:
-        _recoveries.add(requeued, {"outcome": "requeued"})
-        _recoveries.add(failed, {"outcome": "failed"})
+    if api := _api():
+        api.recoveries.add(requeued, {"outcome": "requeued"})
+        api.recoveries.add(failed, {"outcome": "failed"})
