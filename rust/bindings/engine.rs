@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyList};
 
 use super::errors::{ConfigError, to_py};
 use super::fork::ForkSafe;
@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
-    QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
+    BrowseFilter, BrowsedTree, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText, Options,
+    QueueInfo, QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -187,7 +187,7 @@ impl PyEngine {
         py: Python<'py>,
         names: Vec<String>,
         workflow: String,
-        inputs: Vec<Bound<'py, PyAny>>,
+        inputs: &Bound<'py, PyList>,
         queue: String,
         delay: f64,
         priority: i32,
@@ -204,8 +204,8 @@ impl PyEngine {
         }
         let inputs = names
             .iter()
-            .zip(&inputs)
-            .map(|(name, input)| json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes))
+            .zip(inputs.iter())
+            .map(|(name, input)| json::encode(&input, &format!("input of workflow {name:?}"), self.max_value_bytes))
             .collect::<PyResult<Vec<JsonText>>>()?;
         let delay = if delay == 0.0 {
             Duration::ZERO

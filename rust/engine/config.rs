@@ -111,12 +111,7 @@ impl Options {
                 Duration::from_millis(1),
                 MAX_RECONNECT_TIMEOUT,
             ),
-            (
-                "session_grace",
-                self.session_grace,
-                Duration::ZERO,
-                MAX_SESSION_GRACE,
-            ),
+            ("session_grace", self.session_grace, Duration::ZERO, MAX_SESSION_GRACE),
         ];
         for (what, value, low, high) in durations {
             if !(low..=high).contains(&value) {
