@@ -58,6 +58,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0012_cascade_by_trigger.sql",
         include_str!("../../migrations/0012_cascade_by_trigger.sql"),
     ),
+    (
+        13,
+        "0013_wake_only_waiters.sql",
+        include_str!("../../migrations/0013_wake_only_waiters.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
