@@ -9,7 +9,8 @@
 //! locks the row, the second (whose snapshot is taken after the lock, so it
 //! sees every claim committed before) counts what runs, checks the limits,
 //! and claims. `FOR UPDATE SKIP LOCKED` alone would let two executors
-//! overspend a shared budget under READ COMMITTED.
+//! overspend a shared budget under READ COMMITTED. The transaction is sent
+//! in one round trip (BEGIN, both statements and COMMIT pipelined).
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -268,24 +269,30 @@ impl Engine {
         let scan = (max.saturating_mul(SCAN_FACTOR)).max(MIN_SCAN);
         let sql = &self.inner.sql;
         let rows = retrying!(self, &format!("claiming runs of queue {queue:?}"), |client| async {
-            let tx = client.transaction().await?;
-            if let Some(queue) = queue {
-                let lock = tx.prepare_cached(&sql.queue.lock_queue).await?;
-                if tx.query_opt(&lock, &[&queue]).await?.is_none() {
-                    tx.commit().await?;
-                    return Ok(Vec::new()); // paused, or no such queue
-                }
-            }
+            let lock = client.prepare_cached(&sql.queue.lock_queue).await?;
             let text = if queue.is_some() {
                 &sql.queue.claim
             } else {
                 &sql.queue.claim_unqueued
             };
-            let claim = tx.prepare_cached(text).await?;
+            let claim = client.prepare_cached(text).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
                 [&queue, &max, &scan, &limits.workflows, &owner, &limits.version];
-            let rows = tx.query(&claim, &params).await?;
-            tx.commit().await?;
+            // One round trip: the four requests are pipelined. The server
+            // still runs them in order, so the claim's snapshot is taken
+            // after the lock is granted; a paused queue's claim takes nothing.
+            let locked = async {
+                match queue {
+                    Some(queue) => client.query_opt(&lock, &[&queue]).await.map(drop),
+                    None => Ok(()),
+                }
+            };
+            let ((), (), rows, ()) = tokio::try_join!(
+                client.batch_execute("BEGIN"),
+                locked,
+                client.query(&claim, &params),
+                client.batch_execute("COMMIT"),
+            )?;
             Ok(rows)
         })?;
         // Held first, all of them: if anything fails below, dropping them
@@ -559,12 +566,13 @@ SELECT made.id, made.name, made.status, made.workflow, made.created,
         FROM made WHERE made.created LIMIT 1) AS woken
 FROM made JOIN asked AS a ON a.name = made.name";
 
-/// The first statement of a claim: locks the queue `$1` unless it is paused.
-/// Claims of one queue wait for each other here.
-const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 AND NOT paused FOR UPDATE";
+/// The first statement of a claim: locks the queue `$1`. Claims of one
+/// queue wait for each other here, and a pause waits for the claim.
+const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 FOR UPDATE";
 
 /// The second statement of a claim, run after `LOCK_QUEUE` in the same
-/// transaction (so its snapshot sees every earlier claim). `$1` queue (NULL:
+/// transaction (so its snapshot sees every earlier claim); a paused or
+/// missing queue gets a budget of 0. `$1` queue (NULL:
 /// runs of no queue, which have no limits; `{queue}` matches it), `$2` most to claim, `$3` how
 /// many waiting runs to scan, `$4` the functions known, `$5` the owner, `$6`
 /// the executor's version.
@@ -582,7 +590,7 @@ const CLAIM: &str = "
 WITH clock AS (
     SELECT clock_timestamp() AS now
 ), queue AS (
-    SELECT q.max_concurrency, q.concurrency_per_key FROM {s}.task_queue AS q WHERE q.name = $1
+    SELECT q.max_concurrency, q.concurrency_per_key, q.paused FROM {s}.task_queue AS q WHERE q.name = $1
 ), running AS (
     SELECT count(*)::int AS n FROM {s}.task AS t
     WHERE t.queue = $1 AND t.status = 'running' AND t.parent_id IS NULL
@@ -592,9 +600,10 @@ WITH clock AS (
            max(r.period) AS longest
     FROM {s}.task_queue_rate AS r WHERE r.queue = $1
 ), budget AS (
-    SELECT greatest(0, least($2::int8,
-                             coalesce((SELECT max_concurrency FROM queue) - running.n, $2::int8),
-                             coalesce(rate.left, $2::int8))) AS n
+    SELECT CASE WHEN $1::text IS NOT NULL AND NOT EXISTS (SELECT FROM queue WHERE NOT queue.paused) THEN 0
+                ELSE greatest(0, least($2::int8,
+                                       coalesce((SELECT max_concurrency FROM queue) - running.n, $2::int8),
+                                       coalesce(rate.left, $2::int8))) END AS n
     FROM running, rate
 ), waiting AS (
     SELECT t.id, t.concurrency_key, t.priority, t.run_at
