@@ -272,16 +272,19 @@ def brief(figures: dict[str, Any]) -> str:
 
 
 async def measure(workloads: list[Workload], dsns: dict[str, str], missing: dict[str, str], runs: int,
-                  timeout: float, save: Callable[[Results], None]) -> Results:
+                  timeout: float, save: Callable[[Results], None], skip: set[str]) -> Results:
     """Each workload ``runs`` times, its systems one after the other in each
     round; a system that fails is not run again for that workload. ``save``
-    gets the figures after each measurement (an interrupted run keeps them)."""
+    gets the figures after each measurement (an interrupted run keeps them).
+    ``skip``: ``system:workload`` pairs not measured."""
     results = Results()
     for workload in workloads:
         print(f"\n{workload.key}: {workload.title}", flush=True)
         for child in workload.children:
             if child.system in missing:
                 results.add(workload.key, child.system, {"error": missing[child.system]})
+            elif {f"{child.system}:{workload.key}", f"{child.system}:{workload.key.split('/')[0]}"} & skip:
+                results.add(workload.key, child.system, {"error": "not measured in this run (--skip)"})
         for run in range(1, runs + 1):
             for child in workload.children:
                 if results.failed(workload.key, child.system):
@@ -366,6 +369,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=3, help="rounds of each workload (default 3)")
     p.add_argument("--quick", action="store_true", help="small sizes, to check the harness end to end")
     p.add_argument("--only", default="", help="comma-separated workloads (W1,W2,W3,W3b,W4,W5,M1,W6)")
+    p.add_argument("--skip", default="",
+                   help="comma-separated system:workload pairs not to measure, e.g. dbos:M1,dbos:W5 "
+                        "(those that take DBOS tens of minutes)")
     p.add_argument("--timeout", type=float, default=1200, help="seconds one measurement may take (default 1200)")
     p.add_argument("--out", type=Path, help="where the JSON goes (default bench/results/suite-<time>.json)")
     p.add_argument("--table-from", type=Path, nargs="+", metavar="JSON",
@@ -406,7 +412,8 @@ async def main() -> None:
         text = table(results, workloads)
         out.write_text(json.dumps({"machine": about, "figures": results.figures, "table": text}, indent=1) + "\n")
 
-    results = await measure(workloads, dsns, missing, args.runs, args.timeout, save)
+    skip = {pair.strip() for pair in args.skip.split(",") if pair.strip()}
+    results = await measure(workloads, dsns, missing, args.runs, args.timeout, save, skip)
     print("\n" + table(results, workloads))
     print(f"\nfigures: {out}")
 

@@ -464,7 +464,11 @@ async fn serve(
                     _ => done(batch, &flushed, queue, counters),
                 }
             }
-            op = rx.recv(), if !senders_gone => match op {
+            // Not while a batch someone waits for is in flight: nothing new
+            // could go out before its answer, and not listening spares the
+            // I/O thread a wake-up per record (the answer's turn of the loop
+            // takes what queued meanwhile).
+            op = rx.recv(), if !senders_gone && !awaited_in_flight => match op {
                 Some(op) => queue.push(op),
                 None => senders_gone = true,
             },
