@@ -372,7 +372,7 @@ mod tests {
     fn a_batch_is_bounded_by_count() {
         let mut answers = Vec::new();
         let mut queue = VecDeque::new();
-        for i in 0..MAX_BATCH + 1 {
+        for i in 0..=MAX_BATCH {
             let (request, answer) = request(&format!("w{i}"));
             answers.push(answer);
             queue.push_back(request);
