@@ -19,6 +19,7 @@ use super::waits::WaitStatements;
 /// Statement texts for one schema.
 #[derive(Debug)]
 pub(crate) struct Statements {
+    pub start_root: String,
     pub start_roots: String,
     pub start_child: String,
     pub replay_child: String,
@@ -124,11 +125,23 @@ impl Statements {
         let alive = OWNER_ALIVE.replace("{connected}", CONNECTED);
         let take_root = TAKE.replace("{claim}", &ROOT_CLAIM.replace("{alive}", &alive));
         let take_child = TAKE.replace("{claim}", CHILD_CLAIM);
-        // Many roots at once (see `starter.rs`), one row per element of the
-        // arrays: $1 names (distinct, sorted, so that two processes lock
-        // rows in one order), $2 inputs, $4 deadlines (seconds from now, or
-        // NULL), $5 the registered functions (NULL: started by hand); $3 the
-        // owner. One row back per name, matched by `name`.
+        // One root (see `starter.rs`): $1 name, $2 input, $3 owner, $4
+        // deadline (seconds from now, or NULL), $5 the registered function
+        // (NULL: started by hand).
+        let start_root = format!(
+            "INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                         owner_id, lease_epoch, deadline_at, workflow)
+             SELECT n.id, NULL, n.id, 'workflow', $1, 'running', $2::jsonb, now(), $3::text::uuid, 1,
+                    now() + make_interval(secs => $4::float8), $5
+             FROM (SELECT nextval('{{s}}.task_id_seq') AS id) AS n
+             ON CONFLICT (name) WHERE parent_id IS NULL {take_root}
+             RETURNING {STARTED}, t.name, (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches"
+        );
+        // Many roots at once, one row per element of the arrays: $1 names
+        // (distinct, sorted, so that two processes lock rows in one order),
+        // $2 inputs, $4 deadlines, $5 the registered functions; $3 the
+        // owner. One row back per name. The inputs are compared in a join:
+        // the upsert's RETURNING sees only the table's row.
         let start_roots = format!(
             "WITH r AS (
                  SELECT * FROM unnest($1::text[], $2::jsonb[], $4::float8[], $5::text[])
@@ -166,6 +179,7 @@ impl Statements {
         let quoted = quote(schema);
         let fill = |sql: &str| sql.replace("{s}", &quoted).replace("{connected}", CONNECTED);
         Statements {
+            start_root: fill(&start_root),
             start_roots: fill(&start_roots),
             start_child: fill(&start_child),
             replay_child: fill(REPLAY_CHILD),

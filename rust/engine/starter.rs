@@ -1,6 +1,7 @@
 //! Group commit for starting root workflows: one task per engine that sends
 //! the root starts made at the same time as one statement (`sql`'s
-//! `start_roots`), hence one transaction and one WAL flush.
+//! `start_roots`; a start alone goes as `start_root`), hence one
+//! transaction and one WAL flush.
 //!
 //! Why: each start was its own statement and commit, so a burst of starts
 //! cost one fsync each. Measured (release build, 200 concurrent
@@ -281,7 +282,17 @@ async fn send(setup: &Setup, batch: &[Request]) -> Result<Vec<Row>, Failure> {
     let inputs: Vec<&JsonText> = batch.iter().map(|r| &r.input).collect();
     let deadlines: Vec<Option<f64>> = batch.iter().map(|r| r.deadline).collect();
     let workflows: Vec<Option<&str>> = batch.iter().map(|r| r.workflow.as_deref()).collect();
-    let params: [&(dyn ToSql + Sync); 5] = [&names, &inputs, &setup.owner, &deadlines, &workflows];
+    let batched: [&(dyn ToSql + Sync); 5] = [&names, &inputs, &setup.owner, &deadlines, &workflows];
+    let single: [&(dyn ToSql + Sync); 5];
+    // A start alone costs what it did before batching: the batched
+    // statement's join costs about 50 µs more for one row.
+    let (text, params) = match batch {
+        [one] => {
+            single = [&one.name, &one.input, &setup.owner, &one.deadline, &one.workflow];
+            (&setup.sql.start_root, &single)
+        }
+        _ => (&setup.sql.start_roots, &batched),
+    };
     let give_up = Instant::now() + setup.reconnect_timeout;
     let mut backoff = Backoff::until(give_up);
     loop {
@@ -291,8 +302,8 @@ async fn send(setup: &Setup, batch: &[Request]) -> Result<Vec<Row>, Failure> {
             Ok(Err(err)) => Failure::Engine(err),
             Ok(Ok(client)) => {
                 let answered = tokio::time::timeout_at(give_up.into(), async {
-                    let statement = client.prepare_cached(&setup.sql.start_roots).await?;
-                    client.query(&statement, &params).await
+                    let statement = client.prepare_cached(text).await?;
+                    client.query(&statement, params).await
                 });
                 match answered.await {
                     Ok(Ok(rows)) => return Ok(rows),
