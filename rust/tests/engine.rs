@@ -1329,3 +1329,56 @@ async fn a_root_start_the_server_refuses_fails_alone_in_its_batch() {
     drop(results);
     fx.drop_schema().await;
 }
+
+#[tokio::test]
+async fn root_starts_queued_when_the_engine_closes_fail_with_closed() {
+    let fx = Fixture::new().await;
+    let done = fx.engine.start(None, "blocker", &json("null"), None).await.unwrap();
+    fx.engine
+        .workflow_finished(done.workflow, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    drop(done);
+    // A pool of two: the starter sends one batch at a time.
+    let options = Options {
+        schema: fx.schema.clone(),
+        max_connections: 2,
+        ..Options::default()
+    };
+    let engine = Engine::connect(&dsn(), &options).await.expect("connect");
+    let mut locker = admin().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.execute(
+        &format!("SELECT 1 FROM {}.task WHERE name = 'blocker' FOR UPDATE", fx.schema),
+        &[],
+    )
+    .await
+    .unwrap();
+    let blocked = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.start(None, "blocker", &json("null"), None).await }
+    });
+    // The batch in flight waits for the row lock.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%\"{}\".task%'",
+        fx.schema
+    );
+    while fx.admin.query_one(&waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let null = json("null");
+    let (queued, ()) = tokio::join!(
+        futures_util::future::join_all(["a", "b", "c"].map(|name| engine.start(None, name, &null, None))),
+        async {
+            engine.close().await;
+            lock.commit().await.unwrap();
+        }
+    );
+    for result in queued {
+        assert_eq!(result.unwrap_err(), EngineError::Closed);
+    }
+    // The batch in flight was answered; the history read after it found
+    // the engine closed.
+    assert_eq!(blocked.await.unwrap().unwrap_err(), EngineError::Closed);
+    fx.drop_schema().await;
+}
