@@ -45,9 +45,12 @@ class Db:
         return self._engine.owner_id
 
     def stats(self) -> dict[str, int]:
-        """What the checkpoint writer did so far: ``commits`` (statements
-        committed, each one transaction), ``records`` (rows written in them)
-        and ``splits`` (batches split to isolate a record the server refused)."""
+        """What the group commits did so far. The checkpoint writer:
+        ``commits`` (statements committed, each one transaction), ``records``
+        (rows written in them) and ``splits`` (batches split to isolate a
+        record the server refused). Root starts (``Ctx.start`` and runs of
+        registered workflows): ``start_batches`` (statements committed, each
+        one transaction) and ``starts`` (starts answered in them)."""
         return self._engine.stats()
 
     async def close(self) -> None:

@@ -837,15 +837,18 @@ impl PyEngine {
         awaitable(py, async move { engine.cancel(&name).await.map_err(to_py) })
     }
 
-    /// What the checkpoint writer did so far: `commits` (statements
-    /// committed), `records` (rows written in them), `splits` (batches split
-    /// to isolate a record the server refused).
+    /// What the group commits did so far. The checkpoint writer: `commits`
+    /// (statements committed), `records` (rows written in them), `splits`
+    /// (batches split to isolate a record the server refused). Root starts:
+    /// `start_batches` (statements committed), `starts` (starts in them).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self.engine()?.stats();
         let dict = PyDict::new(py);
         dict.set_item("commits", stats.commits)?;
         dict.set_item("records", stats.records)?;
         dict.set_item("splits", stats.splits)?;
+        dict.set_item("start_batches", stats.start_batches)?;
+        dict.set_item("starts", stats.starts)?;
         Ok(dict)
     }
 

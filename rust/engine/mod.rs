@@ -70,6 +70,7 @@ mod retry;
 mod schedule;
 mod sql;
 mod sql_values;
+mod starter;
 mod tls;
 mod transaction;
 mod tree;
@@ -115,6 +116,7 @@ use events::Events;
 use holds::Holds;
 use owner::Owner;
 use sql::Statements;
+use starter::Starter;
 use workflow::Access;
 use writer::Writer;
 
@@ -133,6 +135,7 @@ pub struct Engine {
 struct Inner {
     pool: Pool,
     writer: Writer,
+    starter: Starter,
     owner: Owner,
     holds: Arc<Holds>,
     events: Arc<Events>,
@@ -215,6 +218,14 @@ impl Engine {
             events: Arc::clone(&events),
         })
         .await?;
+        let starter = Starter::spawn(starter::Setup {
+            pool: pool.clone(),
+            sql: Arc::clone(&sql),
+            target: Arc::clone(&target),
+            owner: owner.id.clone(),
+            reconnect_timeout: options.reconnect_timeout,
+            max_connections: options.max_connections,
+        });
         let writer = Writer::spawn(writer::Setup {
             pool: pool.clone(),
             sql: Arc::clone(&sql),
@@ -227,6 +238,7 @@ impl Engine {
             inner: Arc::new(Inner {
                 pool,
                 writer,
+                starter,
                 owner,
                 holds,
                 events,
@@ -256,9 +268,14 @@ impl Engine {
         self.inner.migrated_from
     }
 
-    /// What the checkpoint writer did so far.
+    /// What the checkpoint writer and the root starts' group commit did so far.
     pub fn stats(&self) -> Stats {
-        self.inner.writer.stats()
+        let (start_batches, starts) = self.inner.starter.stats();
+        Stats {
+            start_batches,
+            starts,
+            ..self.inner.writer.stats()
+        }
     }
 
     pub(crate) fn holds(&self) -> &Holds {
@@ -324,15 +341,10 @@ impl Engine {
             Err(busy) => return Err(self.input_mismatch(name, input).await?.unwrap_or(busy)),
         };
         let deadline_secs = deadline.map(|d| d.as_secs_f64());
-        let owner = self.owner_id();
         let mut tries = 0;
         loop {
-            let row = retrying!(self, &format!("starting workflow {name:?}"), |client| async {
-                let statement = client.prepare_cached(&self.inner.sql.start_root).await?;
-                client
-                    .query_one(&statement, &[&name, input, &owner, &deadline_secs, &workflow])
-                    .await
-            })?;
+            // Sent with the other root starts of the moment, in one commit.
+            let row = self.inner.starter.start(name, input, deadline_secs, workflow).await?;
             let recorded: Option<String> = workflow::col(&row, "workflow")?;
             if workflow.is_some() && recorded.is_some() && recorded.as_deref() != workflow {
                 return Err(EngineError::OtherWorkflow {

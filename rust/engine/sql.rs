@@ -20,6 +20,7 @@ use super::waits::WaitStatements;
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub start_root: String,
+    pub start_roots: String,
     pub start_child: String,
     pub replay_child: String,
     pub holder: String,
@@ -77,7 +78,8 @@ const CONNECTED: &str = "EXISTS (
 // 1 and 1.0 equal, yet the workflow function would see an int on one run
 // and a float on another.
 
-/// What the start of an existing workflow row changes. `{claim}` says whether
+/// What the start of an existing workflow row changes (`$3` the owner, and
+/// `EXCLUDED` the row the start would have inserted). `{claim}` says whether
 /// this start takes the workflow: then it becomes `running` under the new
 /// owner with the next lease epoch (fencing out the previous holder) and the
 /// next attempt. Otherwise nothing changes: a completed workflow replays, a
@@ -95,11 +97,14 @@ const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch
                -- A suspended root taken by a direct run waits no more.
                CASE WHEN c.claim THEN NULL ELSE t.waiting END,
                CASE WHEN c.claim THEN NULL ELSE t.waiting_on END
-        FROM (SELECT {claim} AS claim) AS c)
-    RETURNING t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
+        FROM (SELECT {claim} AS claim) AS c)";
+
+/// What a start statement returns of the row it created or found (read by
+/// `workflow::read_started`), `$3` being the owner; each statement adds
+/// `input_matches`, comparing the saved input with its own.
+const STARTED: &str = "t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
               (t.owner_id IS NOT DISTINCT FROM $3::text::uuid) AS owned,
               (t.xmax = 0) AS created,
-              (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches,
               extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in";
 
 /// A root may be taken when it is interrupted, failed or waiting in a queue
@@ -123,15 +128,39 @@ impl Statements {
         let alive = OWNER_ALIVE.replace("{connected}", CONNECTED);
         let take_root = TAKE.replace("{claim}", &ROOT_CLAIM.replace("{alive}", &alive));
         let take_child = TAKE.replace("{claim}", CHILD_CLAIM);
-        // $1 name, $2 input, $3 owner, $4 deadline (seconds from now, or
-        // NULL), $5 the registered function (NULL: started by hand).
+        // One root (see `starter.rs`): $1 name, $2 input, $3 owner, $4
+        // deadline (seconds from now, or NULL), $5 the registered function
+        // (NULL: started by hand).
         let start_root = format!(
             "INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
                                          owner_id, lease_epoch, deadline_at, workflow)
              SELECT n.id, NULL, n.id, 'workflow', $1, 'running', $2::jsonb, now(), $3::text::uuid, 1,
                     now() + make_interval(secs => $4::float8), $5
              FROM (SELECT nextval('{{s}}.task_id_seq') AS id) AS n
-             ON CONFLICT (name) WHERE parent_id IS NULL {take_root}"
+             ON CONFLICT (name) WHERE parent_id IS NULL {take_root}
+             RETURNING {STARTED}, t.name, (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches"
+        );
+        // Many roots at once, one row per element of the arrays: $1 names
+        // (distinct, sorted, so that two processes lock rows in one order),
+        // $2 inputs, $4 deadlines, $5 the registered functions; $3 the
+        // owner. One row back per name. The inputs are compared in a join:
+        // the upsert's RETURNING sees only the table's row.
+        let start_roots = format!(
+            "WITH r AS (
+                 SELECT * FROM unnest($1::text[], $2::jsonb[], $4::float8[], $5::text[])
+                     AS r(name, input, deadline, workflow)
+             ), started AS (
+                 INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                             owner_id, lease_epoch, deadline_at, workflow)
+                 SELECT n.id, NULL, n.id, 'workflow', n.name, 'running', n.input, now(), $3::text::uuid, 1,
+                        now() + make_interval(secs => n.deadline), n.workflow
+                 -- A subquery with a volatile output is not flattened: one id per row, for id and root_id.
+                 FROM (SELECT nextval('{{s}}.task_id_seq') AS id, r.* FROM r) AS n
+                 ON CONFLICT (name) WHERE parent_id IS NULL {take_root}
+                 RETURNING {STARTED}, t.name, t.input::text AS saved_input
+             )
+             SELECT s.*, (s.saved_input IS NOT DISTINCT FROM r.input::text) AS input_matches
+             FROM started AS s JOIN r ON r.name = s.name"
         );
         // $1 name, $2 input, $3 owner, $4 parent id, $5 parent epoch. The
         // parent's lease is checked and share-locked in the same statement:
@@ -147,12 +176,14 @@ impl Statements {
              SELECT nextval('{{s}}.task_id_seq'), parent.id, parent.root_id, 'workflow', $1, 'running',
                     $2::jsonb, now(), $3::text::uuid, 1, parent.deadline_at
              FROM parent
-             ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL {take_child}"
+             ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL {take_child}
+             RETURNING {STARTED}, (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches"
         );
         let quoted = quote(schema);
         let fill = |sql: &str| sql.replace("{s}", &quoted).replace("{connected}", CONNECTED);
         Statements {
             start_root: fill(&start_root),
+            start_roots: fill(&start_roots),
             start_child: fill(&start_child),
             replay_child: fill(REPLAY_CHILD),
             holder: fill(HOLDER),

@@ -89,13 +89,17 @@ impl Outcome {
     }
 }
 
-/// What the writer did so far: statements committed, records written in
-/// them, and batches split to isolate a record the server refused.
+/// What the group commits did so far. The writer: statements committed,
+/// records written in them, and batches split to isolate a record the
+/// server refused. The root starts (`starter.rs`): statements committed and
+/// starts answered in them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub commits: u64,
     pub records: u64,
     pub splits: u64,
+    pub start_batches: u64,
+    pub starts: u64,
 }
 
 #[derive(Default)]
@@ -171,6 +175,7 @@ impl Writer {
             commits: self.counters.commits.load(Ordering::Relaxed),
             records: self.counters.records.load(Ordering::Relaxed),
             splits: self.counters.splits.load(Ordering::Relaxed),
+            ..Stats::default()
         }
     }
 

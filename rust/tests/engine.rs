@@ -1094,3 +1094,291 @@ async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
     assert_eq!(count().await, 1);
     fx.drop_schema().await;
 }
+
+#[tokio::test]
+async fn concurrent_root_starts_share_one_commit_and_each_gets_its_own_row() {
+    let fx = Fixture::new().await;
+    let before = fx.engine.stats();
+    let names: Vec<String> = (0..50).map(|i| format!("burst-{i:02}")).collect();
+    // Polled together on this one-thread runtime: every start is queued
+    // before the starter runs, so they all go in its first statement.
+    let started = futures_util::future::join_all(names.iter().enumerate().map(|(i, name)| {
+        let engine = fx.engine.clone();
+        let input = json(&format!("{{\"i\": {i}}}"));
+        let deadline = (i % 2 == 0).then(|| std::time::Duration::from_secs(3600));
+        async move {
+            if i % 3 == 0 {
+                engine.start_registered(name, &input, deadline, "mod.fn").await
+            } else {
+                engine.start(None, name, &input, deadline).await
+            }
+        }
+    }))
+    .await;
+    let after = fx.engine.stats();
+    assert_eq!(
+        (after.start_batches - before.start_batches, after.starts - before.starts),
+        (1, 50),
+        "50 starts in one statement"
+    );
+    let rows = fx
+        .admin
+        .query(
+            &format!(
+                "SELECT name, id, root_id, status, owner_id::text, lease_epoch, input::text,
+                        deadline_at IS NOT NULL, workflow
+                 FROM {}.task WHERE parent_id IS NULL ORDER BY name",
+                fx.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 50);
+    for (i, (row, started)) in rows.iter().zip(&started).enumerate() {
+        let started = started.as_ref().expect("a new root starts");
+        assert!(started.created && started.hold.is_some());
+        assert_eq!(row.get::<_, String>(0), names[i]);
+        assert_eq!(row.get::<_, i64>(1), started.workflow.id, "each caller got its own row");
+        assert_eq!(row.get::<_, i64>(2), started.workflow.id, "a root is its own root");
+        assert_eq!(row.get::<_, String>(3), "running");
+        assert_eq!(row.get::<_, String>(4), fx.engine.owner_id());
+        assert_eq!((row.get::<_, i64>(5), started.workflow.epoch), (1, 1));
+        assert_eq!(row.get::<_, String>(6), format!("{{\"i\": {i}}}"));
+        assert_eq!(row.get::<_, bool>(7), i % 2 == 0);
+        assert_eq!(started.deadline.is_some(), i % 2 == 0);
+        assert_eq!(
+            row.get::<_, Option<String>>(8).as_deref(),
+            (i % 3 == 0).then_some("mod.fn")
+        );
+    }
+    drop(started);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_batch_of_root_starts_gives_each_caller_its_own_answer() {
+    let fx = Fixture::new().await;
+    let other = second_engine(&fx).await;
+    let done = fx.engine.start(None, "done", &json("1"), None).await.unwrap();
+    fx.engine
+        .step_finished(done.workflow, "s".into(), 1, Outcome::Completed(json("\"saved\"")))
+        .await
+        .unwrap();
+    fx.engine
+        .workflow_finished(done.workflow, Outcome::Completed(json("\"out\"")))
+        .await
+        .unwrap();
+    drop(done);
+    let held = other.start(None, "held", &json("null"), None).await.unwrap();
+    let interrupted = fx.engine.start(None, "interrupted", &json("null"), None).await.unwrap();
+    let interrupted_id = interrupted.workflow.id;
+    drop(interrupted);
+    drop(fx.engine.start(None, "job", &json("{\"a\": 1}"), None).await.unwrap());
+    fx.engine
+        .start_registered("owned", &json("null"), None, "mod.first")
+        .await
+        .unwrap()
+        .hold
+        .expect("held")
+        .release()
+        .await;
+
+    let before = fx.engine.stats();
+    let (null, one, other_input) = (json("null"), json("1"), json("{\"a\": 2}"));
+    let (new, replayed, busy, resumed, mismatch, other_function) = tokio::join!(
+        fx.engine.start(None, "new", &null, None),
+        fx.engine.start(None, "done", &one, None),
+        fx.engine.start(None, "held", &null, None),
+        fx.engine.start(None, "interrupted", &null, None),
+        fx.engine.start(None, "job", &other_input, None),
+        fx.engine.start_registered("owned", &null, None, "mod.second"),
+    );
+    let after = fx.engine.stats();
+    assert_eq!(
+        after.start_batches - before.start_batches,
+        1,
+        "the six starts went in one statement"
+    );
+    let new = new.unwrap();
+    assert!(new.created && new.status == Status::Running);
+    let replayed = replayed.unwrap();
+    assert_eq!(
+        (replayed.status, replayed.output, replayed.hold.is_none()),
+        (Status::Completed, Some(json("\"out\"")), true)
+    );
+    assert_eq!(replayed.history["s"].output, Some(json("\"saved\"")));
+    assert_eq!(busy.unwrap_err(), EngineError::WorkflowBusy { name: "held".into() });
+    let resumed = resumed.unwrap();
+    assert_eq!(
+        (resumed.workflow.id, resumed.attempt, resumed.created),
+        (interrupted_id, 2, false)
+    );
+    assert_eq!(mismatch.unwrap_err(), EngineError::InputMismatch { name: "job".into() });
+    assert_eq!(
+        other_function.unwrap_err(),
+        EngineError::OtherWorkflow {
+            name: "owned".into(),
+            workflow: Some("mod.first".into())
+        }
+    );
+    // The refused starts changed nothing: the holder writes on.
+    other
+        .step_finished(held.workflow, "s".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    drop((new, resumed, held));
+    other.close().await;
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn two_engines_starting_overlapping_roots_at_once_hold_each_exactly_once() {
+    let fx = Fixture::new().await;
+    let other = second_engine(&fx).await;
+    let name = |i: usize| format!("shared-{i:03}");
+    // `fx.engine` starts 0..60 in order, `other` 30..90 backwards: each
+    // batch is sorted, so the 30 names both start are locked in one order.
+    let starts = |engine: &Engine, names: Vec<usize>| {
+        futures_util::future::join_all(names.into_iter().map(|i| {
+            let engine = engine.clone();
+            async move { (i, engine.start(None, &name(i), &json("null"), None).await) }
+        }))
+    };
+    let (mine, theirs) = tokio::join!(
+        starts(&fx.engine, (0..60).collect()),
+        starts(&other, (30..90).rev().collect())
+    );
+    let mut holders: Vec<Vec<&str>> = vec![Vec::new(); 90];
+    for (engine, results) in [(&fx.engine, &mine), (&other, &theirs)] {
+        for (i, result) in results {
+            match result {
+                Ok(started) => {
+                    assert!(started.hold.is_some());
+                    holders[*i].push(engine.owner_id());
+                }
+                Err(err) => assert_eq!(*err, EngineError::WorkflowBusy { name: name(*i) }),
+            }
+        }
+    }
+    let rows = fx
+        .admin
+        .query(
+            &format!(
+                "SELECT name, owner_id::text, lease_epoch FROM {}.task WHERE parent_id IS NULL ORDER BY name",
+                fx.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 90);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row.get::<_, String>(0), name(i));
+        assert_eq!(holders[i].len(), 1, "{} is held by exactly one engine", name(i));
+        assert_eq!(row.get::<_, String>(1), holders[i][0], "and the row names that one");
+        assert_eq!(row.get::<_, i64>(2), 1, "nobody took it over");
+    }
+    drop((mine, theirs));
+    other.close().await;
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_root_start_the_server_refuses_fails_alone_in_its_batch() {
+    let fx = Fixture::new().await;
+    fx.admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION {s}.poison() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 IF NEW.name = 'poisoned' THEN RAISE EXCEPTION 'this row is poisoned'; END IF;
+                 RETURN NEW;
+             END $$;
+             CREATE TRIGGER poison BEFORE INSERT ON {s}.task FOR EACH ROW EXECUTE FUNCTION {s}.poison();",
+            s = fx.schema
+        ))
+        .await
+        .unwrap();
+    let before = fx.engine.stats();
+    let names = ["a", "b", "poisoned", "c", "d"];
+    let results = futures_util::future::join_all(names.iter().map(|name| {
+        let engine = fx.engine.clone();
+        async move { engine.start(None, name, &json("null"), None).await }
+    }))
+    .await;
+    for (name, result) in names.iter().zip(&results) {
+        if *name == "poisoned" {
+            let err = result.as_ref().unwrap_err();
+            assert_eq!(err.sqlstate(), Some("P0001"), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains("starting workflow \"poisoned\""), "{text}");
+            assert!(text.contains("this row is poisoned"), "{text}");
+        } else {
+            assert!(
+                result.as_ref().is_ok_and(|started| started.created),
+                "{name}: {result:?}"
+            );
+        }
+    }
+    let after = fx.engine.stats();
+    // The batch of five was refused, then each start was sent alone.
+    assert_eq!(
+        (after.start_batches - before.start_batches, after.starts - before.starts),
+        (4, 4)
+    );
+    drop(results);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn root_starts_queued_when_the_engine_closes_fail_with_closed() {
+    let fx = Fixture::new().await;
+    let done = fx.engine.start(None, "blocker", &json("null"), None).await.unwrap();
+    fx.engine
+        .workflow_finished(done.workflow, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    drop(done);
+    // A pool of two: the starter sends one batch at a time.
+    let options = Options {
+        schema: fx.schema.clone(),
+        max_connections: 2,
+        ..Options::default()
+    };
+    let engine = Engine::connect(&dsn(), &options).await.expect("connect");
+    let mut locker = admin().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.execute(
+        &format!("SELECT 1 FROM {}.task WHERE name = 'blocker' FOR UPDATE", fx.schema),
+        &[],
+    )
+    .await
+    .unwrap();
+    let blocked = tokio::spawn({
+        let engine = engine.clone();
+        async move { engine.start(None, "blocker", &json("null"), None).await }
+    });
+    // The batch in flight waits for the row lock.
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%\"{}\".task%'",
+        fx.schema
+    );
+    while fx.admin.query_one(&waiting, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let null = json("null");
+    let (queued, ()) = tokio::join!(
+        futures_util::future::join_all(["a", "b", "c"].map(|name| engine.start(None, name, &null, None))),
+        async {
+            engine.close().await;
+            lock.commit().await.unwrap();
+        }
+    );
+    for result in queued {
+        assert_eq!(result.unwrap_err(), EngineError::Closed);
+    }
+    // The batch in flight was answered; the history read after it found
+    // the engine closed.
+    assert_eq!(blocked.await.unwrap().unwrap_err(), EngineError::Closed);
+    fx.drop_schema().await;
+}
