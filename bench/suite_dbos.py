@@ -14,9 +14,8 @@ import logging
 import sys
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
 from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, SetWorkflowID
 
 from suite_common import (
@@ -29,12 +28,16 @@ from suite_common import (
     parser,
     peak_rss_mb,
     pct,
+    pg_connect,
     rss_mb,
     small_dict,
     spawn,
     stop,
     wait_line,
 )
+
+if TYPE_CHECKING:
+    import asyncpg
 
 
 def launch(dsn: str, executor_id: str | None = None) -> None:
@@ -252,7 +255,7 @@ async def check_clone(pg: asyncpg.Connection, template: str, steps: int) -> None
 async def w3b(dsn: str, steps: int, template_steps: int) -> dict[str, Any]:
     template = f"w3b-template-{tag()}"
     await crashed_after(dsn, template, template_steps)
-    pg = await asyncpg.connect(dsn)
+    pg = await pg_connect(dsn)
     await check_clone(pg, template, template_steps)
     name = f"w3b-{tag()}"
     made = time.perf_counter()
@@ -305,7 +308,7 @@ async def w4(dsn: str, count: int, poll: float) -> dict[str, Any]:
     queue = await DBOS.register_queue_async(f"suite-w4-{tag()}", concurrency=50, polling_interval_sec=poll)
     handles = await asyncio.gather(*(queue.enqueue_async(one, i) for i in range(count)))
     ids = [h.get_workflow_id() for h in handles]
-    pg = await asyncpg.connect(dsn)
+    pg = await pg_connect(dsn)
     await wait_drained(pg, ids)
     figures = {"workflows_per_s": await rate(pg, ids, "created_at")}
     latencies = await latencies_ms(pg, ids)
@@ -329,6 +332,10 @@ async def w6_worker(dsn: str) -> None:
 async def w6(dsn: str, count: int, processes: int) -> dict[str, Any]:
     """``processes`` worker processes drain ``count`` one-step workflows
     enqueued beforehand: first start to last completion (database clock)."""
+    # DBOS makes its tables at launch, which a client does not do: launched
+    # here first (no queue of W6 registered, so this process runs nothing).
+    launch(dsn, executor_id=f"w6-setup-{tag()}")
+    DBOS.destroy()
     client = DBOSClient(system_database_url=dsn)
     prefix = f"w6-{tag()}"
     options: EnqueueOptions = {"queue_name": "suite-w6", "workflow_name": one.__qualname__}
@@ -340,7 +347,7 @@ async def w6(dsn: str, count: int, processes: int) -> dict[str, Any]:
         )
         ids += [h.get_workflow_id() for h in handles]
     workers = [await spawn(__file__, "w6-worker", "--dsn", dsn) for _ in range(processes)]
-    pg = await asyncpg.connect(dsn)
+    pg = await pg_connect(dsn)
     await wait_drained(pg, ids)
     figures = {"workflows_per_s": await rate(pg, ids, "started_at_epoch_ms")}
     for worker in workers:

@@ -13,9 +13,7 @@ import functools
 import sys
 import time
 import uuid
-from typing import Any
-
-import asyncpg
+from typing import TYPE_CHECKING, Any
 
 import durable
 from durable import Ctx
@@ -29,12 +27,16 @@ from suite_common import (
     parser,
     peak_rss_mb,
     pct,
+    pg_connect,
     rss_mb,
     small_dict,
     spawn,
     stop,
     wait_line,
 )
+
+if TYPE_CHECKING:
+    import asyncpg
 
 SCHEMA = "durable_bench_suite"
 
@@ -261,7 +263,7 @@ async def w3b(dsn: str, steps: int, template_steps: int) -> dict[str, Any]:
     workflow of ``template_steps`` steps run by the engine."""
     template = f"w3b-template-{tag()}"
     await crashed_after(dsn, template, template_steps)
-    pg = await asyncpg.connect(dsn)
+    pg = await pg_connect(dsn)
     await check_clone(pg, template, template_steps)
     name = f"w3b-{tag()}"
     made = time.perf_counter()
@@ -331,7 +333,7 @@ async def w4(dsn: str, count: int) -> dict[str, Any]:
     await durable.create_queue(db, "suite-w4", concurrency=50)
     executor = durable.Executor(db, [w4_one], concurrency=100)
     running = asyncio.create_task(executor.run())
-    pg = await asyncpg.connect(dsn)
+    pg = await pg_connect(dsn)
     names = await enqueue_all(db, w4_one, count)
     await wait_drained(pg, names)
     executor.stop()
@@ -358,7 +360,7 @@ async def w6(dsn: str, count: int, processes: int) -> dict[str, Any]:
     workers = [await spawn(__file__, "w6-worker", "--dsn", dsn) for _ in range(processes)]
     for worker in workers:
         await wait_line(worker, "ready")
-    pg = await asyncpg.connect(dsn)
+    pg = await pg_connect(dsn)
     await durable.resume_queue(db, "suite-w6")
     await wait_drained(pg, names)
     figures = {"workflows_per_s": await rate(pg, names, "started_at")}
