@@ -311,7 +311,7 @@ def cell(results: Results, workload: str, system: str | None, metric: Metric) ->
     values = results.values(workload, system, metric.key)
     if not values:
         error = results.failed(workload, system)
-        return "not measured" if error is None else "failed"
+        return "not measured" if error is None or error.startswith("not measured") else "failed"
     label = {"dbos-10ms": "", "awa": "awa ", "raw": ""}.get(system, "")
     if len(values) == 1:
         return f"{label}{fmt(values[0])}"
