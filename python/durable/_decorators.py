@@ -124,15 +124,8 @@ class Workflow(Generic[I, O]):
         resolved = await resolve(db)
 
         async def enqueue() -> list[Any]:
-            _, status, created, queue_created = await resolved._engine.enqueue(
-                name,
-                self.name,
-                _saved(input),
-                self.queue,
-                delay_s,
-                priority,
-                key,
-                start_at,
+            [(_, status, created, queue_created)] = await resolved._engine.enqueue_many(
+                [name], self.name, [_saved(input)], self.queue, delay_s, priority, key, start_at
             )
             if queue_created:
                 log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)

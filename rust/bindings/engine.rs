@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText, Options,
-    QueueInfo, QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
+    BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
+    QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -39,6 +39,15 @@ pub(crate) fn seconds(what: &str, value: f64, at_most: Duration) -> PyResult<Dur
             "{what} must be a positive number of seconds (at most {}), not {value}",
             at_most.as_secs_f64()
         ))),
+    }
+}
+
+/// `seconds`, or zero: for a delay or a grace that may be none.
+fn seconds_or_zero(what: &str, value: f64, at_most: Duration) -> PyResult<Duration> {
+    if value == 0.0 {
+        Ok(Duration::ZERO)
+    } else {
+        seconds(what, value, at_most)
     }
 }
 
@@ -81,11 +90,7 @@ impl PyEngine {
             connect_timeout: seconds("connect_timeout", connect_timeout, limits::MAX_CONNECT_TIMEOUT)?,
             lease: seconds("lease", lease, limits::MAX_LEASE)?,
             reconnect_timeout: seconds("reconnect_timeout", reconnect_timeout, limits::MAX_RECONNECT_TIMEOUT)?,
-            session_grace: if session_grace == 0.0 {
-                Duration::ZERO
-            } else {
-                seconds("session_grace", session_grace, limits::MAX_SESSION_GRACE)?
-            },
+            session_grace: seconds_or_zero("session_grace", session_grace, limits::MAX_SESSION_GRACE)?,
             host,
             migrate,
         };
@@ -133,54 +138,10 @@ impl PyEngine {
         })
     }
 
-    /// Queues a run of the registered function `workflow`; an awaitable of
-    /// `(id, status, created, queue_created)`.
-    #[pyo3(signature = (name, workflow, input, queue, delay, priority, key = None, run_at = None))]
-    #[allow(clippy::too_many_arguments)] // one per column of the run
-    fn enqueue<'py>(
-        &self,
-        py: Python<'py>,
-        name: String,
-        workflow: String,
-        input: &Bound<'py, PyAny>,
-        queue: String,
-        delay: f64,
-        priority: i32,
-        key: Option<String>,
-        run_at: Option<String>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let engine = self.engine()?.clone();
-        let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
-        let delay = if delay == 0.0 {
-            Duration::ZERO
-        } else {
-            seconds("delay", delay, MAX_DEADLINE)?
-        };
-        awaitable(py, async move {
-            let enqueued = engine
-                .enqueue(&Enqueue {
-                    name: &name,
-                    workflow: &workflow,
-                    input: &input,
-                    queue: &queue,
-                    delay,
-                    run_at: run_at.as_deref(),
-                    priority,
-                    key: key.as_deref(),
-                })
-                .await
-                .map_err(to_py)?;
-            Ok((
-                enqueued.id,
-                enqueued.status.as_str(),
-                enqueued.created,
-                enqueued.queue_created,
-            ))
-        })
-    }
-
-    /// `enqueue` of many runs (`names[i]` with `inputs[i]`) in one statement.
-    #[allow(clippy::too_many_arguments)]
+    /// Queues runs of the registered function `workflow` (`names[i]` with
+    /// `inputs[i]`) in one statement; an awaitable of a list of `(id, status,
+    /// created, queue_created)`, one per run. `Workflow.enqueue` queues one.
+    #[allow(clippy::too_many_arguments)] // one per column of the runs
     #[pyo3(signature = (names, workflow, inputs, queue, delay, priority, key = None, run_at = None))]
     fn enqueue_many<'py>(
         &self,
@@ -207,11 +168,7 @@ impl PyEngine {
             .zip(inputs.iter())
             .map(|(name, input)| json::encode(&input, &format!("input of workflow {name:?}"), self.max_value_bytes))
             .collect::<PyResult<Vec<JsonText>>>()?;
-        let delay = if delay == 0.0 {
-            Duration::ZERO
-        } else {
-            seconds("delay", delay, MAX_DEADLINE)?
-        };
+        let delay = seconds_or_zero("delay", delay, MAX_DEADLINE)?;
         awaitable(py, async move {
             let runs: Vec<(&str, &JsonText)> = names.iter().map(String::as_str).zip(&inputs).collect();
             let enqueued = engine

@@ -185,7 +185,9 @@ class Actions:
         priority = integer("priority", form.get("priority", "").strip() or "0")
         count("priority", priority, at_least=-(2**31), at_most=2**31 - 1)
         name = form.get("name", "").strip() or fresh_name(workflow)
-        _, _, created, _ = await self.db._engine.enqueue(name, workflow, value, queue, delay, priority, None, run_at)
+        [(_, _, created, _)] = await self.db._engine.enqueue_many(
+            [name], workflow, [value], queue, delay, priority, None, run_at
+        )
         if not created:
             raise Refused(409, f"a run named {name!r} exists already: choose another name (or none, for a new one)")
         return answer(200, url=root_url(name))
