@@ -42,6 +42,41 @@ pub(crate) fn seconds(what: &str, value: f64, at_most: Duration) -> PyResult<Dur
     }
 }
 
+/// The filters of `durable ui`'s lists, owned (they move into the future).
+struct UiFilters {
+    status: Option<String>,
+    queue: Option<String>,
+    name_prefix: Option<String>,
+    since: Option<i64>,
+    limit: i64,
+    workflow: Option<String>,
+    input: Option<String>,
+    until: Option<i64>,
+    parent: Option<String>,
+    before: Option<i64>,
+}
+
+impl UiFilters {
+    /// The engine's two filters, borrowing these.
+    fn borrowed(&self) -> (RunFilter<'_>, BrowseFilter<'_>) {
+        let filter = RunFilter {
+            status: self.status.as_deref(),
+            queue: self.queue.as_deref(),
+            name_prefix: self.name_prefix.as_deref(),
+            since: self.since,
+            limit: self.limit,
+        };
+        let more = BrowseFilter {
+            workflow: self.workflow.as_deref(),
+            input: self.input.as_deref(),
+            until: self.until,
+            parent: self.parent.as_deref(),
+            before: self.before,
+        };
+        (filter, more)
+    }
+}
+
 /// `seconds`, or zero: for a delay or a grace that may be none.
 fn seconds_or_zero(what: &str, value: f64, at_most: Duration) -> PyResult<Duration> {
     if value == 0.0 {
@@ -412,21 +447,20 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
+        let filters = UiFilters {
+            status,
+            queue,
+            name_prefix,
+            since,
+            limit,
+            workflow,
+            input,
+            until,
+            parent,
+            before,
+        };
         awaitable(py, async move {
-            let filter = RunFilter {
-                status: status.as_deref(),
-                queue: queue.as_deref(),
-                name_prefix: name_prefix.as_deref(),
-                since,
-                limit,
-            };
-            let more = BrowseFilter {
-                workflow: workflow.as_deref(),
-                input: input.as_deref(),
-                until,
-                parent: parent.as_deref(),
-                before,
-            };
+            let (filter, more) = filters.borrowed();
             let runs = engine.browse_runs(&filter, &more, timeout).await.map_err(to_py)?;
             Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
         })
@@ -454,21 +488,20 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
+        let filters = UiFilters {
+            status,
+            queue,
+            name_prefix,
+            since,
+            limit,
+            workflow,
+            input,
+            until,
+            parent,
+            before,
+        };
         awaitable(py, async move {
-            let filter = RunFilter {
-                status: status.as_deref(),
-                queue: queue.as_deref(),
-                name_prefix: name_prefix.as_deref(),
-                since,
-                limit,
-            };
-            let more = BrowseFilter {
-                workflow: workflow.as_deref(),
-                input: input.as_deref(),
-                until,
-                parent: parent.as_deref(),
-                before,
-            };
+            let (filter, more) = filters.borrowed();
             engine.runs_version(&filter, &more, timeout).await.map_err(to_py)
         })
     }
@@ -519,21 +552,20 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
+        let filters = UiFilters {
+            status: None,
+            queue,
+            name_prefix,
+            since,
+            limit: cap,
+            workflow,
+            input,
+            until,
+            parent,
+            before,
+        };
         awaitable(py, async move {
-            let filter = RunFilter {
-                status: None,
-                queue: queue.as_deref(),
-                name_prefix: name_prefix.as_deref(),
-                since,
-                limit: cap,
-            };
-            let more = BrowseFilter {
-                workflow: workflow.as_deref(),
-                input: input.as_deref(),
-                until,
-                parent: parent.as_deref(),
-                before,
-            };
+            let (filter, more) = filters.borrowed();
             engine
                 .count_runs(&statuses, &filter, &more, cap, timeout)
                 .await
