@@ -25,6 +25,18 @@ from . import _core
 
 R = TypeVar("R")
 
+#: This process's id (``os.getpid`` is a system call, asked at every
+#: await): a child made by ``os.fork()`` reads its own.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
 #: Each loop's waker, and the process that made it: a child made by fork()
 #: must not share the parent's wake-up socket, so it makes its own.
 _wakers: WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[int, _core.Waker]] = WeakKeyDictionary()
@@ -83,7 +95,7 @@ def pending() -> tuple[asyncio.Future[Any] | BlockingFuture, _core.Waker]:
                 "code that is not async can use durable.sync"
             ) from None
         return BlockingFuture(), _thread_waker()
-    pid = os.getpid()
+    pid = _pid
     made = _wakers.get(loop)
     if made is None or made[0] != pid:
         if made is not None:
@@ -96,8 +108,8 @@ def pending() -> tuple[asyncio.Future[Any] | BlockingFuture, _core.Waker]:
 
 def _thread_waker() -> _core.Waker:
     made = _thread.waker
-    if made is None or made[0] != os.getpid():
-        made = _thread.waker = (os.getpid(), _core.Waker())
+    if made is None or made[0] != _pid:
+        made = _thread.waker = (_pid, _core.Waker())
     return made[1]
 
 

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 mod core {
     use pyo3::prelude::*;
 
-    use super::runtime;
+    use super::{fork, runtime};
 
     #[pymodule_export]
     use super::engine::PyEngine;
@@ -31,6 +31,7 @@ mod core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        fork::install(m)?;
         runtime::init(m.py())?;
         m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)
     }
