@@ -101,7 +101,7 @@ pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;
 pub use messages::{EventRead, Sent};
 pub use migrate::LATEST_VERSION;
-pub use queue::{ClaimLimits, Claimed, Enqueue, EnqueueMany, Enqueued, QueueLimits, Recovered};
+pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits, Recovered};
 pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};

@@ -36,23 +36,6 @@ pub struct QueueLimits {
     pub rates: Option<Vec<(i32, Duration)>>,
 }
 
-/// A run to enqueue.
-#[derive(Debug, Clone)]
-pub struct Enqueue<'a> {
-    pub name: &'a str,
-    /// The registered identity of its function.
-    pub workflow: &'a str,
-    pub input: &'a JsonText,
-    pub queue: &'a str,
-    /// How long from now until it may start (zero: at once)...
-    pub delay: Duration,
-    /// ...or when it may start, as an ISO 8601 timestamp with its offset
-    /// (the database's clock decides when that is).
-    pub run_at: Option<&'a str>,
-    pub priority: i32,
-    pub key: Option<&'a str>,
-}
-
 /// Runs of one function to enqueue at once, with the same options.
 #[derive(Debug, Clone)]
 pub struct EnqueueMany<'a> {
@@ -157,31 +140,12 @@ impl Engine {
         Ok(())
     }
 
-    /// Queues a run of `request.workflow` named `request.name`, or finds the
-    /// run of that name: enqueueing is idempotent. `InputMismatch` if it
-    /// exists with another input, `OtherWorkflow` if another function owns
-    /// the name. Executors are told at the commit.
-    pub async fn enqueue(&self, request: &Enqueue<'_>) -> Result<Enqueued, EngineError> {
-        let runs = [(request.name, request.input)];
-        let many = EnqueueMany {
-            runs: &runs,
-            workflow: request.workflow,
-            queue: request.queue,
-            delay: request.delay,
-            run_at: request.run_at,
-            priority: request.priority,
-            key: request.key,
-        };
-        let mut enqueued = self.enqueue_many(&many).await?;
-        enqueued
-            .pop()
-            .ok_or_else(|| EngineError::Unexpected(format!("enqueueing workflow {:?} returned no row", request.name)))
-    }
-
-    /// `enqueue` of many runs with the same options, in one statement (one
-    /// commit): what it found or made for each, in the order given. A run
-    /// that exists with another input or function fails the call with that
-    /// run's error (`InputMismatch`, `OtherWorkflow`); the others are queued.
+    /// Queues runs of `request.workflow` with the same options, in one
+    /// statement (one commit), or finds the runs of those names: enqueueing
+    /// is idempotent. What it found or made for each, in the order given. A
+    /// run that exists with another input fails the call with
+    /// `InputMismatch`, one owned by another function with `OtherWorkflow`
+    /// (the others are queued). Executors are told at the commit.
     pub async fn enqueue_many(&self, request: &EnqueueMany<'_>) -> Result<Vec<Enqueued>, EngineError> {
         let mut names = HashSet::with_capacity(request.runs.len());
         for (name, _) in request.runs {

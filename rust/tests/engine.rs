@@ -839,7 +839,7 @@ async fn gc_deletes_whole_finished_trees_finished_long_enough_ago_and_nothing_el
 
 #[tokio::test]
 async fn queues_list_their_limits_and_use() {
-    use durable::engine::{ClaimLimits, Enqueue, QueueLimits};
+    use durable::engine::{ClaimLimits, EnqueueMany, QueueLimits};
     let fx = Fixture::new().await;
     let minute = std::time::Duration::from_secs(60);
     let limits = QueueLimits {
@@ -851,17 +851,16 @@ async fn queues_list_their_limits_and_use() {
     fx.engine.set_queue_paused("idle", true).await.unwrap();
     let input = json("null");
     for (name, delay) in [("a", 0), ("b", 0), ("later", 3600)] {
-        let run = Enqueue {
-            name,
+        let run = EnqueueMany {
+            runs: &[(name, &input)],
             workflow: "app.job",
-            input: &input,
             queue: "etl",
             delay: std::time::Duration::from_secs(delay),
             run_at: None,
             priority: 0,
             key: None,
         };
-        fx.engine.enqueue(&run).await.unwrap();
+        fx.engine.enqueue_many(&run).await.unwrap();
     }
     let workflows = ["app.job".to_owned()];
     let claim = ClaimLimits {
@@ -946,20 +945,19 @@ async fn without_migrate_a_missing_or_old_schema_is_refused_and_left_alone() {
 
 #[tokio::test]
 async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_the_same_attempt() {
-    use durable::engine::{ClaimLimits, Enqueue, Suspended, Suspension};
+    use durable::engine::{ClaimLimits, EnqueueMany, Suspended, Suspension};
     let fx = Fixture::new().await;
     let input = json("null");
-    let run = Enqueue {
-        name: "sleeper",
+    let run = EnqueueMany {
+        runs: &[("sleeper", &input)],
         workflow: "app.job",
-        input: &input,
         queue: "q",
         delay: std::time::Duration::ZERO,
         run_at: None,
         priority: 0,
         key: None,
     };
-    fx.engine.enqueue(&run).await.unwrap();
+    fx.engine.enqueue_many(&run).await.unwrap();
     let workflows = ["app.job".to_owned()];
     let claim = ClaimLimits {
         max: 1,
