@@ -1027,7 +1027,7 @@ async def executor(db: durable.Db, pg: asyncpg.Connection) -> AsyncIterator[dura
     task = asyncio.ensure_future(made.run())
 
     async def registered() -> bool:
-        return bool(await pg.fetchval("SELECT count(*) FROM owner WHERE 'ui.greet' = ANY(workflows)"))
+        return bool(await pg.fetchval("SELECT count(*) FROM executor WHERE 'ui.greet' = ANY(workflows)"))
 
     await until(registered, "the executor says which functions it runs")
     yield made
@@ -1570,7 +1570,7 @@ def test_the_timeline_layout_puts_attempts_waits_and_sleeps_on_one_axis() -> Non
         return t0 + timedelta(seconds=seconds)
 
     info = WorkflowInfo(
-        1, "root", "completed", "f", "q", None, None, None, 1, 0, 0, None, t0, at(2), at(10), None, None
+        1, "root", "completed", "f", "q", None, None, None, 1, 0, 0, None, t0, at(2), at(10), None, None, None
     )
     retried = StepInfo(2, "retried", "completed", 2, 7, None, at(2), at(4), at(5))
     nap = StepInfo(3, "nap", "completed", 1, at(9).isoformat(), None, at(5), at(5), at(5))

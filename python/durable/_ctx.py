@@ -727,9 +727,14 @@ class Ctx:
                         raise
                 except Exception as exc:
                     outcome = "failed"
-                    await self._record_failure(exc, self._wf.fail)
-                    if self._wf.status == "running":
-                        self._wf.release_soon()  # the failure could not be recorded: let a new run resume it
+                    try:
+                        await self._record_failure(exc, self._wf.fail)
+                    finally:
+                        # Not recorded (the database failed, or the run was
+                        # cancelled): let a new run resume it, or free the
+                        # cancelled run's queue slot now that its body stopped.
+                        if self._wf.status in ("running", "cancelled"):
+                            self._wf.release_soon()
                     raise
                 except WorkflowSuspended:
                     outcome = "suspended"  # the tree left this process already: nothing to release

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -23,6 +24,10 @@ log = logging.getLogger("durable")
 #: How often an executor counts the runs waiting in each queue, in seconds,
 #: for the ``durable.queue.depth`` gauge (only with OpenTelemetry).
 DEPTHS_EVERY = 10.0
+
+#: Shortest wait, in seconds, for a run said to come due now: a due run that
+#: the claims did not take is held back by something time does not end.
+MIN_WAIT = 0.1
 
 
 class Executor:
@@ -82,6 +87,8 @@ class Executor:
         self._queues: list[str | None] = [*sorted({w.queue for w in self._workflows.values()}), None]
         self._running: dict[asyncio.Task[None], _core.Workflow] = {}
         self._stop: asyncio.Event | None = None
+        #: Set when a run of this executor ended: a slot is free.
+        self._freed: asyncio.Event | None = None
         #: Runs due in each queue, counted every ``DEPTHS_EVERY`` seconds at
         #: a recovery pass (for the ``durable.queue.depth`` gauge; kept only
         #: with OpenTelemetry).
@@ -100,60 +107,114 @@ class Executor:
 
     async def run(self) -> None:
         """Claims and runs workflows until cancelled, ``stop()`` or SIGTERM,
-        then stops gracefully (see ``shutdown_grace``)."""
+        then stops gracefully (see ``shutdown_grace``).
+
+        It looks for work only when something may have changed: a
+        notification (a run queued, finished, released or woken, a queue
+        resumed or its limits changed), one of its own runs ending, the next
+        delayed run or rate window coming due, a schedule's tick, and at the
+        latest every ``poll`` seconds. Waiting runs that it cannot claim (a
+        paused or full queue, another version) cost it nothing meanwhile.
+        """
         db = await resolve(self._db)
         engine = db._engine
         names = list(self._workflows)
         loop = asyncio.get_running_loop()
         stop = self._stop = asyncio.Event()
+        self._freed = asyncio.Event()
         sigterm = _on_sigterm(loop, stop)
         clock = _Ticker(engine, [w for w in self._workflows.values() if w.schedule is not None])
+        registration: int | None = None
         try:
-            await engine.register_executor(names, self._version)
+            registration = await engine.register_executor(names, self._version)
             await clock.register()
             next_recovery = next_depths = loop.time()
+            claimed_for: int | None = None  # the work version the last claims saw
+            next_poll = due_at = math.inf
+            isolated_waiting = False
             while not stop.is_set():
                 seen = engine.work_version()
                 await clock.queue_due()
                 if loop.time() >= next_recovery:
-                    requeued, failed = await engine.recover(names, self._max_recoveries, self._version)
-                    _otel.recovered(requeued, failed)
+                    found = await engine.recover(names, self._max_recoveries, self._version)
+                    _otel.recovered(found["requeued"], found["failed"])
                     if _otel.active() and loop.time() >= next_depths:
                         self.queue_depths = {q["name"]: q["queued"] for q in await engine.list_queues()}
                         next_depths = loop.time() + DEPTHS_EVERY
-                    if requeued or failed:
-                        log.info("recovered the runs of dead holders: %d requeued, %d failed", requeued, failed)
+                    if found["requeued"] or found["failed"]:
+                        log.info(
+                            "recovered the runs of dead holders: %d requeued, %d failed",
+                            found["requeued"],
+                            found["failed"],
+                        )
                     # Runs may wait in queues no workflow declares (queued from SQL).
-                    found = set(await engine.waiting_queues()) - set(self._queues)
-                    self._queues[-1:-1] = sorted(q for q in found if q is not None)
+                    new = sorted(set(found["queues"]) - set(self._queues))
+                    if new:
+                        self._queues[-1:-1] = new
+                        claimed_for = None
+                    if found["isolated_waiting"] != isolated_waiting:
+                        isolated_waiting = found["isolated_waiting"]
+                        claimed_for = None
                     next_recovery = loop.time() + self._recovery_interval
-                free = self._concurrency - len(self._running)
-                for queue in self._queues:
-                    if free <= 0:
-                        break
-                    began = loop.time()
-                    claimed = await engine.claim(queue, free, names, self._version)
-                    _otel.claimed(loop.time() - began, queue)
-                    for name, handle in claimed:
-                        self._start(db, self._workflows[name], handle)
-                        free -= 1
-                timeout = min(self._poll, max(0.0, next_recovery - loop.time()), clock.until_next())
-                if free > 0:
-                    due = await engine.next_due(names)
-                    if due is not None:
-                        timeout = min(timeout, due)
-                await _first(engine.work_changed(seen, timeout), stop.wait())
+                now = loop.time()
+                if seen != claimed_for or self._freed.is_set() or now >= due_at or now >= next_poll:
+                    claimed_for = seen
+                    self._freed.clear()
+                    due_at = math.inf
+                    free = self._concurrency - len(self._running)
+                    if free > 0:
+                        # Asked before the claims: a run that comes due while
+                        # they run is either claimed or counted here.
+                        due = await engine.next_due(names, self._version)
+                        if due is not None:
+                            due_at = loop.time() + max(due, MIN_WAIT)
+                    await self._claim(db, names, isolated_waiting)
+                    next_poll = loop.time() + self._poll
+                timeout = min(next_poll, next_recovery, due_at) - loop.time()
+                timeout = max(0.0, min(timeout, clock.until_next()))
+                await _first(engine.work_changed(seen, timeout), stop.wait(), self._freed.wait())
         finally:
             if sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
             await self._shut_down()
-            with contextlib.suppress(DurableError):
-                await engine.register_executor(None)
+            if registration is not None:
+                with contextlib.suppress(DurableError):
+                    await engine.unregister_executor(registration)
+
+    async def _claim(self, db: Db, names: list[str], isolated_waiting: bool) -> None:
+        """Claims what this executor may take now, queue by queue. A run
+        recovered from a crash it shared (isolated) runs alone: claimed only
+        while nothing else runs here, and nothing is claimed beside it;
+        while one waits, this executor takes no new work until it is idle."""
+        engine = db._engine
+        if isolated_waiting:
+            if self._running:
+                return  # make room: the isolated run needs an idle executor
+            for queue in self._queues:
+                for name, handle in await engine.claim(queue, 1, names, self._version, isolated=True):
+                    self._start(db, self._workflows[name], handle)
+                    return
+        free = self._concurrency - len(self._running)
+        for queue in self._queues:
+            if free <= 0:
+                break
+            began = asyncio.get_running_loop().time()
+            claimed = await engine.claim(queue, free, names, self._version)
+            _otel.claimed(asyncio.get_running_loop().time() - began, queue)
+            for name, handle in claimed:
+                self._start(db, self._workflows[name], handle)
+                free -= 1
 
     def _start(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         task = asyncio.ensure_future(self._execute(db, workflow, handle))
         self._running[task] = handle
-        task.add_done_callback(self._running.pop)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A run ended here: its slot is free for the next claim."""
+        self._running.pop(task, None)
+        if self._freed is not None:
+            self._freed.set()
 
     async def _execute(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         ctx = Ctx(db, handle)
@@ -167,18 +228,24 @@ class Executor:
 
     async def _shut_down(self) -> None:
         """Stops the running runs at their next checkpoint, within the grace;
-        interrupts what is left; each releases its workflow."""
+        interrupts what is left. Each run ends completed, failed, suspended
+        or released back to its queue (no recovery counted) before this
+        returns, so a deploy never looks like a crash."""
         if not self._running:
             return
         log.info("stopping: %d runs finish their current step, then are released", len(self._running))
         for handle in self._running.values():
             handle.drain()
+        handles = list(self._running.values())
         tasks = list(self._running)
         _, late = await asyncio.wait(tasks, timeout=self._shutdown_grace)
         for task in late:
             task.cancel()
         if late:
             await asyncio.wait(late)
+        for handle in handles:
+            with contextlib.suppress(DurableError):
+                await handle.release()
 
 
 class _Ticker:

@@ -44,10 +44,16 @@ class WorkflowInfo:
     #: For a run that waits (queued or scheduled): why it does not run yet:
     #: ``delayed until T``, ``queue Q is paused``, ``no live executor has
     #: registered its function F`` (``... at version V`` for a run begun at
-    #: a version), ``rate limit until T``, ``concurrency
-    #: full (N running)``, ``key limit: N runs of key K running``, or
-    #: ``ready: the next claim starts it``. None otherwise.
+    #: a version), ``waiting to run alone ...`` (recovered from a crash it
+    #: shared with other runs), ``rate limit until T``, ``concurrency full
+    #: (N running)``, ``key limit: N runs of key K running`` (``... and M due
+    #: before it``), or its turn: ``ready: the next claim starts it``,
+    #: ``ready: N runs come before it in claim order`` (``get``; a list
+    #: says ``ready: waiting for its turn``). Each is true when read: the
+    #: claims check the same conditions. None otherwise.
     waiting_for: str | None
+    #: The version of the executors that may run it (set when first claimed).
+    version: str | None
 
     @staticmethod
     def _from(row: dict[str, Any]) -> WorkflowInfo:

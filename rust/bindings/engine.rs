@@ -14,7 +14,7 @@ use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
     BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
-    QueueLimits, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
+    QueueLimits, Recovered, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -266,7 +266,8 @@ impl PyEngine {
 
     /// Claims up to `max` runs of `queue` (None: runs of no queue) of the
     /// functions `workflows`; an awaitable of `[(function, Workflow)]`.
-    #[pyo3(signature = (queue, max, workflows, version = None))]
+    /// `isolated`: claim one isolated run to run alone (see `ClaimLimits`).
+    #[pyo3(signature = (queue, max, workflows, version = None, isolated = false))]
     fn claim<'py>(
         &self,
         py: Python<'py>,
@@ -274,6 +275,7 @@ impl PyEngine {
         max: usize,
         workflows: Vec<String>,
         version: Option<String>,
+        isolated: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let limit = self.max_value_bytes;
@@ -282,6 +284,7 @@ impl PyEngine {
                 max,
                 workflows: &workflows,
                 version: version.as_deref(),
+                isolated,
             };
             let claimed = engine.claim(queue.as_deref(), limits).await.map_err(to_py)?;
             Ok(claimed
@@ -294,8 +297,9 @@ impl PyEngine {
         })
     }
 
-    /// Puts back in their queue the runs of dead holders of `workflows`;
-    /// an awaitable of `(requeued, failed)`.
+    /// One recovery pass for `workflows` (see `Engine::recover`); an
+    /// awaitable of a dict: `requeued`, `failed`, `orphans`, `freed`,
+    /// `queues` (with waiting runs), `isolated_waiting`.
     #[pyo3(signature = (workflows, max_recoveries, version = None))]
     fn recover<'py>(
         &self,
@@ -306,20 +310,26 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         awaitable(py, async move {
-            let recovered = engine
+            let found = engine
                 .recover(&workflows, version.as_deref(), max_recoveries)
                 .await
                 .map_err(to_py)?;
-            Ok((recovered.requeued, recovered.failed))
+            Ok(RecoveryPass(found))
         })
     }
 
-    /// Seconds until the earliest delayed run of `workflows` is due, or
-    /// None; an awaitable.
-    fn next_due<'py>(&self, py: Python<'py>, workflows: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
+    /// Seconds until a waiting run of `workflows` (at `version`) may become
+    /// claimable by time alone, or None (see `Engine::next_due`); an awaitable.
+    #[pyo3(signature = (workflows, version = None))]
+    fn next_due<'py>(
+        &self,
+        py: Python<'py>,
+        workflows: Vec<String>,
+        version: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         awaitable(py, async move {
-            let due = engine.next_due(&workflows).await.map_err(to_py)?;
+            let due = engine.next_due(&workflows, version.as_deref()).await.map_err(to_py)?;
             Ok(due.map(|d| d.as_secs_f64()))
         })
     }
@@ -382,12 +392,6 @@ impl PyEngine {
             };
             engine.advance_schedule(&ticks).await.map_err(to_py)
         })
-    }
-
-    /// The queues that have runs waiting; an awaitable of their names.
-    fn waiting_queues<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let engine = self.engine()?.clone();
-        awaitable(py, async move { engine.waiting_queues().await.map_err(to_py) })
     }
 
     /// Puts the failed or cancelled root `name` back to run; an awaitable of
@@ -677,21 +681,28 @@ impl PyEngine {
         awaitable(py, async move { engine.gc(older_than, batch).await.map_err(to_py) })
     }
 
-    /// Records which functions this process's executor runs (None: none).
+    /// Registers an executor of this process running `workflows` at
+    /// `version`; an awaitable of its number (for `unregister_executor`).
     #[pyo3(signature = (workflows, version = None))]
     fn register_executor<'py>(
         &self,
         py: Python<'py>,
-        workflows: Option<Vec<String>>,
+        workflows: Vec<String>,
         version: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         awaitable(py, async move {
             engine
-                .register_executor(workflows.as_deref(), version.as_deref())
+                .register_executor(&workflows, version.as_deref())
                 .await
                 .map_err(to_py)
         })
+    }
+
+    /// Removes the registration of executor `id`; an awaitable.
+    fn unregister_executor<'py>(&self, py: Python<'py>, id: i64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        awaitable(py, async move { engine.unregister_executor(id).await.map_err(to_py) })
     }
 
     /// A counter that changes whenever work may have become claimable.
@@ -875,6 +886,27 @@ impl PyEngine {
     }
 }
 
+/// A recovery pass as Python sees it: a dict.
+struct RecoveryPass(Recovered);
+
+impl<'py> IntoPyObject<'py> for RecoveryPass {
+    type Target = PyDict;
+    type Output = Bound<'py, PyDict>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let found = self.0;
+        let dict = PyDict::new(py);
+        dict.set_item("requeued", found.requeued)?;
+        dict.set_item("failed", found.failed)?;
+        dict.set_item("orphans", found.orphans)?;
+        dict.set_item("freed", found.freed)?;
+        dict.set_item("queues", found.queues)?;
+        dict.set_item("isolated_waiting", found.isolated_waiting)?;
+        Ok(dict)
+    }
+}
+
 /// A `RunInfo` as Python sees it: a dict, JSON values decoded, times in
 /// microseconds since the epoch.
 struct Info(RunInfo);
@@ -902,6 +934,7 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("recoveries", run.recoveries)?;
         dict.set_item("priority", run.priority)?;
         dict.set_item("key", run.key)?;
+        dict.set_item("version", run.version)?;
         dict.set_item("created_at", run.created_at)?;
         dict.set_item("started_at", run.started_at)?;
         dict.set_item("completed_at", run.completed_at)?;

@@ -77,6 +77,15 @@ impl Run {
         self.hold.get().ok().and_then(Option::as_ref)
     }
 
+    /// Ok while this handle may end its workflow or suspend it: as `check`,
+    /// but a graceful stop (draining) lets a run finish what it does.
+    fn check_ending(&self) -> Result<(), EngineError> {
+        match self.check() {
+            Err(EngineError::Draining { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
     /// Ok while this handle may start new work.
     fn check(&self) -> Result<(), EngineError> {
         if let Some(err) = &self.lock().doomed {
@@ -335,7 +344,7 @@ impl PyWorkflow {
         if let Some(refused) = self.finish_refused(&outcome) {
             return Err(to_py(refused));
         }
-        self.run.check().map_err(to_py)?;
+        self.run.check_ending().map_err(to_py)?;
         let engine = self.engine()?;
         let run = Arc::clone(&self.run);
         let id = self.id;
@@ -647,7 +656,7 @@ impl PyWorkflow {
         waiting_on: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let waiting = self.encode(waiting, "reason of a wait")?;
-        self.run.check().map_err(to_py)?;
+        self.run.check_ending().map_err(to_py)?;
         let Some(hold) = self.run.hold().cloned() else {
             return Err(to_py(EngineError::Unexpected(format!(
                 "workflow {:?} only replays, so it cannot be suspended",

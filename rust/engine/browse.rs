@@ -182,7 +182,7 @@ impl BrowseStatements {
             workflows: fill(
                 "SELECT known.workflow FROM (
                      SELECT workflow FROM {s}.task_schedule
-                     UNION SELECT unnest(workflows) FROM {s}.owner WHERE workflows IS NOT NULL
+                     UNION SELECT unnest(workflows) FROM {s}.executor
                      UNION SELECT recent.workflow FROM (
                          SELECT t.workflow FROM {s}.task AS t
                          WHERE t.parent_id IS NULL ORDER BY t.id DESC LIMIT $1) AS recent

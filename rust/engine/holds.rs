@@ -24,6 +24,9 @@ use super::workflow::{Status, WorkflowId};
 #[derive(Default)]
 pub(crate) struct Holds {
     slots: Mutex<HashMap<String, Slot>>,
+    /// The hold of an isolated run claimed to run alone: while it lasts,
+    /// this engine claims nothing else.
+    solo: Mutex<Weak<State>>,
 }
 
 enum Slot {
@@ -81,6 +84,48 @@ impl Holds {
         }
     }
 
+    /// The names of the roots held or being started now.
+    pub(crate) fn names(&self) -> Vec<String> {
+        self.slots().keys().cloned().collect()
+    }
+
+    /// True when no root is held or being started.
+    pub(crate) fn is_empty(&self) -> bool {
+        let live = self.live();
+        let starting = self.slots().values().any(|slot| matches!(slot, Slot::Starting));
+        !starting && live.iter().all(|state| state.end().is_some())
+    }
+
+    /// Marks `hold` as the run this engine runs alone (see `solo`).
+    pub(crate) fn set_solo(&self, hold: &Hold) {
+        *self.solo.lock().unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&hold.0);
+    }
+
+    /// True while the run this engine runs alone is held.
+    pub(crate) fn solo(&self) -> bool {
+        let solo = self.solo.lock().unwrap_or_else(PoisonError::into_inner).upgrade();
+        solo.is_some_and(|state| state.end().is_none())
+    }
+
+    /// Gives up every tree this engine still holds (or holds cancelled),
+    /// as their runs ending would: for a clean close. Their handles then
+    /// refuse work with `Closed`.
+    pub(crate) async fn release_all(&self) {
+        let held: Vec<Hold> = self
+            .slots()
+            .values()
+            .filter_map(|slot| match slot {
+                Slot::Held(state) => state.upgrade().map(Hold),
+                Slot::Starting => None,
+            })
+            .collect();
+        for hold in held {
+            if hold.0.end_with(End::Lost(EngineError::Closed)) || hold.0.owes_cancel_release() {
+                hold.0.engine.release(hold.0.root).await;
+            }
+        }
+    }
+
     /// The ids of the roots held now.
     pub(crate) fn root_ids(&self) -> Vec<i64> {
         self.live().iter().map(|state| state.root.id).collect()
@@ -121,6 +166,7 @@ impl Reservation {
             name: name.clone(),
             root,
             end: Mutex::new(None),
+            cancel_acknowledged: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         });
         self.holds.slots().insert(name, Slot::Held(Arc::downgrade(&state)));
@@ -161,6 +207,9 @@ struct State {
     name: String,
     root: WorkflowId,
     end: Mutex<Option<End>>,
+    /// Set once a cancelled tree was given up in the database (its holder
+    /// stopped): a cancelled run keeps its queue slot until then.
+    cancel_acknowledged: AtomicBool,
     /// Set by a graceful shutdown: no new step, child or retry starts, while
     /// what runs may still save its result.
     draining: AtomicBool,
@@ -182,6 +231,13 @@ impl State {
         self.engine.holds().free(&self.name, self);
         true
     }
+
+    /// True, once, when the tree was cancelled and its giving up in the
+    /// database is still owed (see `cancel_acknowledged`).
+    fn owes_cancel_release(&self) -> bool {
+        matches!(self.end(), Some(End::Lost(EngineError::Cancelled { .. })))
+            && !self.cancel_acknowledged.swap(true, Ordering::Relaxed)
+    }
 }
 
 impl Drop for State {
@@ -190,6 +246,8 @@ impl Drop for State {
         if end.is_none() {
             *end = Some(End::Released);
             self.engine.holds().free(&self.name, self);
+            self.engine.release_soon(self.root);
+        } else if self.owes_cancel_release() {
             self.engine.release_soon(self.root);
         }
     }
@@ -228,7 +286,7 @@ impl Hold {
     /// it over at once. Resolves once that is committed (best effort: if the
     /// database cannot be reached, the lease runs out as for a dead process).
     pub async fn release(&self) {
-        if self.0.end_with(End::Released) {
+        if self.0.end_with(End::Released) || self.0.owes_cancel_release() {
             self.0.engine.release(self.0.root).await;
         }
     }
@@ -242,7 +300,7 @@ impl Hold {
 
     /// `release`, without waiting for the database.
     pub fn release_soon(&self) {
-        if self.0.end_with(End::Released) {
+        if self.0.end_with(End::Released) || self.0.owes_cancel_release() {
             self.0.engine.release_soon(self.0.root);
         }
     }

@@ -65,6 +65,7 @@ mod pool;
 mod pooler;
 mod queue;
 mod queue_info;
+mod recovery;
 mod results;
 mod retry;
 mod schedule;
@@ -101,7 +102,8 @@ pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;
 pub use messages::{EventRead, Sent};
 pub use migrate::LATEST_VERSION;
-pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits, Recovered};
+pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits};
+pub use recovery::Recovered;
 pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
 pub use schedule::{ScheduleState, Ticks};
@@ -148,6 +150,12 @@ struct Inner {
     runtime: Handle,
     /// The schema's version before `connect` migrated it (0: it was new).
     migrated_from: i32,
+    /// Claims read-lock it from their statement until their runs are held;
+    /// the recovery pass write-locks it to compare the database with the
+    /// holds (see `recovery`).
+    claiming: tokio::sync::RwLock<()>,
+    /// The number of the next executor registered (see `register_executor`).
+    executors: std::sync::atomic::AtomicI64,
 }
 
 /// The parent of a child workflow: its identity and its name (for messages).
@@ -248,6 +256,8 @@ impl Engine {
                 reconnect_timeout: options.reconnect_timeout,
                 runtime: Handle::current(),
                 migrated_from,
+                claiming: tokio::sync::RwLock::new(()),
+                executors: std::sync::atomic::AtomicI64::new(1),
             }),
         })
     }
@@ -575,10 +585,16 @@ impl Engine {
         Ok(found)
     }
 
-    /// Closes the engine: gives up this process's leases (others may take its
-    /// unfinished workflows at once), then refuses new work with `Closed` and
-    /// releases the connections (the writer's after its current batch).
+    /// Closes the engine: gives up the workflows it holds and this process's
+    /// leases (others may take its unfinished workflows at once), then
+    /// refuses new work with `Closed` and releases the connections (the
+    /// writer's after its current batch).
     pub async fn close(&self) {
+        // What is still held is given back, not left for a recovery (which
+        // would count it as a crash): another process takes it up at once.
+        if self.check_open().is_ok() {
+            self.inner.holds.release_all().await;
+        }
         self.inner.owner.stop();
         if !self.inner.pool.is_closed() {
             let owner = self.owner_id();

@@ -70,13 +70,17 @@ pub struct Claimed {
     pub started: Started,
 }
 
-/// What one recovery pass did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Recovered {
-    /// Runs of dead holders put back in their queue.
-    pub requeued: u64,
-    /// Runs failed after too many recoveries.
-    pub failed: u64,
+/// Why a claimed row could not be held.
+enum HeldError {
+    /// The row cannot be read or started: the run fails alone.
+    Unreadable(WorkflowId, String),
+    Engine(EngineError),
+}
+
+impl From<EngineError> for HeldError {
+    fn from(err: EngineError) -> Self {
+        HeldError::Engine(err)
+    }
 }
 
 /// How a claim is bounded.
@@ -89,14 +93,12 @@ pub struct ClaimLimits<'a> {
     /// The executor's version: it claims runs of no version (never started)
     /// or of its own, and stamps its version on them.
     pub version: Option<&'a str>,
+    /// Claim only an isolated run (see `task.isolated`), to run it alone:
+    /// at most one, and only while this engine holds nothing else; from
+    /// then on until it ends, other claims of this engine take nothing.
+    /// False: claim only runs that are not isolated.
+    pub isolated: bool,
 }
-
-/// How far past the wanted count a claim scans waiting runs, so that runs
-/// of keys at their limit do not hide runs of other keys.
-const SCAN_FACTOR: i64 = 4;
-
-/// Fewest waiting runs a claim scans.
-const MIN_SCAN: i64 = 100;
 
 impl Engine {
     /// Creates the queue `name` with `limits`, or updates the limits given
@@ -110,15 +112,17 @@ impl Engine {
         let max_starts: Vec<i32> = rates.iter().map(|(n, _)| *n).collect();
         let periods: Vec<f64> = rates.iter().map(|(_, period)| period.as_secs_f64()).collect();
         let sql = &self.inner.sql;
+        let schema = self.schema();
         retrying!(self, &format!("creating queue {name:?}"), |client| async {
             let statement = client.prepare_cached(&sql.queue.create_queue).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
                 &name,
                 &limits.concurrency,
                 &limits.concurrency_per_key,
                 &replace_rates,
                 &max_starts,
                 &periods,
+                &schema,
             ];
             client.execute(&statement, &params).await
         })?;
@@ -221,16 +225,28 @@ impl Engine {
 
     /// Claims up to `limits.max` runs from `queue` (`None`: runs of no queue,
     /// recovered direct runs) that this executor knows, within the queue's
-    /// concurrency, per-key concurrency and rate limits, by priority then
-    /// due time. Each claimed run is held by this engine, as `start` holds.
+    /// concurrency, per-key concurrency and rate limits, in claim order
+    /// (see `CLAIM`). Each claimed run is held by this engine, as `start`
+    /// holds. A run whose row cannot be read or started fails alone, with
+    /// an error that says why; the others are claimed.
     pub async fn claim(&self, queue: Option<&str>, limits: ClaimLimits<'_>) -> Result<Vec<Claimed>, EngineError> {
         self.check_open()?;
         if limits.max == 0 || limits.workflows.is_empty() {
             return Ok(Vec::new());
         }
+        // Claims share the lock; the recovery pass's reconciliation takes it
+        // alone, so it never sees a claim committed but not yet held here.
+        let _claiming = self.inner.claiming.read().await;
+        let holds = &self.inner.holds;
+        if holds.solo() || (limits.isolated && !holds.is_empty()) {
+            return Ok(Vec::new());
+        }
         let owner = self.owner_id();
-        let max = i64::try_from(limits.max).unwrap_or(i64::MAX);
-        let scan = (max.saturating_mul(SCAN_FACTOR)).max(MIN_SCAN);
+        let max = if limits.isolated {
+            1
+        } else {
+            i64::try_from(limits.max).unwrap_or(i64::MAX)
+        };
         let sql = &self.inner.sql;
         let rows = retrying!(self, &format!("claiming runs of queue {queue:?}"), |client| async {
             let lock = client.prepare_cached(&sql.queue.lock_queue).await?;
@@ -241,7 +257,7 @@ impl Engine {
             };
             let claim = client.prepare_cached(text).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                [&queue, &max, &scan, &limits.workflows, &owner, &limits.version];
+                [&queue, &max, &limits.workflows, &owner, &limits.version, &limits.isolated];
             // One round trip: the four requests are pipelined. The server
             // still runs them in order, so the claim's snapshot is taken
             // after the lock is granted; a paused queue's claim takes nothing.
@@ -263,8 +279,18 @@ impl Engine {
         // gives every claimed run back at once.
         let mut claimed = Vec::with_capacity(rows.len());
         for row in &rows {
-            if let Some(run) = self.held(row).await? {
-                claimed.push(run);
+            match self.held(row).await {
+                Ok(Some(run)) => claimed.push(run),
+                Ok(None) => {}
+                Err(HeldError::Unreadable(workflow, reason)) => self.fail_unstartable(workflow, &reason).await,
+                Err(HeldError::Engine(err)) => return Err(err),
+            }
+        }
+        if limits.isolated {
+            if let Some(run) = claimed.first() {
+                if let Some(hold) = &run.started.hold {
+                    holds.set_solo(hold);
+                }
             }
         }
         for run in &mut claimed {
@@ -283,7 +309,8 @@ impl Engine {
     /// A claimed row as a started workflow held by this engine (its history
     /// still to read). `None` when a handle of this engine holds it already
     /// (its hold outlived a recovery): the claim is given back.
-    async fn held(&self, row: &Row) -> Result<Option<Claimed>, EngineError> {
+    /// `Unreadable` when a column cannot be read (a row written by hand).
+    async fn held(&self, row: &Row) -> Result<Option<Claimed>, HeldError> {
         let name: String = col(row, "name")?;
         let id: i64 = col(row, "id")?;
         let workflow = WorkflowId {
@@ -291,22 +318,37 @@ impl Engine {
             root_id: id,
             epoch: col(row, "lease_epoch")?,
         };
+        let unreadable = |err: EngineError| HeldError::Unreadable(workflow, err.to_string());
+        let function: String = col(row, "workflow").map_err(unreadable)?;
+        let input: Option<JsonText> = col(row, "input").map_err(unreadable)?;
+        let Some(input) = input else {
+            return Err(HeldError::Unreadable(
+                workflow,
+                format!(
+                    "its input is SQL NULL, which no run can be started with (a row written by hand?): \
+                     set it to JSON (for example 'null'::jsonb) and resume it"
+                ),
+            ));
+        };
+        let attempt: i32 = col(row, "attempt").map_err(unreadable)?;
+        let created: bool = col(row, "first").map_err(unreadable)?;
+        let deadline = col::<Option<f64>>(row, "deadline_in")
+            .map_err(unreadable)?
+            .map(|seconds| std::time::Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO));
         let Ok(reservation) = self.inner.holds.reserve(&name) else {
             self.release(workflow).await;
             return Ok(None);
         };
         let hold = Reservation::hold(reservation, self.clone(), workflow);
-        let deadline = col::<Option<f64>>(row, "deadline_in")?
-            .map(|seconds| std::time::Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO));
         Ok(Some(Claimed {
             name,
-            workflow: col(row, "workflow")?,
-            input: col(row, "input")?,
+            workflow: function,
+            input,
             started: Started {
                 workflow,
                 status: Status::Running,
-                attempt: col(row, "attempt")?,
-                created: col(row, "first")?,
+                attempt,
+                created,
                 output: None,
                 error: None,
                 deadline,
@@ -314,6 +356,25 @@ impl Engine {
                 hold: Some(hold),
             },
         }))
+    }
+
+    /// Fails the claimed run `workflow`, which cannot be started, with an
+    /// error record that says why. Best effort: if even that fails, the
+    /// run is left to the recovery pass (it is not held here).
+    async fn fail_unstartable(&self, workflow: WorkflowId, reason: &str) {
+        log::error!("run #{} cannot be started and is failed: {reason}", workflow.id);
+        let owner = self.owner_id();
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        let failed = retrying!(self, "failing a run that cannot be started", |client| async {
+            let statement = client.prepare_cached(&sql.queue.fail_unstartable).await?;
+            client
+                .execute(&statement, &[&workflow.id, &owner, &workflow.epoch, &reason, &schema])
+                .await
+        });
+        if let Err(err) = failed {
+            log::warn!("could not fail run #{}: {err}", workflow.id);
+        }
     }
 
     /// A counter that changes whenever work may have become claimable here:
@@ -326,55 +387,6 @@ impl Engine {
     /// `work_version`), or `timeout` ran out. True if it changed.
     pub async fn work_changed(&self, seen: u64, timeout: Duration) -> bool {
         self.inner.events.work_changed(seen, timeout).await
-    }
-
-    /// Puts back in their queue the runs of functions in `workflows` whose
-    /// holder is dead (its session gone past its grace, or its lease
-    /// expired), and fails those recovered `max_recoveries` times already.
-    /// Marks the holders whose session is gone, which starts their grace.
-    pub async fn recover(
-        &self,
-        workflows: &[String],
-        version: Option<&str>,
-        max_recoveries: i32,
-    ) -> Result<Recovered, EngineError> {
-        self.check_open()?;
-        if workflows.is_empty() {
-            return Ok(Recovered::default());
-        }
-        let schema = self.schema();
-        let sql = &self.inner.sql;
-        let rows = retrying!(self, "recovering the runs of dead holders", |client| async {
-            let mark = client.prepare_cached(&sql.queue.mark_gone_owners).await?;
-            client.execute(&mark, &[&workflows]).await?;
-            let recover = client.prepare_cached(&sql.queue.recover).await?;
-            client
-                .query(&recover, &[&workflows, &version, &max_recoveries, &schema])
-                .await
-        })?;
-        let mut recovered = Recovered::default();
-        for row in &rows {
-            match Status::parse(col(row, "status")?)? {
-                Status::Failed => recovered.failed += 1,
-                _ => recovered.requeued += 1,
-            }
-        }
-        if recovered.requeued > 0 {
-            self.inner.events.more_work();
-        }
-        Ok(recovered)
-    }
-
-    /// The queues that have runs waiting (whoever queued them: `enqueue`, the
-    /// SQL function, a release), found by a skip scan of `task_waiting`.
-    pub async fn waiting_queues(&self) -> Result<Vec<String>, EngineError> {
-        self.check_open()?;
-        let sql = &self.inner.sql;
-        let rows = retrying!(self, "looking for queues with waiting runs", |client| async {
-            let statement = client.prepare_cached(&sql.queue.waiting_queues).await?;
-            client.query(&statement, &[]).await
-        })?;
-        rows.iter().map(|row| col(row, "name")).collect()
     }
 
     /// Puts the failed or cancelled root `name` back to run, keeping what it
@@ -398,14 +410,19 @@ impl Engine {
         Ok(true)
     }
 
-    /// Seconds until the earliest delayed run of `queues` (of the functions
-    /// in `workflows`) is due, if there is one.
-    pub async fn next_due(&self, workflows: &[String]) -> Result<Option<Duration>, EngineError> {
+    /// How long until a waiting run of the functions `workflows` (of no
+    /// version or of `version`) may become claimable by time alone: the
+    /// earliest delayed run still ahead, or the end of a full rate window
+    /// of a queue where one is due. Runs held back by a paused or full
+    /// queue, a key at its limit, another version or isolation are not
+    /// counted: what frees them (a resume, a run ending, an executor
+    /// starting) notifies the executors. `None`: nothing comes due.
+    pub async fn next_due(&self, workflows: &[String], version: Option<&str>) -> Result<Option<Duration>, EngineError> {
         self.check_open()?;
         let sql = &self.inner.sql;
         let row = retrying!(self, "looking for delayed runs", |client| async {
             let statement = client.prepare_cached(&sql.queue.next_due).await?;
-            client.query_one(&statement, &[&workflows]).await
+            client.query_one(&statement, &[&workflows, &version]).await
         })?;
         Ok(col::<Option<f64>>(&row, "due_in")?.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()))
     }
@@ -441,27 +458,40 @@ pub(crate) struct QueueStatements {
     pub lock_queue: String,
     pub claim: String,
     pub claim_unqueued: String,
-    pub mark_gone_owners: String,
-    pub recover: String,
+    pub fail_unstartable: String,
+    pub waiting_rank: String,
+    pub waiting_rank_unqueued: String,
     pub next_due: String,
-    pub waiting_queues: String,
     pub resume: String,
 }
 
 impl QueueStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
+        let candidates = |queue: &str, filter: &str, lock: &str, take: &str| {
+            CANDIDATES
+                .replace("{filter}", filter)
+                .replace("{lock}", lock)
+                .replace("{take}", take)
+                .replace("{busy}", BUSY)
+                .replace("{queue}", queue)
+        };
+        let claim = |queue: &str| {
+            let candidates = candidates(queue, CLAIM_FILTER, "FOR UPDATE OF t SKIP LOCKED", "(SELECT n FROM budget)");
+            fill(&CLAIM.replace("{candidates}", &candidates))
+        };
+        let rank = |queue: &str| fill(&WAITING_RANK.replace("{candidates}", &candidates(queue, RANK_FILTER, "", "$2::int8")));
         QueueStatements {
             create_queue: fill(CREATE_QUEUE),
             pause_queue: fill(PAUSE_QUEUE),
             enqueue: fill(ENQUEUE),
             lock_queue: fill(LOCK_QUEUE),
             // Two texts, not `IS NOT DISTINCT FROM`: that one cannot use the index.
-            claim: fill(&CLAIM.replace("{queue}", "t.queue = $1")),
-            claim_unqueued: fill(&CLAIM.replace("{queue}", "t.queue IS NULL AND $1::text IS NULL")),
-            mark_gone_owners: fill(MARK_GONE_OWNERS),
-            recover: fill(RECOVER),
+            claim: claim("t.queue = $1"),
+            claim_unqueued: claim("t.queue IS NULL AND $1::text IS NULL"),
+            fail_unstartable: fill(FAIL_UNSTARTABLE),
+            waiting_rank: rank("t.queue = $1"),
+            waiting_rank_unqueued: rank("t.queue IS NULL AND $1::text IS NULL"),
             next_due: fill(NEXT_DUE),
-            waiting_queues: fill(WAITING_QUEUES),
             resume: fill(RESUME),
         }
     }
@@ -469,7 +499,8 @@ impl QueueStatements {
 
 /// Creates a queue or updates the limits given. `$1` name, `$2` concurrency
 /// and `$3` per-key concurrency (NULL: keep), `$4` whether to replace the
-/// rate windows with `$5` (max starts) and `$6` (periods, seconds).
+/// rate windows with `$5` (max starts) and `$6` (periods, seconds). Wakes
+/// the executors (`$7` the schema): raised limits may free runs.
 const CREATE_QUEUE: &str = "
 WITH queue AS (
     INSERT INTO {s}.task_queue AS q (name, max_concurrency, concurrency_per_key)
@@ -489,7 +520,7 @@ WITH queue AS (
     SELECT $1, max_starts, period FROM rates WHERE $4
     ON CONFLICT (queue, period) DO UPDATE SET max_starts = EXCLUDED.max_starts
 )
-SELECT name FROM queue";
+SELECT name, left(pg_notify('durable', $7::text || ' queued ' || name)::text, 0) AS notify FROM queue";
 
 /// Pauses (`$2` true) or resumes the queue `$1`, creating it if need be; a
 /// resumed queue wakes the executors (`$3` the schema).
@@ -534,76 +565,42 @@ FROM made JOIN asked AS a ON a.name = made.name";
 /// queue wait for each other here, and a pause waits for the claim.
 const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 FOR UPDATE";
 
+/// Running roots, and cancelled ones whose holder has not stopped their
+/// body yet: what a queue's concurrency counts (index `task_busy_queue`).
+pub(crate) const BUSY: &str = "(t.status = 'running' OR (t.status = 'cancelled' AND t.owner_id IS NOT NULL))";
+
 /// The second statement of a claim, run after `LOCK_QUEUE` in the same
 /// transaction (so its snapshot sees every earlier claim); a paused or
-/// missing queue gets a budget of 0. `$1` queue (NULL:
-/// runs of no queue, which have no limits; `{queue}` matches it), `$2` most to claim, `$3` how
-/// many waiting runs to scan, `$4` the functions known, `$5` the owner, `$6`
-/// the executor's version.
+/// missing queue gets a budget of 0. `$1` queue (NULL: runs of no queue,
+/// which have no limits; `{queue}` matches it), `$2` most to claim, `$3`
+/// the functions known, `$4` the owner, `$5` the executor's version, `$6`
+/// whether to claim isolated runs (only those) or the others.
 ///
 /// The budget is the least of `$2`, the queue's free concurrency, and what
 /// each rate window has left (counted over the small table of recent starts,
-/// on one clock reading taken under the lock). Waiting runs are scanned in
-/// claim order (`task_waiting`), locked with SKIP LOCKED, in a CTE whose
-/// LIMIT the planner cannot push past; then, per key, ranked within the key,
-/// so that a key at its limit is skipped and, among equal priorities, keys
-/// take turns: by their runs' places, then by when each run became due or
-/// its key was last served (`task_queue_key`), whichever is later, so that
-/// a key just served waits behind what queued meanwhile.
+/// on one clock reading taken under the lock). The candidates: for every
+/// key with waiting runs (found by a skip scan of `task_waiting_key`, one
+/// index probe per key), its first due runs, as many as the key has room
+/// for; and the first due runs without a key. A key with a long backlog
+/// thus never hides the others, whatever the backlog. They are locked with
+/// SKIP LOCKED and ranked: by priority, then by their place (the runs of
+/// a key take places after the key's running runs, in their own order: so
+/// among equal priorities keys take turns), then by when each became due
+/// or its key was last served (`task_queue_key`), whichever is later, so
+/// that a key just served waits behind what queued meanwhile. `WAITING_RANK`
+/// ranks the same way, for `durable.get`.
 const CLAIM: &str = "
-WITH clock AS (
-    SELECT clock_timestamp() AS now
-), queue AS (
-    SELECT q.max_concurrency, q.concurrency_per_key, q.paused FROM {s}.task_queue AS q WHERE q.name = $1
-), running AS (
-    SELECT count(*)::int AS n FROM {s}.task AS t
-    WHERE t.queue = $1 AND t.status = 'running' AND t.parent_id IS NULL
-), rate AS (
-    SELECT min(r.max_starts - (SELECT count(*) FROM {s}.task_queue_start AS s, clock
-                               WHERE s.queue = $1 AND s.started_at > clock.now - r.period))::int AS left,
-           max(r.period) AS longest
-    FROM {s}.task_queue_rate AS r WHERE r.queue = $1
-), budget AS (
-    SELECT CASE WHEN $1::text IS NOT NULL AND NOT EXISTS (SELECT FROM queue WHERE NOT queue.paused) THEN 0
-                ELSE greatest(0, least($2::int8,
-                                       coalesce((SELECT max_concurrency FROM queue) - running.n, $2::int8),
-                                       coalesce(rate.left, $2::int8))) END AS n
-    FROM running, rate
-), waiting AS (
-    SELECT t.id, t.concurrency_key, t.priority, t.run_at
-    FROM {s}.task AS t
-    WHERE {queue} AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
-      AND t.run_at <= now() AND t.workflow = ANY($4)
-      AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM $6)
-    ORDER BY t.priority DESC, t.run_at, t.id
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-), key_running AS (
-    SELECT t.concurrency_key, count(*)::int AS n FROM {s}.task AS t
-    WHERE t.queue = $1 AND t.status = 'running' AND t.parent_id IS NULL AND t.concurrency_key IS NOT NULL
-    GROUP BY t.concurrency_key
-), ranked AS (
-    SELECT w.id, w.priority, w.run_at, turn.last_started,
-           row_number() OVER (PARTITION BY w.concurrency_key ORDER BY w.priority DESC, w.run_at, w.id)
-               + coalesce(k.n, 0) AS place
-    FROM waiting AS w
-    LEFT JOIN key_running AS k ON k.concurrency_key = w.concurrency_key
-    LEFT JOIN {s}.task_queue_key AS turn ON turn.queue = $1 AND turn.key = w.concurrency_key
-    WHERE w.concurrency_key IS NOT NULL
-    UNION ALL
-    SELECT w.id, w.priority, w.run_at, NULL, 1 FROM waiting AS w WHERE w.concurrency_key IS NULL
-), chosen AS (
+WITH RECURSIVE {candidates}, chosen AS (
     SELECT r.id FROM ranked AS r
-    WHERE r.place <= coalesce((SELECT concurrency_per_key FROM queue), r.place)
     ORDER BY r.priority DESC, r.place, greatest(r.run_at, r.last_started), r.id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
     UPDATE {s}.task AS t
-    SET status = 'running', owner_id = $5::text::uuid, lease_epoch = t.lease_epoch + 1,
+    SET status = 'running', owner_id = $4::text::uuid, lease_epoch = t.lease_epoch + 1,
         -- A run woken from a suspension goes on with the same attempt.
         attempt = CASE WHEN t.lease_epoch = 0 THEN 1 WHEN t.waiting IS NOT NULL THEN t.attempt ELSE t.attempt + 1 END,
         waiting = NULL, waiting_on = NULL, wake_pending = false,
-        version = coalesce(t.version, $6), error = NULL,
+        version = coalesce(t.version, $5), error = NULL,
         started_at = coalesce(t.started_at, (SELECT now FROM clock)), updated_at = now()
     FROM chosen AS c
     WHERE t.id = c.id
@@ -625,67 +622,140 @@ WITH clock AS (
 )
 SELECT * FROM claimed";
 
-/// Starts the grace of every owner whose session is gone while it holds a
-/// run of the functions `$1`: the first to see it records when.
-const MARK_GONE_OWNERS: &str = "
-UPDATE {s}.owner AS o SET session_lost_at = now()
-WHERE o.session_lost_at IS NULL AND o.expires_at > now() AND NOT {connected}
-  AND EXISTS (SELECT 1 FROM {s}.task AS t
-              WHERE t.owner_id = o.id AND t.status = 'running' AND t.workflow = ANY($1) AND t.parent_id IS NULL)";
-
-/// Puts back in their queue the running roots of the functions `$1` (and of
-/// no version or version `$2`) whose holder is dead: its row expired, or its
-/// session has been gone for its grace (see `MARK_GONE_OWNERS`). A run
-/// recovered more than `$3` times fails instead, with an error that says
-/// so. Wakes the executors (`$4` the schema). Also forgets the turns of keys
-/// not served for a day.
-const RECOVER: &str = "
-WITH dead AS (
-    SELECT t.id FROM {s}.task AS t LEFT JOIN {s}.owner AS o ON o.id = t.owner_id
-    WHERE t.status = 'running' AND t.parent_id IS NULL AND t.workflow = ANY($1)
-      AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM $2)
-      AND (o.id IS NULL OR o.expires_at <= now()
-           OR (o.session_lost_at <= now() - o.session_grace AND NOT {connected}))
-    ORDER BY t.id
-    LIMIT 1000
-    FOR UPDATE OF t SKIP LOCKED
-), recovered AS (
-    UPDATE {s}.task AS t
-    SET status = CASE WHEN t.recoveries >= $3 THEN 'failed' ELSE 'queued' END,
-        owner_id = NULL, recoveries = t.recoveries + 1, run_at = now(), updated_at = now(), waiting = NULL,
-        completed_at = CASE WHEN t.recoveries >= $3 THEN now() END,
-        error = CASE WHEN t.recoveries >= $3 THEN jsonb_build_object(
-            'type', 'TooManyRecoveries', 'module', 'durable.errors',
-            'message', format('workflow %s was recovered from %s dead holders, and its holder died '
-                              'again: it is failed so that it stops taking executors down with it '
-                              '(max_recoveries=%s). Fix the cause, then resume it', t.name, t.recoveries, $3),
-            'traceback', '') ELSE t.error END
-    FROM dead WHERE t.id = dead.id
-    RETURNING t.id, t.status, t.queue
-), forgotten AS (
-    DELETE FROM {s}.task_queue_key WHERE last_started < now() - interval '1 day'
-)
-SELECT status, CASE WHEN status = 'queued'
-                    THEN left(pg_notify('durable', $4::text || ' queued ' || coalesce(queue, ''))::text, 0) END
-FROM recovered";
-
-/// Seconds until the earliest delayed run of the functions `$1` is due.
-const NEXT_DUE: &str = "
-SELECT extract(epoch FROM min(run_at) - now())::float8 AS due_in
-FROM {s}.task
-WHERE status = 'scheduled' AND parent_id IS NULL AND workflow = ANY($1)";
-
-/// The queues with waiting runs, one index probe per queue (a skip scan of
-/// `task_waiting`, whose first column is the queue), whatever the backlog.
-const WAITING_QUEUES: &str = "
-WITH RECURSIVE queues(name) AS (
-    SELECT min(queue) FROM {s}.task WHERE status IN ('queued', 'scheduled') AND parent_id IS NULL
+/// The claim's budget and ranked candidates (see `CLAIM`), as CTEs ending
+/// in `budget` and `ranked`. `{lock}` locks the candidates (SKIP LOCKED)
+/// for a claim and is empty for a read; `{filter}` selects the runs the
+/// claimant may take; `{take}` is how many candidates are wanted (each key
+/// gives at most that many, and fewer if it has less room: the first `n`
+/// of the ranking are the same whatever is cut past them).
+const CANDIDATES: &str = "clock AS (
+    SELECT clock_timestamp() AS now
+), queue AS (
+    SELECT q.max_concurrency, q.concurrency_per_key, q.paused FROM {s}.task_queue AS q WHERE q.name = $1
+), busy AS (
+    SELECT t.concurrency_key AS key, count(*)::int AS n FROM {s}.task AS t
+    WHERE t.queue = $1 AND {busy} AND t.queue IS NOT NULL AND t.parent_id IS NULL
+    GROUP BY t.concurrency_key
+), rate AS (
+    SELECT min(r.max_starts - (SELECT count(*) FROM {s}.task_queue_start AS s, clock
+                               WHERE s.queue = $1 AND s.started_at > clock.now - r.period))::int AS left,
+           max(r.period) AS longest
+    FROM {s}.task_queue_rate AS r WHERE r.queue = $1
+), budget AS (
+    SELECT CASE WHEN $1::text IS NOT NULL AND NOT EXISTS (SELECT FROM queue WHERE NOT queue.paused) THEN 0
+                ELSE greatest(0, least($2::int8,
+                                       coalesce((SELECT max_concurrency FROM queue)
+                                                - (SELECT coalesce(sum(n), 0) FROM busy), $2::int8),
+                                       coalesce(rate.left, $2::int8))) END AS n
+    FROM rate
+), keys(key) AS (
+    (SELECT t.concurrency_key FROM {s}.task AS t
+     WHERE t.queue = $1 AND t.concurrency_key IS NOT NULL
+       AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+     ORDER BY t.concurrency_key LIMIT 1)
     UNION ALL
-    SELECT (SELECT min(t.queue) FROM {s}.task AS t
-            WHERE t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL AND t.queue > queues.name)
-    FROM queues WHERE queues.name IS NOT NULL
-)
-SELECT name FROM queues WHERE name IS NOT NULL";
+    SELECT (SELECT t.concurrency_key FROM {s}.task AS t
+            WHERE t.queue = $1 AND t.concurrency_key > keys.key
+              AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+            ORDER BY t.concurrency_key LIMIT 1)
+    FROM keys WHERE keys.key IS NOT NULL
+), heads AS (
+    SELECT h.* FROM keys AS k
+    CROSS JOIN LATERAL (
+        SELECT t.id, t.concurrency_key, t.priority, t.run_at FROM {s}.task AS t
+        WHERE t.queue = $1 AND t.concurrency_key = k.key
+          AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+          AND t.run_at <= (SELECT now FROM clock) AND {filter}
+        ORDER BY t.priority DESC, t.run_at, t.id
+        LIMIT greatest(0, least({take},
+                                coalesce((SELECT concurrency_per_key FROM queue)
+                                         - coalesce((SELECT b.n FROM busy AS b WHERE b.key = k.key), 0),
+                                         {take})))
+        {lock}
+    ) AS h
+    WHERE k.key IS NOT NULL
+), unkeyed AS (
+    SELECT t.id, t.priority, t.run_at FROM {s}.task AS t
+    WHERE {queue} AND t.concurrency_key IS NULL
+      AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+      AND t.run_at <= (SELECT now FROM clock) AND {filter}
+    ORDER BY t.priority DESC, t.run_at, t.id
+    LIMIT {take}
+    {lock}
+), ranked AS (
+    SELECT h.id, h.priority, h.run_at, turn.last_started,
+           row_number() OVER (PARTITION BY h.concurrency_key ORDER BY h.priority DESC, h.run_at, h.id)
+               + coalesce((SELECT b.n FROM busy AS b WHERE b.key = h.concurrency_key), 0) AS place
+    FROM heads AS h
+    LEFT JOIN {s}.task_queue_key AS turn ON turn.queue = $1 AND turn.key = h.concurrency_key
+    UNION ALL
+    SELECT u.id, u.priority, u.run_at, NULL, 1 FROM unkeyed AS u
+)";
+
+/// The place of the waiting run `$4` in its queue's claim order (see
+/// `CLAIM`), as the executors that know its function (`$3`, one element)
+/// at its version `$5` would claim now, if it is among the first `$2`; no
+/// row otherwise. `$1` its queue, `$6` false.
+const WAITING_RANK: &str = "
+WITH RECURSIVE served(fns) AS (
+    SELECT coalesce(array_agg(DISTINCT f.name), $3::text[]) FROM {s}.executor AS e
+    JOIN {s}.owner AS o ON o.id = e.owner_id
+    CROSS JOIN LATERAL unnest(e.workflows) AS f(name)
+    WHERE ($3::text[])[1] = ANY(e.workflows) AND o.expires_at > now()
+      AND ($5::text IS NULL OR e.version IS NOT DISTINCT FROM $5)
+), {candidates}
+SELECT ordered.place FROM (
+    SELECT r.id, row_number() OVER (ORDER BY r.priority DESC, r.place, greatest(r.run_at, r.last_started), r.id)
+               AS place
+    FROM ranked AS r
+) AS ordered
+WHERE ordered.id = $4";
+
+/// Who competes with a waiting run for its turn (see `WAITING_RANK`).
+const RANK_FILTER: &str =
+    "t.workflow = ANY((SELECT fns FROM served)::text[]) AND (t.version IS NULL OR t.version = $5) AND t.isolated = $6::bool";
+
+/// What a claimant may take: runs of the functions `$3`, of no version or
+/// of `$5`, isolated or not as `$6` says.
+const CLAIM_FILTER: &str =
+    "t.workflow = ANY($3) AND (t.version IS NULL OR t.version = $5) AND t.isolated = $6::bool";
+
+/// Fails the run `$1` claimed by owner `$2` at epoch `$3`, which cannot be
+/// started, with the reason `$4`; wakes the executors (`$5` the schema):
+/// its slot is free.
+const FAIL_UNSTARTABLE: &str = "
+UPDATE {s}.task AS t
+SET status = 'failed', owner_id = NULL, completed_at = now(), updated_at = now(),
+    error = jsonb_build_object('type', 'Unstartable', 'module', 'durable.errors',
+                               'message', format('run %s cannot be started: %s', t.name, $4::text),
+                               'traceback', '')
+WHERE t.id = $1 AND t.owner_id = $2::text::uuid AND t.lease_epoch = $3 AND t.status = 'running'
+RETURNING left(pg_notify('durable', $5::text || ' queued ' || coalesce(t.queue, ''))::text, 0) AS notify";
+
+/// Seconds until a waiting run of the functions `$1` (of no version or
+/// of `$2`) may become claimable by time alone (see `Engine::next_due`):
+/// the earliest delayed run still ahead (`task_scheduled`), and for each
+/// queue with a full rate window and a due run of those functions, the
+/// moment its oldest start leaves the window.
+const NEXT_DUE: &str = "
+SELECT extract(epoch FROM least(
+    (SELECT min(t.run_at) FROM {s}.task AS t
+     WHERE t.status = 'scheduled' AND t.parent_id IS NULL AND t.run_at > now()
+       AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $2)),
+    (SELECT min(full_until.at) FROM (
+        SELECT max(w.oldest + r.period) AS at
+        FROM {s}.task_queue_rate AS r
+        CROSS JOIN LATERAL (
+            SELECT min(s.started_at) AS oldest, count(*) AS n FROM {s}.task_queue_start AS s
+            WHERE s.queue = r.queue AND s.started_at > now() - r.period
+        ) AS w
+        WHERE w.n >= r.max_starts
+          AND EXISTS (SELECT 1 FROM {s}.task AS t
+                      WHERE t.queue = r.queue AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
+                        AND t.run_at <= now() AND t.workflow = ANY($1)
+                        AND (t.version IS NULL OR t.version = $2))
+        GROUP BY r.queue) AS full_until)
+) - now())::float8 AS due_in";
 
 /// Puts the failed or cancelled root `$1` back: queued if it has a
 /// registered function (else `failed`, which `Ctx.start` takes again), its
@@ -696,8 +766,8 @@ const RESUME: &str = "
 WITH root AS (
     UPDATE {s}.task AS t
     SET status = CASE WHEN t.workflow IS NOT NULL THEN 'queued' ELSE 'failed' END,
-        owner_id = NULL, error = NULL, completed_at = NULL, recoveries = 0, run_at = now(), updated_at = now(),
-        waiting = NULL, waiting_on = NULL
+        owner_id = NULL, error = NULL, completed_at = NULL, recoveries = 0, isolated = false, run_at = now(),
+        updated_at = now(), waiting = NULL, waiting_on = NULL
     WHERE t.parent_id IS NULL AND t.name = $1 AND t.status IN ('failed', 'cancelled')
     RETURNING t.id, t.queue, t.workflow
 ), children AS (

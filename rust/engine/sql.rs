@@ -9,7 +9,9 @@ use super::fork_run;
 use super::gc::GC;
 use super::info::InfoStatements;
 use super::messages::MessageStatements;
-use super::queue::QueueStatements;
+use super::info::READY;
+use super::queue::{BUSY, QueueStatements};
+use super::recovery::RECOVERY_PASS;
 use super::queue_info::LIST_QUEUES;
 use super::results::RUN_STATE;
 use super::schedule::ScheduleStatements;
@@ -36,6 +38,7 @@ pub(crate) struct Statements {
     pub owner_release: String,
     pub run_state: String,
     pub queue: QueueStatements,
+    pub recovery_pass: String,
     pub schedule: ScheduleStatements,
     pub info: InfoStatements,
     pub browse: BrowseStatements,
@@ -180,7 +183,13 @@ impl Statements {
              RETURNING {STARTED}, (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches"
         );
         let quoted = quote(schema);
-        let fill = |sql: &str| sql.replace("{s}", &quoted).replace("{connected}", CONNECTED);
+        let busy_r = BUSY.replace("t.", "r.");
+        let fill = |sql: &str| {
+            sql.replace("{s}", &quoted)
+                .replace("{connected}", CONNECTED)
+                .replace("{busy_r}", &busy_r)
+                .replace("{ready}", READY)
+        };
         Statements {
             start_root: fill(&start_root),
             start_roots: fill(&start_roots),
@@ -199,6 +208,7 @@ impl Statements {
             owner_release: fill(OWNER_RELEASE),
             run_state: fill(RUN_STATE),
             queue: QueueStatements::new(fill),
+            recovery_pass: fill(RECOVERY_PASS),
             schedule: ScheduleStatements::new(fill),
             info: InfoStatements::new(fill),
             browse: BrowseStatements::new(fill),
@@ -339,23 +349,27 @@ FROM {s}.task
 WHERE id = ANY($1)";
 
 /// Gives up the root `$1` that this owner `$2` holds under epoch `$3`, and
-/// every running workflow of its tree this owner holds, so that anyone may
-/// take the tree over at once. A root with a registered function goes back
-/// to waiting (`queued`), for an executor that knows it. A no-op once the
-/// root was taken again (a later epoch), so a late release never undoes a
-/// newer claim. Wakes the executors (`$4` the schema).
+/// every workflow of its tree this owner holds, so that anyone may take the
+/// tree over at once. A running root with a registered function goes back
+/// to waiting (`queued`), for an executor that knows it. A cancelled root
+/// (its holder stopped its body) stops counting in its queue. A no-op once
+/// the root was taken again (a later epoch), so a late release never undoes
+/// a newer claim. Wakes the executors (`$4` the schema).
 const RELEASE: &str = "
 WITH root AS (
-    SELECT id, workflow, queue FROM {s}.task
-    WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'
+    SELECT id, workflow, queue, status FROM {s}.task
+    WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status IN ('running', 'cancelled')
     FOR UPDATE
 ), released AS (
     UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now(),
-        status = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN 'queued' ELSE t.status END,
-        run_at = CASE WHEN t.id = root.id AND root.workflow IS NOT NULL THEN now() ELSE t.run_at END,
-        waiting = NULL
+        status = CASE WHEN t.id = root.id AND root.status = 'running' AND root.workflow IS NOT NULL
+                      THEN 'queued' ELSE t.status END,
+        run_at = CASE WHEN t.id = root.id AND root.status = 'running' AND root.workflow IS NOT NULL
+                      THEN now() ELSE t.run_at END,
+        waiting = NULL, waiting_on = NULL
     FROM root
-    WHERE t.root_id = root.id AND t.kind = 'workflow' AND t.status = 'running' AND t.owner_id = $2::text::uuid
+    WHERE t.root_id = root.id AND t.kind = 'workflow' AND t.status IN ('running', 'cancelled')
+      AND t.owner_id = $2::text::uuid
     RETURNING t.id
 )
 SELECT count(*) AS released,
