@@ -86,7 +86,9 @@ class Executor:
         # Queues in a stable order; None: recovered runs of no queue (direct runs).
         self._queues: list[str | None] = [*sorted({w.queue for w in self._workflows.values()}), None]
         self._running: dict[asyncio.Task[None], _core.Workflow] = {}
-        self._stop: asyncio.Event | None = None
+        #: Set by stop() (or SIGTERM), also before run() began: run() then
+        #: returns at once. Cleared when run() returns, for a later run().
+        self._stop = asyncio.Event()
         #: Set when a run of this executor ended: a slot is free.
         self._freed: asyncio.Event | None = None
         #: Runs due in each queue, counted every ``DEPTHS_EVERY`` seconds at
@@ -101,9 +103,9 @@ class Executor:
         return len(self._running)
 
     def stop(self) -> None:
-        """Asks ``run()`` to stop gracefully (as SIGTERM does)."""
-        if self._stop is not None:
-            self._stop.set()
+        """Asks ``run()`` to stop gracefully (as SIGTERM does); called before
+        ``run()`` began, it makes ``run()`` return at once."""
+        self._stop.set()
 
     async def run(self) -> None:
         """Claims and runs workflows until cancelled, ``stop()`` or SIGTERM,
@@ -120,7 +122,7 @@ class Executor:
         engine = db._engine
         names = list(self._workflows)
         loop = asyncio.get_running_loop()
-        stop = self._stop = asyncio.Event()
+        stop = self._stop
         self._freed = asyncio.Event()
         sigterm = _on_sigterm(loop, stop)
         clock = _Ticker(engine, [w for w in self._workflows.values() if w.schedule is not None])
@@ -180,6 +182,7 @@ class Executor:
             if registration is not None:
                 with contextlib.suppress(DurableError):
                     await engine.unregister_executor(registration)
+            stop.clear()
 
     async def _claim(self, db: Db, names: list[str], isolated_waiting: bool) -> None:
         """Claims what this executor may take now, queue by queue. A run

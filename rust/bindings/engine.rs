@@ -849,6 +849,7 @@ impl PyEngine {
         dict.set_item("splits", stats.splits)?;
         dict.set_item("start_batches", stats.start_batches)?;
         dict.set_item("starts", stats.starts)?;
+        dict.set_item("calls", stats.calls)?;
         Ok(dict)
     }
 

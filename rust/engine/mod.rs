@@ -22,6 +22,7 @@ macro_rules! retrying {
                 Ok(Err($crate::engine::EngineError::Closed)) => break Err($crate::engine::EngineError::Closed),
                 Ok(Err(err)) => err,
                 Ok(Ok(checked_out)) => {
+                    inner.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Mutable for bodies that open a transaction.
                     #[allow(unused_mut)]
                     let mut $client = checked_out;
@@ -156,6 +157,9 @@ struct Inner {
     claiming: tokio::sync::RwLock<()>,
     /// The number of the next executor registered (see `register_executor`).
     executors: std::sync::atomic::AtomicI64,
+    /// Database calls made outside the writer and the starter: reads,
+    /// claims, recovery passes, waits... (`Stats::calls`).
+    calls: std::sync::atomic::AtomicU64,
 }
 
 /// The parent of a child workflow: its identity and its name (for messages).
@@ -258,6 +262,7 @@ impl Engine {
                 migrated_from,
                 claiming: tokio::sync::RwLock::new(()),
                 executors: std::sync::atomic::AtomicI64::new(1),
+                calls: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -284,6 +289,7 @@ impl Engine {
         Stats {
             start_batches,
             starts,
+            calls: self.inner.calls.load(std::sync::atomic::Ordering::Relaxed),
             ..self.inner.writer.stats()
         }
     }

@@ -100,6 +100,10 @@ pub struct Stats {
     pub splits: u64,
     pub start_batches: u64,
     pub starts: u64,
+    /// Calls to the database outside the writer and the starter (each a
+    /// round trip, most of them one transaction): reads, claims, recovery
+    /// passes, waits, sends...
+    pub calls: u64,
 }
 
 #[derive(Default)]
