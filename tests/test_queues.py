@@ -459,6 +459,15 @@ async def test_a_waiting_run_says_why_it_does_not_run(db: durable.Db, pg: asyncp
     assert (await durable.get(db, "a")).waiting_for is None
 
 
+async def test_a_delayed_run_names_its_exact_due_time(db: durable.Db, pg: asyncpg.Connection) -> None:
+    # Just before a whole second: said without its fraction, it would name a
+    # time almost a second before the run is due.
+    due = datetime(2999, 1, 2, 3, 4, 5, 999_999, tzinfo=timezone.utc)
+    await double.enqueue(db, "later", 1, run_at=due)
+    assert await pg.fetchval("SELECT run_at FROM task WHERE name = 'later'") == due
+    assert await waiting_for(db, "later") == "delayed until 2999-01-02T03:04:05.999999Z"
+
+
 async def test_every_rate_window_of_a_queue_holds(db: durable.Db, executor: durable.Executor) -> None:
     await durable.create_queue(db, "q", rate_limit=[(100, timedelta(seconds=1)), (2, timedelta(hours=1))])
     assert [await (await double.enqueue(db, f"r{i}", i)).result(timeout=10) for i in range(2)] == [0, 2]
