@@ -1257,7 +1257,7 @@ async def test_the_run_page_forks_a_root_from_a_step(
     status, body = await http(
         app.port, "POST", "/api/runs/etl-1/fork", "X-Durable-UI: 1", body='{"new_name": "x", "from_step": "nope"}'
     )
-    assert status == 400 and "has no step named 'nope'" in body
+    assert status == 400 and "has no step or child workflow named 'nope'" in body
     status, body = await http(app.port, "POST", "/api/runs/nope/fork", "X-Durable-UI: 1", body='{"new_name": "x"}')
     assert status == 404 and "no root workflow named 'nope'" in body
 
