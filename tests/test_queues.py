@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -279,6 +280,41 @@ async def test_a_run_enqueued_from_sql_exists_only_if_its_transaction_commits(
     assert await durable.result(db, "sql-True", timeout=10) == 42
     with pytest.raises(asyncpg.UniqueViolationError, match="different input"):
         await pg.fetchval(f"SELECT {schema}.enqueue($1, 'sql-True', '1')", double.name)
+
+
+async def test_an_sql_null_input_is_stored_and_run_as_json_null(
+    schema: str, db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    # A client that binds None for the input sends SQL NULL.
+    run_id = await pg.fetchval(f"SELECT {schema}.enqueue('marker', 'from-null', $1::jsonb, queue => 'zz')", None)
+    assert await pg.fetchval("SELECT input = 'null'::jsonb FROM task WHERE id = $1", run_id) is True
+    assert await durable.result(db, "from-null", timeout=10) == "done"
+    # The same input again, either way: the same run.
+    assert await pg.fetchval(f"SELECT {schema}.enqueue('marker', 'from-null', NULL, queue => 'zz')") == run_id
+    assert await pg.fetchval(f"SELECT {schema}.enqueue('marker', 'from-null', 'null', queue => 'zz')") == run_id
+    assert (await marker.enqueue(db, "from-null", None)).created is False
+
+
+@pytest.mark.parametrize(
+    ("argument", "what"), [("workflow", "registered workflow"), ("name", "workflow"), ("queue", "queue"), ("key", "key")]
+)
+async def test_sql_enqueue_refuses_the_names_python_refuses(
+    schema: str, db: durable.Db, pg: asyncpg.Connection, argument: str, what: str
+) -> None:
+    for bad, reason in [("", "it is empty"), ("é" * 128, "it is longer than 255 bytes")]:
+        given = {"workflow": double.name, "name": "n", "queue": "q", "key": "k", argument: bad}
+        with pytest.raises(asyncpg.InvalidParameterValueError) as refused:
+            await pg.fetchval(
+                f"SELECT {schema}.enqueue($1, $2, '1', queue => $3, key => $4)",
+                given["workflow"], given["name"], given["queue"], given["key"],
+            )
+        said = f"invalid {what} name {json.dumps(bad[:80], ensure_ascii=False)}: {reason}"
+        assert str(refused.value) == f"durable.enqueue: {said}"
+        if argument in ("name", "key"):  # the Python API's words for the same mistake
+            with pytest.raises(durable.InvalidName) as python:
+                await double.enqueue(db, given["name"], 1, key=given["key"])
+            assert str(python.value) == said
+    assert await pg.fetchval("SELECT count(*) FROM task") == 0
 
 
 @durable.workflow(name="nested", queue="q")
