@@ -1,7 +1,33 @@
 -- durable schema, version 14. Applied like version 1 (one transaction,
 -- search_path set).
 
--- 1. enqueue() from SQL (version 5), replaced:
+-- 1. Schedules by spec: one row per scheduled function *and* spec, where
+--    task_schedule (version 4) kept one per function. Two executors with
+--    different specs for one function (old and new code during a rolling
+--    deploy) each advance the row of their own spec, so both specs' ticks
+--    are queued meanwhile, each once (a tick's run is named after the
+--    function and the tick). With one row, each found the other's spec,
+--    put its own back, restarting it, and few ticks were queued. seen_at:
+--    when an executor that serves the spec last registered, confirmed or
+--    advanced it; executors remove the rows of their function's other
+--    specs that no executor has seen for a while.
+CREATE TABLE task_schedule_spec (
+    workflow   text NOT NULL CHECK (workflow <> '' AND octet_length(workflow) <= 255),
+    spec       text NOT NULL CHECK (spec <> ''),   -- 'cron <expr> <timezone>' or 'every <seconds>'
+    next_tick  timestamptz NOT NULL,
+    seen_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (workflow, spec)
+);
+
+-- The schedules go on where they were. task_schedule is left as it was:
+-- executors of earlier versions still running while this one is deployed
+-- go on advancing it (their ticks' runs have the same names, so a tick
+-- both tables produce runs once); this version neither reads nor writes it.
+INSERT INTO task_schedule_spec (workflow, spec, next_tick) SELECT workflow, spec, next_tick FROM task_schedule;
+COMMENT ON TABLE task_schedule IS
+    'Schedules of durable versions 4 to 13, kept for their executors during an upgrade; see task_schedule_spec.';
+
+-- 2. enqueue() from SQL (version 5), replaced:
 --    * an SQL NULL input is stored as JSON null, as the Python API stores
 --      None (a NULL input was accepted, and every executor that claimed
 --      the run then failed reading it);
