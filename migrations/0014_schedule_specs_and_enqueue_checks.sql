@@ -25,7 +25,7 @@ CREATE TABLE task_schedule_spec (
 -- both tables produce runs once); this version neither reads nor writes it.
 INSERT INTO task_schedule_spec (workflow, spec, next_tick) SELECT workflow, spec, next_tick FROM task_schedule;
 COMMENT ON TABLE task_schedule IS
-    'Schedules of durable versions 4 to 13, kept for their executors during an upgrade; see task_schedule_spec.';
+    'Schedules as earlier durable versions keep them (one row per function), left for their executors during an upgrade; see task_schedule_spec.';
 
 -- 2. enqueue() from SQL (version 5), replaced:
 --    * an SQL NULL input is stored as JSON null, as the Python API stores
