@@ -76,6 +76,22 @@ async def test_a_fork_with_an_edited_input_and_from_the_start(db: durable.Db, ex
     assert ran == ["extract", "lookup", "transform", "load"]
 
 
+async def test_a_fork_from_a_child_workflow_runs_the_child_again(
+    db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    await pipeline.run(db, "etl-4", "a")
+    ran.clear()
+    run = await durable.fork(db, "etl-4", "etl-4-b", from_step="enrich", input="b")
+    # Kept: extract; run again: the child enrich (its step too), transform, load.
+    assert await run.result(timeout=30) == ["extract(a)", "lookup(b)", "transform(b)", "load(b)"]
+    assert ran == ["lookup", "transform", "load"]
+    child = await pg.fetchrow(
+        "SELECT c.input, c.attempt FROM task AS c JOIN task AS r ON r.id = c.parent_id "
+        "WHERE r.name = 'etl-4-b' AND c.name = 'enrich'"
+    )
+    assert child is not None and json.loads(child["input"]) is None and child["attempt"] == 1, "a new child, not a copy"
+
+
 async def test_steps_that_did_not_complete_run_again(db: durable.Db, pg: asyncpg.Connection) -> None:
     ctx = await Ctx.start(db, "by-hand", input=1)
     await ctx.step("a", lambda: "A")
@@ -103,7 +119,7 @@ async def test_bad_forks_are_refused(db: durable.Db) -> None:
     await ctx.complete(None)
     with pytest.raises(durable.WorkflowNotFound, match="'nope'"):
         await durable.fork(db, "nope", "x", from_step="only")
-    with pytest.raises(durable.ConfigError, match="no step named 'missing'"):
+    with pytest.raises(durable.ConfigError, match="no step or child workflow named 'missing'"):
         await durable.fork(db, "src", "x", from_step="missing")
     with pytest.raises(durable.ConfigError, match="exists already"):
         await durable.fork(db, "src", "src", from_step="only")
@@ -124,7 +140,7 @@ async def test_the_fork_command(dsn: str, schema: str, db: durable.Db, executor:
     assert json.loads(made.stdout) == {"name": "etl-3-b", "forked_from": "etl-3", "from_step": "load", "status": "queued"}
     assert await durable.result(db, "etl-3-b", timeout=30) == ["extract(a)", "lookup(a)", "transform(a)", "load(b)"]
     missing = await asyncio.to_thread(cli_run, "fork", "etl-3", "etl-3-c", "--from-step", "nope")
-    assert missing.exit_code == 1 and "no step named 'nope'" in missing.stderr
+    assert missing.exit_code == 1 and "no step or child workflow named 'nope'" in missing.stderr
     assert "Traceback" not in missing.stderr + missing.stdout
     bad = await asyncio.to_thread(cli_run, "fork", "etl-3", "etl-3-d", "--input", "{not json")
     assert bad.exit_code == 2 and "not JSON" in bad.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -281,6 +282,41 @@ async def test_a_run_enqueued_from_sql_exists_only_if_its_transaction_commits(
         await pg.fetchval(f"SELECT {schema}.enqueue($1, 'sql-True', '1')", double.name)
 
 
+async def test_an_sql_null_input_is_stored_and_run_as_json_null(
+    schema: str, db: durable.Db, pg: asyncpg.Connection, executor: durable.Executor
+) -> None:
+    # A client that binds None for the input sends SQL NULL.
+    run_id = await pg.fetchval(f"SELECT {schema}.enqueue('marker', 'from-null', $1::jsonb, queue => 'zz')", None)
+    assert await pg.fetchval("SELECT input = 'null'::jsonb FROM task WHERE id = $1", run_id) is True
+    assert await durable.result(db, "from-null", timeout=10) == "done"
+    # The same input again, either way: the same run.
+    assert await pg.fetchval(f"SELECT {schema}.enqueue('marker', 'from-null', NULL, queue => 'zz')") == run_id
+    assert await pg.fetchval(f"SELECT {schema}.enqueue('marker', 'from-null', 'null', queue => 'zz')") == run_id
+    assert (await marker.enqueue(db, "from-null", None)).created is False
+
+
+@pytest.mark.parametrize(
+    ("argument", "what"), [("workflow", "registered workflow"), ("name", "workflow"), ("queue", "queue"), ("key", "key")]
+)
+async def test_sql_enqueue_refuses_the_names_python_refuses(
+    schema: str, db: durable.Db, pg: asyncpg.Connection, argument: str, what: str
+) -> None:
+    for bad, reason in [("", "it is empty"), ("é" * 128, "it is longer than 255 bytes")]:
+        given = {"workflow": double.name, "name": "n", "queue": "q", "key": "k", argument: bad}
+        with pytest.raises(asyncpg.InvalidParameterValueError) as refused:
+            await pg.fetchval(
+                f"SELECT {schema}.enqueue($1, $2, '1', queue => $3, key => $4)",
+                given["workflow"], given["name"], given["queue"], given["key"],
+            )
+        said = f"invalid {what} name {json.dumps(bad[:80], ensure_ascii=False)}: {reason}"
+        assert str(refused.value) == f"durable.enqueue: {said}"
+        if argument in ("name", "key"):  # the Python API's words for the same mistake
+            with pytest.raises(durable.InvalidName) as python:
+                await double.enqueue(db, given["name"], 1, key=given["key"])
+            assert str(python.value) == said
+    assert await pg.fetchval("SELECT count(*) FROM task") == 0
+
+
 @durable.workflow(name="nested", queue="q")
 async def nested(ctx: Ctx, _: None) -> str:
     async with ctx.child("kid") as kid:
@@ -457,6 +493,15 @@ async def test_a_waiting_run_says_why_it_does_not_run(db: durable.Db, pg: asyncp
         executor.stop()
         await task
     assert (await durable.get(db, "a")).waiting_for is None
+
+
+async def test_a_delayed_run_names_its_exact_due_time(db: durable.Db, pg: asyncpg.Connection) -> None:
+    # Just before a whole second: said without its fraction, it would name a
+    # time almost a second before the run is due.
+    due = datetime(2999, 1, 2, 3, 4, 5, 999_999, tzinfo=timezone.utc)
+    await double.enqueue(db, "later", 1, run_at=due)
+    assert await pg.fetchval("SELECT run_at FROM task WHERE name = 'later'") == due
+    assert await waiting_for(db, "later") == "delayed until 2999-01-02T03:04:05.999999Z"
 
 
 async def test_every_rate_window_of_a_queue_holds(db: durable.Db, executor: durable.Executor) -> None:

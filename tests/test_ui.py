@@ -466,11 +466,13 @@ async def test_the_queues_page_shows_counts_and_pauses_and_resumes(
 async def test_the_schedules_page_says_the_cron_in_words_with_next_ticks_and_recent_runs(
     db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
 ) -> None:
-    # As an executor registers them: the next tick to run (a weekday at 09:00 Paris).
+    # As an executor registers them: the next tick to run (a weekday at 09:00 Paris);
+    # and the spec app.report had before a deploy, which no executor has served for an hour.
     next_tick = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
     await pg.execute(
-        "INSERT INTO task_schedule (workflow, spec, next_tick) VALUES "
-        "('app.report', 'cron 0 9 * * 1-5 Europe/Paris', $1), ($2, 'every 300', $1)",
+        "INSERT INTO task_schedule_spec (workflow, spec, next_tick, seen_at) VALUES "
+        "('app.report', 'cron 0 9 * * 1-5 Europe/Paris', $1, now()), ($2, 'every 300', $1, now()), "
+        "('app.report', 'every 3600', $1, now() - interval '1 hour')",
         next_tick,
         HOSTILE,
     )
@@ -484,8 +486,12 @@ async def test_the_schedules_page_says_the_cron_in_words_with_next_ticks_and_rec
     page.on("dialog", lambda dialog: dialogs.append(dialog.message))
     await page.goto(app.url + "/")
     await page.click("#nav-schedules")
-    card = page.locator('.schedule[data-workflow="app.report"]')
+    card = page.locator('.schedule[data-workflow="app.report"][data-spec="cron 0 9 * * 1-5 Europe/Paris"]')
     assert await card.locator(".words").inner_text() == "At 09:00, Monday through Friday (Europe/Paris)"
+    assert "seen by an executor" in await card.locator(".spec").inner_text()
+    old = page.locator('.schedule[data-workflow="app.report"][data-spec="every 3600"]')
+    assert await old.locator(".words").inner_text() == "every hour"
+    assert "no executor serves it" in await old.locator(".spec").inner_text()
     upcoming = await card.locator(".upcoming li").all_inner_texts()
     assert [tick.split(" in ")[0] for tick in upcoming] == [
         "2026-12-01 08:00:00Z",
@@ -1122,7 +1128,7 @@ async def test_the_start_page_starts_a_workflow_by_name(
     # Suggested too: a scheduled function (no executor here knows it), and the
     # function of a recent root.
     await pg.execute(
-        "INSERT INTO task_schedule (workflow, spec, next_tick) VALUES ('ui.weekly', 'every 604800', now())"
+        "INSERT INTO task_schedule_spec (workflow, spec, next_tick) VALUES ('ui.weekly', 'every 604800', now())"
     )
     await durable.create_queue(db, "paused")
     await durable.pause_queue(db, "paused")
@@ -1257,7 +1263,7 @@ async def test_the_run_page_forks_a_root_from_a_step(
     status, body = await http(
         app.port, "POST", "/api/runs/etl-1/fork", "X-Durable-UI: 1", body='{"new_name": "x", "from_step": "nope"}'
     )
-    assert status == 400 and "has no step named 'nope'" in body
+    assert status == 400 and "has no step or child workflow named 'nope'" in body
     status, body = await http(app.port, "POST", "/api/runs/nope/fork", "X-Durable-UI: 1", body='{"new_name": "x"}')
     assert status == 404 and "no root workflow named 'nope'" in body
 

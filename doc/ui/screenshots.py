@@ -89,7 +89,7 @@ async def scenario(db: durable.Db, conn: asyncpg.Connection) -> None:
         schedule = Schedule.from_spec(spec)
         next_tick = schedule.after(now)
         await conn.execute(
-            f"INSERT INTO {SCHEMA}.task_schedule (workflow, spec, next_tick) VALUES ($1, $2, $3)",
+            f"INSERT INTO {SCHEMA}.task_schedule_spec (workflow, spec, next_tick) VALUES ($1, $2, $3)",
             workflow,
             spec,
             next_tick,

@@ -16,7 +16,7 @@ from ._ctx import SUSPEND_AFTER, Ctx, WorkflowSuspended
 from ._db import Db, resolve
 from ._decorators import Workflow
 from ._options import Seconds, count, seconds
-from ._schedules import from_micros, tick_run_name, tick_text, to_micros
+from ._schedules import CONFIRM_EVERY, FORGET_AFTER, from_micros, tick_run_name, tick_text, to_micros
 from .errors import ConfigError, DurableError
 
 log = logging.getLogger("durable")
@@ -254,6 +254,14 @@ class Executor:
 class _Ticker:
     """Queues the runs of scheduled workflows as their ticks come due.
 
+    Each spec of a function has its own stored schedule; this executor
+    advances those of its own specs only, and confirms them every
+    ``CONFIRM_EVERY`` seconds, removing the function's other specs that no
+    executor has confirmed for ``FORGET_AFTER``. So during a rolling deploy
+    that changes a schedule, old and new executors queue both specs' ticks
+    (a tick time both produce is one run: its name is the same), and the old
+    spec stops with its last executor.
+
     Tick times are microseconds since the epoch on the database's clock;
     ``offset`` is how far that clock is ahead of this machine's, as last read.
     """
@@ -263,6 +271,8 @@ class _Ticker:
         self._scheduled = scheduled
         self._next: dict[str, int] = {}
         self._offset = 0
+        #: When to confirm the schedules again (database clock).
+        self._confirm_at = 0
 
     def _now(self) -> int:
         return to_micros(datetime.now(timezone.utc)) + self._offset
@@ -271,28 +281,35 @@ class _Ticker:
         self._offset = now - to_micros(datetime.now(timezone.utc))
 
     async def register(self) -> None:
+        """Registers (or confirms) each schedule of this executor."""
         for workflow in self._scheduled:
             await self._register(workflow)
+        self._confirm_at = self._now() + int(CONFIRM_EVERY * 1_000_000)
 
     async def _register(self, workflow: Workflow[Any, Any]) -> None:
         assert workflow.schedule is not None
+        spec = workflow.schedule.spec
         first = to_micros(workflow.schedule.after(from_micros(self._now())))
-        _, next_tick, now = await self._engine.schedule(workflow.name, workflow.schedule.spec, first)
+        next_tick, now, forgotten = await self._engine.schedule(workflow.name, spec, first, FORGET_AFTER)
         self._read(now)
         self._next[workflow.name] = next_tick
+        for old in forgotten:
+            log.info("schedule %r of %s removed: no executor has served it for %.0f s", old, workflow.name, FORGET_AFTER)
 
     async def queue_due(self) -> None:
         """Queues the runs of every tick that came due (once across executors)."""
+        if self._now() >= self._confirm_at:
+            await self.register()
         for workflow in self._scheduled:
             if self._now() < self._next[workflow.name]:
                 continue
             schedule = workflow.schedule
             assert schedule is not None
-            state = await self._engine.schedule_state(workflow.name)
-            if state is None or state[0] != schedule.spec:
-                await self._register(workflow)  # another deployment changed it: ours from now on
+            state = await self._engine.schedule_state(workflow.name, schedule.spec)
+            if state is None:
+                await self._register(workflow)  # removed as unserved while this executor was away: ours again
                 continue
-            _, next_tick, now = state
+            next_tick, now = state
             self._read(now)
             if next_tick > now:
                 self._next[workflow.name] = next_tick
@@ -301,7 +318,7 @@ class _Ticker:
             texts = [tick_text(tick) for tick in ticks]
             names = [tick_run_name(workflow.name, tick) for tick in ticks]
             queued = await self._engine.advance_schedule(
-                workflow.name, workflow.queue, next_tick, to_micros(after), names, list(texts)
+                workflow.name, schedule.spec, workflow.queue, next_tick, to_micros(after), names, list(texts)
             )
             if queued:
                 log.info("queued %s", ", ".join(names))
@@ -309,10 +326,11 @@ class _Ticker:
             self._next[workflow.name] = to_micros(after) if queued else next_tick
 
     def until_next(self) -> float:
-        """Seconds until the next tick of any schedule (a long time if none)."""
+        """Seconds until the next tick of any schedule, or the next
+        confirmation (a long time if there are no schedules)."""
         if not self._next:
             return 3600.0
-        return max(0.0, (min(self._next.values()) - self._now()) / 1_000_000)
+        return max(0.0, (min(*self._next.values(), self._confirm_at) - self._now()) / 1_000_000)
 
 
 def _on_sigterm(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> bool:

@@ -1,8 +1,9 @@
 """Recurring runs: cron expressions and fixed intervals, and their ticks.
 
 Ticks are computed here (cron by ``cronsim``: five fields, DST-aware) and
-stored by the engine (``task_schedule``), which advances them on the
-database's clock so that each tick runs once across every executor.
+stored by the engine (``task_schedule_spec``, one row per function and
+spec), which advances them on the database's clock so that each tick runs
+once across every executor.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ Missed = Literal["latest", "all"]
 
 #: Most ticks queued at once with ``missed="all"`` (the oldest are dropped).
 MAX_MISSED = 1000
+
+#: How often, in seconds, an executor confirms that it still serves its
+#: schedules (it also does at each tick it queues).
+CONFIRM_EVERY = 60.0
+
+#: A spec of a function that no executor has confirmed or advanced for this
+#: long (seconds) is served by none: the executors of the function's other
+#: specs remove it (ten missed confirmations).
+FORGET_AFTER = 10 * CONFIRM_EVERY
 
 
 def to_micros(moment: datetime) -> int:
@@ -113,9 +123,11 @@ class Schedule:
 
     @property
     def spec(self) -> str:
-        """As stored: a changed spec restarts the schedule from the next tick."""
+        """As stored, exactly (``every`` is a whole number of seconds): each
+        spec of a function has its schedule, and a new one starts from its
+        next tick."""
         if self.every is not None:
-            return f"every {self.every:g}"
+            return f"every {int(self.every)}"
         return f"cron {self.cron} {self.zone}"
 
     def after(self, moment: datetime) -> datetime:

@@ -263,14 +263,14 @@ def resume(settings: Settings, name: str) -> None:
 @cli.command()
 @click.argument("name")
 @click.argument("new_name")
-@click.option("--from-step", "from_step", metavar="STEP", help="Run again from this step on (default: from the start).")
+@click.option("--from-step", "from_step", metavar="STEP", help="Run again from this step or child workflow on (default: from the start).")
 @click.option("--input", "input_json", metavar="JSON", help="A new input, as JSON (default: the source's).")
 @json_option
 @click.pass_obj
 def fork(settings: Settings, name: str, new_name: str, from_step: str | None, input_json: str | None) -> None:
     """Start NEW_NAME from the root workflow NAME, keeping what NAME
-    completed before --from-step and running the rest. Exits 1 if NAME, its
-    step or a free NEW_NAME is missing."""
+    completed before --from-step (a step or child workflow) and running the
+    rest. Exits 1 if NAME, its step or child, or a free NEW_NAME is missing."""
     replace = input_json is not None
     try:
         new_input = json.loads(input_json) if input_json is not None else None

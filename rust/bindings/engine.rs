@@ -334,41 +334,49 @@ impl PyEngine {
         })
     }
 
-    /// Registers the schedule of `workflow` (a new one, or a changed spec,
-    /// starts at `first_tick`); an awaitable of `(spec, next_tick, now)`, in
-    /// microseconds since the epoch on the database's clock.
+    /// Registers (or confirms) the schedule `spec` of `workflow` (a new one
+    /// starts at `first_tick`) and removes the function's other specs unseen
+    /// for `forget_after` seconds; an awaitable of `(next_tick, now,
+    /// forgotten specs)`, times in microseconds since the epoch on the
+    /// database's clock.
     fn schedule<'py>(
         &self,
         py: Python<'py>,
         workflow: String,
         spec: String,
         first_tick: i64,
+        forget_after: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
+        let forget_after = seconds("forget_after", forget_after, MAX_DEADLINE)?;
         awaitable(py, async move {
-            let state = engine.schedule(&workflow, &spec, first_tick).await.map_err(to_py)?;
-            Ok((state.spec, state.next_tick, state.now))
+            let registered = engine
+                .schedule(&workflow, &spec, first_tick, forget_after)
+                .await
+                .map_err(to_py)?;
+            Ok((registered.state.next_tick, registered.state.now, registered.forgotten))
         })
     }
 
-    /// The schedule of `workflow` as it is now; an awaitable of `(spec,
-    /// next_tick, now)` or None.
-    fn schedule_state<'py>(&self, py: Python<'py>, workflow: String) -> PyResult<Bound<'py, PyAny>> {
+    /// The schedule `spec` of `workflow` as it is now; an awaitable of
+    /// `(next_tick, now)` or None.
+    fn schedule_state<'py>(&self, py: Python<'py>, workflow: String, spec: String) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         awaitable(py, async move {
-            let state = engine.schedule_state(&workflow).await.map_err(to_py)?;
-            Ok(state.map(|state| (state.spec, state.next_tick, state.now)))
+            let state = engine.schedule_state(&workflow, &spec).await.map_err(to_py)?;
+            Ok(state.map(|state| (state.next_tick, state.now)))
         })
     }
 
-    /// Advances the schedule of `workflow` from `seen` to `next`, queueing
-    /// the runs `names` with `inputs` in `queue`, unless another executor did
-    /// first; an awaitable of whether this call did.
+    /// Advances the schedule `spec` of `workflow` from `seen` to `next`,
+    /// queueing the runs `names` with `inputs` in `queue`, unless another
+    /// executor did first; an awaitable of whether this call did.
     #[allow(clippy::too_many_arguments)] // the compare-and-set and the runs it queues
     fn advance_schedule<'py>(
         &self,
         py: Python<'py>,
         workflow: String,
+        spec: String,
         queue: String,
         seen: i64,
         next: i64,
@@ -384,6 +392,7 @@ impl PyEngine {
         awaitable(py, async move {
             let ticks = Ticks {
                 workflow: &workflow,
+                spec: &spec,
                 queue: &queue,
                 seen,
                 next,
@@ -638,7 +647,7 @@ impl PyEngine {
     }
 
     /// Every schedule, for `durable ui`; an awaitable of `(workflow, spec,
-    /// next_tick, updated_at)` tuples (microseconds since the epoch).
+    /// next_tick, seen_at)` tuples (microseconds since the epoch).
     fn browse_schedules<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
@@ -646,7 +655,7 @@ impl PyEngine {
             let schedules = engine.browse_schedules(timeout).await.map_err(to_py)?;
             Ok(schedules
                 .into_iter()
-                .map(|s| (s.workflow, s.spec, s.next_tick, s.updated_at))
+                .map(|s| (s.workflow, s.spec, s.next_tick, s.seen_at))
                 .collect::<Vec<_>>())
         })
     }

@@ -54,7 +54,7 @@ pub(crate) struct BrowseStatements {
     pub resolve: String,
     /// The roots named in `$1`, newest first.
     pub named: String,
-    /// Every schedule, by function.
+    /// Every schedule, by function and spec.
     pub schedules: String,
     /// How many roots there are, as the planner estimates it (the size of
     /// the partial index of roots' names): instant on any table.
@@ -160,8 +160,8 @@ impl BrowseStatements {
             )),
             schedules: fill(
                 "SELECT workflow, spec, (extract(epoch FROM next_tick) * 1000000)::int8 AS next_us,
-                        (extract(epoch FROM updated_at) * 1000000)::int8 AS updated_us
-                 FROM {s}.task_schedule ORDER BY workflow",
+                        (extract(epoch FROM seen_at) * 1000000)::int8 AS seen_us
+                 FROM {s}.task_schedule_spec ORDER BY workflow, spec",
             ),
             ahead: fill(
                 "SELECT (SELECT count(*) FROM (
@@ -181,7 +181,7 @@ impl BrowseStatements {
             ),
             workflows: fill(
                 "SELECT known.workflow FROM (
-                     SELECT workflow FROM {s}.task_schedule
+                     SELECT workflow FROM {s}.task_schedule_spec
                      UNION SELECT unnest(workflows) FROM {s}.executor
                      UNION SELECT recent.workflow FROM (
                          SELECT t.workflow FROM {s}.task AS t
@@ -248,7 +248,9 @@ pub struct ScheduleRow {
     /// `cron <expr> <zone>` or `every <seconds>`.
     pub spec: String,
     pub next_tick: i64,
-    pub updated_at: i64,
+    /// When an executor that serves it last registered, confirmed or
+    /// advanced it.
+    pub seen_at: i64,
 }
 
 /// The ui's filters beyond `RunFilter`'s.
@@ -463,7 +465,7 @@ impl Engine {
         rows.iter().map(read_queue).collect()
     }
 
-    /// Every schedule, by function.
+    /// Every schedule, by function and spec.
     pub async fn browse_schedules(&self, timeout: Duration) -> Result<Vec<ScheduleRow>, EngineError> {
         let sql = &self.inner.sql;
         let rows = self
@@ -475,7 +477,7 @@ impl Engine {
                     workflow: col(row, "workflow")?,
                     spec: col(row, "spec")?,
                     next_tick: col(row, "next_us")?,
-                    updated_at: col(row, "updated_us")?,
+                    seen_at: col(row, "seen_us")?,
                 })
             })
             .collect()

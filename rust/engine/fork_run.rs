@@ -1,5 +1,6 @@
-//! Forking a run from a step: a new root that keeps what the source
-//! completed before that step and runs the rest (`durable.fork`).
+//! Forking a run from a step or a child workflow: a new root that keeps
+//! what the source completed before that point and runs the rest
+//! (`durable.fork`).
 
 use super::error::EngineError;
 use super::jsonb::JsonText;
@@ -7,8 +8,9 @@ use super::workflow::col;
 use super::{Engine, validate_name};
 
 /// Copies the root `$1` as the new root `$2`, keeping the steps and child
-/// trees that completed and first ran (lower id) before its step `$3`
-/// (NULL: keep nothing), with the input `$4` (NULL: the source's). A
+/// trees that completed and first ran (lower id) before its step or child
+/// workflow `$3` (NULL: keep nothing), with the input `$4` (NULL: the
+/// source's). A
 /// root run by a registered function is queued for an executor (`$5` the
 /// schema, to wake them); one run by hand is left interrupted (`running`
 /// with no holder), for `Ctx.start`. One statement: the copy is whole or
@@ -22,7 +24,7 @@ WITH RECURSIVE source AS (
     SELECT * FROM {s}.task WHERE parent_id IS NULL AND name = $1
 ), cut AS (
     SELECT s.id FROM {s}.task AS s, source
-    WHERE s.parent_id = source.id AND s.kind = 'step' AND s.name = $3
+    WHERE s.parent_id = source.id AND s.name = $3
     UNION ALL
     SELECT 0 WHERE $3::text IS NULL
 ), kept AS (
@@ -48,7 +50,7 @@ WITH RECURSIVE source AS (
            CASE WHEN source.workflow IS NOT NULL THEN 1 ELSE 0 END,
            CASE WHEN source.workflow IS NOT NULL THEN jsonb_build_object(
                'kind', 'fork', 'step', $3::text,
-               'detail', format('forked from %s at step %s', $1::text, coalesce($3::text, '(the start)'))) END
+               'detail', format('forked from %s at %s', $1::text, coalesce($3::text, '(the start)'))) END
     FROM source, fresh, cut
     ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING
     RETURNING id, status, queue
@@ -85,13 +87,15 @@ pub enum Forked {
         kept: i64,
     },
     NoSource,
+    /// The source has no step or child workflow of that name.
     NoStep,
     NameTaken,
 }
 
 impl Engine {
-    /// Forks the root `name` as the new root `new_name` from its step
-    /// `from_step` (None: from the start), with `input` (None: the source's).
+    /// Forks the root `name` as the new root `new_name` from its step or
+    /// child workflow `from_step` (None: from the start), with `input`
+    /// (None: the source's).
     pub async fn fork(
         &self,
         name: &str,

@@ -229,7 +229,7 @@ SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input
        WHEN t.status NOT IN ('queued', 'scheduled') THEN NULL
        WHEN t.waiting IS NOT NULL AND (t.run_at IS NULL OR t.run_at > now()) THEN t.waiting ->> 'detail'
        WHEN t.run_at > now() THEN
-           'delayed until ' || to_char(t.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')
+           'delayed until ' || to_char(t.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
        WHEN (SELECT paused FROM {s}.task_queue WHERE name = t.queue) THEN format('queue %s is paused', t.queue)
        WHEN NOT EXISTS (
            SELECT 1 FROM {s}.executor AS e JOIN {s}.owner AS o ON o.id = e.owner_id

@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0014_fair_claims.sql",
         include_str!("../../migrations/0014_fair_claims.sql"),
     ),
+    (
+        15,
+        "0015_schedule_specs_and_enqueue_checks.sql",
+        include_str!("../../migrations/0015_schedule_specs_and_enqueue_checks.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

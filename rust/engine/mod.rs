@@ -107,7 +107,7 @@ pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits};
 pub use recovery::Recovered;
 pub use queue_info::{QueueInfo, RateUse};
 pub use results::RunState;
-pub use schedule::{ScheduleState, Ticks};
+pub use schedule::{Registered, ScheduleState, Ticks};
 pub use sql_values::{Cell, Param, Rows};
 pub use transaction::{CommitError, Transaction};
 pub use tree::WorkflowTree;

@@ -1,32 +1,49 @@
-//! Recurring runs: the next tick of each scheduled function, kept in
-//! `task_schedule` and advanced by executors with a compare-and-set, on the
-//! database's clock. Computing ticks (cron, intervals) is the caller's job;
-//! the engine stores them and queues each tick's run, whose name is made of
-//! the function and the tick, so a tick runs once whatever the number of
-//! executors, with no leader.
+//! Recurring runs: the next tick of each scheduled function and spec, kept
+//! in `task_schedule_spec` and advanced by executors with a compare-and-set,
+//! on the database's clock. Computing ticks (cron, intervals) is the
+//! caller's job; the engine stores them and queues each tick's run, whose
+//! name is made of the function and the tick, so a tick runs once whatever
+//! the number of executors, with no leader.
+//!
+//! Each spec of a function has its own row, advanced by the executors that
+//! serve that spec: during a rolling deploy that changes a schedule, old and
+//! new executors queue the ticks of both specs (a tick time both produce is
+//! one run, by its name), and the old spec's row goes once no executor has
+//! seen it for a while (`Engine::schedule` removes it).
 //!
 //! Times cross this boundary as microseconds since the Unix epoch: exact,
 //! whatever the session's time zone or date style.
+
+use std::time::Duration;
 
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::workflow::col;
 use super::{Engine, validate_name};
 
-/// A schedule as stored: its spec, its next tick, and the database's clock
-/// when it was read (all times in microseconds since the epoch).
+/// A schedule as stored: its next tick, and the database's clock when it
+/// was read (both in microseconds since the epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleState {
-    pub spec: String,
     pub next_tick: i64,
     pub now: i64,
+}
+
+/// A schedule registered (or confirmed): its state, and the other specs of
+/// the function that were removed because no executor had seen them for
+/// `forget_after`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub state: ScheduleState,
+    pub forgotten: Vec<String>,
 }
 
 /// The runs of the ticks that came due, to queue while advancing.
 #[derive(Debug, Clone)]
 pub struct Ticks<'a> {
-    /// The registered function and its queue.
+    /// The registered function, the spec whose row advances, and the queue.
     pub workflow: &'a str,
+    pub spec: &'a str,
     pub queue: &'a str,
     /// The next tick as read (the compare of the compare-and-set).
     pub seen: i64,
@@ -38,38 +55,61 @@ pub struct Ticks<'a> {
 }
 
 impl Engine {
-    /// Registers (or re-reads) the schedule of `workflow`: a new function, or
-    /// a changed spec, starts at `first_tick`; an unchanged one keeps its
-    /// next tick. Returns the schedule as stored.
-    pub async fn schedule(&self, workflow: &str, spec: &str, first_tick: i64) -> Result<ScheduleState, EngineError> {
+    /// Registers the schedule `spec` of `workflow`, or confirms that an
+    /// executor still serves it: a new spec starts at `first_tick`, a known
+    /// one keeps its next tick. The function's other specs that no executor
+    /// has seen (registered, confirmed or advanced) for `forget_after` are
+    /// removed: no executor serves them any more. An executor calls this
+    /// when it starts and then at a fraction of `forget_after`.
+    pub async fn schedule(
+        &self,
+        workflow: &str,
+        spec: &str,
+        first_tick: i64,
+        forget_after: Duration,
+    ) -> Result<Registered, EngineError> {
         validate_name("registered workflow", workflow)?;
+        validate_spec(spec)?;
+        self.check_open()?;
+        let sql = &self.inner.sql;
+        let forget_after = forget_after.as_secs_f64();
+        let row = retrying!(
+            self,
+            &format!("registering the schedule {spec:?} of {workflow:?}"),
+            |client| async {
+                let statement = client.prepare_cached(&sql.schedule.register).await?;
+                client
+                    .query_one(&statement, &[&workflow, &spec, &first_tick, &forget_after])
+                    .await
+            }
+        )?;
+        Ok(Registered {
+            state: read_state(&row)?,
+            forgotten: col(&row, "forgotten")?,
+        })
+    }
+
+    /// The schedule `spec` of `workflow` as it is now, with the database's
+    /// clock; None if it is not stored (never registered, or removed).
+    pub async fn schedule_state(&self, workflow: &str, spec: &str) -> Result<Option<ScheduleState>, EngineError> {
         self.check_open()?;
         let sql = &self.inner.sql;
         let row = retrying!(
             self,
-            &format!("registering the schedule of {workflow:?}"),
+            &format!("reading the schedule {spec:?} of {workflow:?}"),
             |client| async {
-                let statement = client.prepare_cached(&sql.schedule.register).await?;
-                client.query_one(&statement, &[&workflow, &spec, &first_tick]).await
+                let statement = client.prepare_cached(&sql.schedule.read).await?;
+                client.query_opt(&statement, &[&workflow, &spec]).await
             }
         )?;
-        read_state(&row)
-    }
-
-    /// The schedule of `workflow` as it is now, with the database's clock.
-    pub async fn schedule_state(&self, workflow: &str) -> Result<Option<ScheduleState>, EngineError> {
-        self.check_open()?;
-        let sql = &self.inner.sql;
-        let row = retrying!(self, &format!("reading the schedule of {workflow:?}"), |client| async {
-            let statement = client.prepare_cached(&sql.schedule.read).await?;
-            client.query_opt(&statement, &[&workflow]).await
-        })?;
         row.as_ref().map(read_state).transpose()
     }
 
-    /// Advances the schedule from `ticks.seen` to `ticks.next` and queues the
-    /// runs of the ticks that came due, if no other executor did so first
-    /// and `seen` is due on the database's clock. True if this call did.
+    /// Advances the schedule `ticks.spec` of `ticks.workflow` from
+    /// `ticks.seen` to `ticks.next` and queues the runs of the ticks that
+    /// came due, if no other executor did so first and `seen` is due on the
+    /// database's clock. True if this call did. A run that exists (a tick
+    /// another spec of the function queued too) is left as it is.
     pub async fn advance_schedule(&self, ticks: &Ticks<'_>) -> Result<bool, EngineError> {
         self.check_open()?;
         let schema = self.schema();
@@ -79,7 +119,7 @@ impl Engine {
             &format!("queueing the ticks of {:?}", ticks.workflow),
             |client| async {
                 let statement = client.prepare_cached(&sql.schedule.advance).await?;
-                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
                     &ticks.workflow,
                     &ticks.seen,
                     &ticks.next,
@@ -87,6 +127,7 @@ impl Engine {
                     &ticks.inputs,
                     &ticks.queue,
                     &schema,
+                    &ticks.spec,
                 ];
                 client.query_one(&statement, &params).await
             }
@@ -101,10 +142,20 @@ impl Engine {
 
 fn read_state(row: &tokio_postgres::Row) -> Result<ScheduleState, EngineError> {
     Ok(ScheduleState {
-        spec: col(row, "spec")?,
         next_tick: col(row, "next_tick")?,
         now: col(row, "now")?,
     })
+}
+
+/// A spec is the caller's text (`cron <expr> <zone>`, `every <seconds>`),
+/// kept as given: anything but empty.
+fn validate_spec(spec: &str) -> Result<(), EngineError> {
+    if spec.is_empty() {
+        return Err(EngineError::InvalidOption(
+            "a schedule's spec must not be empty".to_owned(),
+        ));
+    }
+    Ok(())
 }
 
 /// Microseconds since the epoch of a `timestamptz` expression, and back.
@@ -123,29 +174,36 @@ impl ScheduleStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         let micros = |t: &str| MICROS.replace("{t}", t);
         let from_micros = |t: &str| FROM_MICROS.replace("{t}", t);
-        // $1 function, $2 spec, $3 first tick.
+        // $1 function, $2 spec, $3 first tick, $4 seconds after which an
+        // unseen spec of the function is removed. (A delete that meets a
+        // row being advanced waits for it, then finds it seen.)
         let register = format!(
-            "INSERT INTO {{s}}.task_schedule AS x (workflow, spec, next_tick) VALUES ($1, $2, {first})
-             ON CONFLICT (workflow) DO UPDATE SET
-                 spec = EXCLUDED.spec,
-                 next_tick = CASE WHEN x.spec = EXCLUDED.spec THEN x.next_tick ELSE EXCLUDED.next_tick END,
-                 updated_at = now()
-             RETURNING x.spec, {next} AS next_tick, {now} AS now",
+            "WITH forgotten AS (
+                 DELETE FROM {{s}}.task_schedule_spec
+                 WHERE workflow = $1 AND spec <> $2 AND seen_at < now() - make_interval(secs => $4::float8)
+                 RETURNING spec
+             ), registered AS (
+                 INSERT INTO {{s}}.task_schedule_spec AS x (workflow, spec, next_tick) VALUES ($1, $2, {first})
+                 ON CONFLICT (workflow, spec) DO UPDATE SET seen_at = now()
+                 RETURNING x.next_tick
+             )
+             SELECT {next} AS next_tick, {now} AS now, ARRAY(SELECT spec FROM forgotten ORDER BY spec) AS forgotten
+             FROM registered",
             first = from_micros("$3::int8"),
-            next = micros("x.next_tick"),
+            next = micros("next_tick"),
             now = micros("clock_timestamp()"),
         );
         let read = format!(
-            "SELECT spec, {next} AS next_tick, {now} AS now FROM {{s}}.task_schedule WHERE workflow = $1",
+            "SELECT {next} AS next_tick, {now} AS now FROM {{s}}.task_schedule_spec WHERE workflow = $1 AND spec = $2",
             next = micros("next_tick"),
             now = micros("clock_timestamp()"),
         );
         // $1 function, $2 next tick seen, $3 next tick after, $4 run names,
-        // $5 their inputs, $6 queue, $7 schema (to wake executors).
+        // $5 their inputs, $6 queue, $7 schema (to wake executors), $8 spec.
         let advance = format!(
             "WITH advanced AS (
-                 UPDATE {{s}}.task_schedule SET next_tick = {next}, updated_at = now()
-                 WHERE workflow = $1 AND next_tick = {seen} AND next_tick <= clock_timestamp()
+                 UPDATE {{s}}.task_schedule_spec SET next_tick = {next}, seen_at = now()
+                 WHERE workflow = $1 AND spec = $8 AND next_tick = {seen} AND next_tick <= clock_timestamp()
                  RETURNING workflow
              ), queue AS (
                  INSERT INTO {{s}}.task_queue (name) SELECT $6 FROM advanced ON CONFLICT (name) DO NOTHING

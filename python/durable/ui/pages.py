@@ -458,8 +458,9 @@ class Pages:
         except DurableError as exc:  # the statement timeout, a lost database
             return self.page("missing.html", 503, title="Cannot read the schedules", message=str(exc))
         by_name = {run.name: run for run in runs}
-        views = [schedules.view(row, by_name) for row in rows]
-        return self.page("schedules.html", schedules=views, now=datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
+        views = [schedules.view(row, by_name, now) for row in rows]
+        return self.page("schedules.html", schedules=views, now=now)
 
     async def cancel_run(self, request: Request) -> Response:
         return await self.act(request, cancel, "it is finished already (or there is no such run)")

@@ -1,19 +1,24 @@
-"""The schedules page's view of a schedule: its spec in words, its next
-ticks, and its recent ticks with the runs they queued (found by name: a
-tick's run is named ``<workflow>@<tick>``, so each is one index lookup)."""
+"""The schedules page's view of a schedule (a function and one of its
+specs): the spec in words, its next ticks, and its recent ticks with the
+runs they queued (found by name: a tick's run is named
+``<workflow>@<tick>``, so each is one index lookup)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from cron_descriptor import FormatException, MissingFieldException, Options, WrongArgumentException, get_description
 
 from .._info import WorkflowInfo
-from .._schedules import MICROSECOND, Schedule, from_micros, tick_run_name
+from .._schedules import CONFIRM_EVERY, MICROSECOND, Schedule, from_micros, tick_run_name
 
 #: How many ticks ahead and behind the page shows.
 TICKS_SHOWN = 5
+
+#: A schedule not seen by an executor for longer is shown as served by none
+#: (a live executor confirms its schedules every ``CONFIRM_EVERY``).
+SERVED_WITHIN = timedelta(seconds=2 * CONFIRM_EVERY)
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,10 @@ class ScheduleView:
     #: The latest ticks before that, newest first, with the run each queued
     #: (None: skipped, as ``missed="latest"`` skips, or collected).
     recent: list[tuple[datetime, WorkflowInfo | None]]
-    updated_at: datetime
+    #: When an executor that serves it last registered, confirmed or advanced it.
+    seen_at: datetime
+    #: Whether that was recent enough for a live executor to serve it.
+    served: bool
 
 
 def read(spec: str) -> Schedule | None:
@@ -87,19 +95,22 @@ def recent_names(workflow: str, spec: str, next_tick: int) -> list[str]:
     return [tick_run_name(workflow, tick) for tick in recent(schedule, from_micros(next_tick))]
 
 
-def view(row: tuple[str, str, int, int], runs: dict[str, WorkflowInfo]) -> ScheduleView:
+def view(row: tuple[str, str, int, int], runs: dict[str, WorkflowInfo], now: datetime) -> ScheduleView:
     """The view of a stored schedule ``(workflow, spec, next_tick,
-    updated_at)``, with ``runs`` by name (those of its recent ticks)."""
-    workflow, spec, next_us, updated_us = row
+    seen_at)``, with ``runs`` by name (those of its recent ticks), at ``now``."""
+    workflow, spec, next_us, seen_us = row
     schedule = read(spec)
     next_tick = from_micros(next_us)
+    seen_at = from_micros(seen_us)
+    served = now - seen_at <= SERVED_WITHIN
     if schedule is None:
-        return ScheduleView(workflow, spec, spec, [next_tick], [], from_micros(updated_us))
+        return ScheduleView(workflow, spec, spec, [next_tick], [], seen_at, served)
     return ScheduleView(
         workflow,
         spec,
         in_words(schedule),
         upcoming(schedule, next_tick),
         [(tick, runs.get(tick_run_name(workflow, tick))) for tick in recent(schedule, next_tick)],
-        from_micros(updated_us),
+        seen_at,
+        served,
     )
