@@ -15,7 +15,7 @@ from typing import Any, TypeVar, overload
 from . import _core, _otel
 from ._db import Db, resolve
 from ._json import J, Json
-from ._options import Seconds, seconds
+from ._options import Seconds, moment, seconds
 from ._retry import Backoff
 from ._schedules import from_micros, to_micros
 from ._transaction import Transaction, run_transaction
@@ -534,9 +534,7 @@ class Ctx:
             raise ConfigError(f"ctx.sleep({name!r}): give a duration or until=, not both or neither")
         engine = self._db._engine
         if until is not None:
-            if not isinstance(until, datetime) or until.utcoffset() is None:
-                raise ConfigError(f"ctx.sleep({name!r}): until must be an aware datetime, not {until!r}")
-            fixed = to_micros(until)
+            fixed = to_micros(moment(f"ctx.sleep({name!r}) until", until))
 
             async def wake_time() -> str:
                 return from_micros(fixed).isoformat()
