@@ -89,7 +89,7 @@ async def test_an_argument_out_of_range_is_a_config_error_and_nothing_is_written
 @pytest.mark.parametrize("option", ["connect_timeout", "lease", "reconnect_timeout", "session_grace"])
 async def test_init_options_out_of_range_are_config_errors(dsn: str, option: str) -> None:
     with pytest.raises(durable.ConfigError, match=option):
-        await durable.init(dsn, **{option: HUGE})
+        await durable.init(dsn, **{option: HUGE})  # type: ignore[arg-type]
 
 
 async def test_the_message_of_a_huge_int_stays_short(db: durable.Db) -> None:

@@ -3,9 +3,10 @@
 from collections.abc import Awaitable
 from typing import Any, final
 
-__all__ = ["SCHEMA_VERSION", "Engine", "Statement", "Transaction", "Waker", "Workflow"]
+__all__ = ["MAX_NAME_BYTES", "SCHEMA_VERSION", "Engine", "Statement", "Transaction", "Waker", "Workflow"]
 
 SCHEMA_VERSION: int
+MAX_NAME_BYTES: int
 
 @final
 class Waker:

@@ -12,6 +12,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from ._ctx import Ctx, check_step_options, current, start_root
 from ._db import Db, resolve
 from ._json import Json
+from ._names import check as check_name
 from ._options import Seconds, count, moment, seconds
 from ._retry import Backoff
 from ._runs import Run
@@ -302,7 +303,9 @@ def step(
                 f"@durable.step needs an async def function, and {f.__qualname__} is not one; "
                 "wrap sync code with ctx.step(name, fn) instead"
             )
-        base = name or f.__qualname__
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"@durable.step(name=...) must be a str, not {name!r}")
+        base = f.__qualname__ if name is None else check_name("step", name)
         check_step_options(base, retries, backoff, retry_on, at_most_once)
 
         @functools.wraps(f)

@@ -8,6 +8,7 @@ from typing import Any
 from ._ctx import current
 from ._db import Db, resolve
 from ._json import Json
+from ._names import check as check_name
 from ._options import Seconds, seconds
 from .errors import ConfigError, WorkflowNotFound
 
@@ -35,6 +36,11 @@ async def send(db: Db | str, workflow: str, topic: str, value: Json, key: str | 
             raise ConfigError(f"send's {what} must be a str, not {text!r}")
     if key is not None and not isinstance(key, str):
         raise ConfigError(f"send's key must be a str, not {key!r}")
+    for name in workflow.split("/"):
+        check_name("workflow", name)
+    check_name("topic", topic)
+    if key is not None:
+        check_name("message key", key)
     if value is None:
         raise ConfigError(
             f"cannot send None on topic {topic!r}: recv returns None when no message came, so None is not a message"
