@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0013_wake_only_waiters.sql",
         include_str!("../../migrations/0013_wake_only_waiters.sql"),
     ),
+    (
+        14,
+        "0014_message_senders.sql",
+        include_str!("../../migrations/0014_message_senders.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

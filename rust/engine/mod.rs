@@ -99,7 +99,7 @@ pub use fork_run::Forked;
 pub use holds::Hold;
 pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;
-pub use messages::{EventRead, Sent};
+pub use messages::{EventRead, Sender, Sent};
 pub use migrate::LATEST_VERSION;
 pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits, Recovered};
 pub use queue_info::{QueueInfo, RateUse};
@@ -140,6 +140,8 @@ struct Inner {
     holds: Arc<Holds>,
     events: Arc<Events>,
     sql: Arc<Statements>,
+    /// Numbers the sends made from outside any workflow (see `messages`).
+    send_calls: messages::SendCalls,
     schema: String,
     target: Arc<str>,
     reconnect_timeout: Duration,
@@ -243,6 +245,7 @@ impl Engine {
                 holds,
                 events,
                 sql,
+                send_calls: messages::SendCalls::default(),
                 schema: options.schema.clone(),
                 target,
                 reconnect_timeout: options.reconnect_timeout,
