@@ -228,13 +228,13 @@ impl Engine {
         self.check_open()?;
         let schema = self.schema();
         let sent_from = sender.map(|sender| sender.workflow_id);
-        let sent_by = match sender {
-            Some(sender) => sender.step.to_owned(),
-            None => {
+        let sent_by = sender.map_or_else(
+            || {
                 let call = self.inner.send_calls.0.fetch_add(1, Ordering::Relaxed);
                 format!("call {call} of {}", self.owner_id())
-            }
-        };
+            },
+            |sender| sender.step.to_owned(),
+        );
         let context = format!("sending a message to workflow {path:?}");
         let row = retrying!(self, &context, |client| async {
             let statement = client.prepare_cached(&self.inner.sql.messages.send).await?;

@@ -339,7 +339,7 @@ impl Engine {
         deadline: Option<Duration>,
         workflow: Option<&str>,
     ) -> Result<Started, EngineError> {
-        let reservation = match self.inner.holds.reserve(name) {
+        let reservation = match self.inner.holds.reserve(name).await {
             Ok(reservation) => reservation,
             Err(busy) => return Err(self.input_mismatch(name, input).await?.unwrap_or(busy)),
         };

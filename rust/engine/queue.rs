@@ -291,7 +291,7 @@ impl Engine {
             root_id: id,
             epoch: col(row, "lease_epoch")?,
         };
-        let Ok(reservation) = self.inner.holds.reserve(&name) else {
+        let Ok(reservation) = self.inner.holds.reserve_now(&name) else {
             self.release(workflow).await;
             return Ok(None);
         };
