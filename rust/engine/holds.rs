@@ -67,10 +67,7 @@ impl Holds {
 
     /// The reservation (or `HeldHere`), or, while a start of `name` is in
     /// flight, a future that resolves when it ends.
-    fn try_reserve(
-        self: &Arc<Self>,
-        name: &str,
-    ) -> Result<Result<Reservation, EngineError>, OwnedNotified> {
+    fn try_reserve(self: &Arc<Self>, name: &str) -> Result<Result<Reservation, EngineError>, OwnedNotified> {
         // Declared before the lock, so dropped after it: the last reference
         // to a hold may go here, and its drop takes the lock itself.
         let upgraded;

@@ -1420,7 +1420,10 @@ async fn a_send_made_again_by_its_sender_finds_its_message_and_another_sender_a_
     assert_eq!(rows[0].get::<_, Option<String>>(1).as_deref(), Some("send t to target"));
     assert_eq!(rows[1].get::<_, Option<i64>>(0), None);
     let token: String = rows[1].get(1);
-    assert!(token.starts_with("call ") && token.ends_with(fx.engine.owner_id()), "{token}");
+    assert!(
+        token.starts_with("call ") && token.ends_with(fx.engine.owner_id()),
+        "{token}"
+    );
     drop(target);
     fx.drop_schema().await;
 }
