@@ -38,7 +38,7 @@ async def sender(ctx: Ctx, key: str | None) -> bool:
 async def main(dsn: str, schema: str, die: bool, key: str | None) -> None:
     db = await durable.init(dsn, schema=schema)
     if die:
-        durable._messages._send = send_then_die
+        durable._messages._send = send_then_die  # type: ignore[assignment]
     print(await sender.run(db, "sender", key), flush=True)
 
 
