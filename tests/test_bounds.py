@@ -130,3 +130,14 @@ def test_the_cli_refuses_a_moment_before_the_year_1() -> None:
 
     with pytest.raises(ValueError, match="before the year 1"):
         parse_moment("99999999w", datetime.now(timezone.utc))
+
+
+@pytest.mark.parametrize(
+    ("delay", "run_at", "said"),
+    [("99999999999d", "", "longer than a duration"), ("", "9999-12-31T23:00:00-05:00", "years 1 to 9999")],
+)
+def test_the_ui_start_form_refuses_times_out_of_range(delay: str, run_at: str, said: str) -> None:
+    from durable.ui.actions import Refused, when
+
+    with pytest.raises(Refused, match=said):
+        when(delay, run_at)
