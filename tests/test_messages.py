@@ -335,3 +335,40 @@ async def test_a_wait_in_the_process_is_shown_while_it_lasts(db: durable.Db, pg:
     assert await pg.fetchval("SELECT waiting FROM task WHERE name = 'order-14'") is None
     short = await ctx.recv("quick", timeout=0.2)  # too short to be worth recording
     assert short is None
+
+
+@pytest.mark.parametrize("key", [None, "webhook-1"], ids=["step key", "own key"])
+async def test_a_send_run_again_after_a_crash_knows_its_own_message(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection, key: str | None
+) -> None:
+    await Ctx.start(db, "target")
+    keyed = [] if key is None else ["--key", key]
+    killed = await spawn("sender.py", dsn, schema, "--die", *keyed)
+    assert await killed.wait() == -signal.SIGKILL  # after the send committed, before its step was saved
+    assert await pg.fetchval("SELECT count(*) FROM task_message") == 1
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE kind = 'step' AND status = 'completed'") == 0
+    again = await spawn("sender.py", dsn, schema, *keyed)
+    assert await line(again) == "True"  # its own message, sent once
+    assert await again.wait() == 0
+    assert await pg.fetchval("SELECT count(*) FROM task_message") == 1
+    assert await pg.fetchval("SELECT output FROM task WHERE name = 'send t to target'") == "true"
+
+
+async def test_only_another_senders_use_of_a_key_makes_a_send_a_duplicate(
+    db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    await Ctx.start(db, "target")
+    assert await durable.send(db, "target", "t", "from outside", key="shared") is True
+
+    @durable.workflow(name="keyed")
+    async def keyed(ctx: Ctx, _: None) -> list[bool]:
+        return [
+            await durable.send(ctx.db, "target", "t", "first step", key="shared"),
+            await durable.send(ctx.db, "target", "t", "own", key="mine"),
+            await durable.send(ctx.db, "target", "t", "second step", key="mine"),
+        ]
+
+    assert await keyed.run(db, "k", None) == [False, True, False]
+    assert await durable.send(db, "target", "t", "outside again", key="mine") is False
+    rows = await pg.fetch("SELECT value FROM task_message ORDER BY id")
+    assert [row["value"] for row in rows] == ['"from outside"', '"own"']

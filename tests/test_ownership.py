@@ -15,7 +15,7 @@ import pytest
 import durable
 from _programs import line, spawn, tell
 from _testdb import with_database
-from _waits import writer_blocked
+from _waits import until_lock_waits, writer_blocked
 from durable import Ctx
 
 
@@ -169,6 +169,44 @@ async def test_a_handle_that_ends_unfinished_releases_its_workflow_at_once(
     assert again.attempt == 3
     await again.complete("finally")
     assert all(ctx.status == "running" for ctx in kept), "the old handles were kept to the end"
+
+
+async def test_whoever_is_told_a_workflow_is_busy_then_finds_it(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    release = asyncio.Event()
+
+    @durable.workflow(name="same")
+    async def same(ctx: Ctx, x: int) -> int:
+        await release.wait()
+        return x
+
+    async def caller() -> object:
+        try:
+            return await same.run(db, "same-id", 7)
+        except durable.WorkflowBusy:
+            return (await durable.get(db, "same-id")).status  # WorkflowNotFound would fail the test
+
+    # The first start's statement waits on a row of that name that another
+    # session inserted and has not committed: the start is in flight while
+    # the four others are made.
+    locker = await asyncpg.connect(dsn, server_settings={"search_path": schema})
+    try:
+        async with locker.transaction():
+            await locker.execute(
+                """INSERT INTO task (id, root_id, kind, name, status)
+                   SELECT n, n, 'workflow', 'same-id', 'running' FROM nextval('task_id_seq') AS n"""
+            )
+            callers = [asyncio.ensure_future(caller()) for _ in range(5)]
+            await until_lock_waits(locker, 1)
+            await locker.execute("ROLLBACK")
+    finally:
+        await locker.close()
+    while sum(task.done() for task in callers) < 4:
+        await asyncio.wait([t for t in callers if not t.done()], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    release.set()
+    assert sorted(map(str, await asyncio.gather(*callers))) == ["7", "running", "running", "running", "running"]
+    assert await durable.result(db, "same-id", timeout=10) == 7
 
 
 async def test_wait_waits_for_a_handle_of_this_process(db: durable.Db) -> None:

@@ -444,3 +444,90 @@ async def test_killed_after_the_commit_both_land_and_fn_is_not_rerun(
     assert [await line(second) for _ in range(2)] == ["committed 1", "done"], "fn did not run again"
     assert await second.wait() == 0
     assert await count(pg) == 1, "exactly one row"
+
+
+# -- the pool: transactions never starve the engine ------------------------------------------------
+
+
+async def test_transactions_whose_fn_calls_durable_never_starve_the_engine(
+    dsn: str, schema: str, pg: asyncpg.Connection, shipments: str
+) -> None:
+    small = await durable.init(dsn, schema=schema, max_connections=3, reconnect_timeout=5)
+    try:
+        await Ctx.start(small, "target")
+
+        async def one(n: int) -> int:
+            ctx = await Ctx.start(small, f"order-{n}")
+
+            async def record(tx: Transaction) -> int:
+                await tx.execute(f"INSERT INTO {shipments} (order_id) VALUES ($1)", n)
+                assert (await durable.get(small, f"order-{n}")).status == "running"
+                assert await durable.send(small, "target", "shipped", n)
+                return n
+
+            return await ctx.transaction("record", record)
+
+        assert sorted(await asyncio.gather(*(one(n) for n in range(4)))) == [0, 1, 2, 3]
+        assert await count(pg) == 4
+    finally:
+        await small.close()
+
+
+async def test_a_transaction_waiting_for_its_share_of_the_pool_says_so(dsn: str, schema: str, db: durable.Db) -> None:
+    small = await durable.init(dsn, schema=schema, max_connections=3, reconnect_timeout=1)
+    try:
+        first, second = await Ctx.start(small, "first"), await Ctx.start(small, "second")
+        holding, done = asyncio.Event(), asyncio.Event()
+
+        async def hold(tx: Transaction) -> None:
+            holding.set()
+            await done.wait()
+
+        held = asyncio.ensure_future(first.transaction("hold", hold))
+        await holding.wait()
+        with pytest.raises(durable.DatabaseError) as caught:
+            await second.transaction("wait", lambda tx: tx.execute("SELECT 1"))
+        message = str(caught.value)
+        assert "transaction step 'wait'" in message or 'transaction step "wait"' in message
+        assert "max_connections=3" in message and "1 of durable's 3 connections" in message, message
+        done.set()
+        await held
+        # Its share free again, the next transaction goes through.
+        assert await second.transaction("wait#2", lambda tx: tx.execute("SELECT 1")) == 1
+    finally:
+        await small.close()
+
+
+async def test_a_pool_too_small_for_transactions_is_a_config_error(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    tiny = await durable.init(dsn, schema=schema, max_connections=2)
+    try:
+        ctx = await Ctx.start(tiny, "order")
+        with pytest.raises(durable.ConfigError, match="max_connections=3"):
+            await ctx.transaction("record", lambda tx: tx.execute("SELECT 1"))
+        assert await step_row(pg, "record") is None, "nothing written"
+    finally:
+        await tiny.close()
+
+
+async def test_a_pool_in_use_past_the_reconnect_timeout_is_named_with_its_holders(
+    dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    small = await durable.init(dsn, schema=schema, max_connections=3, reconnect_timeout=1)
+    try:
+        ctx = await Ctx.start(small, "locked")
+        await ctx.step("s", lambda: 1)  # the checkpoint writer has its connection
+        async with pg.transaction():
+            await pg.execute("SELECT 1 FROM task WHERE name = 'locked' FOR UPDATE")
+            # Each cancel holds a connection while it waits for the lock; the
+            # two free connections taken, the other four wait for one.
+            outcomes = await asyncio.gather(*(durable.cancel(small, "locked") for _ in range(6)), return_exceptions=True)
+        messages = [str(o) for o in outcomes if isinstance(o, durable.DatabaseError)]
+        assert len(messages) == 6
+        exhausted = [m for m in messages if "durable's pool" in m]
+        assert len(exhausted) >= 2, messages  # at most two got a connection freed by a timed-out cancel
+        assert "3 connections (max_connections=3)" in exhausted[0], exhausted[0]
+        assert "checkpoint writer" in exhausted[0] and "transaction steps" in exhausted[0], exhausted[0]
+    finally:
+        await small.close()

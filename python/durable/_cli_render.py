@@ -24,16 +24,24 @@ def parse_duration(text: str) -> timedelta:
     """``30d``, ``12h``, ``15m``, ``90s``, ``1w``, or several (``1h30m``)."""
     if not _DURATION.fullmatch(text.strip()):
         raise ValueError(f"{text!r} is not a duration: use a number and a unit (s, m, h, d, w), like 30d or 1h30m")
-    return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text)))
+    try:
+        return timedelta(seconds=sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text)))
+    except OverflowError:
+        raise ValueError(f"{text!r} is longer than a duration can be (about 2.7 million years)") from None
 
 
 def parse_moment(text: str, now: datetime) -> datetime:
     """A duration back from ``now`` (``2h``: two hours ago), or an ISO
     datetime (UTC when it names no offset)."""
     try:
-        return now - parse_duration(text)
+        back = parse_duration(text)
     except ValueError:
         pass
+    else:
+        try:
+            return now - back
+        except OverflowError:
+            raise ValueError(f"{text!r} ago is before the year 1") from None
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:

@@ -3,9 +3,10 @@
 from collections.abc import Awaitable
 from typing import Any, final
 
-__all__ = ["SCHEMA_VERSION", "Engine", "Statement", "Transaction", "Waker", "Workflow"]
+__all__ = ["MAX_NAME_BYTES", "SCHEMA_VERSION", "Engine", "Statement", "Transaction", "Waker", "Workflow"]
 
 SCHEMA_VERSION: int
+MAX_NAME_BYTES: int
 
 @final
 class Waker:
@@ -144,7 +145,9 @@ class Engine:
     def db_now(self) -> Awaitable[int]: ...
     def wake(self, root_id: int) -> Awaitable[bool]: ...
     def cancel(self, name: str) -> Awaitable[bool]: ...
-    def send(self, path: str, topic: str, value: Any, key: str | None = None) -> Awaitable[str]: ...
+    def send(
+        self, path: str, topic: str, value: Any, key: str | None = None, sender: tuple[int, str] | None = None
+    ) -> Awaitable[str]: ...
     def fork(
         self, name: str, new_name: str, from_step: str | None, input: Any, replace_input: bool
     ) -> Awaitable[tuple[str, str | None, int]]: ...

@@ -15,7 +15,9 @@ from typing import Any, TypeVar, overload
 from . import _core, _otel
 from ._db import Db, resolve
 from ._json import J, Json
-from ._options import Seconds, seconds
+from ._names import check as check_name
+from ._names import derived
+from ._options import Seconds, moment, seconds
 from ._retry import Backoff
 from ._schedules import from_micros, to_micros
 from ._transaction import Transaction, run_transaction
@@ -370,6 +372,7 @@ class Ctx:
         """
         if not isinstance(topic, str):
             raise ConfigError(f"recv's topic must be a str, not {topic!r}")
+        check_name("topic", topic)
         wait = _MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=_MAX_WAIT, zero_ok=True)
         self._refuse_in_step(f"ctx.recv({topic!r})")
         name = self.auto_name(topic)
@@ -396,7 +399,7 @@ class Ctx:
             async def deadline() -> int:
                 return await engine.db_now() + round(wait * 1e6)
 
-            until = await self.step(f"{name} until", deadline)
+            until = await self.step(derived(f"{name} until"), deadline)
         detail = f"waiting for a message on {topic!r} (step {name!r})"
         if until is not None:
             detail += f" until {_moment(from_micros(until))}"
@@ -423,6 +426,7 @@ class Ctx:
         again, so an event is never rolled back to an earlier value."""
         if not isinstance(key, str):
             raise ConfigError(f"set_event's key must be a str, not {key!r}")
+        check_name("event key", key)
         self._refuse_in_step(f"ctx.set_event({key!r})")
         name = self.auto_name(f"event {key}")
         verdict, _, number = self._wf.begin_step(name)
@@ -534,9 +538,7 @@ class Ctx:
             raise ConfigError(f"ctx.sleep({name!r}): give a duration or until=, not both or neither")
         engine = self._db._engine
         if until is not None:
-            if not isinstance(until, datetime) or until.utcoffset() is None:
-                raise ConfigError(f"ctx.sleep({name!r}): until must be an aware datetime, not {until!r}")
-            fixed = to_micros(until)
+            fixed = to_micros(moment(f"ctx.sleep({name!r}) until", until))
 
             async def wake_time() -> str:
                 return from_micros(fixed).isoformat()
@@ -765,14 +767,15 @@ class Ctx:
         await self._wf.release()
 
     def auto_name(self, base: str) -> str:
-        """``base`` on first use in this run, then ``base#2``, ``base#3``...
+        """``base`` on first use in this run, then ``base#2``, ``base#3``...,
+        shortened (see ``_names.derived``) when longer than a name may be.
 
         Deterministic as long as the workflow's own code calls in the same
         order: steps called inside a step's body are plain calls and take no
         name, so a replayed step never shifts the names after it."""
         count = self._auto_names.get(base, 0) + 1
         self._auto_names[base] = count
-        return base if count == 1 else f"{base}#{count}"
+        return derived(base if count == 1 else f"{base}#{count}")
 
     async def _release_on_interrupt(self) -> None:
         """Releases the workflow while an interruption (a cancel) propagates.

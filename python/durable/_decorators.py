@@ -12,7 +12,8 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 from ._ctx import Ctx, check_step_options, current, start_root
 from ._db import Db, resolve
 from ._json import Json
-from ._options import Seconds, count, seconds
+from ._names import check as check_name
+from ._options import Seconds, count, moment, seconds
 from ._retry import Backoff
 from ._runs import Run
 from ._schedules import Schedule, parse_tick, tick_text
@@ -195,12 +196,11 @@ def _when(delay: Seconds | None, run_at: datetime | None, priority: int, key: st
     if delay is not None and run_at is not None:
         raise ConfigError("give delay or run_at, not both")
     delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DELAY, zero_ok=True)
-    if run_at is not None and (not isinstance(run_at, datetime) or run_at.utcoffset() is None):
-        raise ConfigError(f"run_at must be a timezone-aware datetime, not {run_at!r}")
+    start_at = None if run_at is None else moment("run_at", run_at)
     count("priority", priority, at_least=-(2**31), at_most=2**31 - 1)
     if key is not None and not isinstance(key, str):
         raise ConfigError(f"key must be a str, not {key!r}")
-    return delay_s, None if run_at is None else run_at.isoformat()
+    return delay_s, None if start_at is None else start_at.isoformat()
 
 
 async def _named(name: str, enqueued: Awaitable[list[Any]]) -> list[Any]:
@@ -303,7 +303,9 @@ def step(
                 f"@durable.step needs an async def function, and {f.__qualname__} is not one; "
                 "wrap sync code with ctx.step(name, fn) instead"
             )
-        base = name or f.__qualname__
+        if name is not None and not isinstance(name, str):
+            raise ConfigError(f"@durable.step(name=...) must be a str, not {name!r}")
+        base = f.__qualname__ if name is None else check_name("step", name)
         check_step_options(base, retries, backoff, retry_on, at_most_once)
 
         @functools.wraps(f)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ._db import Db, resolve
-from ._options import count
+from ._options import count, moment
 from ._schedules import from_micros, to_micros
 from .errors import ConfigError, WorkflowNotFound
 
@@ -126,11 +126,10 @@ async def list_workflows(
     """
     if status is not None and status not in STATUSES:
         raise ConfigError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-    if since is not None and (not isinstance(since, datetime) or since.utcoffset() is None):
-        raise ConfigError(f"since must be a timezone-aware datetime, not {since!r}")
+    since_us = None if since is None else to_micros(moment("since", since))
     count("limit", limit, at_least=1, at_most=100_000)
     engine = (await resolve(db))._engine
-    rows = await engine.list_runs(status, queue, name_prefix, None if since is None else to_micros(since), limit)
+    rows = await engine.list_runs(status, queue, name_prefix, since_us, limit)
     return [WorkflowInfo._from(row) for row in rows]
 
 

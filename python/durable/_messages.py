@@ -8,6 +8,7 @@ from typing import Any
 from ._ctx import current
 from ._db import Db, resolve
 from ._json import Json
+from ._names import check as check_name
 from ._options import Seconds, seconds
 from .errors import ConfigError, WorkflowNotFound
 
@@ -23,18 +24,26 @@ async def send(db: Db | str, workflow: str, topic: str, value: Json, key: str | 
     receiving yet; messages of a topic are received in the order sent, each
     exactly once. ``key`` makes the send idempotent: a second send of the
     same key to the same workflow adds nothing. ``value`` may not be None
-    (``recv`` returns None for "no message"). Returns False when the key was
-    used before. Raises ``WorkflowNotFound`` if there is no such workflow.
+    (``recv`` returns None for "no message"). Returns False when another
+    sender (another call, another step) used the key before. Raises
+    ``WorkflowNotFound`` if there is no such workflow.
 
     Called inside a running workflow, the send is a step of it (named
     ``send <topic> to <workflow>``, ``#2``... in call order), keyed by that
     step unless ``key`` is given: a resumed workflow does not send twice.
+    A step run again after a crash that came between its send and the save
+    of its result finds its own message and returns True.
     """
     for what, text in (("workflow", workflow), ("topic", topic)):
         if not isinstance(text, str):
             raise ConfigError(f"send's {what} must be a str, not {text!r}")
     if key is not None and not isinstance(key, str):
         raise ConfigError(f"send's key must be a str, not {key!r}")
+    for name in workflow.split("/"):
+        check_name("workflow", name)
+    check_name("topic", topic)
+    if key is not None:
+        check_name("message key", key)
     if value is None:
         raise ConfigError(
             f"cannot send None on topic {topic!r}: recv returns None when no message came, so None is not a message"
@@ -42,15 +51,19 @@ async def send(db: Db | str, workflow: str, topic: str, value: Json, key: str | 
     resolved = await resolve(db)
     ctx = current.get()
     if ctx is None:
-        return await _send(resolved, workflow, topic, value, key)
+        return await _send(resolved, workflow, topic, value, key, None)
     name = ctx.auto_name(f"send {topic} to {workflow}")
     step_key = key if key is not None else _step_key(ctx.id, name)
-    sent: bool = await ctx.step(name, lambda: _send(resolved, workflow, topic, value, step_key))
+    sender = (ctx.id, name)
+    sent: bool = await ctx.step(name, lambda: _send(resolved, workflow, topic, value, step_key, sender))
     return sent
 
 
-async def _send(db: Db, workflow: str, topic: str, value: Json, key: str | None) -> bool:
-    outcome = await db._engine.send(workflow, topic, value, key)
+async def _send(
+    db: Db, workflow: str, topic: str, value: Json, key: str | None, sender: tuple[int, str] | None
+) -> bool:
+    """The send itself; ``sender`` (the workflow's id and step) when a step sends."""
+    outcome = await db._engine.send(workflow, topic, value, key, sender)
     if outcome == "no workflow":
         raise WorkflowNotFound(f"there is no workflow named {workflow!r} to send a message to")
     return outcome == "sent"

@@ -6,6 +6,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from ._options import shown
 from .errors import ConfigError
 
 #: Longest wait between two attempts (a day), and the largest growth factor.
@@ -27,13 +28,13 @@ class Backoff:
 
     def __post_init__(self) -> None:
         numbers = (self.initial, self.factor, self.max, self.jitter)
-        if not all(isinstance(n, (int, float)) and not isinstance(n, bool) and math.isfinite(n) for n in numbers):
-            raise ConfigError(f"invalid {self!r}: every field must be a finite number")
+        if not all(_finite(n) for n in numbers):
+            raise ConfigError(f"invalid Backoff{_fields(numbers)}: every field must be a finite number")
         if not (
             0 <= self.initial <= self.max <= MAX_DELAY and 1 <= self.factor <= MAX_FACTOR and 0 <= self.jitter <= 1
         ):
             raise ConfigError(
-                f"invalid {self!r}: need 0 <= initial <= max <= {MAX_DELAY:g} (seconds), "
+                f"invalid Backoff{_fields(numbers)}: need 0 <= initial <= max <= {MAX_DELAY:g} (seconds), "
                 f"1 <= factor <= {MAX_FACTOR:g} and 0 <= jitter <= 1"
             )
 
@@ -46,3 +47,20 @@ class Backoff:
         else:
             base = self.initial * self.factor ** (retry - 1)
         return max(0.0, base * (1 + random.uniform(-self.jitter, self.jitter)))
+
+
+def _finite(value: object) -> bool:
+    """True for an int or float that is a finite float (an int too large for
+    a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _fields(numbers: tuple[object, ...]) -> str:
+    """The fields of a Backoff for a message, huge ints shown by their size."""
+    names = ("initial", "factor", "max", "jitter")
+    return "(" + ", ".join(f"{name}={shown(value)}" for name, value in zip(names, numbers)) + ")"

@@ -14,7 +14,7 @@ use super::runtime::awaitable;
 use super::workflow::PyWorkflow;
 use crate::engine::{
     BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
-    QueueLimits, Recovered, RunFilter, RunInfo, Sent, Ticks, WorkflowTree, limits, validate_name,
+    QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -747,9 +747,10 @@ impl PyEngine {
     }
 
     /// Sends `value` on `topic` to the workflow at `path`; an awaitable of
-    /// `"sent"`, `"duplicate"` (a message of that `key` was sent before) or
-    /// `"no workflow"`.
-    #[pyo3(signature = (path, topic, value, key = None))]
+    /// `"sent"`, `"duplicate"` (another sender sent a message of that `key`
+    /// before) or `"no workflow"`. `sender`: the sending workflow's id and
+    /// step, for a send made by a step.
+    #[pyo3(signature = (path, topic, value, key = None, sender = None))]
     fn send<'py>(
         &self,
         py: Python<'py>,
@@ -757,12 +758,17 @@ impl PyEngine {
         topic: String,
         value: &Bound<'py, PyAny>,
         key: Option<String>,
+        sender: Option<(i64, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let value = json::encode(value, &format!("message on {topic:?}"), self.max_value_bytes)?;
         awaitable(py, async move {
+            let sender = sender.as_ref().map(|(workflow_id, step)| Sender {
+                workflow_id: *workflow_id,
+                step,
+            });
             let sent = engine
-                .send(&path, &topic, &value, key.as_deref())
+                .send(&path, &topic, &value, key.as_deref(), sender)
                 .await
                 .map_err(to_py)?;
             Ok(match sent {

@@ -33,6 +33,7 @@ mod core {
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
         fork::install(m)?;
         runtime::init(m.py())?;
-        m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)
+        m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)?;
+        m.add("MAX_NAME_BYTES", crate::engine::MAX_NAME_BYTES)
     }
 }

@@ -6,6 +6,11 @@
 //! of its tree lives. A second start of it in this engine is `WorkflowBusy`,
 //! as it is from another process.
 //!
+//! A start that finds the name being started here waits for that start to
+//! end before it decides: busy if the name is held then (its row is
+//! committed, so whoever is told it is busy finds it), or it reserves the
+//! name itself (that start failed, or found the workflow completed).
+//!
 //! A hold ends when its root finishes, when the tree is released (its run
 //! ended without finishing, or every handle of it is gone), or when a write
 //! learns the lease is lost or the workflow cancelled. From then on every
@@ -15,6 +20,9 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use tokio::sync::Notify;
+use tokio::sync::futures::OwnedNotified;
 
 use super::Engine;
 use super::error::EngineError;
@@ -30,8 +38,8 @@ pub(crate) struct Holds {
 }
 
 enum Slot {
-    /// A start statement for this name is in flight.
-    Starting,
+    /// A start statement for this name is in flight; notified when it ends.
+    Starting(Arc<Notify>),
     Held(Weak<State>),
 }
 
@@ -41,14 +49,37 @@ impl Holds {
     }
 
     /// Reserves the root `name` for a start, or `HeldHere` (`WorkflowBusy`
-    /// in Python) when a handle of this engine holds it (or is starting it).
-    pub(crate) fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation, EngineError> {
+    /// in Python) when a handle of this engine holds it. A start of it in
+    /// flight here is waited for first (see the module's doc).
+    pub(crate) async fn reserve(self: &Arc<Self>, name: &str) -> Result<Reservation, EngineError> {
+        loop {
+            let starting = match self.try_reserve(name) {
+                Ok(reserved) => return reserved,
+                Err(starting) => starting,
+            };
+            starting.await;
+        }
+    }
+
+    /// `reserve` without waiting: `HeldHere` also while a start of `name`
+    /// is in flight here (for claims, which give the run back instead).
+    pub(crate) fn reserve_now(self: &Arc<Self>, name: &str) -> Result<Reservation, EngineError> {
+        self.try_reserve(name)
+            .unwrap_or_else(|_| Err(EngineError::HeldHere { name: name.to_owned() }))
+    }
+
+    /// The reservation (or `HeldHere`), or, while a start of `name` is in
+    /// flight, a future that resolves when it ends.
+    fn try_reserve(self: &Arc<Self>, name: &str) -> Result<Result<Reservation, EngineError>, OwnedNotified> {
         // Declared before the lock, so dropped after it: the last reference
         // to a hold may go here, and its drop takes the lock itself.
         let upgraded;
         let mut slots = self.slots();
         let taken = match slots.get(name) {
-            Some(Slot::Starting) => true,
+            // Made under the lock, so that it sees the start's end, which
+            // takes the lock to notify (`notify_waiters` reaches every
+            // future made before it, polled or not).
+            Some(Slot::Starting(done)) => return Err(Arc::clone(done).notified_owned()),
             Some(Slot::Held(state)) => {
                 upgraded = state.upgrade();
                 upgraded.as_ref().is_some_and(|state| state.end().is_none())
@@ -56,13 +87,13 @@ impl Holds {
             None => false,
         };
         if taken {
-            return Err(EngineError::HeldHere { name: name.to_owned() });
+            return Ok(Err(EngineError::HeldHere { name: name.to_owned() }));
         }
-        slots.insert(name.to_owned(), Slot::Starting);
-        Ok(Reservation {
+        slots.insert(name.to_owned(), Slot::Starting(Arc::new(Notify::new())));
+        Ok(Ok(Reservation {
             holds: Arc::clone(self),
             name: Some(name.to_owned()),
-        })
+        }))
     }
 
     /// Ends every hold of the root `root_id` with `Cancelled` (a cancel
@@ -92,7 +123,7 @@ impl Holds {
     /// True when no root is held or being started.
     pub(crate) fn is_empty(&self) -> bool {
         let live = self.live();
-        let starting = self.slots().values().any(|slot| matches!(slot, Slot::Starting));
+        let starting = self.slots().values().any(|slot| matches!(slot, Slot::Starting(_)));
         !starting && live.iter().all(|state| state.end().is_some())
     }
 
@@ -116,7 +147,7 @@ impl Holds {
             .values()
             .filter_map(|slot| match slot {
                 Slot::Held(state) => state.upgrade().map(Hold),
-                Slot::Starting => None,
+                Slot::Starting(_) => None,
             })
             .collect();
         for hold in held {
@@ -137,7 +168,7 @@ impl Holds {
             .values()
             .filter_map(|slot| match slot {
                 Slot::Held(state) => state.upgrade(),
-                Slot::Starting => None,
+                Slot::Starting(_) => None,
             })
             .collect()
     }
@@ -169,7 +200,10 @@ impl Reservation {
             cancel_acknowledged: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         });
-        self.holds.slots().insert(name, Slot::Held(Arc::downgrade(&state)));
+        let replaced = self.holds.slots().insert(name, Slot::Held(Arc::downgrade(&state)));
+        if let Some(Slot::Starting(done)) = replaced {
+            done.notify_waiters();
+        }
         Hold(state)
     }
 }
@@ -178,8 +212,10 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
             let mut slots = self.holds.slots();
-            if matches!(slots.get(&name), Some(Slot::Starting)) {
-                slots.remove(&name);
+            if matches!(slots.get(&name), Some(Slot::Starting(_))) {
+                if let Some(Slot::Starting(done)) = slots.remove(&name) {
+                    done.notify_waiters();
+                }
             }
         }
     }

@@ -9,10 +9,17 @@
 //! that saves its `set_event` step, so a replay (which finds the step) never
 //! writes an older value again.
 //!
+//! A message records who sent it (`sent_from`, `sent_by`): a send made again
+//! by the same sender (a step run again after a crash between the send's
+//! commit and its own, a statement sent again after a lost connection)
+//! finds its own message and reports it sent; only another sender's use of
+//! a key makes a send a duplicate.
+//!
 //! Waiters are woken by notifications (`<schema> message <id>`, `<schema>
 //! event <id>`, see `events`) and look again at least every second anyway,
 //! as a notification sent while the session reconnected is lost.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
@@ -31,6 +38,7 @@ const POLL: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct MessageStatements {
     pub send: String,
+    pub own_message: String,
     pub take: String,
     pub set_event: String,
     pub get_event: String,
@@ -42,15 +50,15 @@ const TARGET: &str = ", target AS (
 )";
 
 /// Sends `$3` on topic `$2` to the workflow at path `$1`, once per key `$4`
-/// when given, and wakes it (`$5` the schema): its waiters in their process
+/// when given, recording its sender (`$6`, `$7`: see `Sender`), and wakes it (`$5` the schema): its waiters in their process
 /// by a notification; its root, if suspended, by making it due now (as
 /// `waits::WAKE` does), or if running, by refusing its next suspension
 /// (a receiver may have looked just before the message came). `found`:
 /// whether the workflow exists; `sent`: whether a message was added.
 const SEND: &str = "
 , sent AS (
-    INSERT INTO {s}.task_message (task_id, topic, key, value)
-    SELECT id, $2, $4, $3 FROM target
+    INSERT INTO {s}.task_message (task_id, topic, key, value, sent_from, sent_by)
+    SELECT id, $2, $4, $3, $6, $7 FROM target
     ON CONFLICT (task_id, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING task_id
 ), root AS (
@@ -71,6 +79,17 @@ SELECT EXISTS (SELECT 1 FROM target) AS found, EXISTS (SELECT 1 FROM sent) AS se
        (SELECT left(pg_notify('durable', $5::text || ' queued ' || coalesce(queue, ''))::text, 0) FROM suspended)
            AS woken,
        (SELECT count(*) FROM running) AS pending";
+
+/// Whether the message of key `$2` to the workflow at path `$1` was sent by
+/// `$3`, `$4` (see `Sender`). A statement of its own, after `SEND` found the
+/// key taken: `SEND`'s insert waited for the transaction that took it, so
+/// this statement's snapshot sees that message even when it committed after
+/// `SEND`'s began.
+const OWN_MESSAGE: &str = "
+SELECT EXISTS (
+    SELECT 1 FROM {s}.task_message AS m JOIN target ON m.task_id = target.id
+    WHERE m.key = $2 AND m.sent_from IS NOT DISTINCT FROM $3 AND m.sent_by = $4
+) AS own";
 
 /// The running workflow `$1` held by owner `$3` under epoch `$2`, share-locked
 /// (as the writer's fence) for the statement.
@@ -144,6 +163,7 @@ impl MessageStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         MessageStatements {
             send: fill(&format!("{PATH}{TARGET}{SEND}")),
+            own_message: fill(&format!("{PATH}{TARGET}{OWN_MESSAGE}")),
             take: fill(&take_sql()),
             set_event: fill(&set_event_sql()),
             get_event: fill(&format!("{PATH}{TARGET}{GET_EVENT}")),
@@ -151,12 +171,26 @@ impl MessageStatements {
     }
 }
 
+/// Who sends a message: the step `step` of the workflow `workflow_id`. A
+/// send from outside any workflow has no `Sender`; the engine tells its
+/// calls apart by a token of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct Sender<'a> {
+    pub workflow_id: i64,
+    pub step: &'a str,
+}
+
+/// Numbers the sends made from outside any workflow, for their tokens.
+#[derive(Debug, Default)]
+pub(crate) struct SendCalls(AtomicU64);
+
 /// What `send` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
     /// The message was added.
     Sent,
-    /// A message with that key was sent to the workflow before: nothing added.
+    /// Another sender sent a message with that key to the workflow before:
+    /// nothing added.
     Duplicate,
     /// There is no workflow at that path.
     NoWorkflow,
@@ -174,14 +208,17 @@ pub enum EventRead {
 
 impl Engine {
     /// Sends `value` on `topic` to the workflow at `path` (a root's name, or
-    /// `root/child`). With a `key`, only the first send of that key to that
-    /// workflow adds a message.
+    /// `root/child`), from `sender` (`None`: from outside any workflow).
+    /// With a `key`, only the first send of that key to that workflow adds a
+    /// message; the same sender sending it again gets `Sent` (its message
+    /// is there), another sender `Duplicate`.
     pub async fn send(
         &self,
         path: &str,
         topic: &str,
         value: &JsonText,
         key: Option<&str>,
+        sender: Option<Sender<'_>>,
     ) -> Result<Sent, EngineError> {
         let names = path_names(path)?;
         validate_name("topic", topic)?;
@@ -190,19 +227,37 @@ impl Engine {
         }
         self.check_open()?;
         let schema = self.schema();
-        let row = retrying!(
-            self,
-            &format!("sending a message to workflow {path:?}"),
-            |client| async {
-                let statement = client.prepare_cached(&self.inner.sql.messages.send).await?;
-                client
-                    .query_one(&statement, &[&names, &topic, value, &key, &schema])
-                    .await
-            }
-        )?;
-        Ok(if !col::<bool>(&row, "found")? {
-            Sent::NoWorkflow
-        } else if col::<bool>(&row, "sent")? {
+        let sent_from = sender.map(|sender| sender.workflow_id);
+        let sent_by = sender.map_or_else(
+            || {
+                let call = self.inner.send_calls.0.fetch_add(1, Ordering::Relaxed);
+                format!("call {call} of {}", self.owner_id())
+            },
+            |sender| sender.step.to_owned(),
+        );
+        let context = format!("sending a message to workflow {path:?}");
+        let row = retrying!(self, &context, |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.messages.send).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[&names, &topic, value, &key, &schema, &sent_from, &sent_by],
+                )
+                .await
+        })?;
+        if !col::<bool>(&row, "found")? {
+            return Ok(Sent::NoWorkflow);
+        }
+        if col::<bool>(&row, "sent")? {
+            return Ok(Sent::Sent);
+        }
+        let own = retrying!(self, &context, |client| async {
+            let statement = client.prepare_cached(&self.inner.sql.messages.own_message).await?;
+            client
+                .query_one(&statement, &[&names, &key, &sent_from, &sent_by])
+                .await
+        })?;
+        Ok(if col::<bool>(&own, "own")? {
             Sent::Sent
         } else {
             Sent::Duplicate

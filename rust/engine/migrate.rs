@@ -73,6 +73,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0015_schedule_specs_and_enqueue_checks.sql",
         include_str!("../../migrations/0015_schedule_specs_and_enqueue_checks.sql"),
     ),
+    (
+        16,
+        "0016_message_senders.sql",
+        include_str!("../../migrations/0016_message_senders.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

@@ -7,7 +7,8 @@
 /// server is unreachable. Everything, waiting for a connection and for
 /// answers included, ends within the engine's reconnect timeout: a
 /// connection whose answer does not come in time is dropped from the pool
-/// (it may be stuck) and the call fails.
+/// (it may be stuck) and the call fails; a pool whose every connection
+/// stayed in use is named, with who held it (`pool::Connections::get`).
 macro_rules! retrying {
     ($engine:expr, $context:expr, |$client:ident| $body:expr) => {{
         let inner: &$crate::engine::Inner = &$engine.inner;
@@ -16,12 +17,12 @@ macro_rules! retrying {
         let mut backoff = $crate::engine::retry::Backoff::until(give_up);
         let no_answer = || $crate::engine::pool::no_answer(&inner.target, &context, inner.reconnect_timeout);
         loop {
-            let checkout = $crate::engine::pool::checkout(&inner.pool, &inner.target);
-            let err = match tokio::time::timeout_at(give_up.into(), checkout).await {
-                Err(_) => break Err(no_answer()),
-                Ok(Err($crate::engine::EngineError::Closed)) => break Err($crate::engine::EngineError::Closed),
-                Ok(Err(err)) => err,
-                Ok(Ok(checked_out)) => {
+            let checkout = inner.connections.get(&context, give_up, inner.reconnect_timeout);
+            // Past `give_up`, the backoff below gives up with the error.
+            let err = match checkout.await {
+                Err($crate::engine::EngineError::Closed) => break Err($crate::engine::EngineError::Closed),
+                Err(err) => err,
+                Ok(checked_out) => {
                     inner.calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     // Mutable for bodies that open a transaction.
                     #[allow(unused_mut)]
@@ -83,7 +84,7 @@ mod writer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use tokio::runtime::Handle;
 
 pub use browse::{AttemptInfo, BrowsedTree, MessageInfo};
@@ -101,7 +102,7 @@ pub use fork_run::Forked;
 pub use holds::Hold;
 pub use info::{RunFilter, RunInfo};
 pub use jsonb::JsonText;
-pub use messages::{EventRead, Sent};
+pub use messages::{EventRead, Sender, Sent};
 pub use migrate::LATEST_VERSION;
 pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits};
 pub use recovery::Recovered;
@@ -136,13 +137,16 @@ pub struct Engine {
 }
 
 struct Inner {
-    pool: Pool,
+    /// The pool, and the share of it transaction steps may hold.
+    connections: pool::Connections,
     writer: Writer,
     starter: Starter,
     owner: Owner,
     holds: Arc<Holds>,
     events: Arc<Events>,
     sql: Arc<Statements>,
+    /// Numbers the sends made from outside any workflow (see `messages`).
+    send_calls: messages::SendCalls,
     schema: String,
     target: Arc<str>,
     reconnect_timeout: Duration,
@@ -230,8 +234,9 @@ impl Engine {
             events: Arc::clone(&events),
         })
         .await?;
+        let connections = pool::Connections::new(pool.clone(), Arc::clone(&target));
         let starter = Starter::spawn(starter::Setup {
-            pool: pool.clone(),
+            connections: connections.clone(),
             sql: Arc::clone(&sql),
             target: Arc::clone(&target),
             owner: owner.id.clone(),
@@ -248,13 +253,14 @@ impl Engine {
         });
         Ok(Engine {
             inner: Arc::new(Inner {
-                pool,
+                connections,
                 writer,
                 starter,
                 owner,
                 holds,
                 events,
                 sql,
+                send_calls: messages::SendCalls::default(),
                 schema: options.schema.clone(),
                 target,
                 reconnect_timeout: options.reconnect_timeout,
@@ -352,7 +358,7 @@ impl Engine {
         deadline: Option<Duration>,
         workflow: Option<&str>,
     ) -> Result<Started, EngineError> {
-        let reservation = match self.inner.holds.reserve(name) {
+        let reservation = match self.inner.holds.reserve(name).await {
             Ok(reservation) => reservation,
             Err(busy) => return Err(self.input_mismatch(name, input).await?.unwrap_or(busy)),
         };
@@ -602,17 +608,17 @@ impl Engine {
             self.inner.holds.release_all().await;
         }
         self.inner.owner.stop();
-        if !self.inner.pool.is_closed() {
+        if !self.inner.connections.is_closed() {
             let owner = self.owner_id();
             let _ = retrying!(self, "releasing leases", |client| async {
                 client.execute(&self.inner.sql.owner_release, &[&owner]).await
             });
         }
-        self.inner.pool.close();
+        self.inner.connections.close();
     }
 
     fn check_open(&self) -> Result<(), EngineError> {
-        if self.inner.pool.is_closed() {
+        if self.inner.connections.is_closed() {
             Err(EngineError::Closed)
         } else {
             Ok(())

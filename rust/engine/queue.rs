@@ -335,7 +335,7 @@ impl Engine {
         let deadline = col::<Option<f64>>(row, "deadline_in")
             .map_err(unreadable)?
             .map(|seconds| std::time::Instant::now() + Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO));
-        let Ok(reservation) = self.inner.holds.reserve(&name) else {
+        let Ok(reservation) = self.inner.holds.reserve_now(&name) else {
             self.release(workflow).await;
             return Ok(None);
         };

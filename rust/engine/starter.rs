@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{Object, Pool};
+use deadpool_postgres::Object;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::{mpsc, oneshot};
@@ -40,7 +40,7 @@ use tokio_postgres::types::ToSql;
 
 use super::error::EngineError;
 use super::jsonb::JsonText;
-use super::pool::{checkout, no_answer};
+use super::pool::{Connections, no_answer};
 use super::retry::{Backoff, is_transient};
 use super::sql::Statements;
 use super::workflow::col;
@@ -58,7 +58,7 @@ const MAX_IN_FLIGHT: usize = 4;
 
 /// What the task needs besides its queue.
 pub(crate) struct Setup {
-    pub pool: Pool,
+    pub connections: Connections,
     pub sql: Arc<Statements>,
     pub target: Arc<str>,
     pub owner: String,
@@ -253,7 +253,8 @@ fn answer(batch: Vec<Request>, rows: Vec<Row>) {
 
 /// Why a batch failed, to be told to each of its callers.
 enum Failure {
-    /// The same for every start: the engine closed, no connection to be had.
+    /// The same for every start: the engine closed, no connection to be had
+    /// (worded for the batch).
     Engine(EngineError),
     /// No answer within the reconnect timeout.
     NoAnswer,
@@ -298,11 +299,15 @@ async fn send(setup: &Setup, batch: &[Request]) -> Result<Vec<Row>, Failure> {
     let give_up = Instant::now() + setup.reconnect_timeout;
     let mut backoff = Backoff::until(give_up);
     loop {
-        let failure = match tokio::time::timeout_at(give_up.into(), checkout(&setup.pool, &setup.target)).await {
-            Err(_) => return Err(Failure::NoAnswer),
-            Ok(Err(EngineError::Closed)) => return Err(Failure::Engine(EngineError::Closed)),
-            Ok(Err(err)) => Failure::Engine(err),
-            Ok(Ok(client)) => {
+        let context = match names.as_slice() {
+            [name] => format!("starting workflow {name:?}"),
+            _ => format!("starting {} workflows", names.len()),
+        };
+        // Past `give_up`, the backoff below gives up with the error.
+        let failure = match setup.connections.get(&context, give_up, setup.reconnect_timeout).await {
+            Err(EngineError::Closed) => return Err(Failure::Engine(EngineError::Closed)),
+            Err(err) => Failure::Engine(err),
+            Ok(client) => {
                 let answered = tokio::time::timeout_at(give_up.into(), async {
                     let statement = client.prepare_cached(text).await?;
                     client.query(&statement, params).await
@@ -310,10 +315,6 @@ async fn send(setup: &Setup, batch: &[Request]) -> Result<Vec<Row>, Failure> {
                 match answered.await {
                     Ok(Ok(rows)) => return Ok(rows),
                     Ok(Err(err)) if is_transient(&err) => {
-                        let context = match names.as_slice() {
-                            [name] => format!("starting workflow {name:?}"),
-                            _ => format!("starting {} workflows", names.len()),
-                        };
                         log::warn!(
                             "{}; retrying for up to {} s",
                             EngineError::database(&context, &err),

@@ -26,7 +26,7 @@ use tokio_postgres::error::{DbError, Severity};
 use tokio_postgres::types::ToSql;
 
 use super::jsonb::JsonText;
-use super::pool::{checkout, no_answer};
+use super::pool::{TransactionPermit, no_answer};
 use super::sql_values::{Param, Rows, cell};
 use super::workflow::{Status, WorkflowId, refusal, vanished};
 use super::{Engine, EngineError};
@@ -56,6 +56,9 @@ pub struct Transaction {
     engine: Engine,
     /// `None` once committed or rolled back.
     conn: Option<Object>,
+    /// Its place in the share of the pool transaction steps may hold (see
+    /// `pool`); given back with the transaction.
+    _permit: TransactionPermit,
     workflow: WorkflowId,
     name: String,
     attempt: i32,
@@ -65,8 +68,10 @@ pub struct Transaction {
 
 impl Engine {
     /// Starts transaction step `name` (attempt `attempt`) of `workflow`: a
-    /// pooled connection, the step's `running` marker (fenced, so a lost
-    /// lease is found before the user's function runs), and `BEGIN`.
+    /// pooled connection within the share transaction steps may hold (an
+    /// `InvalidOption` when the pool leaves none), the step's `running`
+    /// marker (fenced, so a lost lease is found before the user's function
+    /// runs), and `BEGIN`.
     pub async fn begin_transaction(
         &self,
         workflow: WorkflowId,
@@ -76,12 +81,19 @@ impl Engine {
         self.check_open()?;
         let inner = &self.inner;
         let context = format!("starting transaction step {name:?}");
-        let conn = tokio::time::timeout(inner.reconnect_timeout, checkout(&inner.pool, &inner.target))
-            .await
-            .map_err(|_| no_answer(&inner.target, &context, inner.reconnect_timeout))??;
+        let give_up = std::time::Instant::now() + inner.reconnect_timeout;
+        let permit = inner
+            .connections
+            .transaction_permit(&name, give_up, inner.reconnect_timeout)
+            .await?;
+        let conn = inner
+            .connections
+            .get(&context, give_up, inner.reconnect_timeout)
+            .await?;
         let mut tx = Transaction {
             engine: self.clone(),
             conn: Some(conn),
+            _permit: permit,
             workflow,
             name,
             attempt,

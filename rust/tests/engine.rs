@@ -1380,3 +1380,50 @@ async fn root_starts_queued_when_the_engine_closes_fail_with_closed() {
     assert_eq!(blocked.await.unwrap().unwrap_err(), EngineError::Closed);
     fx.drop_schema().await;
 }
+
+#[tokio::test]
+async fn a_send_made_again_by_its_sender_finds_its_message_and_another_sender_a_duplicate() {
+    use durable::engine::{Sender, Sent};
+    let fx = Fixture::new().await;
+    let target = fx.engine.start(None, "target", &json("null"), None).await.unwrap();
+    let step = Sender {
+        workflow_id: 7,
+        step: "send t to target",
+    };
+    let send = |key: &'static str, sender: Option<Sender<'static>>| {
+        let engine = fx.engine.clone();
+        async move { engine.send("target", "t", &json("1"), Some(key), sender).await.unwrap() }
+    };
+    assert_eq!(send("k", Some(step)).await, Sent::Sent);
+    assert_eq!(send("k", Some(step)).await, Sent::Sent, "its own message");
+    let other_step = Sender {
+        step: "send t to target#2",
+        ..step
+    };
+    assert_eq!(send("k", Some(other_step)).await, Sent::Duplicate);
+    assert_eq!(send("k", None).await, Sent::Duplicate);
+    assert_eq!(send("outside", None).await, Sent::Sent);
+    assert_eq!(send("outside", None).await, Sent::Duplicate, "another call");
+    let rows = fx
+        .admin
+        .query(
+            &format!(
+                "SELECT sent_from, sent_by FROM {}.task_message WHERE task_id = $1 ORDER BY id",
+                fx.schema
+            ),
+            &[&target.workflow.id],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].get::<_, Option<i64>>(0), Some(7));
+    assert_eq!(rows[0].get::<_, Option<String>>(1).as_deref(), Some("send t to target"));
+    assert_eq!(rows[1].get::<_, Option<i64>>(0), None);
+    let token: String = rows[1].get(1);
+    assert!(
+        token.starts_with("call ") && token.ends_with(fx.engine.owner_id()),
+        "{token}"
+    );
+    drop(target);
+    fx.drop_schema().await;
+}

@@ -28,6 +28,7 @@ from .._json import Json
 from .._messages import send
 from .._decorators import MAX_DELAY
 from .._options import count, seconds
+from .._options import moment as in_utc
 from .._queues import list_queues
 from .._runs import resume
 from ..errors import ConfigError, DurableError, InputMismatch, InvalidName, NotJson, ValueTooLarge, WorkflowNotFound
@@ -323,7 +324,10 @@ def when(delay: str, run_at: str) -> tuple[float, str | None]:
             raise Refused(400, f"run at {run_at!r} is not an ISO datetime (2026-11-25T10:00:00Z)") from None
         if moment.utcoffset() is None:
             moment = moment.replace(tzinfo=timezone.utc)
-        return 0.0, moment.isoformat()
+        try:
+            return 0.0, in_utc("run at", moment).isoformat()
+        except ConfigError as exc:
+            raise Refused(400, str(exc)) from None
     return 0.0, None
 
 

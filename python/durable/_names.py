@@ -1,0 +1,49 @@
+"""Names: checking the user's before anything is written, and fitting the
+ones durable derives from them into the limit.
+
+A name (of a workflow, step, topic, key...) is at most 255 bytes in UTF-8.
+durable builds step names from the user's (``<topic> until``, ``event
+<key>``, ``base#2``...), which may be longer than the user's own argument:
+those are shortened, the same way on every run, so that a replay finds
+them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ._core import MAX_NAME_BYTES
+from .errors import InvalidName
+
+#: Hex digits of the SHA-256 that end a shortened name (64 bits).
+_HASH_DIGITS = 16
+
+
+def check(what: str, name: str) -> str:
+    """``name`` if it is a valid name (not empty, at most 255 bytes, no NUL);
+    else ``InvalidName`` naming ``what`` (the user's argument: ``topic``,
+    ``event key``...)."""
+    if not name:
+        reason = "it is empty"
+    elif len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+        reason = f"it is longer than {MAX_NAME_BYTES} bytes"
+    elif "\x00" in name:
+        reason = "it contains a NUL character"
+    else:
+        return name
+    raise InvalidName(f"invalid {what} name {name[:80]!r}: {reason}")
+
+
+def derived(name: str) -> str:
+    """A name durable built, made to fit: unchanged when it fits (so names
+    saved before stay valid); else its beginning, cut at a character
+    boundary, then ``~`` and the first 16 hex digits of the SHA-256 of the
+    whole name: the same on every run, and distinct for distinct names."""
+    whole = name.encode("utf-8", "surrogatepass")
+    if len(whole) <= MAX_NAME_BYTES:
+        return name
+    keep = MAX_NAME_BYTES - 1 - _HASH_DIGITS
+    while whole[keep] & 0xC0 == 0x80:  # a continuation byte: back to the character's start
+        keep -= 1
+    digest = hashlib.sha256(whole).hexdigest()[:_HASH_DIGITS]
+    return f"{whole[:keep].decode('utf-8', 'surrogatepass')}~{digest}"
