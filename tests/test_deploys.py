@@ -125,7 +125,7 @@ async def deploy_slot(
     async def look(proc: asyncio.subprocess.Process) -> asyncpg.Record:
         assert proc.returncode is None, f"worker {proc.pid} exited with {proc.returncode}: see {log}"
         row = await watch.fetchrow(
-            """SELECT EXISTS (SELECT 1 FROM owner WHERE pid = $1 AND workflows IS NOT NULL) AS serving,
+            """SELECT EXISTS (SELECT 1 FROM owner AS o JOIN executor AS e ON e.owner_id = o.id WHERE o.pid = $1) AS serving,
                       (SELECT count(*) FROM bodies WHERE pid = $1) AS bodies,
                       (SELECT step FROM bodies WHERE pid = $1 ORDER BY id DESC LIMIT 1) AS newest""",
             proc.pid,

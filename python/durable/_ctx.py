@@ -159,6 +159,77 @@ class WorkflowSuspended(BaseException):
     pass (as ``asyncio.CancelledError``)."""
 
 
+class _Retry:
+    """What an attempt of a step returns when it failed and is retried."""
+
+
+_RETRY = _Retry()
+
+
+class _Drained:
+    """What ``Ctx._unless_stopped`` returns when a graceful stop began."""
+
+
+_DRAINED = _Drained()
+
+
+class _Tree:
+    """What the contexts of one workflow tree share in this process: how
+    many step bodies are in flight (from before a body starts until its
+    outcome is saved), and whether the tree is being suspended or was.
+
+    A suspension waits until no body is in flight, and no body starts while
+    it is under way: so every body that ran saved its result before the
+    tree left the process, and none runs again after the wake-up (a
+    suspension is not an attempt). A body that would start once the tree
+    was suspended does not: ``WorkflowSuspended`` unwinds its branch too.
+    """
+
+    __slots__ = ("_bodies", "_idle", "_suspending", "suspended")
+
+    def __init__(self) -> None:
+        self._bodies = 0
+        self._idle: asyncio.Future[None] | None = None
+        self._suspending: asyncio.Future[None] | None = None
+        #: True once the tree was suspended.
+        self.suspended = False
+
+    def body(self) -> _Tree:
+        """``async with tree.body():`` around a step's attempt."""
+        return self
+
+    async def __aenter__(self) -> None:
+        while self._suspending is not None:
+            await asyncio.shield(self._suspending)
+        if self.suspended:
+            raise WorkflowSuspended("the workflow was suspended: this step runs after its wake-up")
+        self._bodies += 1
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._bodies -= 1
+        if not self._bodies and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
+
+    async def suspend(self, suspend: Callable[[], Awaitable[bool]]) -> bool:
+        """Runs ``suspend`` (True: suspended) once no body is in flight,
+        none starting meanwhile; one suspension at a time."""
+        while self._suspending is not None:
+            await asyncio.shield(self._suspending)
+        if self.suspended:
+            raise WorkflowSuspended("the workflow was suspended by another of its waits")
+        loop = asyncio.get_running_loop()
+        self._suspending = loop.create_future()
+        try:
+            while self._bodies:
+                self._idle = loop.create_future()
+                await asyncio.shield(self._idle)
+            self.suspended = await suspend()
+            return self.suspended
+        finally:
+            self._suspending.set_result(None)
+            self._suspending = None
+
+
 #: Waits in the process at least this long (seconds) are recorded on the
 #: root while they last, so that ``durable.get`` and ``durable show`` say
 #: what a running workflow waits for; shorter ones are not worth a write.
@@ -180,6 +251,8 @@ class Ctx:
         #: children): waits longer than this many seconds suspend the tree.
         #: None: a direct run, which always waits in its process.
         self._suspend_after: float | None = None
+        #: Shared by the contexts of one tree (a child gets its parent's).
+        self._tree = _Tree()
 
     @staticmethod
     def start(
@@ -328,36 +401,53 @@ class Ctx:
         while True:
             if retried:
                 await asyncio.sleep(policy.delay(retried))
-            if at_most_once:
-                await self._wf.mark_step_durably(name, number)
-            else:
-                self._wf.mark_step(name, number)
-            with _otel.step_attempt(self.name, name, number) as report:
-                tokens = (_attempt.set(number), _in_step.set(self), current.set(None))
-                try:
-                    result = await _call(fn)
-                except Exception as exc:
-                    report.failed(exc)
-                    await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
-                    if retried >= retries or not isinstance(exc, retry_on):
-                        raise
-                    retried += 1
-                    number += 1
-                    continue
-                finally:
-                    current.reset(tokens[2])
-                    _in_step.reset(tokens[1])
-                    _attempt.reset(tokens[0])
-                try:
-                    saving = self._wf.finish_step(name, number, result)
-                except (NotJson, ValueTooLarge) as exc:
-                    # The body ran but its result cannot be saved: that is the step's failure.
-                    report.failed(exc)
-                    await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
+            async with self._tree.body():
+                if at_most_once:
+                    await self._wf.mark_step_durably(name, number)
+                else:
+                    self._wf.mark_step(name, number)
+                outcome = await self._run_attempt(name, fn, number, retries, retry_on, retried)
+            if outcome is not _RETRY:
+                return outcome
+            retried += 1
+            number += 1
+
+    async def _run_attempt(
+        self,
+        name: str,
+        fn: Callable[[], Any],
+        number: int,
+        retries: int,
+        retry_on: type[Exception] | tuple[type[Exception], ...],
+        retried: int,
+    ) -> Any:
+        """One attempt of step ``name``'s body, its marker written: its
+        result once committed, or ``_RETRY`` when it failed and is retried
+        (its failure recorded); raises when it failed for good."""
+        with _otel.step_attempt(self.name, name, number) as report:
+            tokens = (_attempt.set(number), _in_step.set(self), current.set(None))
+            try:
+                result = await _call(fn)
+            except Exception as exc:
+                report.failed(exc)
+                await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
+                if retried >= retries or not isinstance(exc, retry_on):
                     raise
-                value = await (_otel.timed_commit(saving) if _otel.active() else saving)
-                report.completed()
-                return value
+                return _RETRY
+            finally:
+                current.reset(tokens[2])
+                _in_step.reset(tokens[1])
+                _attempt.reset(tokens[0])
+            try:
+                saving = self._wf.finish_step(name, number, result)
+            except (NotJson, ValueTooLarge) as exc:
+                # The body ran but its result cannot be saved: that is the step's failure.
+                report.failed(exc)
+                await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
+                raise
+            value = await (_otel.timed_commit(saving) if _otel.active() else saving)
+            report.completed()
+            return value
 
     async def recv(self, topic: str, timeout: Seconds | None = None) -> Any:
         """Receives the oldest message sent to this workflow on ``topic``
@@ -412,7 +502,7 @@ class Ctx:
             return message is not None
 
         while True:
-            woken = await self._wait(name, until, wake, "message", detail)
+            woken = await self._wait(name, until, wake, "message", detail, topic=topic)
             if got:
                 return got[0]
             message = await self._wf.recv(name, number, topic, 0.0)
@@ -514,6 +604,7 @@ class Ctx:
             workflow = await self._wf.start_child(name, input)
             child = Ctx(self._db, workflow)
             child._suspend_after = self._suspend_after  # a child's wait suspends the whole tree
+            child._tree = self._tree
             return child
 
         return Starting(start())
@@ -564,6 +655,7 @@ class Ctx:
         detail: str,
         *,
         waiting_on: str | None = None,
+        topic: str | None = None,
         patient: bool = True,
     ) -> bool:
         """Waits until ``until`` (microseconds since the epoch on the
@@ -583,8 +675,14 @@ class Ctx:
         a ``wake`` and ``patient``, it first waits ``_suspend_after`` in the
         process. ``name``, ``kind`` and ``detail`` say what waits (the step's
         name, ``sleep``/``result``/``recv``..., a sentence for humans);
-        ``waiting_on`` names a root whose end wakes the suspended workflow.
-        A suspension refused because a wake came meanwhile (``Engine.wake``,
+        ``waiting_on`` names a root whose end wakes the suspended workflow;
+        ``topic``, the topic of the message it waits for (a message of that
+        topic already there refuses the suspension). ``wake`` ends early,
+        False, when a graceful stop begins (the wait then suspends), and
+        raises when the workflow's work stops (a cancel, a lost lease); so
+        do the sleeps of this method. Step bodies in flight in the tree
+        finish and save their results before it suspends (``_Tree``), so a
+        suspension runs no body twice. A suspension refused because a wake came meanwhile (``Engine.wake``,
         or ``waiting_on`` finished) returns True (a sleep without ``wake``
         just goes on waiting). The caller must have saved, before calling,
         whatever makes the replay reach the same wait (a sleep saves its
@@ -595,6 +693,10 @@ class Ctx:
         threshold = None if outer is not None and outer.root_id == self.root_id else self._suspend_after
         waiting = {"kind": kind, "step": name, "detail": detail}
         noted = False
+
+        def draining() -> bool:
+            """A graceful stop began: suspend rather than hold it up."""
+            return threshold is not None and self._wf.draining
 
         async def note(wait: float) -> None:
             """Records a long wait in the process on the root, for ``durable.get``."""
@@ -609,22 +711,25 @@ class Ctx:
                 left = None if until is None else (until - await engine.db_now()) / 1e6
                 if left is not None and left <= 0:
                     return False
-                if threshold is None or (left is not None and left <= threshold):
+                in_process = threshold is None or (left is not None and left <= threshold)
+                if in_process and not draining():
                     wait = MAX_WAIT if left is None else left
                     await note(wait)
                     if wake is None:
-                        await asyncio.sleep(wait)
+                        if await self._unless_stopped(asyncio.sleep(wait), drain=threshold is not None) is _DRAINED:
+                            continue
                         return False
                     if await wake(wait):
                         return True
                     continue
-                if wake is not None and patient:
+                if wake is not None and patient and not draining():
                     patient = False
-                    await note(threshold)
-                    if await wake(threshold):
+                    await note(threshold or 0.0)
+                    if await wake(threshold or 0.0):
                         return True
                     continue
-                if await self._wf.suspend(until, waiting, waiting_on):
+                suspension = self._wf.suspend
+                if await self._tree.suspend(lambda: suspension(until, waiting, waiting_on, topic)):
                     raise WorkflowSuspended(f"workflow {self.name!r} was suspended: {detail}")
                 if wake is not None:
                     return True
@@ -632,6 +737,30 @@ class Ctx:
             if noted:  # a no-op once suspended (the root is no longer running here)
                 with contextlib.suppress(DurableError):
                     await self._wf.note_wait(None)
+
+    async def _unless_stopped(self, waiting: Awaitable[T], *, drain: bool = False) -> T | _Drained:
+        """``await waiting``, unless the work of this workflow stops first
+        (cancelled, its lease lost, released, suspended by another branch):
+        then that is raised, as the next step would raise it, and the wait
+        is given up. With ``drain``, a graceful stop beginning also ends the
+        wait (``_DRAINED``): the caller suspends instead of holding it up."""
+        wait = asyncio.ensure_future(waiting)
+        stop = asyncio.ensure_future(self._wf.stopped(drain))
+        try:
+            await asyncio.wait([wait, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (wait, stop):
+                if not task.done():
+                    task.cancel()
+        if wait.done() and not wait.cancelled():
+            return wait.result()
+        try:
+            stop.result()
+        except (LeaseLost, DurableError) as stopped:
+            if self._tree.suspended:
+                raise WorkflowSuspended(f"workflow {self.name!r} was suspended by another of its waits") from None
+            raise stopped
+        return _DRAINED
 
     async def _run_result(self, run: str) -> Any:
         """``Run.result()`` inside this workflow: a checkpointed wait.
@@ -647,15 +776,25 @@ class Ctx:
         detail = f"waiting for run {run!r} to finish (step {name!r})"
 
         async def finished(timeout: float) -> bool:
-            state = await engine.run_state(run, timeout)
+            state = await self._unless_stopped(engine.run_state(run, timeout), drain=self._suspend_after is not None)
+            if isinstance(state, _Drained):
+                return False
             return state is None or state[0] in _FINISHED
 
-        while True:
-            state = await engine.run_state(run, 0.0)
-            if state is None or state[0] in _FINISHED:
-                break
-            started = state[0] not in ("queued", "scheduled")
-            await self._wait(name, None, finished, "result", detail, waiting_on=run, patient=started)
+        state = await engine.run_state(run, 0.0)
+        if state is not None and state[0] not in _FINISHED:
+            # Recorded first: a wait that closes a cycle (this run waits,
+            # through others maybe, for this workflow) is refused, WaitCycle.
+            await self._wf.wait_on(run)
+            try:
+                while state is not None and state[0] not in _FINISHED:
+                    started = state[0] not in ("queued", "scheduled")
+                    await self._wait(name, None, finished, "result", detail, waiting_on=run, patient=started)
+                    state = await engine.run_state(run, 0.0)
+            finally:
+                if self._wf.status == "running":
+                    with contextlib.suppress(DurableError):
+                        await self._wf.wait_on(None)
 
         async def outcome() -> dict[str, Any]:
             state = await engine.run_state(run, 0.0)

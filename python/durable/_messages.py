@@ -79,12 +79,18 @@ async def get_event(db: Db | str, workflow: str, key: str, timeout: Seconds | No
     path) published as its event ``key`` with ``ctx.set_event``, waiting for
     one to be set up to ``timeout`` (seconds or a ``timedelta``; None: as
     long as it takes). Raises ``TimeoutError`` when the timeout runs out
-    first, ``WorkflowNotFound`` if there is no such workflow."""
+    first, ``WorkflowNotFound`` if there is no such workflow. Called inside
+    a running workflow, the wait ends as soon as that workflow is cancelled
+    (``Cancelled``), as its other waits do."""
     for what, text in (("workflow", workflow), ("key", key)):
         if not isinstance(text, str):
             raise ConfigError(f"get_event's {what} must be a str, not {text!r}")
     wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
-    found, value = await (await resolve(db))._engine.get_event(workflow, key, wait)
+    reading = (await resolve(db))._engine.get_event(workflow, key, wait)
+    ctx = current.get()
+    read = await (reading if ctx is None else ctx._unless_stopped(reading))
+    assert isinstance(read, tuple)
+    found, value = read
     if found == "no workflow":
         raise WorkflowNotFound(f"there is no workflow named {workflow!r}")
     if found == "not yet":

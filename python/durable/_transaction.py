@@ -69,7 +69,7 @@ async def run_transaction(
 ) -> Any:
     """The body of ``Ctx.transaction`` (see there): replay, or run ``fn`` in
     a transaction that commits with the step's result, retrying per policy."""
-    from ._ctx import _NO_RETRY, _attempt, _call, _in_step, current
+    from ._ctx import _NO_RETRY, _RETRY
 
     verdict, saved, number = wf.begin_step(name, False)
     if verdict == "replay":
@@ -80,42 +80,61 @@ async def run_transaction(
     while True:
         if retried:
             await asyncio.sleep(policy.delay(retried))
-        tx = await wf.begin_transaction(name, number)
-        with _otel.step_attempt(ctx.name, name, number) as report:
-            tokens = (_attempt.set(number), _in_step.set(ctx), current.set(None))
-            try:
-                result = await _call(lambda: fn(Transaction(tx)))
-                committing = tx.commit(result)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    tx.rollback_soon()  # cancelled: the connection closes, the server rolls back
-                    raise
-                await tx.rollback()
-                report.failed(exc)
-                await ctx._record_failure(exc, lambda record: wf.fail_step(name, number, record))
-                if retried >= retries or not isinstance(exc, retry_on) or isinstance(exc, (NotJson, ValueTooLarge)):
-                    raise
-                retried += 1
-                number += 1
-                continue
-            finally:
-                current.reset(tokens[2])
-                _in_step.reset(tokens[1])
-                _attempt.reset(tokens[0])
-            try:
-                value = await committing
-            except (LeaseLost, Cancelled):
+        async with ctx._tree.body():
+            outcome = await _attempt(ctx, wf, name, fn, number, retries, retry_on, retried)
+        if outcome is not _RETRY:
+            return outcome
+        retried += 1
+        number += 1
+
+
+async def _attempt(
+    ctx: Ctx,
+    wf: _core.Workflow,
+    name: str,
+    fn: Callable[[Transaction], Any],
+    number: int,
+    retries: int,
+    retry_on: type[Exception] | tuple[type[Exception], ...],
+    retried: int,
+) -> Any:
+    """One attempt of transaction step ``name``: its result once committed,
+    or ``_RETRY`` when it failed and is retried (its failure recorded);
+    raises when it failed for good."""
+    from ._ctx import _RETRY, _attempt, _call, _in_step, current
+
+    tx = await wf.begin_transaction(name, number)
+    with _otel.step_attempt(ctx.name, name, number) as report:
+        tokens = (_attempt.set(number), _in_step.set(ctx), current.set(None))
+        try:
+            result = await _call(lambda: fn(Transaction(tx)))
+            committing = tx.commit(result)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                tx.rollback_soon()  # cancelled: the connection closes, the server rolls back
                 raise
-            except Exception as exc:
-                report.failed(exc)
-                if tx.in_doubt:
-                    raise  # the run stopped; a new run reads whether the step committed
-                # Rolled back for sure (the server refused the commit): an ordinary failed attempt.
-                await ctx._record_failure(exc, lambda record: wf.fail_step(name, number, record))
-                if retried >= retries or not isinstance(exc, retry_on):
-                    raise
-                retried += 1
-                number += 1
-                continue
-            report.completed()
-            return value
+            await tx.rollback()
+            report.failed(exc)
+            await ctx._record_failure(exc, lambda record: wf.fail_step(name, number, record))
+            if retried >= retries or not isinstance(exc, retry_on) or isinstance(exc, (NotJson, ValueTooLarge)):
+                raise
+            return _RETRY
+        finally:
+            current.reset(tokens[2])
+            _in_step.reset(tokens[1])
+            _attempt.reset(tokens[0])
+        try:
+            value = await committing
+        except (LeaseLost, Cancelled):
+            raise
+        except Exception as exc:
+            report.failed(exc)
+            if tx.in_doubt:
+                raise  # the run stopped; a new run reads whether the step committed
+            # Rolled back for sure (the server refused the commit): an ordinary failed attempt.
+            await ctx._record_failure(exc, lambda record: wf.fail_step(name, number, record))
+            if retried >= retries or not isinstance(exc, retry_on):
+                raise
+            return _RETRY
+        report.completed()
+        return value

@@ -89,6 +89,13 @@ class DeadlineExceeded(DurableError):
     """The workflow passed its deadline (``Ctx.start(..., deadline=...)``)."""
 
 
+class WaitCycle(DurableError):
+    """A workflow would wait for the end of a run that (directly, or
+    through runs that wait for others) waits for the end of this workflow,
+    or for its own end: that wait would never end, so it is refused at
+    once. The message names the cycle."""
+
+
 class WorkflowFailed(DurableError):
     """The run waited for (``Run.result``, ``durable.result``) failed.
 

@@ -10,7 +10,7 @@ use super::errors::{ConfigError, to_py};
 use super::fork::ForkSafe;
 use super::json;
 use super::logs;
-use super::runtime::awaitable;
+use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{
     BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
@@ -724,7 +724,7 @@ impl PyEngine {
     fn work_changed<'py>(&self, py: Python<'py>, seen: u64, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
-        awaitable(py, async move { Ok(engine.work_changed(seen, timeout).await) })
+        abortable(py, async move { Ok(engine.work_changed(seen, timeout).await) })
     }
 
     /// Waits until the root run `name` finished or `timeout` seconds passed
@@ -734,7 +734,7 @@ impl PyEngine {
     fn run_state<'py>(&self, py: Python<'py>, name: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
-        awaitable(py, async move {
+        abortable(py, async move {
             let state = engine.wait_finished(&name, timeout).await.map_err(to_py)?;
             Ok(state.map(|state| {
                 (
@@ -785,7 +785,7 @@ impl PyEngine {
     fn get_event<'py>(&self, py: Python<'py>, path: String, key: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
-        awaitable(py, async move {
+        abortable(py, async move {
             Ok(match engine.get_event(&path, &key, timeout).await.map_err(to_py)? {
                 EventRead::Value(value) => ("value", Some(json::Decoded(value))),
                 EventRead::NotYet => ("not yet", None),

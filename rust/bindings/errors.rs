@@ -24,6 +24,7 @@ import_exception!(durable.errors, Cancelled);
 import_exception!(durable.errors, StepInterrupted);
 import_exception!(durable.errors, DeadlineExceeded);
 import_exception!(durable.errors, ValueTooLarge);
+import_exception!(durable.errors, WaitCycle);
 
 /// Converts an engine error into the matching Python exception.
 pub(crate) fn to_py(err: EngineError) -> PyErr {
@@ -56,6 +57,7 @@ pub(crate) fn to_py(err: EngineError) -> PyErr {
         EngineError::Cancelled { .. } => Cancelled::new_err(message),
         EngineError::StepInterrupted { .. } => StepInterrupted::new_err(message),
         EngineError::DeadlineExceeded { .. } => DeadlineExceeded::new_err(message),
+        EngineError::WaitCycle { .. } => WaitCycle::new_err(message),
     }
 }
 

@@ -178,8 +178,50 @@ impl Waker {
 static PENDING: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// Runs `future` on the runtime; returns an asyncio future of its result.
-/// Must be called with an event loop running (from async code).
+/// Must be called with an event loop running (from async code). A
+/// cancelled await does not stop `future`: it runs to its end, and its
+/// result is dropped (writes must not be cut in half).
 pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    spawn(py, future).map(|(py_future, _)| py_future)
+}
+
+/// `awaitable` for a wait (it writes nothing): a cancelled await stops it
+/// at once, so that a wait given up (a timeout, the first of several
+/// waits) does not go on polling the database in the background.
+pub(crate) fn abortable<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    let (py_future, task) = spawn(py, future)?;
+    // A blocking call's future (`durable.sync`) is never cancelled.
+    if let Ok(add) = py_future.getattr(pyo3::intern!(py, "add_done_callback")) {
+        add.call1((AbortOnCancel { task },))?;
+    }
+    Ok(py_future)
+}
+
+/// Stops a Rust future when its asyncio future was cancelled.
+#[pyclass(frozen, module = "durable._core")]
+struct AbortOnCancel {
+    task: tokio::task::AbortHandle,
+}
+
+#[pymethods]
+impl AbortOnCancel {
+    fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
+        if future.call_method0(pyo3::intern!(future.py(), "cancelled"))?.is_truthy()? {
+            self.task.abort();
+        }
+        Ok(())
+    }
+}
+
+fn spawn<'py, F, T>(py: Python<'py>, future: F) -> PyResult<(Bound<'py, PyAny>, tokio::task::AbortHandle)>
 where
     F: Future<Output = PyResult<T>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
@@ -188,7 +230,7 @@ where
     let (py_future, waker): (Bound<'py, PyAny>, Bound<'py, Waker>) = pending.call0()?.extract()?;
     let shared = Arc::clone(&waker.get().inner);
     let target = py_future.clone().unbind();
-    runtime()?.spawn(async move {
+    let task = runtime()?.spawn(async move {
         let result = AssertUnwindSafe(future).catch_unwind().await.unwrap_or_else(|panic| {
             let what = panic
                 .downcast_ref::<&str>()
@@ -201,5 +243,5 @@ where
         });
         shared.push(target, Box::new(move |py| result.and_then(|v| v.into_py_any(py))));
     });
-    Ok(py_future)
+    Ok((py_future, task.abort_handle()))
 }

@@ -12,7 +12,7 @@ use pyo3::types::PyString;
 use super::errors::to_py;
 use super::fork::ForkSafe;
 use super::json;
-use super::runtime::awaitable;
+use super::runtime::{abortable, awaitable};
 use super::transaction::PyTransaction;
 use crate::engine::{
     Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended, Suspension,
@@ -132,6 +132,15 @@ impl Run {
 }
 
 impl Run {
+    /// Waits until the hold of this tree ends (see `Hold::stopped`); never,
+    /// for a handle that only replays.
+    pub(crate) async fn stopped(&self, drain: bool) -> Result<(), EngineError> {
+        match self.hold() {
+            Some(hold) => hold.stopped(drain).await,
+            None => std::future::pending().await,
+        }
+    }
+
     /// Stops this handle with `err`: no further work starts on it. Its
     /// hold is left alone, so that ending the run releases the workflow
     /// for a new run to take over.
@@ -451,8 +460,9 @@ impl PyWorkflow {
 
     /// Receives the oldest message on `topic` as step `name` (attempt
     /// `attempt`), waiting up to `timeout` seconds for one; an awaitable of
-    /// the message, or None when the timeout ran out (nothing saved then:
-    /// the caller saves the step's None). Stops at a cancel or lost lease.
+    /// the message, or None when the timeout ran out or a graceful stop
+    /// began (nothing saved then: the caller saves the step's None, or
+    /// suspends). Raises at once at a cancel or a lost lease.
     fn recv<'py>(
         &self,
         py: Python<'py>,
@@ -461,7 +471,7 @@ impl PyWorkflow {
         topic: String,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.run.check().map_err(to_py)?;
+        self.run.check_ending().map_err(to_py)?;
         let engine = self.engine()?;
         let run = Arc::clone(&self.run);
         let id = self.id;
@@ -480,8 +490,15 @@ impl PyWorkflow {
                 if left.is_zero() {
                     return Ok(None);
                 }
-                engine.message_posted(&mut posted, id.id, left).await;
-                run.check().map_err(to_py)?;
+                tokio::select! {
+                    () = engine.message_posted(&mut posted, id.id, left) => {}
+                    // A graceful stop ends the wait (the caller suspends);
+                    // the end of the hold raises its error (a cancel...).
+                    stopped = run.stopped(true) => {
+                        stopped.map_err(to_py)?;
+                        return Ok(None);
+                    }
+                }
             }
         })
     }
@@ -647,13 +664,14 @@ impl PyWorkflow {
     /// once suspended (every handle of the tree then refuses more work), or
     /// False when what it waits for happened meanwhile (nothing changed:
     /// look again). Only for a tree taken to run by an executor.
-    #[pyo3(signature = (until_us, waiting, waiting_on = None))]
+    #[pyo3(signature = (until_us, waiting, waiting_on = None, topic = None))]
     fn suspend<'py>(
         &self,
         py: Python<'py>,
         until_us: Option<i64>,
         waiting: &Bound<'py, PyAny>,
         waiting_on: Option<String>,
+        topic: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let waiting = self.encode(waiting, "reason of a wait")?;
         self.run.check_ending().map_err(to_py)?;
@@ -665,11 +683,13 @@ impl PyWorkflow {
         };
         let engine = self.engine()?;
         let run = Arc::clone(&self.run);
+        let id = self.id.id;
         awaitable(py, async move {
             let wait = Suspension {
                 until_us,
                 waiting: &waiting,
                 waiting_on: waiting_on.as_deref(),
+                message: topic.as_deref().map(|topic| (id, topic)),
             };
             let result = engine.suspend(hold.root(), wait).await;
             match run.watch(|| "its suspension".to_owned(), result).map_err(to_py)? {
@@ -679,6 +699,40 @@ impl PyWorkflow {
                 }
                 Suspended::Woken => Ok(false),
             }
+        })
+    }
+
+    /// An awaitable that ends when the work of this tree stops: it raises
+    /// why (`Cancelled`, `LeaseLost`...) once the hold ends; with `drain`,
+    /// it returns True when a graceful stop begins. Never resolves for a
+    /// handle that only replays. Cancelling the await stops it.
+    #[pyo3(signature = (drain = false))]
+    fn stopped<'py>(&self, py: Python<'py>, drain: bool) -> PyResult<Bound<'py, PyAny>> {
+        let run = Arc::clone(&self.run);
+        abortable(py, async move {
+            run.stopped(drain).await.map_err(to_py)?;
+            Ok(true)
+        })
+    }
+
+    /// True once a graceful stop (`drain`) began for this tree.
+    #[getter]
+    fn draining(&self) -> bool {
+        self.run.hold().is_some_and(Hold::draining)
+    }
+
+    /// Records that this tree's root waits for the root run `run` (None: it
+    /// no longer waits), refusing with `WaitCycle` a wait that would close
+    /// a cycle (see `Engine::wait_on`); an awaitable.
+    fn wait_on<'py>(&self, py: Python<'py>, run: Option<String>) -> PyResult<Bound<'py, PyAny>> {
+        let Some(root) = self.run.hold().map(Hold::root) else {
+            return awaitable(py, async { Ok(()) });
+        };
+        let engine = self.engine()?;
+        let held = Arc::clone(&self.run);
+        awaitable(py, async move {
+            let result = engine.wait_on(root, run.as_deref()).await;
+            held.watch(|| "its wait".to_owned(), result).map_err(to_py)
         })
     }
 

@@ -189,8 +189,29 @@ pub enum EngineError {
     #[error("workflow {workflow:?} passed its deadline")]
     DeadlineExceeded { workflow: String },
 
+    #[error(
+        "workflow {waiter:?} would wait for {}: that wait would never end, so it is refused",
+        describe_cycle(waiter, cycle)
+    )]
+    WaitCycle {
+        waiter: String,
+        /// The runs from the awaited one to the waiter (last), each waiting
+        /// for the next.
+        cycle: Vec<String>,
+    },
+
     #[error("the database handle is closed; call durable.init() again")]
     Closed,
+}
+
+/// What a wait that closes `cycle` would wait for, in words.
+fn describe_cycle(waiter: &str, cycle: &[String]) -> String {
+    if cycle.len() < 2 {
+        return "its own end".to_owned();
+    }
+    let chain: Vec<String> = cycle.iter().map(|name| format!("{name:?}")).collect();
+    debug_assert_eq!(cycle.last().map(String::as_str), Some(waiter));
+    format!("the end of {}", chain.join(", which waits for "))
 }
 
 impl EngineError {

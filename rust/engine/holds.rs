@@ -199,6 +199,7 @@ impl Reservation {
             end: Mutex::new(None),
             cancel_acknowledged: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            changed: tokio::sync::watch::Sender::new(()),
         });
         let replaced = self.holds.slots().insert(name, Slot::Held(Arc::downgrade(&state)));
         if let Some(Slot::Starting(done)) = replaced {
@@ -249,6 +250,8 @@ struct State {
     /// Set by a graceful shutdown: no new step, child or retry starts, while
     /// what runs may still save its result.
     draining: AtomicBool,
+    /// Told when the hold ends or starts draining (see `Hold::stopped`).
+    changed: tokio::sync::watch::Sender<()>,
 }
 
 impl State {
@@ -264,6 +267,7 @@ impl State {
         }
         *slot = Some(end);
         drop(slot);
+        self.changed.send_replace(());
         self.engine.holds().free(&self.name, self);
         true
     }
@@ -346,6 +350,30 @@ impl Hold {
     /// saves its result; the run then ends and releases the workflow.
     pub fn drain(&self) {
         self.0.draining.store(true, Ordering::Relaxed);
+        self.0.changed.send_replace(());
+    }
+
+    /// Waits until the hold ends (cancelled, lost, released, closed or
+    /// finished): then its error (`check`'s), for the waits of its tree to
+    /// end with it. With `drain`, also returns `Ok` when a graceful stop
+    /// begins, for a wait that would rather suspend than hold the stop up.
+    pub async fn stopped(&self, drain: bool) -> Result<(), EngineError> {
+        let mut changes = self.0.changed.subscribe();
+        loop {
+            match self.check() {
+                Err(EngineError::Draining { .. }) if drain => return Ok(()),
+                Ok(()) | Err(EngineError::Draining { .. }) => {}
+                Err(err) => return Err(err),
+            }
+            if changes.changed().await.is_err() {
+                return Err(EngineError::Closed);
+            }
+        }
+    }
+
+    /// True once a graceful stop began (see `drain`).
+    pub fn draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
     }
 
     /// True when the hold was released (explicitly or by its run ending).

@@ -28,6 +28,7 @@ use super::config::path_names;
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::tree::PATH;
+use super::waits::WAKE_ROOT;
 use super::workflow::{WorkflowId, col, refusal};
 use super::{Engine, validate_name};
 
@@ -50,11 +51,13 @@ const TARGET: &str = ", target AS (
 )";
 
 /// Sends `$3` on topic `$2` to the workflow at path `$1`, once per key `$4`
-/// when given, recording its sender (`$6`, `$7`: see `Sender`), and wakes it (`$5` the schema): its waiters in their process
-/// by a notification; its root, if suspended, by making it due now (as
-/// `waits::WAKE` does), or if running, by refusing its next suspension
-/// (a receiver may have looked just before the message came). `found`:
-/// whether the workflow exists; `sent`: whether a message was added.
+/// when given, recording its sender (`$6`, `$7`: see `Sender`), and wakes
+/// it (`$5` the schema): its waiters in their process by a notification;
+/// its root by `waits::WAKE_ROOT` (suspended, it is due now; running, its
+/// next suspension is refused, as a receiver may have looked just before
+/// the message came), in the same statement as the message, so the
+/// message and the wake commit together. `found`: whether the workflow
+/// exists; `sent`: whether a message was added.
 const SEND: &str = "
 , sent AS (
     INSERT INTO {s}.task_message (task_id, topic, key, value, sent_from, sent_by)
@@ -63,22 +66,11 @@ const SEND: &str = "
     RETURNING task_id
 ), root AS (
     SELECT w.root_id AS id FROM {s}.task AS w JOIN sent ON w.id = sent.task_id
-), suspended AS (
-    UPDATE {s}.task AS t SET status = 'queued', run_at = now(), updated_at = now()
-    FROM root
-    WHERE t.id = root.id AND t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
-    RETURNING t.queue
-), running AS (
-    UPDATE {s}.task AS t SET wake_pending = true
-    FROM root
-    WHERE t.id = root.id AND t.status = 'running' AND NOT t.wake_pending
-    RETURNING t.id
-)
+), {wake}
 SELECT EXISTS (SELECT 1 FROM target) AS found, EXISTS (SELECT 1 FROM sent) AS sent,
        (SELECT left(pg_notify('durable', $5::text || ' message ' || task_id)::text, 0) FROM sent) AS notified,
-       (SELECT left(pg_notify('durable', $5::text || ' queued ' || coalesce(queue, ''))::text, 0) FROM suspended)
-           AS woken,
-       (SELECT count(*) FROM running) AS pending";
+       (SELECT left(pg_notify('durable', $5::text || ' queued ' || coalesce(queue, ''))::text, 0)
+        FROM woken WHERE made_due) AS woken";
 
 /// Whether the message of key `$2` to the workflow at path `$1` was sent by
 /// `$3`, `$4` (see `Sender`). A statement of its own, after `SEND` found the
@@ -162,7 +154,7 @@ LEFT JOIN {s}.task_event AS e ON e.task_id = target.id AND e.key = $2";
 impl MessageStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         MessageStatements {
-            send: fill(&format!("{PATH}{TARGET}{SEND}")),
+            send: fill(&format!("{PATH}{TARGET}{SEND}").replace("{wake}", WAKE_ROOT)),
             own_message: fill(&format!("{PATH}{TARGET}{OWN_MESSAGE}")),
             take: fill(&take_sql()),
             set_event: fill(&set_event_sql()),
@@ -375,7 +367,7 @@ impl Engine {
     }
 
     /// Why the lease of `workflow` was refused, as the error to raise.
-    async fn refused(&self, workflow: WorkflowId, what: &str) -> EngineError {
+    pub(crate) async fn refused(&self, workflow: WorkflowId, what: &str) -> EngineError {
         let owner = self.owner_id();
         let ids = [workflow.id];
         let rows = retrying!(self, what, |client| async {

@@ -42,6 +42,10 @@ pub struct Suspension<'a> {
     pub waiting: &'a JsonText,
     /// The name of the root whose end it waits for, if any.
     pub waiting_on: Option<&'a str>,
+    /// For a wait for a message: the receiving workflow's id and the
+    /// topic. A message of that topic not yet received refuses the
+    /// suspension (the receiver looks again).
+    pub message: Option<(i64, &'a str)>,
 }
 
 /// How a suspension went.
@@ -89,7 +93,8 @@ impl Engine {
                 target_finished = row.map_or(Ok(true), |row| row.try_get("finished"))?;
             }
             let suspend = tx.prepare_cached(&sql.waits.suspend).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+            let (receiver, topic) = wait.message.unzip();
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &root.id,
                 &owner,
                 &root.epoch,
@@ -98,6 +103,8 @@ impl Engine {
                 &target,
                 &target_finished,
                 &schema,
+                &receiver,
+                &topic,
             ];
             let row = tx.query_opt(&suspend, &params).await?;
             tx.commit().await?;
@@ -145,6 +152,48 @@ impl Engine {
         Ok(())
     }
 
+    /// Records that the root `root` (held here at its epoch) waits for the
+    /// end of the root run `target`, or (`None`) that it no longer waits.
+    /// A wait that would close a cycle (the awaited run waits, directly or
+    /// through others, for this root; or it is this root) is refused with
+    /// `WaitCycle`, and nothing is recorded. Waits are recorded one at a
+    /// time (a transaction-scoped advisory lock per schema): two runs
+    /// starting to wait for each other at once cannot both miss the cycle.
+    /// `LeaseLost`/`Cancelled` when the root is not held here any more.
+    pub async fn wait_on(&self, root: WorkflowId, target: Option<&str>) -> Result<(), EngineError> {
+        self.check_open()?;
+        let owner = self.owner_id();
+        let schema = self.schema();
+        let sql = &self.inner.sql;
+        let Some(target) = target else {
+            retrying!(self, "recording the end of a wait", |client| async {
+                let statement = client.prepare_cached(&sql.waits.clear_wait).await?;
+                client.execute(&statement, &[&root.id, &owner, &root.epoch]).await
+            })?;
+            return Ok(());
+        };
+        validate_name("workflow", target)?;
+        let row = retrying!(self, &format!("recording a wait for {target:?}"), |client| async {
+            let tx = client.transaction().await?;
+            let lock = tx.prepare_cached(&sql.waits.lock_waits).await?;
+            tx.execute(&lock, &[&WAIT_LOCK_CLASS, &schema]).await?;
+            let statement = tx.prepare_cached(&sql.waits.wait_on).await?;
+            let row = tx.query_one(&statement, &[&root.id, &owner, &root.epoch, &target]).await?;
+            tx.commit().await?;
+            Ok(row)
+        })?;
+        if let Some(cycle) = col::<Option<Vec<String>>>(&row, "cycle")? {
+            return Err(EngineError::WaitCycle {
+                waiter: cycle.last().cloned().unwrap_or_default(),
+                cycle,
+            });
+        }
+        if col::<i64>(&row, "recorded")? == 0 {
+            return Err(self.refused(root, "recording a wait").await);
+        }
+        Ok(())
+    }
+
     /// `wake`, by the root's name.
     pub async fn wake_named(&self, name: &str) -> Result<bool, EngineError> {
         validate_name("workflow", name)?;
@@ -155,9 +204,16 @@ impl Engine {
     }
 }
 
+/// First key of the advisory lock that records waits one at a time (the
+/// second is the schema's hash). Chosen at random; spells nothing.
+const WAIT_LOCK_CLASS: i32 = 0x7761_6974;
+
 /// Statement texts of waits (see `sql::Statements`).
 #[derive(Debug)]
 pub(crate) struct WaitStatements {
+    pub lock_waits: String,
+    pub wait_on: String,
+    pub clear_wait: String,
     pub now: String,
     pub lock_target: String,
     pub suspend: String,
@@ -168,14 +224,54 @@ pub(crate) struct WaitStatements {
 impl WaitStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         WaitStatements {
+            lock_waits: fill(LOCK_WAITS),
+            wait_on: fill(WAIT_ON),
+            clear_wait: fill(CLEAR_WAIT),
             now: fill(NOW),
             lock_target: fill(LOCK_TARGET),
             suspend: fill(SUSPEND),
-            wake: fill(WAKE),
+            wake: fill(&wake_sql()),
             note: fill(NOTE),
         }
     }
 }
+
+/// Takes the lock that records waits one at a time (`$1` its class, `$2`
+/// the schema), until the transaction ends.
+const LOCK_WAITS: &str = "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))";
+
+/// Records that the running root `$1` (held by owner `$2` at epoch `$3`)
+/// waits for the root named `$4`, unless that closes a cycle. `chain`
+/// follows the waits from the awaited run (what each unfinished root waits
+/// for: `waiting_on`, set while it waits in its process or suspended) until
+/// it reaches the waiter or ends. `cycle`: the names along the way, the
+/// waiter last, when it was reached (then nothing is recorded); `recorded`:
+/// 1 when the wait was recorded, 0 when the waiter is not held so.
+const WAIT_ON: &str = "
+WITH RECURSIVE chain(id, name, waiting_on, depth) AS (
+    SELECT t.id, t.name, t.waiting_on, 1 FROM {s}.task AS t
+    WHERE t.parent_id IS NULL AND t.name = $4 AND t.status NOT IN ('completed', 'failed', 'cancelled')
+    UNION ALL
+    SELECT n.id, n.name, n.waiting_on, c.depth + 1 FROM chain AS c
+    JOIN {s}.task AS n ON n.id = c.waiting_on
+    WHERE c.id <> $1 AND c.depth < 10000 AND n.parent_id IS NULL
+      AND n.status NOT IN ('completed', 'failed', 'cancelled')
+), closing AS (
+    SELECT min(depth) AS depth FROM chain WHERE id = $1
+), recorded AS (
+    UPDATE {s}.task AS t SET waiting_on = (SELECT id FROM chain WHERE depth = 1)
+    WHERE t.id = $1 AND t.owner_id = $2::text::uuid AND t.lease_epoch = $3 AND t.status = 'running'
+      AND (SELECT depth FROM closing) IS NULL
+    RETURNING t.id
+)
+SELECT (SELECT array_agg(c.name ORDER BY c.depth) FROM chain AS c, closing
+        WHERE c.depth <= closing.depth) AS cycle,
+       (SELECT count(*) FROM recorded) AS recorded";
+
+/// The running root `$1` (held by owner `$2` at epoch `$3`) no longer waits.
+const CLEAR_WAIT: &str = "
+UPDATE {s}.task SET waiting_on = NULL
+WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running' AND waiting_on IS NOT NULL";
 
 /// Why the running root `$1`, held by owner `$2` under epoch `$3`, waits in
 /// its process (`$4`; NULL: it no longer does).
@@ -196,13 +292,18 @@ FOR SHARE";
 
 /// Suspends the root `$1` held by owner `$2` at epoch `$3` and releases
 /// every running workflow of its tree this owner holds (as `RELEASE` does),
-/// unless a wake is pending or `$7` (the awaited run finished): then only
-/// the pending wake is cleared. `$4` due time (microseconds since the
-/// epoch; NULL: none), `$5` why it waits, `$6` the awaited root, `$8` the
-/// schema (a run due at once wakes the executors). No row: not held.
+/// unless a wake is pending, `$7` (the awaited run finished), or a message
+/// on topic `$10` for the workflow `$9` waits unreceived: then only the
+/// pending wake is cleared. `$4` due time (microseconds since the epoch;
+/// NULL: none), `$5` why it waits, `$6` the awaited root, `$8` the schema:
+/// the executors are told, as the run's queue slot is free (and the run due
+/// at once, if it is). No row: not held.
 const SUSPEND: &str = "
 WITH root AS (
-    SELECT id, queue, (wake_pending OR $7::bool) AS woken,
+    SELECT id, queue,
+           (wake_pending OR $7::bool
+            OR EXISTS (SELECT 1 FROM {s}.task_message AS m
+                       WHERE m.task_id = $9::int8 AND m.topic = $10::text AND m.received_at IS NULL)) AS woken,
            'epoch'::timestamptz + $4::int8 * interval '1 microsecond' AS due
     FROM {s}.task
     WHERE id = $1 AND parent_id IS NULL AND owner_id = $2::text::uuid AND lease_epoch = $3
@@ -224,25 +325,44 @@ WITH root AS (
     RETURNING t.id
 )
 SELECT root.woken,
-       CASE WHEN NOT root.woken AND root.due <= now()
+       CASE WHEN NOT root.woken AND (root.due <= now() OR root.queue IS NOT NULL)
             THEN left(pg_notify('durable', $8::text || ' queued ' || coalesce(root.queue, ''))::text, 0) END
            AS notify
 FROM root";
 
-/// Wakes the root `$1` (`$2` the schema): suspended, it becomes due now and
-/// executors are told; running, a wake is left pending for its next
-/// suspension. One row when either happened.
-const WAKE: &str = "
-WITH suspended AS (
-    UPDATE {s}.task AS t SET status = 'queued', run_at = now(), updated_at = now()
-    WHERE t.id = $1 AND t.parent_id IS NULL AND t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
-    RETURNING t.queue
-), running AS (
-    UPDATE {s}.task AS t SET wake_pending = true
-    WHERE t.id = $1 AND t.parent_id IS NULL AND t.status = 'running'
-    RETURNING t.id
-)
-SELECT left(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, ''))::text, 0) AS notify
-FROM suspended
-UNION ALL
-SELECT NULL FROM running";
+/// Wakes the root of the CTE `root` (its `id`), whatever it is doing, in
+/// ONE `UPDATE` of its row: suspended, it becomes due now (`made_due`: the
+/// caller notifies the executors); running, its next suspension is refused
+/// (`wake_pending`); queued and not claimed yet, nothing changes but the
+/// row is locked. One statement because each side of the handshake must
+/// decide from the row as it is after the other committed: a waker that
+/// judged the status from its snapshot (running) and then set
+/// `wake_pending` only `WHERE status = 'running'` found nothing to do when a
+/// suspension committed meanwhile (the re-check after the lock saw
+/// `scheduled`), and the wake-up was lost for good. Here the row qualifies
+/// in every live state, so Postgres re-evaluates the whole `SET` on the row
+/// the suspension (or a claim) left.
+pub(crate) const WAKE_ROOT: &str = "woken AS (
+    UPDATE {s}.task AS t
+    SET wake_pending = t.wake_pending OR t.status = 'running',
+        status = CASE WHEN t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
+                      THEN 'queued' ELSE t.status END,
+        run_at = CASE WHEN t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
+                      THEN now() ELSE t.run_at END,
+        updated_at = now()
+    FROM root
+    WHERE t.id = root.id AND t.parent_id IS NULL AND t.status IN ('queued', 'scheduled', 'running')
+    RETURNING t.queue, (t.status = 'queued' AND t.waiting IS NOT NULL) AS made_due, t.wake_pending AS pending
+)";
+
+/// Wakes the root `$1` (`$2` the schema; see `WAKE_ROOT`). One row when it
+/// was made due or its next suspension will be refused.
+fn wake_sql() -> String {
+    format!(
+        "WITH root AS (SELECT $1::int8 AS id), {WAKE_ROOT}
+         SELECT CASE WHEN made_due
+                     THEN left(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, ''))::text, 0) END
+                    AS notify
+         FROM woken WHERE made_due OR pending"
+    )
+}
