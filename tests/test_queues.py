@@ -452,6 +452,42 @@ async def waiting_for(db: durable.Db, name: str) -> str | None:
     return (await durable.get(db, name)).waiting_for
 
 
+async def test_an_executor_stopped_before_it_ran_returns_at_once(db: durable.Db) -> None:
+    executor = durable.Executor(db, [double])
+    executor.stop()
+    await asyncio.wait_for(executor.run(), 10)
+    assert not (await db._engine.recover([double.name], 5))["queues"], "nothing was claimed or queued"
+
+
+entered = asyncio.Event()
+
+
+@durable.workflow(name="last", queue="limited")
+async def last(ctx: Ctx, _: None) -> str:
+    async def body() -> str:
+        entered.set()
+        await gate.wait()
+        return "through"
+
+    await ctx.step("first", lambda: 1)
+    return await ctx.step("last", body)
+
+
+async def test_a_run_in_its_last_step_when_its_executor_stops_is_completed_not_recovered(db: durable.Db) -> None:
+    gate.clear()
+    entered.clear()
+    executor = durable.Executor(db, [last], recovery_interval=0.2)
+    task = asyncio.ensure_future(executor.run())
+    run = await last.enqueue(db, "last-step", None)
+    await asyncio.wait_for(entered.wait(), 10)
+    executor.stop()
+    gate.set()
+    await task
+    info = await durable.get(db, "last-step")
+    assert (info.status, info.recoveries, info.output) == ("completed", 0, "through"), "the drain let it finish"
+    assert await run.result(timeout=1) == "through"
+
+
 async def test_a_waiting_run_says_why_it_does_not_run(db: durable.Db, pg: asyncpg.Connection) -> None:
     gate.clear()
     await double.enqueue(db, "nobody", 1)
@@ -721,3 +757,42 @@ async def test_a_poison_workflow_is_failed_after_max_recoveries(
         await run.result(timeout=1)
     assert caught.value.type == "TooManyRecoveries" and "max_recoveries=2" in caught.value.message
     assert deaths == 3, "it ran once, and was recovered twice"
+
+
+async def test_a_crashing_run_is_failed_alone_and_its_neighbour_completes(
+    dsn: str, schema: str, db: durable.Db, ledger: asyncpg.Connection
+) -> None:
+    await ledger.execute("CREATE TABLE gate ()")
+    steady = await jobs.steady.enqueue(db, "steady", None)
+    crasher = await jobs.crasher.enqueue(db, "crasher", None)
+    deaths = 0
+
+    async def ended() -> bool:
+        return bool(await ledger.fetchval(
+            "SELECT count(*) = 2 FROM task WHERE name IN ('steady', 'crasher') AND status IN ('completed', 'failed')"
+        ))
+
+    while not await ended():
+        proc = await spawn_executor(dsn, schema, "--only", "jobs.steady,jobs.crasher", "--max-recoveries", "1")
+
+        async def died_or_ended(proc: asyncio.subprocess.Process = proc) -> bool:
+            return proc.returncode is not None or await ended()
+
+        await until(died_or_ended, "the executor died or both runs ended", timeout=30)
+        if proc.returncode is None:
+            await stop(proc)
+        else:
+            assert proc.returncode == -signal.SIGKILL
+            deaths += 1
+            if deaths == 1:  # it died with the healthy run in its step: that one may finish now
+                await ledger.execute("INSERT INTO gate DEFAULT VALUES")
+        assert deaths <= 5, "the crashing run was never failed"
+    assert await steady.result(timeout=1) == "steady"
+    info = await durable.get(db, "steady")
+    assert info.recoveries == 0, "the healthy run was never charged for its neighbour's crash"
+    with pytest.raises(durable.WorkflowFailed) as caught:
+        await crasher.result(timeout=1)
+    assert caught.value.type == "TooManyRecoveries" and "max_recoveries=1" in caught.value.message
+    # Once with its neighbour (charged to nobody), then twice alone (charged).
+    assert deaths == 3
+    assert (await durable.get(db, "crasher")).recoveries == 2

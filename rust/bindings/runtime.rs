@@ -214,7 +214,10 @@ struct AbortOnCancel {
 #[pymethods]
 impl AbortOnCancel {
     fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
-        if future.call_method0(pyo3::intern!(future.py(), "cancelled"))?.is_truthy()? {
+        if future
+            .call_method0(pyo3::intern!(future.py(), "cancelled"))?
+            .is_truthy()?
+        {
             self.task.abort();
         }
         Ok(())

@@ -102,12 +102,16 @@ impl Engine {
         };
         let take = SHOWN + 1;
         let functions = [workflow];
-        let row = retrying!(self, &format!("reading the turn of workflow {:?}", info.path), |client| async {
-            let statement = client.prepare_cached(statement).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                [&info.queue, &take, &&functions[..], &info.id, &info.version, &false];
-            client.query_opt(&statement, &params).await
-        })?;
+        let row = retrying!(
+            self,
+            &format!("reading the turn of workflow {:?}", info.path),
+            |client| async {
+                let statement = client.prepare_cached(statement).await?;
+                let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                    [&info.queue, &take, &&functions[..], &info.id, &info.version, &false];
+                client.query_opt(&statement, &params).await
+            }
+        )?;
         let place = row.map(|row| col::<i64>(&row, "place")).transpose()?;
         Ok(Some(match place {
             Some(1) => "ready: the next claim starts it".to_owned(),

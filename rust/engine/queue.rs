@@ -256,8 +256,14 @@ impl Engine {
                 &sql.queue.claim_unqueued
             };
             let claim = client.prepare_cached(text).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
-                [&queue, &max, &limits.workflows, &owner, &limits.version, &limits.isolated];
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+                &queue,
+                &max,
+                &limits.workflows,
+                &owner,
+                &limits.version,
+                &limits.isolated,
+            ];
             // One round trip: the four requests are pipelined. The server
             // still runs them in order, so the claim's snapshot is taken
             // after the lock is granted; a paused queue's claim takes nothing.
@@ -324,10 +330,9 @@ impl Engine {
         let Some(input) = input else {
             return Err(HeldError::Unreadable(
                 workflow,
-                format!(
-                    "its input is SQL NULL, which no run can be started with (a row written by hand?): \
-                     set it to JSON (for example 'null'::jsonb) and resume it"
-                ),
+                "its input is SQL NULL, which no run can be started with (a row written by hand?): \
+                 set it to JSON (for example 'null'::jsonb) and resume it"
+                    .to_owned(),
             ));
         };
         let attempt: i32 = col(row, "attempt").map_err(unreadable)?;
@@ -476,10 +481,16 @@ impl QueueStatements {
                 .replace("{queue}", queue)
         };
         let claim = |queue: &str| {
-            let candidates = candidates(queue, CLAIM_FILTER, "FOR UPDATE OF t SKIP LOCKED", "(SELECT n FROM budget)");
+            let candidates = candidates(
+                queue,
+                CLAIM_FILTER,
+                "FOR UPDATE OF t SKIP LOCKED",
+                "(SELECT n FROM budget)",
+            );
             fill(&CLAIM.replace("{candidates}", &candidates))
         };
-        let rank = |queue: &str| fill(&WAITING_RANK.replace("{candidates}", &candidates(queue, RANK_FILTER, "", "$2::int8")));
+        let rank =
+            |queue: &str| fill(&WAITING_RANK.replace("{candidates}", &candidates(queue, RANK_FILTER, "", "$2::int8")));
         QueueStatements {
             create_queue: fill(CREATE_QUEUE),
             pause_queue: fill(PAUSE_QUEUE),
@@ -712,13 +723,11 @@ SELECT ordered.place FROM (
 WHERE ordered.id = $4";
 
 /// Who competes with a waiting run for its turn (see `WAITING_RANK`).
-const RANK_FILTER: &str =
-    "t.workflow = ANY((SELECT fns FROM served)::text[]) AND (t.version IS NULL OR t.version = $5) AND t.isolated = $6::bool";
+const RANK_FILTER: &str = "t.workflow = ANY((SELECT fns FROM served)::text[]) AND (t.version IS NULL OR t.version = $5) AND t.isolated = $6::bool";
 
 /// What a claimant may take: runs of the functions `$3`, of no version or
 /// of `$5`, isolated or not as `$6` says.
-const CLAIM_FILTER: &str =
-    "t.workflow = ANY($3) AND (t.version IS NULL OR t.version = $5) AND t.isolated = $6::bool";
+const CLAIM_FILTER: &str = "t.workflow = ANY($3) AND (t.version IS NULL OR t.version = $5) AND t.isolated = $6::bool";
 
 /// Fails the run `$1` claimed by owner `$2` at epoch `$3`, which cannot be
 /// started, with the reason `$4`; wakes the executors (`$5` the schema):

@@ -12,9 +12,9 @@
 //! fails with `TooManyRecoveries`. So a run that kills its process fails
 //! after at most `max_recoveries + 2` crashes, and its neighbours never.
 
+use super::Engine;
 use super::error::EngineError;
 use super::workflow::col;
-use super::Engine;
 
 /// What one recovery pass did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,7 +61,10 @@ impl Engine {
         let rows = retrying!(self, "recovering the runs of dead holders", |client| async {
             let statement = client.prepare_cached(&sql.recovery_pass).await?;
             client
-                .query(&statement, &[&workflows, &max_recoveries, &schema, &owner, &held, &version])
+                .query(
+                    &statement,
+                    &[&workflows, &max_recoveries, &schema, &owner, &held, &version],
+                )
                 .await
         })?;
         let mut found = Recovered::default();
@@ -93,7 +96,7 @@ impl Engine {
 }
 
 /// The recovery pass (see `Engine::recover`). `$1` the functions, `$2`
-/// max_recoveries, `$3` the schema (notifications), `$4` this owner, `$5`
+/// `max_recoveries`, `$3` the schema (notifications), `$4` this owner, `$5`
 /// the root names this process holds or is starting, `$6` the version.
 /// Rows: `(kind, value)`.
 ///

@@ -178,7 +178,9 @@ impl Engine {
             let lock = tx.prepare_cached(&sql.waits.lock_waits).await?;
             tx.execute(&lock, &[&WAIT_LOCK_CLASS, &schema]).await?;
             let statement = tx.prepare_cached(&sql.waits.wait_on).await?;
-            let row = tx.query_one(&statement, &[&root.id, &owner, &root.epoch, &target]).await?;
+            let row = tx
+                .query_one(&statement, &[&root.id, &owner, &root.epoch, &target])
+                .await?;
             tx.commit().await?;
             Ok(row)
         })?;

@@ -867,6 +867,7 @@ async fn queues_list_their_limits_and_use() {
         max: 1,
         workflows: &workflows,
         version: None,
+        isolated: false,
     };
     let claimed = fx.engine.claim(Some("etl"), claim).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -963,6 +964,7 @@ async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_th
         max: 1,
         workflows: &workflows,
         version: None,
+        isolated: false,
     };
     let mut claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
     let started = claimed.pop().expect("claimed").started;
@@ -974,6 +976,7 @@ async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_th
         until_us: Some(soon),
         waiting: &waiting,
         waiting_on: None,
+        message: None,
     };
     // A wake that came while it ran refuses the next suspension, once.
     assert!(fx.engine.wake(root.id).await.unwrap());
@@ -1004,7 +1007,7 @@ async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_th
         fx.engine.claim(Some("q"), claim).await.unwrap().is_empty(),
         "not due yet"
     );
-    let due_in = fx.engine.next_due(&workflows).await.unwrap().expect("due later");
+    let due_in = fx.engine.next_due(&workflows, None).await.unwrap().expect("due later");
     assert!(due_in <= std::time::Duration::from_millis(300), "{due_in:?}");
     tokio::time::sleep(due_in).await;
     let again = fx.engine.claim(Some("q"), claim).await.unwrap();
@@ -1425,5 +1428,112 @@ async fn a_send_made_again_by_its_sender_finds_its_message_and_another_sender_a_
         "{token}"
     );
     drop(target);
+    fx.drop_schema().await;
+}
+
+/// Queues one run of `app.job` named `name` in queue `q`.
+async fn enqueue_one(fx: &Fixture, name: &str) {
+    use durable::engine::EnqueueMany;
+    let input = json("null");
+    let run = EnqueueMany {
+        runs: &[(name, &input)],
+        workflow: "app.job",
+        queue: "q",
+        delay: std::time::Duration::ZERO,
+        run_at: None,
+        priority: 0,
+        key: None,
+    };
+    fx.engine.enqueue_many(&run).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_run_held_in_the_database_but_not_here_is_requeued_without_a_recovery() {
+    use durable::engine::ClaimLimits;
+    let fx = Fixture::new().await;
+    enqueue_one(&fx, "held").await;
+    enqueue_one(&fx, "lost").await;
+    let workflows = ["app.job".to_owned()];
+    let claim = ClaimLimits {
+        max: 1,
+        workflows: &workflows,
+        version: None,
+        isolated: false,
+    };
+    let held = fx.engine.claim(Some("q"), claim).await.unwrap();
+    assert_eq!(held.len(), 1);
+    // As a claim whose answer was lost: running under this owner, held by no handle.
+    fx.admin
+        .execute(
+            &format!(
+                "UPDATE {}.task SET status = 'running', owner_id = $1::text::uuid, lease_epoch = 1 WHERE name = 'lost'",
+                fx.schema
+            ),
+            &[&fx.engine.owner_id()],
+        )
+        .await
+        .unwrap();
+    let found = fx.engine.recover(&workflows, None, 0).await.unwrap();
+    assert_eq!((found.orphans, found.requeued, found.failed), (1, 0, 0));
+    let rows = fx
+        .admin
+        .query(
+            &format!("SELECT name, status, recoveries FROM {}.task ORDER BY name", fx.schema),
+            &[],
+        )
+        .await
+        .unwrap();
+    let states: Vec<(String, String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        states,
+        [
+            ("held".to_owned(), "running".to_owned(), 0),
+            ("lost".to_owned(), "queued".to_owned(), 0)
+        ],
+        "the run held here is left alone"
+    );
+    drop(held);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_wait_that_would_close_a_cycle_is_refused_and_a_chain_is_not() {
+    use durable::engine::ClaimLimits;
+    let fx = Fixture::new().await;
+    for name in ["a", "b", "c"] {
+        enqueue_one(&fx, name).await;
+    }
+    let workflows = ["app.job".to_owned()];
+    let claim = ClaimLimits {
+        max: 3,
+        workflows: &workflows,
+        version: None,
+        isolated: false,
+    };
+    let claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
+    let root = |name: &str| {
+        claimed
+            .iter()
+            .find(|run| run.name == name)
+            .map(|run| run.started.workflow)
+            .unwrap()
+    };
+    fx.engine.wait_on(root("a"), Some("b")).await.unwrap();
+    fx.engine.wait_on(root("b"), Some("c")).await.unwrap();
+    match fx.engine.wait_on(root("c"), Some("a")).await {
+        Err(EngineError::WaitCycle { waiter, cycle }) => {
+            assert_eq!(waiter, "c");
+            assert_eq!(cycle, ["a", "b", "c"]);
+        }
+        other => panic!("expected a cycle, got {other:?}"),
+    }
+    assert!(matches!(
+        fx.engine.wait_on(root("c"), Some("c")).await,
+        Err(EngineError::WaitCycle { cycle, .. }) if cycle == ["c"]
+    ));
+    // Once b no longer waits, c may wait for a.
+    fx.engine.wait_on(root("b"), None).await.unwrap();
+    fx.engine.wait_on(root("c"), Some("a")).await.unwrap();
+    drop(claimed);
     fx.drop_schema().await;
 }

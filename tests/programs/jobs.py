@@ -77,6 +77,36 @@ async def poison(ctx: Ctx, _: None) -> None:
     await ctx.step("die", lambda: os.kill(os.getpid(), signal.SIGKILL))
 
 
+@durable.workflow(name="jobs.steady", queue="shared")
+async def steady(ctx: Ctx, _: None) -> str:
+    """A healthy run: its one step records its start, then waits until the
+    test opens the gate (a row in its table ``gate``)."""
+
+    async def body() -> str:
+        assert side is not None
+        await record(ctx.name, "start")
+        while not await side.fetchval("SELECT EXISTS (SELECT 1 FROM gate)"):
+            await asyncio.sleep(0.01)
+        return "steady"
+
+    return await ctx.step("work", body)
+
+
+@durable.workflow(name="jobs.crasher", queue="shared")
+async def crasher(ctx: Ctx, _: None) -> None:
+    """Kills its executor in its first step, every time it runs; on its
+    first attempt, only once ``steady`` is running beside it."""
+
+    async def die() -> None:
+        assert side is not None
+        while ctx.attempt == 1 and not await side.fetchval("SELECT EXISTS (SELECT 1 FROM ledger WHERE event = 'start')"):
+            await asyncio.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    await record(ctx.name, "start-crasher")
+    await ctx.step("die", die)
+
+
 @durable.workflow(name="jobs.beat", queue="beats", every=1)
 async def beat(ctx: Ctx, tick: datetime) -> str:
     """Runs every second (ticks aligned to the epoch); records each run."""
@@ -93,4 +123,4 @@ async def nap(ctx: Ctx, seconds: float) -> str:
     return "rested"
 
 
-ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, gated, poison, beat, nap]
+ALL: list[durable.Workflow[Any, Any]] = [sleepy, steps, gated, poison, steady, crasher, beat, nap]
