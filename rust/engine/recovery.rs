@@ -112,7 +112,8 @@ impl Engine {
 ///   memory go back to their queue (no recovery counted), their running
 ///   children released with them.
 /// * `queues`: the queues with waiting runs, one index probe per queue.
-/// * `isolated`: whether an isolated run of the functions is due.
+/// * `isolated`: whether an isolated run of the functions is due (in a
+///   queue that is not paused: executors make room for it).
 pub(crate) const RECOVERY_PASS: &str = "
 WITH RECURSIVE marked AS (
     UPDATE {s}.owner AS o SET session_lost_at = now()
@@ -189,4 +190,5 @@ UNION ALL
 SELECT 'isolated', NULL WHERE EXISTS (
     SELECT 1 FROM {s}.task AS t
     WHERE t.isolated AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL AND t.run_at <= now()
-      AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $6))";
+      AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $6)
+      AND NOT EXISTS (SELECT 1 FROM {s}.task_queue AS q WHERE q.name = t.queue AND q.paused))";
