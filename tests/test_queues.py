@@ -452,6 +452,20 @@ async def waiting_for(db: durable.Db, name: str) -> str | None:
     return (await durable.get(db, name)).waiting_for
 
 
+async def test_a_closed_db_gives_its_claimed_runs_back_uncharged(
+    db: durable.Db, other_db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    await double.enqueue(db, "held", 1)
+    claimed = await other_db._engine.claim("q", 1, [double.name], None)
+    assert [name for name, _ in claimed] == [double.name]
+    await other_db.close()  # the claimed run is held, unfinished
+    row = await pg.fetchrow("SELECT status, owner_id FROM task WHERE name = 'held'")
+    assert (row["status"], row["owner_id"]) == ("queued", None), "given back, not left for a recovery"
+    await db._engine.recover([double.name], 0)
+    info = await durable.get(db, "held")
+    assert (info.status, info.recoveries) == ("queued", 0), "a close is no crash"
+
+
 async def test_an_executor_stopped_before_it_ran_returns_at_once(db: durable.Db) -> None:
     executor = durable.Executor(db, [double])
     executor.stop()
@@ -481,6 +495,11 @@ async def test_a_run_in_its_last_step_when_its_executor_stops_is_completed_not_r
     run = await last.enqueue(db, "last-step", None)
     await asyncio.wait_for(entered.wait(), 10)
     executor.stop()
+
+    async def draining() -> bool:
+        return any(handle.draining for handle in executor._running.values())
+
+    await until(draining, "the graceful stop began, the last step still in flight")
     gate.set()
     await task
     info = await durable.get(db, "last-step")

@@ -29,7 +29,7 @@ async def finished(db: durable.Db, name: str) -> bool:
 
 
 @pytest.mark.parametrize("suspend_after", [60.0, 0.0], ids=["in process", "suspended"])
-async def test_two_runs_waiting_for_each_other_is_an_error_not_a_hang(
+async def test_a_cycle_of_two_runs_waiting_for_each_other_is_an_error_not_a_hang(
     db: durable.Db, suspend_after: float, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="durable")
@@ -56,7 +56,7 @@ async def test_two_runs_waiting_for_each_other_is_an_error_not_a_hang(
     assert not [r for r in caplog.records if "deadlock" in r.getMessage()], "no suspend statement deadlocked"
 
 
-async def test_a_run_waiting_for_its_own_end_is_an_error(db: durable.Db) -> None:
+async def test_a_cycle_of_a_run_waiting_for_its_own_end_is_an_error(db: durable.Db) -> None:
     executor = durable.Executor(db, [waiter], suspend_after=0)
     task = asyncio.ensure_future(executor.run())
     try:
@@ -69,7 +69,7 @@ async def test_a_run_waiting_for_its_own_end_is_an_error(db: durable.Db) -> None
     assert failed.value.message == 'workflow "me" would wait for its own end: that wait would never end, so it is refused'
 
 
-async def test_a_chain_of_waits_is_not_a_cycle(db: durable.Db) -> None:
+async def test_a_chain_of_waits_is_no_cycle(db: durable.Db) -> None:
     executor = durable.Executor(db, [waiter, quick], suspend_after=0)
     task = asyncio.ensure_future(executor.run())
     try:
@@ -164,10 +164,15 @@ async def waiting(db: durable.Db, pg: asyncpg.Connection, name: str) -> Callable
     return check
 
 
+async def never_ending(db: durable.Db) -> Ctx:
+    """A run that has started and never ends (held by this test)."""
+    return await Ctx.start(db, "never-ends")
+
+
 @pytest.mark.parametrize("kind", KINDS)
 async def test_a_cancel_ends_a_direct_runs_wait_at_once(db: durable.Db, pg: asyncpg.Connection, kind: str) -> None:
     after.clear()
-    await quick.enqueue(db, "never-ends", None, delay=3600)
+    held = await never_ending(db)
     running = asyncio.ensure_future(waits.run(db, f"w-{kind}", kind))
     await until(await waiting(db, pg, f"w-{kind}"), "the run is about to wait")
     # Whenever the cancel comes (before the wait began, or during it), the wait ends.
@@ -175,6 +180,7 @@ async def test_a_cancel_ends_a_direct_runs_wait_at_once(db: durable.Db, pg: asyn
     with pytest.raises(durable.Cancelled):
         await asyncio.wait_for(running, 10)
     assert after == [], "the code after the wait did not run"
+    await held.release()
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -183,7 +189,7 @@ async def test_a_cancel_ends_an_executor_runs_wait_and_frees_its_slot(
 ) -> None:
     after.clear()
     await durable.create_queue(db, "safety", concurrency=1)
-    await quick.enqueue(db, "never-ends", None, delay=3600)
+    held = await never_ending(db)
     executor = durable.Executor(db, [waits, quick], suspend_after=7200)  # every wait stays in the process
     task = asyncio.ensure_future(executor.run())
     try:
@@ -195,4 +201,5 @@ async def test_a_cancel_ends_an_executor_runs_wait_and_frees_its_slot(
     finally:
         executor.stop()
         await task
+        await held.release()
     assert after == []

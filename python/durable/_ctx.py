@@ -887,7 +887,14 @@ class Ctx:
                     raise
                 finally:
                     current.reset(token)
-                completed = await self.complete(result)
+                try:
+                    completed = await self.complete(result)
+                except BaseException:
+                    # Not completed (interrupted while saving it, or refused):
+                    # given up as any interrupted run, so that it resumes at once.
+                    if self._wf.status in ("running", "cancelled"):
+                        await self._release_on_interrupt()
+                    raise
                 outcome = "completed"
                 return completed
         finally:

@@ -246,6 +246,8 @@ class Executor:
             task.cancel()
         if late:
             await asyncio.wait(late)
+        # A run whose task ended still holding its workflow (cancelled
+        # before it began) gives it back too; for the others this is a no-op.
         for handle in handles:
             with contextlib.suppress(DurableError):
                 await handle.release()

@@ -83,8 +83,8 @@ impl Engine {
         }
         if found.orphans > 0 {
             log::warn!(
-                "{} runs were held by this process in the database but not here (a claim whose answer was \
-                 lost); they are queued again",
+                "{} runs were held by this process in the database but by no handle here (a claim whose \
+                 answer was lost, or a release that did not reach the database); they are queued again",
                 found.orphans
             );
         }

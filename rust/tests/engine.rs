@@ -1537,3 +1537,111 @@ async fn a_wait_that_would_close_a_cycle_is_refused_and_a_chain_is_not() {
     drop(claimed);
     fx.drop_schema().await;
 }
+
+#[tokio::test]
+async fn an_unreceived_message_refuses_the_suspension_of_its_receiver() {
+    use durable::engine::{ClaimLimits, Suspended, Suspension};
+    let fx = Fixture::new().await;
+    enqueue_one(&fx, "receiver").await;
+    let workflows = ["app.job".to_owned()];
+    let claim = ClaimLimits {
+        max: 1,
+        workflows: &workflows,
+        version: None,
+        isolated: false,
+    };
+    let mut claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
+    let started = claimed.pop().expect("claimed").started;
+    let root = started.workflow;
+    let _hold = started.hold.expect("held");
+    // A message no wake announced (wake_pending stays false): only the
+    // suspension's own look at the messages can see it.
+    fx.admin
+        .execute(
+            &format!(
+                "INSERT INTO {}.task_message (task_id, topic, value) VALUES ($1, 't', 'null'::jsonb)",
+                fx.schema
+            ),
+            &[&root.id],
+        )
+        .await
+        .unwrap();
+    let waiting = json(r#"{"kind": "message", "step": "t", "detail": "waiting for a message on 't'"}"#);
+    let wait = Suspension {
+        until_us: None,
+        waiting: &waiting,
+        waiting_on: None,
+        message: Some((root.id, "t")),
+    };
+    assert_eq!(fx.engine.suspend(root, wait).await.unwrap(), Suspended::Woken);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn two_waits_recorded_at_once_still_find_their_cycle() {
+    use durable::engine::ClaimLimits;
+    let fx = Fixture::new().await;
+    for name in ["a", "b"] {
+        enqueue_one(&fx, name).await;
+    }
+    let workflows = ["app.job".to_owned()];
+    let claim = ClaimLimits {
+        max: 2,
+        workflows: &workflows,
+        version: None,
+        isolated: false,
+    };
+    let claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
+    let root = |name: &str| {
+        claimed
+            .iter()
+            .find(|run| run.name == name)
+            .map(|run| run.started.workflow)
+            .unwrap()
+    };
+    // Both rows locked: each wait reads its chain, then blocks on its own
+    // row (or, one at a time, on the lock that records waits), until both
+    // are in flight at once.
+    fx.admin.batch_execute("BEGIN").await.unwrap();
+    fx.admin
+        .execute(
+            &format!("SELECT 1 FROM {}.task WHERE name IN ('a', 'b') FOR UPDATE", fx.schema),
+            &[],
+        )
+        .await
+        .unwrap();
+    let release = async {
+        loop {
+            let row = fx
+                .admin
+                .query_one(
+                    "SELECT (SELECT count(*) FROM pg_locks
+                             WHERE locktype = 'advisory' AND NOT granted
+                               AND classid = 2002872692 AND objid = hashtext($1)::oid)
+                          + (SELECT count(*) FROM pg_stat_activity
+                             WHERE datname = current_database() AND wait_event_type = 'Lock'
+                               AND query LIKE '%' || $1 || '%')",
+                    &[&fx.schema],
+                )
+                .await
+                .unwrap();
+            if row.get::<_, i64>(0) >= 2 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        fx.admin.batch_execute("COMMIT").await.unwrap();
+    };
+    let (a, b, ()) = tokio::join!(
+        fx.engine.wait_on(root("a"), Some("b")),
+        fx.engine.wait_on(root("b"), Some("a")),
+        release
+    );
+    let cycles = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(EngineError::WaitCycle { .. })))
+        .count();
+    assert_eq!(cycles, 1, "exactly one of two crossing waits is refused: {a:?}, {b:?}");
+    drop(claimed);
+    fx.drop_schema().await;
+}
