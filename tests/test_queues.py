@@ -460,7 +460,7 @@ async def test_a_closed_db_gives_its_claimed_runs_back_uncharged(
     assert [name for name, _ in claimed] == [double.name]
     await other_db.close()  # the claimed run is held, unfinished
     row = await pg.fetchrow("SELECT status, owner_id FROM task WHERE name = 'held'")
-    assert (row["status"], row["owner_id"]) == ("queued", None), "given back, not left for a recovery"
+    assert row is not None and (row["status"], row["owner_id"]) == ("queued", None), "given back, not recovered"
     await db._engine.recover([double.name], 0)
     info = await durable.get(db, "held")
     assert (info.status, info.recoveries) == ("queued", 0), "a close is no crash"

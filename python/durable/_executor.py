@@ -29,6 +29,11 @@ DEPTHS_EVERY = 10.0
 #: the claims did not take is held back by something time does not end.
 MIN_WAIT = 0.1
 
+#: How much further back than the claims' own duration a delayed run that
+#: came due counts as due now, in seconds (the database's clock and this
+#: process's may tick apart by that much between two statements).
+LOOKBACK = 0.02
+
 
 class Executor:
     """Runs the queued runs of the workflows it is given, across any number
@@ -89,8 +94,6 @@ class Executor:
         #: Set by stop() (or SIGTERM), also before run() began: run() then
         #: returns at once. Cleared when run() returns, for a later run().
         self._stop = asyncio.Event()
-        #: Set when a run of this executor ended: a slot is free.
-        self._freed: asyncio.Event | None = None
         #: Runs due in each queue, counted every ``DEPTHS_EVERY`` seconds at
         #: a recovery pass (for the ``durable.queue.depth`` gauge; kept only
         #: with OpenTelemetry).
@@ -112,10 +115,10 @@ class Executor:
         then stops gracefully (see ``shutdown_grace``).
 
         It looks for work only when something may have changed: a
-        notification (a run queued, finished, released or woken, a queue
-        resumed or its limits changed), one of its own runs ending, the next
-        delayed run or rate window coming due, a schedule's tick, and at the
-        latest every ``poll`` seconds. Waiting runs that it cannot claim (a
+        notification (a run queued, finished, released or woken, suspended,
+        a queue resumed or its limits changed), the next delayed run or rate
+        window coming due, a schedule's tick, and at the latest every
+        ``poll`` seconds. Waiting runs that it cannot claim (a
         paused or full queue, another version) cost it nothing meanwhile.
         """
         db = await resolve(self._db)
@@ -123,7 +126,6 @@ class Executor:
         names = list(self._workflows)
         loop = asyncio.get_running_loop()
         stop = self._stop
-        self._freed = asyncio.Event()
         sigterm = _on_sigterm(loop, stop)
         clock = _Ticker(engine, [w for w in self._workflows.values() if w.schedule is not None])
         registration: int | None = None
@@ -159,22 +161,21 @@ class Executor:
                         claimed_for = None
                     next_recovery = loop.time() + self._recovery_interval
                 now = loop.time()
-                if seen != claimed_for or self._freed.is_set() or now >= due_at or now >= next_poll:
+                if seen != claimed_for or now >= due_at or now >= next_poll:
                     claimed_for = seen
-                    self._freed.clear()
                     due_at = math.inf
-                    free = self._concurrency - len(self._running)
-                    if free > 0:
-                        # Asked before the claims: a run that comes due while
-                        # they run is either claimed or counted here.
-                        due = await engine.next_due(names, self._version)
+                    began = loop.time()
+                    await self._claim(db, names, isolated_waiting)
+                    if self._concurrency > len(self._running):
+                        # Free slots left: when may something come due?
+                        since = loop.time() - began + LOOKBACK
+                        due = await engine.next_due(names, self._version, since)
                         if due is not None:
                             due_at = loop.time() + max(due, MIN_WAIT)
-                    await self._claim(db, names, isolated_waiting)
                     next_poll = loop.time() + self._poll
                 timeout = min(next_poll, next_recovery, due_at) - loop.time()
                 timeout = max(0.0, min(timeout, clock.until_next()))
-                await _first(engine.work_changed(seen, timeout), stop.wait(), self._freed.wait())
+                await _first(engine.work_changed(seen, timeout), stop.wait())
         finally:
             if sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -211,13 +212,7 @@ class Executor:
     def _start(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         task = asyncio.ensure_future(self._execute(db, workflow, handle))
         self._running[task] = handle
-        task.add_done_callback(self._ended)
-
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        """A run ended here: its slot is free for the next claim."""
-        self._running.pop(task, None)
-        if self._freed is not None:
-            self._freed.set()
+        task.add_done_callback(self._running.pop)
 
     async def _execute(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         ctx = Ctx(db, handle)

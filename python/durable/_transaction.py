@@ -80,8 +80,14 @@ async def run_transaction(
     while True:
         if retried:
             await asyncio.sleep(policy.delay(retried))
-        async with ctx._tree.body():
+        tree = ctx._tree
+        if tree.held_back():
+            await tree.wait_to_start()
+        tree.enter()
+        try:
             outcome = await _attempt(ctx, wf, name, fn, number, retries, retry_on, retried)
+        finally:
+            tree.leave()
         if outcome is not _RETRY:
             return outcome
         retried += 1

@@ -319,17 +319,23 @@ impl PyEngine {
     }
 
     /// Seconds until a waiting run of `workflows` (at `version`) may become
-    /// claimable by time alone, or None (see `Engine::next_due`); an awaitable.
-    #[pyo3(signature = (workflows, version = None))]
+    /// claimable by time alone, or None (see `Engine::next_due`; `since`:
+    /// seconds since the claims this follows began); an awaitable.
+    #[pyo3(signature = (workflows, version = None, since = 0.0))]
     fn next_due<'py>(
         &self,
         py: Python<'py>,
         workflows: Vec<String>,
         version: Option<String>,
+        since: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
+        let since = Duration::try_from_secs_f64(since.clamp(0.0, 3600.0)).unwrap_or_default();
         awaitable(py, async move {
-            let due = engine.next_due(&workflows, version.as_deref()).await.map_err(to_py)?;
+            let due = engine
+                .next_due(&workflows, version.as_deref(), since)
+                .await
+                .map_err(to_py)?;
             Ok(due.map(|d| d.as_secs_f64()))
         })
     }

@@ -422,12 +422,22 @@ impl Engine {
     /// queue, a key at its limit, another version or isolation are not
     /// counted: what frees them (a resume, a run ending, an executor
     /// starting) notifies the executors. `None`: nothing comes due.
-    pub async fn next_due(&self, workflows: &[String], version: Option<&str>) -> Result<Option<Duration>, EngineError> {
+    ///
+    /// `since`: how long ago the claims this follows began; a delayed run
+    /// that came due since then counts as due now (it may have come due
+    /// after their clock).
+    pub async fn next_due(
+        &self,
+        workflows: &[String],
+        version: Option<&str>,
+        since: Duration,
+    ) -> Result<Option<Duration>, EngineError> {
         self.check_open()?;
         let sql = &self.inner.sql;
+        let since = since.as_secs_f64();
         let row = retrying!(self, "looking for delayed runs", |client| async {
             let statement = client.prepare_cached(&sql.queue.next_due).await?;
-            client.query_one(&statement, &[&workflows, &version]).await
+            client.query_one(&statement, &[&workflows, &version, &since]).await
         })?;
         Ok(col::<Option<f64>>(&row, "due_in")?.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()))
     }
@@ -745,11 +755,14 @@ RETURNING left(pg_notify('durable', $5::text || ' queued ' || coalesce(t.queue, 
 /// of `$2`) may become claimable by time alone (see `Engine::next_due`):
 /// the earliest delayed run still ahead (`task_scheduled`), and for each
 /// queue with a full rate window and a due run of those functions, the
-/// moment its oldest start leaves the window.
+/// moment its oldest start leaves the window. "Ahead" reaches `$3`
+/// seconds back: this runs after the claims, and a run that came due
+/// between their clock and this one's must not be missed (one held back for
+/// another reason then costs one more look, not a spin).
 const NEXT_DUE: &str = "
 SELECT extract(epoch FROM least(
     (SELECT min(t.run_at) FROM {s}.task AS t
-     WHERE t.status = 'scheduled' AND t.parent_id IS NULL AND t.run_at > now()
+     WHERE t.status = 'scheduled' AND t.parent_id IS NULL AND t.run_at > now() - make_interval(secs => $3)
        AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $2)),
     (SELECT min(full_until.at) FROM (
         SELECT max(w.oldest + r.period) AS at

@@ -148,7 +148,7 @@ WITH RECURSIVE marked AS (
                               'cause, then resume it', t.name, t.recoveries + 1, $2),
             'traceback', '') ELSE t.error END
     FROM dead AS d WHERE t.id = d.id
-    RETURNING t.status, t.queue
+    RETURNING t.status, t.queue, t.isolated
 ), freed AS (
     UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now()
     WHERE t.status = 'cancelled' AND t.owner_id IS NOT NULL AND t.queue IS NOT NULL AND t.parent_id IS NULL
@@ -187,7 +187,7 @@ FROM changed
 UNION ALL
 SELECT 'queue', name FROM queues WHERE name IS NOT NULL
 UNION ALL
-SELECT 'isolated', NULL WHERE EXISTS (
+SELECT 'isolated', NULL WHERE EXISTS (SELECT 1 FROM recovered WHERE isolated AND status = 'queued') OR EXISTS (
     SELECT 1 FROM {s}.task AS t
     WHERE t.isolated AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL AND t.run_at <= now()
       AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $6)

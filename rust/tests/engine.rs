@@ -1007,7 +1007,12 @@ async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_th
         fx.engine.claim(Some("q"), claim).await.unwrap().is_empty(),
         "not due yet"
     );
-    let due_in = fx.engine.next_due(&workflows, None).await.unwrap().expect("due later");
+    let due_in = fx
+        .engine
+        .next_due(&workflows, None, std::time::Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("due later");
     assert!(due_in <= std::time::Duration::from_millis(300), "{due_in:?}");
     tokio::time::sleep(due_in).await;
     let again = fx.engine.claim(Some("q"), claim).await.unwrap();
