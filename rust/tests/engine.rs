@@ -1452,21 +1452,38 @@ async fn enqueue_one(fx: &Fixture, name: &str) {
     fx.engine.enqueue_many(&run).await.unwrap();
 }
 
-#[tokio::test]
-async fn a_run_held_in_the_database_but_not_here_is_requeued_without_a_recovery() {
+/// Queues one run of `app.job` in queue `q` for each of `names`, then
+/// claims them all (held by this engine while the result lives).
+async fn claim_runs(fx: &Fixture, names: &[&str]) -> Vec<durable::engine::Claimed> {
     use durable::engine::ClaimLimits;
-    let fx = Fixture::new().await;
-    enqueue_one(&fx, "held").await;
-    enqueue_one(&fx, "lost").await;
+    for name in names {
+        enqueue_one(fx, name).await;
+    }
     let workflows = ["app.job".to_owned()];
     let claim = ClaimLimits {
-        max: 1,
+        max: names.len(),
         workflows: &workflows,
         version: None,
         isolated: false,
     };
-    let held = fx.engine.claim(Some("q"), claim).await.unwrap();
-    assert_eq!(held.len(), 1);
+    fx.engine.claim(Some("q"), claim).await.unwrap()
+}
+
+/// The workflow of the claimed run `name`.
+fn root_of(claimed: &[durable::engine::Claimed], name: &str) -> durable::engine::WorkflowId {
+    claimed
+        .iter()
+        .find(|run| run.name == name)
+        .map(|run| run.started.workflow)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_run_held_in_the_database_but_not_here_is_requeued_without_a_recovery() {
+    let fx = Fixture::new().await;
+    let held = claim_runs(&fx, &["held"]).await;
+    enqueue_one(&fx, "lost").await;
+    let workflows = ["app.job".to_owned()];
     // As a claim whose answer was lost: running under this owner, held by no handle.
     fx.admin
         .execute(
@@ -1503,26 +1520,9 @@ async fn a_run_held_in_the_database_but_not_here_is_requeued_without_a_recovery(
 
 #[tokio::test]
 async fn a_wait_that_would_close_a_cycle_is_refused_and_a_chain_is_not() {
-    use durable::engine::ClaimLimits;
     let fx = Fixture::new().await;
-    for name in ["a", "b", "c"] {
-        enqueue_one(&fx, name).await;
-    }
-    let workflows = ["app.job".to_owned()];
-    let claim = ClaimLimits {
-        max: 3,
-        workflows: &workflows,
-        version: None,
-        isolated: false,
-    };
-    let claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
-    let root = |name: &str| {
-        claimed
-            .iter()
-            .find(|run| run.name == name)
-            .map(|run| run.started.workflow)
-            .unwrap()
-    };
+    let claimed = claim_runs(&fx, &["a", "b", "c"]).await;
+    let root = |name: &str| root_of(&claimed, name);
     fx.engine.wait_on(root("a"), Some("b")).await.unwrap();
     fx.engine.wait_on(root("b"), Some("c")).await.unwrap();
     match fx.engine.wait_on(root("c"), Some("a")).await {
@@ -1545,17 +1545,9 @@ async fn a_wait_that_would_close_a_cycle_is_refused_and_a_chain_is_not() {
 
 #[tokio::test]
 async fn an_unreceived_message_refuses_the_suspension_of_its_receiver() {
-    use durable::engine::{ClaimLimits, Suspended, Suspension};
+    use durable::engine::{Suspended, Suspension};
     let fx = Fixture::new().await;
-    enqueue_one(&fx, "receiver").await;
-    let workflows = ["app.job".to_owned()];
-    let claim = ClaimLimits {
-        max: 1,
-        workflows: &workflows,
-        version: None,
-        isolated: false,
-    };
-    let mut claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
+    let mut claimed = claim_runs(&fx, &["receiver"]).await;
     let started = claimed.pop().expect("claimed").started;
     let root = started.workflow;
     let _hold = started.hold.expect("held");
@@ -1584,26 +1576,9 @@ async fn an_unreceived_message_refuses_the_suspension_of_its_receiver() {
 
 #[tokio::test]
 async fn two_waits_recorded_at_once_still_find_their_cycle() {
-    use durable::engine::ClaimLimits;
     let fx = Fixture::new().await;
-    for name in ["a", "b"] {
-        enqueue_one(&fx, name).await;
-    }
-    let workflows = ["app.job".to_owned()];
-    let claim = ClaimLimits {
-        max: 2,
-        workflows: &workflows,
-        version: None,
-        isolated: false,
-    };
-    let claimed = fx.engine.claim(Some("q"), claim).await.unwrap();
-    let root = |name: &str| {
-        claimed
-            .iter()
-            .find(|run| run.name == name)
-            .map(|run| run.started.workflow)
-            .unwrap()
-    };
+    let claimed = claim_runs(&fx, &["a", "b"]).await;
+    let root = |name: &str| root_of(&claimed, name);
     // Both rows locked: each wait reads its chain, then blocks on its own
     // row (or, one at a time, on the lock that records waits), until both
     // are in flight at once.
