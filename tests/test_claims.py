@@ -251,3 +251,22 @@ async def test_a_run_whose_row_cannot_be_read_fails_alone_and_the_executor_goes_
     finally:
         executor.stop()
         await task
+
+
+@durable.workflow(name="claims.sleeper", queue="fair")
+async def sleeper(ctx: Ctx, _: Any) -> None:
+    await ctx.sleep("nap", 3600)
+
+
+async def test_a_slot_freed_while_the_executor_was_full_is_claimed_at_once(db: durable.Db) -> None:
+    # Only a slot freed here can start the second run: no poll, no recovery pass.
+    executor = durable.Executor(db, [sleeper, quick], concurrency=1, poll=3600, recovery_interval=3600, suspend_after=0)
+    task = asyncio.ensure_future(executor.run())
+    try:
+        for i in range(5):
+            await sleeper.enqueue(db, f"s{i}", None)
+        runs = [await quick.enqueue(db, f"q{i}", None) for i in range(5)]
+        assert [await run.result(timeout=30) for run in runs] == [f"q{i}" for i in range(5)]
+    finally:
+        executor.stop()
+        await task

@@ -94,6 +94,12 @@ class Executor:
         #: Set by stop() (or SIGTERM), also before run() began: run() then
         #: returns at once. Cleared when run() returns, for a later run().
         self._stop = asyncio.Event()
+        #: Set when a run ended while the last claims left no free slot:
+        #: what they could not take may be claimed now. (The notification of
+        #: the run's end may come before its task is gone: claims made then
+        #: find no free slot, and nothing else would say that one is free.)
+        self._freed = asyncio.Event()
+        self._full = False
         #: Runs due in each queue, counted every ``DEPTHS_EVERY`` seconds at
         #: a recovery pass (for the ``durable.queue.depth`` gauge; kept only
         #: with OpenTelemetry).
@@ -118,7 +124,8 @@ class Executor:
         notification (a run queued, finished, released or woken, suspended,
         a queue resumed or its limits changed), the next delayed run or rate
         window coming due, a schedule's tick, and at the latest every
-        ``poll`` seconds. Waiting runs that it cannot claim (a
+        ``poll`` seconds; and when one of its runs ends while the last claims
+        found it full. Waiting runs that it cannot claim (a
         paused or full queue, another version) cost it nothing meanwhile.
         """
         db = await resolve(self._db)
@@ -161,11 +168,12 @@ class Executor:
                         claimed_for = None
                     next_recovery = loop.time() + self._recovery_interval
                 now = loop.time()
-                if seen != claimed_for or now >= due_at or now >= next_poll:
+                if seen != claimed_for or self._freed.is_set() or now >= due_at or now >= next_poll:
                     claimed_for = seen
+                    self._freed.clear()
                     due_at = math.inf
                     began = loop.time()
-                    await self._claim(db, names, isolated_waiting)
+                    self._full = await self._claim(db, names, isolated_waiting)
                     if self._concurrency > len(self._running):
                         # Free slots left: when may something come due?
                         since = loop.time() - began + LOOKBACK
@@ -175,7 +183,7 @@ class Executor:
                     next_poll = loop.time() + self._poll
                 timeout = min(next_poll, next_recovery, due_at) - loop.time()
                 timeout = max(0.0, min(timeout, clock.until_next()))
-                await _first(engine.work_changed(seen, timeout), stop.wait())
+                await _first(engine.work_changed(seen, timeout), stop.wait(), self._freed.wait())
         finally:
             if sigterm:
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -185,34 +193,42 @@ class Executor:
                     await engine.unregister_executor(registration)
             stop.clear()
 
-    async def _claim(self, db: Db, names: list[str], isolated_waiting: bool) -> None:
-        """Claims what this executor may take now, queue by queue. A run
-        recovered from a crash it shared (isolated) runs alone: claimed only
-        while nothing else runs here, and nothing is claimed beside it;
-        while one waits, this executor takes no new work until it is idle."""
+    async def _claim(self, db: Db, names: list[str], isolated_waiting: bool) -> bool:
+        """Claims what this executor may take now, queue by queue; True when
+        its own runs left it no room for more. A run recovered from a crash
+        it shared (isolated) runs alone: claimed only while nothing else
+        runs here, and nothing is claimed beside it; while one waits, this
+        executor takes no new work until it is idle."""
         engine = db._engine
         if isolated_waiting:
             if self._running:
-                return  # make room: the isolated run needs an idle executor
+                return True  # make room: the isolated run needs an idle executor
             for queue in self._queues:
                 for name, handle in await engine.claim(queue, 1, names, self._version, isolated=True):
                     self._start(db, self._workflows[name], handle)
-                    return
+                    return True
         free = self._concurrency - len(self._running)
         for queue in self._queues:
             if free <= 0:
-                break
+                return True
             began = asyncio.get_running_loop().time()
             claimed = await engine.claim(queue, free, names, self._version)
             _otel.claimed(asyncio.get_running_loop().time() - began, queue)
             for name, handle in claimed:
                 self._start(db, self._workflows[name], handle)
                 free -= 1
+        return free <= 0
 
     def _start(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         task = asyncio.ensure_future(self._execute(db, workflow, handle))
         self._running[task] = handle
-        task.add_done_callback(self._running.pop)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self._running.pop(task, None)
+        if self._full:
+            self._full = False
+            self._freed.set()
 
     async def _execute(self, db: Db, workflow: Workflow[Any, Any], handle: _core.Workflow) -> None:
         ctx = Ctx(db, handle)
