@@ -4,6 +4,8 @@ JSON form of the read-only records."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
@@ -48,7 +50,36 @@ def parse_moment(text: str, now: datetime) -> datetime:
         raise ValueError(
             f"{text!r} is neither a duration (30d, 12h, 15m) nor an ISO datetime (2026-11-25T10:00:00Z)"
         ) from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=timezone.utc)
+    if moment.utcoffset() is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is not within the years 1 to 9999 in UTC") from None
+    return moment
+
+
+def parse_json(text: str) -> Any:
+    """``text`` as a JSON value; ``ValueError`` saying why it is not one
+    (``NaN`` and ``Infinity``, which Python's ``json`` reads, are not; nor
+    is a number too large for a float), never an error of another kind
+    (a value nested too deep to read)."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    def number(digits: str) -> float:
+        value = float(digits)
+        if math.isinf(value):
+            raise ValueError(f"the number {cut(digits, 20)} is too large for a float")
+        return value
+
+    try:
+        return json.loads(text, parse_constant=constant, parse_float=number)
+    except RecursionError:
+        raise ValueError("not JSON that can be read: it is nested too deep") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
 
 
 def duration(seconds: float) -> str:
