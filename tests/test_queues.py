@@ -352,6 +352,7 @@ async def test_sql_enqueue_takes_the_times_at_its_bounds(schema: str, db: durabl
     assert runs["first"].run_at == datetime(1, 1, 1, tzinfo=timezone.utc)
     assert runs["last"].run_at == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
     assert (runs["first"].status, runs["now"].status, runs["century"].status) == ("queued", "queued", "scheduled")
+    assert all(not run.out_of_range for run in runs.values())
 
 
 @durable.workflow(name="nested", queue="q")

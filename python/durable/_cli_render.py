@@ -7,9 +7,9 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from ._info import StepInfo, WorkflowInfo, WorkflowTree
 from ._queues import QueueInfo
@@ -100,6 +100,28 @@ def moment(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+class Timed(Protocol):
+    """A record with times, some perhaps out of range (``WorkflowInfo``...)."""
+
+    @property
+    def out_of_range(self) -> Mapping[str, str]: ...
+
+
+def time_text(record: Timed, field: str) -> str:
+    """The time ``field`` of ``record`` as ``moment`` writes it, or its
+    text when no datetime holds it (``infinity``)."""
+    beyond = record.out_of_range.get(field)
+    return beyond if beyond is not None else moment(getattr(record, field))
+
+
+def took_of(record: Timed, now: datetime) -> str:
+    """``took`` of the record's ``started_at`` and ``completed_at``; ``?``
+    when one is out of range."""
+    if record.out_of_range.keys() & {"started_at", "completed_at"}:
+        return "?"
+    return took(getattr(record, "started_at"), getattr(record, "completed_at"), now)
+
+
 def took(started: datetime | None, completed: datetime | None, now: datetime) -> str:
     """How long something ran (``+`` while it still runs)."""
     if started is None:
@@ -135,8 +157,8 @@ def workflows_table(runs: Sequence[WorkflowInfo], now: datetime) -> str:
             run.status,
             run.workflow or "",
             run.queue or "",
-            moment(run.created_at),
-            took(run.started_at, run.completed_at, now),
+            time_text(run, "created_at"),
+            took_of(run, now),
             run.waiting_for or error_line(run.error),
         ]
         for run in runs
@@ -154,13 +176,19 @@ def queues_table(queues: Sequence[QueueInfo], now: datetime) -> str:
             str(queue.running),
             str(queue.queued),
             str(queue.delayed),
-            "" if queue.oldest_due is None else duration(max(0.0, (now - queue.oldest_due).total_seconds())),
+            _waited(queue, now),
             ", ".join(f"{r.used}/{r.limit} per {duration(r.period.total_seconds())}" for r in queue.rates),
         ]
         for queue in queues
     ]
     headers = ["QUEUE", "PAUSED", "CONCURRENCY", "PER KEY", "RUNNING", "QUEUED", "DELAYED", "OLDEST WAIT", "RATE USED"]
     return table(headers, rows)
+
+
+def _waited(queue: QueueInfo, now: datetime) -> str:
+    if queue.oldest_due is None:
+        return queue.out_of_range.get("oldest_due", "")
+    return duration(max(0.0, (now - queue.oldest_due).total_seconds()))
 
 
 def tree_text(tree: WorkflowTree, now: datetime) -> str:
@@ -197,11 +225,11 @@ def _has_nodes(tree: WorkflowTree) -> bool:
 def _line(node: StepInfo | WorkflowTree, now: datetime) -> str:
     if isinstance(node, WorkflowTree):
         return "workflow " + _workflow_line(node.info, now, name=node.info.name.rsplit("/", 1)[-1])
-    return f"step {node.name}  {_status(node.status, node.attempt)}  {took(node.started_at, node.completed_at, now)}"
+    return f"step {node.name}  {_status(node.status, node.attempt)}  {took_of(node, now)}"
 
 
 def _workflow_line(info: WorkflowInfo, now: datetime, name: str | None = None) -> str:
-    parts = [name or info.name, _status(info.status, info.attempt), took(info.started_at, info.completed_at, now)]
+    parts = [name or info.name, _status(info.status, info.attempt), took_of(info, now)]
     if info.workflow or info.queue:
         parts.append(f"({', '.join(x for x in (info.workflow, info.queue and f'queue {info.queue}') if x)})")
     return "  ".join(part for part in parts if part)
