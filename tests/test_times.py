@@ -154,3 +154,21 @@ async def test_the_ui_shows_a_time_out_of_range_as_text(db: durable.Db, pg: asyn
         status, body = await get(app, path)
         assert status == 200, (path, body[-2000:])
         assert shown in body, path
+
+
+async def test_an_executor_goes_on_beside_a_run_due_at_infinity(db: durable.Db, pg: asyncpg.Connection) -> None:
+    await noop.enqueue(db, "never", None, delay=3600)
+    await pg.execute("UPDATE task SET run_at = 'infinity' WHERE name = 'never'")
+    executor = durable.Executor(db, [noop], poll=3600)
+    running = asyncio.ensure_future(executor.run())
+    try:
+        await noop.enqueue(db, "now", None)
+        result = asyncio.ensure_future(durable.result(db, "now", timeout=60))
+        await asyncio.wait([running, result], return_when=asyncio.FIRST_COMPLETED)
+        assert not running.done(), running.exception()
+        assert await result == "done"
+        assert not running.done()
+    finally:
+        executor.stop()
+        await running
+    assert (await durable.get(db, "never")).status == "scheduled"
