@@ -259,6 +259,55 @@ async def test_gc_deletes_old_finished_trees_only(
     fails(await durable_cli(dsn, schema, "gc"), 2, "Missing option '--older-than'")
 
 
+#: A database never reached: a usage error is found before connecting.
+UNREACHED = "postgresql://nobody@127.0.0.1:1/none"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--connect-timeout", "nan", "list"], "'nan' is not a number of seconds"),
+        (["list", "--connect-timeout", "nan"], "'nan' is not a number of seconds"),
+        (["list", "--since", "99999999d"], "'99999999d' ago is before the year 1"),
+        (["list", "--since", "9999-12-31T23:00:00-05:00"], "is not within the years 1 to 9999 in UTC"),
+        (["list", "--since", "0001-01-01T00:00:00+14:00"], "is not within the years 1 to 9999 in UTC"),
+        (["gc", "--older-than", "99999999999d"], "is longer than a duration can be"),
+        (["gc", "--older-than", "1000000d"], "'1000000d' is longer than 36600d (a century), the most gc takes"),
+        (["fork", "a", "b", "--input", "NaN"], "not JSON: NaN is not a JSON value"),
+        (["fork", "a", "b", "--input", "1e999"], "the number 1e999 is too large for a float"),
+        (["fork", "a", "b", "--input", "[" * 100_000 + "]" * 100_000], "it is nested too deep"),
+        (["list", "--bogus"], "No such option '--bogus'"),
+        (["nope"], "No such command 'nope'"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args: list[str], message: str) -> None:
+    result = CliRunner().invoke(cli, ["--dsn", UNREACHED, *args])
+    assert result.exit_code == 2, (result.stderr, result.exception)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert message in result.stderr and "--help" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_connection_options_go_before_or_after_the_command(db: durable.Db, dsn: str, schema: str) -> None:
+    await make_etl(db)
+    connection = ["--dsn", dsn, "--schema", schema]
+    for args in (
+        ["list", *connection, "--json"],
+        ["list", "--json", "--connect-timeout", "5", *connection],
+        ["show", "etl", *connection, "--json"],
+        # Given in both places, the one after the command wins.
+        ["--dsn", UNREACHED, "--schema", "elsewhere", "--connect-timeout", "1", "list", *connection, "--json"],
+    ):
+        result = await asyncio.to_thread(CliRunner().invoke, cli, args)
+        assert result.exit_code == 0, (args, result.stderr)
+        found = json.loads(result.stdout)
+        assert (found[0] if isinstance(found, list) else found)["name"] == "etl", args
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["queues", "--dsn", UNREACHED, "--connect-timeout", "1"])
+    fails(result, 3, "cannot connect to Postgres at 127.0.0.1:1")
+    result = await asyncio.to_thread(CliRunner().invoke, cli, ["--dsn", dsn, "queues", "--schema", "no_such_schema"])
+    fails(result, 3, 'the database schema "no_such_schema" does not exist')
+
+
 def run_durable(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "durable", *args], capture_output=True, text=True, timeout=60, cwd=cwd

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 import time
@@ -315,6 +316,43 @@ async def test_sql_enqueue_refuses_the_names_python_refuses(
                 await double.enqueue(db, given["name"], 1, key=given["key"])
             assert str(python.value) == said
     assert await pg.fetchval("SELECT count(*) FROM task") == 0
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("run_at => 'infinity'", "run_at must fall within the years 1 to 9999 in UTC, and infinity does not"),
+        ("run_at => '-infinity'", "run_at must fall within the years 1 to 9999 in UTC, and -infinity does not"),
+        # The year 0 and the year 10000 in UTC, as the Python API's examples.
+        ("run_at => '0001-01-01 00:00:00+14'", "run_at must fall within the years 1 to 9999 in UTC"),
+        ("run_at => '9999-12-31 23:00:00-05'", "run_at must fall within the years 1 to 9999 in UTC"),
+        ("run_at => '200000-01-01 00:00:00+00'", "run_at must fall within the years 1 to 9999 in UTC"),
+        ("delay => interval '-1 second'", "delay must be from 0 to 36500 days (a century), not -00:00:01"),
+        ("delay => interval '36501 days'", "delay must be from 0 to 36500 days (a century), not 36501 days"),
+        ("delay => interval '1000000 years'", "delay must be from 0 to 36500 days (a century), not 1000000 years"),
+    ],
+)
+async def test_sql_enqueue_refuses_times_out_of_range(
+    schema: str, db: durable.Db, pg: asyncpg.Connection, given: str, said: str
+) -> None:
+    with pytest.raises(asyncpg.InvalidParameterValueError, match=re.escape(f"durable.enqueue: {said}")):
+        await pg.fetchval(f"SELECT {schema}.enqueue($1, 'n', '1', {given})", double.name)
+    assert await pg.fetchval("SELECT count(*) FROM task") == 0
+
+
+async def test_sql_enqueue_takes_the_times_at_its_bounds(schema: str, db: durable.Db, pg: asyncpg.Connection) -> None:
+    for name, given in [
+        ("first", "run_at => '0001-01-01 00:00:00+00'"),
+        ("last", "run_at => '9999-12-31 23:59:59.999999+00'"),
+        ("now", "delay => interval '0'"),
+        ("century", "delay => interval '36500 days'"),
+    ]:
+        await pg.fetchval(f"SELECT {schema}.enqueue($1, $2, '1', {given})", double.name, name)
+    runs = {run.name: run for run in await durable.list_workflows(db)}
+    assert runs["first"].run_at == datetime(1, 1, 1, tzinfo=timezone.utc)
+    assert runs["last"].run_at == datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    assert (runs["first"].status, runs["now"].status, runs["century"].status) == ("queued", "queued", "scheduled")
+    assert all(not run.out_of_range for run in runs.values())
 
 
 @durable.workflow(name="nested", queue="q")

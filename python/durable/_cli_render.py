@@ -4,10 +4,12 @@ JSON form of the read-only records."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from ._info import StepInfo, WorkflowInfo, WorkflowTree
 from ._queues import QueueInfo
@@ -48,7 +50,36 @@ def parse_moment(text: str, now: datetime) -> datetime:
         raise ValueError(
             f"{text!r} is neither a duration (30d, 12h, 15m) nor an ISO datetime (2026-11-25T10:00:00Z)"
         ) from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=timezone.utc)
+    if moment.utcoffset() is None:
+        return moment.replace(tzinfo=timezone.utc)
+    try:
+        moment.astimezone(timezone.utc)
+    except OverflowError:
+        raise ValueError(f"{text!r} is not within the years 1 to 9999 in UTC") from None
+    return moment
+
+
+def parse_json(text: str) -> Any:
+    """``text`` as a JSON value; ``ValueError`` saying why it is not one
+    (``NaN`` and ``Infinity``, which Python's ``json`` reads, are not; nor
+    is a number too large for a float), never an error of another kind
+    (a value nested too deep to read)."""
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON value")
+
+    def number(digits: str) -> float:
+        value = float(digits)
+        if math.isinf(value):
+            raise ValueError(f"the number {cut(digits, 20)} is too large for a float")
+        return value
+
+    try:
+        return json.loads(text, parse_constant=constant, parse_float=number)
+    except RecursionError:
+        raise ValueError("not JSON that can be read: it is nested too deep") from None
+    except ValueError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
 
 
 def duration(seconds: float) -> str:
@@ -67,6 +98,28 @@ def duration(seconds: float) -> str:
 def moment(value: datetime | None) -> str:
     """A time in UTC, to the second."""
     return "" if value is None else value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+class Timed(Protocol):
+    """A record with times, some perhaps out of range (``WorkflowInfo``...)."""
+
+    @property
+    def out_of_range(self) -> Mapping[str, str]: ...
+
+
+def time_text(record: Timed, field: str) -> str:
+    """The time ``field`` of ``record`` as ``moment`` writes it, or its
+    text when no datetime holds it (``infinity``)."""
+    beyond = record.out_of_range.get(field)
+    return beyond if beyond is not None else moment(getattr(record, field))
+
+
+def took_of(record: Timed, now: datetime) -> str:
+    """``took`` of the record's ``started_at`` and ``completed_at``; ``?``
+    when one is out of range."""
+    if record.out_of_range.keys() & {"started_at", "completed_at"}:
+        return "?"
+    return took(getattr(record, "started_at"), getattr(record, "completed_at"), now)
 
 
 def took(started: datetime | None, completed: datetime | None, now: datetime) -> str:
@@ -104,8 +157,8 @@ def workflows_table(runs: Sequence[WorkflowInfo], now: datetime) -> str:
             run.status,
             run.workflow or "",
             run.queue or "",
-            moment(run.created_at),
-            took(run.started_at, run.completed_at, now),
+            time_text(run, "created_at"),
+            took_of(run, now),
             run.waiting_for or error_line(run.error),
         ]
         for run in runs
@@ -123,13 +176,19 @@ def queues_table(queues: Sequence[QueueInfo], now: datetime) -> str:
             str(queue.running),
             str(queue.queued),
             str(queue.delayed),
-            "" if queue.oldest_due is None else duration(max(0.0, (now - queue.oldest_due).total_seconds())),
+            _waited(queue, now),
             ", ".join(f"{r.used}/{r.limit} per {duration(r.period.total_seconds())}" for r in queue.rates),
         ]
         for queue in queues
     ]
     headers = ["QUEUE", "PAUSED", "CONCURRENCY", "PER KEY", "RUNNING", "QUEUED", "DELAYED", "OLDEST WAIT", "RATE USED"]
     return table(headers, rows)
+
+
+def _waited(queue: QueueInfo, now: datetime) -> str:
+    if queue.oldest_due is None:
+        return queue.out_of_range.get("oldest_due", "")
+    return duration(max(0.0, (now - queue.oldest_due).total_seconds()))
 
 
 def tree_text(tree: WorkflowTree, now: datetime) -> str:
@@ -166,11 +225,11 @@ def _has_nodes(tree: WorkflowTree) -> bool:
 def _line(node: StepInfo | WorkflowTree, now: datetime) -> str:
     if isinstance(node, WorkflowTree):
         return "workflow " + _workflow_line(node.info, now, name=node.info.name.rsplit("/", 1)[-1])
-    return f"step {node.name}  {_status(node.status, node.attempt)}  {took(node.started_at, node.completed_at, now)}"
+    return f"step {node.name}  {_status(node.status, node.attempt)}  {took_of(node, now)}"
 
 
 def _workflow_line(info: WorkflowInfo, now: datetime, name: str | None = None) -> str:
-    parts = [name or info.name, _status(info.status, info.attempt), took(info.started_at, info.completed_at, now)]
+    parts = [name or info.name, _status(info.status, info.attempt), took_of(info, now)]
     if info.workflow or info.queue:
         parts.append(f"({', '.join(x for x in (info.workflow, info.queue and f'queue {info.queue}') if x)})")
     return "  ".join(part for part in parts if part)

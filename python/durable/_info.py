@@ -5,13 +5,15 @@ Read-only: they never take a workflow over.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ._db import Db, resolve
+from ._moments import moments
 from ._options import count, moment
-from ._schedules import from_micros, to_micros
+from ._schedules import to_micros
 from .errors import ConfigError, WorkflowNotFound
 
 STATUSES = ("pending", "queued", "scheduled", "running", "completed", "failed", "cancelled")
@@ -36,7 +38,8 @@ class WorkflowInfo:
     recoveries: int
     priority: int
     key: str | None
-    created_at: datetime
+    #: None only for a time out of range (see ``out_of_range``).
+    created_at: datetime | None
     started_at: datetime | None
     completed_at: datetime | None
     #: When a queued or scheduled run may start.
@@ -54,10 +57,14 @@ class WorkflowInfo:
     waiting_for: str | None
     #: The version of the executors that may run it (set when first claimed).
     version: str | None
+    #: Its times that no ``datetime`` holds (``infinity``, a year outside 1
+    #: to 9999 in UTC: only SQL written by hand stores one), by field, as
+    #: text (``{"run_at": "infinity"}``); each such field is None.
+    out_of_range: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def _from(row: dict[str, Any]) -> WorkflowInfo:
-        return WorkflowInfo(**_times(row, "started_at", "completed_at", "run_at"))
+        return WorkflowInfo(**moments(row, *_TIMES))
 
 
 @dataclass(frozen=True)
@@ -73,10 +80,13 @@ class StepInfo:
     output: Any
     #: The error record of its last failed attempt: type, module, message, traceback.
     error: Any
-    created_at: datetime
+    #: None only for a time out of range (see ``out_of_range``).
+    created_at: datetime | None
     #: When its last attempt started, as recorded.
     started_at: datetime | None
     completed_at: datetime | None
+    #: Its times that no ``datetime`` holds, by field, as text (as ``WorkflowInfo``'s).
+    out_of_range: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ class WorkflowTree:
 
     @staticmethod
     def _from(tree: dict[str, Any]) -> WorkflowTree:
-        steps = (_times(row, "started_at", "completed_at") for row in tree["steps"])
+        steps = (moments(row, *_TIMES[:3]) for row in tree["steps"])
         return WorkflowTree(
             info=WorkflowInfo._from(tree["info"]),
             steps=tuple(StepInfo(**{field: step[field] for field in _STEP_FIELDS}) for step in steps),
@@ -100,14 +110,8 @@ class WorkflowTree:
 
 
 _STEP_FIELDS = tuple(StepInfo.__dataclass_fields__)
-
-
-def _times(row: dict[str, Any], *optional: str) -> dict[str, Any]:
-    """``row`` with ``created_at`` and the ``optional`` times (microseconds
-    since the epoch, or None) as aware datetimes."""
-    return row | {"created_at": from_micros(row["created_at"])} | {
-        key: None if row[key] is None else from_micros(row[key]) for key in optional
-    }
+#: The times of a workflow's row (a step has the first three).
+_TIMES = ("created_at", "started_at", "completed_at", "run_at")
 
 
 async def list_workflows(

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from ._db import Db, resolve
+from ._moments import moments
 from ._options import Seconds, count, seconds
-from ._schedules import from_micros
 from .errors import ConfigError
 
 #: A rate limit: at most ``limit`` runs start in any window of ``period``.
@@ -90,14 +90,16 @@ class QueueInfo:
     queued: int
     #: Runs that wait for their time (a delay, ``run_at``, a schedule's tick).
     delayed: int
-    #: Since when the longest-waiting due run has been due (None: none waits).
+    #: Since when the longest-waiting due run has been due (None: none
+    #: waits, or a time out of range: see ``out_of_range``).
     oldest_due: datetime | None
+    #: Its times that no ``datetime`` holds, by field, as text (as ``WorkflowInfo``'s).
+    out_of_range: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
     def _from(row: dict[str, Any]) -> QueueInfo:
         rates = tuple(RateUse(limit, timedelta(seconds=period), used) for limit, period, used in row["rates"])
-        oldest = row["oldest_due"]
-        return QueueInfo(**row | {"rates": rates, "oldest_due": None if oldest is None else from_micros(oldest)})
+        return QueueInfo(**moments(row, "oldest_due") | {"rates": rates})
 
 
 async def list_queues(db: Db | str) -> list[QueueInfo]:

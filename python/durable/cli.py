@@ -7,9 +7,11 @@
 Commands: ``migrate``, ``list``, ``show NAME``, ``cancel NAME``, ``resume
 NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``,
 ``ui`` (a local web view, with the ``ui`` extra).
-Tables for people by default, ``--json`` for scripts (before or after the
-command). The database is ``--dsn``, else what ``durable.init()`` connects to
-without a URL (``$DURABLE_DATABASE_URL``, the ``PG*`` variables, the embedded Postgres).
+Tables for people by default, ``--json`` for scripts. The database is
+``--dsn``, else what ``durable.init()`` connects to without a URL
+(``$DURABLE_DATABASE_URL``, the ``PG*`` variables, the embedded Postgres).
+These options (``--dsn``, ``--schema``, ``--connect-timeout``, ``--json``)
+go before or after the command; given in both places, the one after wins.
 
 Exit codes: 0 done; 1 the operation failed or found nothing (an unknown
 name, a finished workflow to cancel); 2 a usage error; 3 the database
@@ -25,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -38,6 +41,7 @@ from ._db import Db, init
 from ._cli_worker import CannotLoad, NotAWorker, Workflows, configure_logging, load, serve
 from ._db import cancel as cancel_workflow
 from ._fork import fork as fork_workflow
+from ._gc import MAX_AGE
 from ._gc import gc as collect
 from ._info import STATUSES, get, list_workflows, tree
 from ._queues import list_queues
@@ -45,9 +49,12 @@ from ._runs import resume as resume_workflow
 from .errors import ConfigError, DatabaseError, DurableError, SchemaTooNew
 
 T = TypeVar("T")
+C = TypeVar("C", bound=Callable[..., Any])
 
 #: The operation failed or found nothing.
 EXIT_FAILED = 1
+#: A usage error: an unknown option, a bad value.
+EXIT_USAGE = 2
 #: The database cannot be used: bad DSN, unreachable, login refused, schema
 #: missing, not migrated or too new.
 EXIT_NO_DATABASE = 3
@@ -59,6 +66,36 @@ class Failed(click.ClickException):
 
 class NoDatabase(click.ClickException):
     exit_code = EXIT_NO_DATABASE
+
+
+class Misused(click.ClickException):
+    """A usage error on one line, as every other error: click's message and
+    where the help is (click prints the usage and a hint on lines of their own)."""
+
+    exit_code = EXIT_USAGE
+
+
+def one_line(exc: click.UsageError) -> click.ClickException:
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):  # the help itself, asked for without arguments
+        return exc
+    where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+    return Misused(exc.format_message() + where)
+
+
+class Commands(click.Group):
+    """The ``durable`` group: its usage errors, and its commands', are one line."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise one_line(exc) from None
 
 
 @dataclass
@@ -109,39 +146,79 @@ class Settings:
             click.echo(text())
 
 
-def _json_flag(ctx: click.Context, _: click.Parameter, value: bool) -> None:
-    # The group's callback made the Settings before the command's options are parsed.
-    settings = ctx.find_object(Settings)
-    if value and settings is not None:
-        settings.json = True
+class Seconds(click.FloatRange):
+    """A number of seconds within the range; NaN too is refused (it
+    compares false with every bound, so a range alone lets it through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        return number
 
 
-#: ``--json`` after the command too (``durable list --json``).
-json_option = click.option(
-    "--json", is_flag=True, expose_value=False, callback=_json_flag, help="Print JSON, for scripts."
+DSN_HELP = (
+    "Database URL (postgresql://user:password@host:5432/db). Default: $DURABLE_DATABASE_URL, "
+    "else the PG* variables if $PGHOST or $PGDATABASE is set, else the embedded Postgres."
 )
+SCHEMA_HELP = "Schema of durable's tables."
+JSON_HELP = "Print JSON, for scripts."
+TIMEOUT_HELP = "Longest wait for a connection."
+CONNECT_TIMEOUT = Seconds(0, 3600, min_open=True)
+
+
+def _given(field: str) -> Callable[[click.Context, click.Parameter, Any], None]:
+    """The callback of an option given after the command: it sets the
+    ``Settings`` field that the option before the command sets."""
+
+    def set_field(ctx: click.Context, _: click.Parameter, value: Any) -> None:
+        # The group's callback made the Settings before the command's options are parsed.
+        settings = ctx.find_object(Settings)
+        if value is not None and value is not False and settings is not None:
+            setattr(settings, field, value)
+
+    return set_field
+
+
+def connection_options(*, json_flag: bool = True) -> Callable[[C], C]:
+    """The options of the group after the command too, as users type them
+    (``durable list --dsn URL --json``); given in both places, the one
+    after the command wins."""
+    options = [
+        click.option("--dsn", metavar="URL", expose_value=False, callback=_given("dsn"), help=DSN_HELP),
+        click.option("--schema", metavar="NAME", expose_value=False, callback=_given("schema"), help=SCHEMA_HELP),
+        click.option(
+            "--connect-timeout",
+            type=CONNECT_TIMEOUT,
+            metavar="SECONDS",
+            expose_value=False,
+            callback=_given("connect_timeout"),
+            help=TIMEOUT_HELP,
+        ),
+    ]
+    if json_flag:
+        options.append(click.option("--json", is_flag=True, expose_value=False, callback=_given("json"), help=JSON_HELP))
+
+    def add(command: C) -> C:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return add
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dsn", metavar="URL", help=DSN_HELP)
+@click.option("--schema", metavar="NAME", default="durable", show_default=True, help=SCHEMA_HELP)
+@click.option("--json", "as_json", is_flag=True, help=JSON_HELP)
 @click.option(
-    "--dsn",
-    metavar="URL",
-    help="Database URL (postgresql://user:password@host:5432/db). "
-    "Default: $DURABLE_DATABASE_URL, else the PG* variables if $PGHOST or $PGDATABASE is set, else the embedded Postgres.",
-)
-@click.option("--schema", default="durable", show_default=True, help="Schema of durable's tables.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, for scripts.")
-@click.option(
-    "--connect-timeout",
-    type=click.FloatRange(0, 3600, min_open=True),
-    default=10.0,
-    show_default=True,
-    metavar="SECONDS",
-    help="Longest wait for a connection.",
+    "--connect-timeout", type=CONNECT_TIMEOUT, default=10.0, show_default=True, metavar="SECONDS", help=TIMEOUT_HELP
 )
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, schema: str, as_json: bool, connect_timeout: float) -> None:
@@ -150,12 +227,15 @@ def cli(ctx: click.Context, dsn: str | None, schema: str, as_json: bool, connect
     Exit codes: 0 done, 1 failed or not found, 2 usage error, 3 the database
     cannot be used (bad DSN, unreachable, login refused, schema missing or
     not migrated: run `durable migrate`).
+
+    --dsn, --schema, --connect-timeout and --json go before or after the
+    command (after it, they win).
     """
     ctx.obj = Settings(dsn=dsn, schema=schema, json=as_json, connect_timeout=connect_timeout)
 
 
 @cli.command()
-@json_option
+@connection_options()
 @click.pass_obj
 def migrate(settings: Settings) -> None:
     """Create or update durable's tables, and print the schema version."""
@@ -183,7 +263,7 @@ def migrate(settings: Settings) -> None:
     "--since", metavar="WHEN", help="Only those created since: a duration back (30d, 12h, 15m) or an ISO datetime."
 )
 @click.option("--limit", type=click.IntRange(1, 100_000), default=100, show_default=True, help="At most this many.")
-@json_option
+@connection_options()
 @click.pass_obj
 def list_command(
     settings: Settings, status: str | None, queue: str | None, name_prefix: str | None, since: str | None, limit: int
@@ -202,7 +282,7 @@ def list_command(
 
 @cli.command()
 @click.argument("name")
-@json_option
+@connection_options()
 @click.pass_obj
 def show(settings: Settings, name: str) -> None:
     """Show a workflow (a child by its path, parent/child) with its steps and
@@ -213,7 +293,7 @@ def show(settings: Settings, name: str) -> None:
 
 @cli.command()
 @click.argument("name")
-@json_option
+@connection_options()
 @click.pass_obj
 def cancel(settings: Settings, name: str) -> None:
     """Cancel a root workflow and its unfinished children.
@@ -237,7 +317,7 @@ def cancel(settings: Settings, name: str) -> None:
 
 @cli.command()
 @click.argument("name")
-@json_option
+@connection_options()
 @click.pass_obj
 def resume(settings: Settings, name: str) -> None:
     """Put a failed or cancelled root workflow back to run, keeping its
@@ -265,7 +345,7 @@ def resume(settings: Settings, name: str) -> None:
 @click.argument("new_name")
 @click.option("--from-step", "from_step", metavar="STEP", help="Run again from this step or child workflow on (default: from the start).")
 @click.option("--input", "input_json", metavar="JSON", help="A new input, as JSON (default: the source's).")
-@json_option
+@connection_options()
 @click.pass_obj
 def fork(settings: Settings, name: str, new_name: str, from_step: str | None, input_json: str | None) -> None:
     """Start NEW_NAME from the root workflow NAME, keeping what NAME
@@ -273,9 +353,9 @@ def fork(settings: Settings, name: str, new_name: str, from_step: str | None, in
     rest. Exits 1 if NAME, its step or child, or a free NEW_NAME is missing."""
     replace = input_json is not None
     try:
-        new_input = json.loads(input_json) if input_json is not None else None
+        new_input = None if input_json is None else render.parse_json(input_json)
     except ValueError as exc:
-        raise click.BadParameter(f"not JSON: {exc}", param_hint="--input") from None
+        raise click.BadParameter(str(exc), param_hint="--input") from None
 
     async def work(db: Db) -> str:
         try:
@@ -296,7 +376,7 @@ def fork(settings: Settings, name: str, new_name: str, from_step: str | None, in
 
 
 @cli.command()
-@json_option
+@connection_options()
 @click.pass_obj
 def queues(settings: Settings) -> None:
     """List the queues: limits, runs running and waiting, rate use."""
@@ -316,7 +396,7 @@ def queues(settings: Settings) -> None:
 @click.option(
     "--batch", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Roots per transaction."
 )
-@json_option
+@connection_options()
 @click.pass_obj
 def gc(settings: Settings, older_than: str, batch: int) -> None:
     """Delete finished (completed, failed, cancelled) root workflows with
@@ -325,6 +405,9 @@ def gc(settings: Settings, older_than: str, batch: int) -> None:
         age = render.parse_duration(older_than)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    if age.total_seconds() > MAX_AGE:
+        longest = f"{MAX_AGE / 86400:.0f}d"
+        raise click.BadParameter(f"{older_than!r} is longer than {longest} (a century), the most gc takes", param_hint="--older-than")
     deleted = settings.run(lambda db: collect(db, age, batch=batch))
     settings.print(
         {"deleted": deleted, "older_than": age},
@@ -340,6 +423,7 @@ def gc(settings: Settings, older_than: str, batch: int) -> None:
     type=click.IntRange(1, 100_000),
     help="Most runs at once (default 100), for a list of workflows.",
 )
+@connection_options(json_flag=False)
 @click.pass_obj
 def worker(settings: Settings, target: str, concurrency: int | None) -> None:
     """Run an Executor until SIGTERM or Ctrl-C, then stop gracefully.
@@ -372,22 +456,18 @@ def worker(settings: Settings, target: str, concurrency: int | None) -> None:
 
 
 @cli.command()
-@click.option("--dsn", metavar="URL", help="Database URL, as `durable --dsn` (given here, it wins).")
+@connection_options(json_flag=False)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True, help="Port to listen on.")
 @click.option("--read-only", is_flag=True, help="Show only: refuse every change.")
 @click.option("--token", "use_token", is_flag=True, help="Require a token (printed in the URL at start).")
 @click.option("--open", "open_browser", is_flag=True, help="Open the page in a browser.")
 @click.pass_obj
-def ui(
-    settings: Settings, dsn: str | None, host: str, port: int, read_only: bool, use_token: bool, open_browser: bool
-) -> None:
+def ui(settings: Settings, host: str, port: int, read_only: bool, use_token: bool, open_browser: bool) -> None:
     """Serve a web view of the workflows (needs `pip install 'durable-pg[ui]'`).
 
     Listens on 127.0.0.1 by default; another address needs --token or
     --read-only. Only this address is accepted in the Host header."""
-    if dsn is not None:
-        settings = replace(settings, dsn=dsn)
     try:
         from . import ui as web
     except ImportError as exc:

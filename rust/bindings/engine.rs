@@ -13,8 +13,8 @@ use super::logs;
 use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Options, QueueInfo,
-    QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits, validate_name,
+    BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Moment, Options,
+    QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
@@ -653,7 +653,7 @@ impl PyEngine {
     }
 
     /// Every schedule, for `durable ui`; an awaitable of `(workflow, spec,
-    /// next_tick, seen_at)` tuples (microseconds since the epoch).
+    /// next_tick, seen_at)` tuples (times as `Time`).
     fn browse_schedules<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
@@ -661,7 +661,7 @@ impl PyEngine {
             let schedules = engine.browse_schedules(timeout).await.map_err(to_py)?;
             Ok(schedules
                 .into_iter()
-                .map(|s| (s.workflow, s.spec, s.next_tick, s.seen_at))
+                .map(|s| (s.workflow, s.spec, Time(s.next_tick), Time(s.seen_at)))
                 .collect::<Vec<_>>())
         })
     }
@@ -929,8 +929,25 @@ impl<'py> IntoPyObject<'py> for RecoveryPass {
     }
 }
 
-/// A `RunInfo` as Python sees it: a dict, JSON values decoded, times in
-/// microseconds since the epoch.
+/// A `Moment` as Python sees it: microseconds since the epoch (an int), or
+/// the text of a time outside the years 1 to 9999 in UTC (a str).
+struct Time(Moment);
+
+impl<'py> IntoPyObject<'py> for Time {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match self.0 {
+            Moment::Micros(micros) => micros.into_pyobject(py)?.into_any(),
+            Moment::Beyond(text) => text.into_pyobject(py)?.into_any(),
+        })
+    }
+}
+
+/// A `RunInfo` as Python sees it: a dict, JSON values decoded, times as
+/// `Time`.
 struct Info(RunInfo);
 
 impl<'py> IntoPyObject<'py> for Info {
@@ -957,10 +974,10 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("priority", run.priority)?;
         dict.set_item("key", run.key)?;
         dict.set_item("version", run.version)?;
-        dict.set_item("created_at", run.created_at)?;
-        dict.set_item("started_at", run.started_at)?;
-        dict.set_item("completed_at", run.completed_at)?;
-        dict.set_item("run_at", run.run_at)?;
+        dict.set_item("created_at", Time(run.created_at))?;
+        dict.set_item("started_at", run.started_at.map(Time))?;
+        dict.set_item("completed_at", run.completed_at.map(Time))?;
+        dict.set_item("run_at", run.run_at.map(Time))?;
         dict.set_item("waiting_for", run.waiting_for)?;
         Ok(dict)
     }
@@ -985,8 +1002,7 @@ impl<'py> IntoPyObject<'py> for Tree {
 }
 
 /// A `BrowsedTree` as Python sees it: the tree's dict (as `Tree`) with
-/// `attempts` and `messages`, lists of dicts (times in microseconds since
-/// the epoch).
+/// `attempts` and `messages`, lists of dicts (times as `Time`).
 struct Browsed(BrowsedTree);
 
 impl<'py> IntoPyObject<'py> for Browsed {
@@ -1010,9 +1026,9 @@ impl<'py> IntoPyObject<'py> for Browsed {
             item.set_item("task_id", attempt.task_id)?;
             item.set_item("attempt", attempt.attempt)?;
             item.set_item("status", attempt.status)?;
-            item.set_item("started_at", attempt.started_at)?;
-            item.set_item("ended_at", attempt.ended_at)?;
-            item.set_item("replaced_at", attempt.replaced_at)?;
+            item.set_item("started_at", attempt.started_at.map(Time))?;
+            item.set_item("ended_at", attempt.ended_at.map(Time))?;
+            item.set_item("replaced_at", Time(attempt.replaced_at))?;
             let error = attempt.error.map(|text| json::decode(py, text.as_str())).transpose()?;
             item.set_item("error", error)?;
             past.push(item);
@@ -1023,8 +1039,8 @@ impl<'py> IntoPyObject<'py> for Browsed {
             let item = PyDict::new(py);
             item.set_item("task_id", message.task_id)?;
             item.set_item("topic", message.topic)?;
-            item.set_item("sent_at", message.sent_at)?;
-            item.set_item("received_at", message.received_at)?;
+            item.set_item("sent_at", Time(message.sent_at))?;
+            item.set_item("received_at", message.received_at.map(Time))?;
             item.set_item("received_by", message.received_by)?;
             sent.push(item);
         }
@@ -1050,8 +1066,8 @@ fn json_texts(tree: &WorkflowTree, out: &mut Vec<Texts>) {
     }
 }
 
-/// A `QueueInfo` as Python sees it: a dict, periods in seconds, times in
-/// microseconds since the epoch.
+/// A `QueueInfo` as Python sees it: a dict, periods in seconds, times as
+/// `Time`.
 struct Queue(QueueInfo);
 
 impl<'py> IntoPyObject<'py> for Queue {
@@ -1075,7 +1091,7 @@ impl<'py> IntoPyObject<'py> for Queue {
         dict.set_item("running", queue.running)?;
         dict.set_item("queued", queue.queued)?;
         dict.set_item("delayed", queue.delayed)?;
-        dict.set_item("oldest_due", queue.oldest_due)?;
+        dict.set_item("oldest_due", queue.oldest_due.map(Time))?;
         Ok(dict)
     }
 }

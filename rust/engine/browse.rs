@@ -21,6 +21,7 @@ use super::config::path_names;
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
 use super::jsonb::JsonText;
+use super::moment::Moment;
 use super::queue_info::{QueueInfo, read_queue};
 use super::tree::{PATH, WorkflowTree, build};
 use super::workflow::{Kind, col};
@@ -83,19 +84,18 @@ pub(crate) struct BrowseStatements {
 /// The most messages a run page reads (the oldest first).
 const MESSAGES_SHOWN: i64 = 1000;
 
-/// A past attempt of a task (see `task_attempt`). Times are microseconds
-/// since the epoch.
+/// A past attempt of a task (see `task_attempt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AttemptInfo {
     pub task_id: i64,
     pub attempt: i32,
     /// `completed`, `failed`, `cancelled` or `interrupted`.
     pub status: String,
-    pub started_at: Option<i64>,
+    pub started_at: Option<Moment>,
     /// `None` when interrupted (unknown).
-    pub ended_at: Option<i64>,
+    pub ended_at: Option<Moment>,
     /// When the next attempt began.
-    pub replaced_at: i64,
+    pub replaced_at: Moment,
     pub error: Option<JsonText>,
 }
 
@@ -104,8 +104,8 @@ pub struct AttemptInfo {
 pub struct MessageInfo {
     pub task_id: i64,
     pub topic: String,
-    pub sent_at: i64,
-    pub received_at: Option<i64>,
+    pub sent_at: Moment,
+    pub received_at: Option<Moment>,
     /// The `recv` step that took it.
     pub received_by: Option<String>,
 }
@@ -117,11 +117,6 @@ pub struct BrowsedTree {
     pub tree: WorkflowTree,
     pub attempts: Vec<AttemptInfo>,
     pub messages: Vec<MessageInfo>,
-}
-
-/// Microseconds since the epoch of the timestamptz column `c`.
-fn micros(c: &str) -> String {
-    format!("(extract(epoch FROM {c}) * 1000000)::int8")
 }
 
 /// The digest of the rows of `shown` (columns `id` and `xmin`).
@@ -159,9 +154,7 @@ impl BrowseStatements {
                 "{COLUMNS} WHERE t.parent_id IS NULL AND t.name = ANY($1::text[]) ORDER BY t.id DESC"
             )),
             schedules: fill(
-                "SELECT workflow, spec, (extract(epoch FROM next_tick) * 1000000)::int8 AS next_us,
-                        (extract(epoch FROM seen_at) * 1000000)::int8 AS seen_us
-                 FROM {s}.task_schedule_spec ORDER BY workflow, spec",
+                "SELECT workflow, spec, next_tick, seen_at FROM {s}.task_schedule_spec ORDER BY workflow, spec",
             ),
             ahead: fill(
                 "SELECT (SELECT count(*) FROM (
@@ -204,23 +197,18 @@ impl BrowseStatements {
                     WHERE t.root_id = (SELECT r.id FROM {{s}}.task AS r WHERE r.parent_id IS NULL AND r.name = $1)
                  ) AS shown"
             )),
-            attempts: fill(&format!(
-                "SELECT a.task_id, a.attempt, a.status, {}, {}, {}, a.error
-                 FROM {{s}}.task_attempt AS a
+            attempts: fill(
+                "SELECT a.task_id, a.attempt, a.status, a.started_at, a.ended_at, a.replaced_at, a.error
+                 FROM {s}.task_attempt AS a
                  WHERE a.task_id = ANY($1::int8[])
                  ORDER BY a.task_id, a.attempt",
-                micros("a.started_at") + " AS started_us",
-                micros("a.ended_at") + " AS ended_us",
-                micros("a.replaced_at") + " AS replaced_us",
-            )),
+            ),
             messages: fill(&format!(
-                "SELECT m.task_id, m.topic, {}, {}, m.received_by
+                "SELECT m.task_id, m.topic, m.created_at AS sent_at, m.received_at, m.received_by
                  FROM {{s}}.task_message AS m
                  WHERE m.task_id = ANY($1::int8[])
                  ORDER BY m.id
-                 LIMIT {MESSAGES_SHOWN}",
-                micros("m.created_at") + " AS sent_us",
-                micros("m.received_at") + " AS received_us",
+                 LIMIT {MESSAGES_SHOWN}"
             )),
         }
     }
@@ -247,10 +235,10 @@ pub struct ScheduleRow {
     pub workflow: String,
     /// `cron <expr> <zone>` or `every <seconds>`.
     pub spec: String,
-    pub next_tick: i64,
+    pub next_tick: Moment,
     /// When an executor that serves it last registered, confirmed or
     /// advanced it.
-    pub seen_at: i64,
+    pub seen_at: Moment,
 }
 
 /// The ui's filters beyond `RunFilter`'s.
@@ -476,8 +464,8 @@ impl Engine {
                 Ok(ScheduleRow {
                     workflow: col(row, "workflow")?,
                     spec: col(row, "spec")?,
-                    next_tick: col(row, "next_us")?,
-                    seen_at: col(row, "seen_us")?,
+                    next_tick: col(row, "next_tick")?,
+                    seen_at: col(row, "seen_at")?,
                 })
             })
             .collect()
@@ -575,9 +563,9 @@ fn read_attempt(row: &Row) -> Result<AttemptInfo, EngineError> {
         task_id: col(row, "task_id")?,
         attempt: col(row, "attempt")?,
         status: col(row, "status")?,
-        started_at: col(row, "started_us")?,
-        ended_at: col(row, "ended_us")?,
-        replaced_at: col(row, "replaced_us")?,
+        started_at: col(row, "started_at")?,
+        ended_at: col(row, "ended_at")?,
+        replaced_at: col(row, "replaced_at")?,
         error: col(row, "error")?,
     })
 }
@@ -586,8 +574,8 @@ fn read_message(row: &Row) -> Result<MessageInfo, EngineError> {
     Ok(MessageInfo {
         task_id: col(row, "task_id")?,
         topic: col(row, "topic")?,
-        sent_at: col(row, "sent_us")?,
-        received_at: col(row, "received_us")?,
+        sent_at: col(row, "sent_at")?,
+        received_at: col(row, "received_at")?,
         received_by: col(row, "received_by")?,
     })
 }

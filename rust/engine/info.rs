@@ -7,10 +7,11 @@ use super::Engine;
 use super::config::path_names;
 use super::error::EngineError;
 use super::jsonb::JsonText;
+use super::moment::Moment;
 use super::tree::PATH;
 use super::workflow::col;
 
-/// A workflow as it is now. Times are microseconds since the epoch.
+/// A workflow as it is now (its times as `Moment`s).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {
     pub id: i64,
@@ -29,10 +30,10 @@ pub struct RunInfo {
     pub key: Option<String>,
     /// The version of the executors that may run it (set by its first claim).
     pub version: Option<String>,
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub completed_at: Option<i64>,
-    pub run_at: Option<i64>,
+    pub created_at: Moment,
+    pub started_at: Option<Moment>,
+    pub completed_at: Option<Moment>,
+    pub run_at: Option<Moment>,
     /// For a waiting run: why it does not run yet.
     pub waiting_for: Option<String>,
 }
@@ -166,10 +167,10 @@ pub(crate) fn read_info(row: &Row, path: Option<&str>) -> Result<RunInfo, Engine
         priority: col(row, "priority")?,
         key: col(row, "concurrency_key")?,
         version: col(row, "version")?,
-        created_at: col(row, "created_us")?,
-        started_at: col(row, "started_us")?,
-        completed_at: col(row, "completed_us")?,
-        run_at: col(row, "run_at_us")?,
+        created_at: col(row, "created_at")?,
+        started_at: col(row, "started_at")?,
+        completed_at: col(row, "completed_at")?,
+        run_at: col(row, "run_at")?,
         waiting_for: col(row, "waiting_for")?,
     })
 }
@@ -223,17 +224,15 @@ pub(crate) const READY: &str = "ready: waiting for its turn";
 /// check, in the same terms.
 pub(crate) const COLUMNS: &str = "
 SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input, t.output, t.error, t.attempt, t.recoveries,
-       t.priority, t.concurrency_key, t.version,
-       (extract(epoch FROM t.created_at) * 1000000)::int8 AS created_us,
-       (extract(epoch FROM t.started_at) * 1000000)::int8 AS started_us,
-       (extract(epoch FROM t.completed_at) * 1000000)::int8 AS completed_us,
-       (extract(epoch FROM t.run_at) * 1000000)::int8 AS run_at_us,
+       t.priority, t.concurrency_key, t.version, t.created_at, t.started_at, t.completed_at, t.run_at,
        CASE
        WHEN t.status = 'running' THEN t.waiting ->> 'detail'
        WHEN t.status NOT IN ('queued', 'scheduled') THEN NULL
        WHEN t.waiting IS NOT NULL AND (t.run_at IS NULL OR t.run_at > now()) THEN t.waiting ->> 'detail'
        WHEN t.run_at > now() THEN
-           'delayed until ' || to_char(t.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+           'delayed until ' || CASE WHEN isfinite(t.run_at)
+                                    THEN to_char(t.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                                    ELSE 'infinity' END
        WHEN (SELECT paused FROM {s}.task_queue WHERE name = t.queue) THEN format('queue %s is paused', t.queue)
        WHEN NOT EXISTS (
            SELECT 1 FROM {s}.executor AS e JOIN {s}.owner AS o ON o.id = e.owner_id

@@ -758,11 +758,14 @@ RETURNING left(pg_notify('durable', $5::text || ' queued ' || coalesce(t.queue, 
 /// moment its oldest start leaves the window. "Ahead" reaches `$3`
 /// seconds back: this runs after the claims, and a run that came due
 /// between their clock and this one's must not be missed (one held back for
-/// another reason then costs one more look, not a spin).
+/// another reason then costs one more look, not a spin). A run due at
+/// `infinity` (written by hand: `enqueue` refuses it) never comes due, and
+/// is left out: Postgres cannot subtract it.
 const NEXT_DUE: &str = "
 SELECT extract(epoch FROM least(
     (SELECT min(t.run_at) FROM {s}.task AS t
      WHERE t.status = 'scheduled' AND t.parent_id IS NULL AND t.run_at > now() - make_interval(secs => $3)
+       AND t.run_at < 'infinity'
        AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $2)),
     (SELECT min(full_until.at) FROM (
         SELECT max(w.oldest + r.period) AS at

@@ -7,9 +7,10 @@ use tokio_postgres::Row;
 
 use super::Engine;
 use super::error::EngineError;
+use super::moment::Moment;
 use super::workflow::col;
 
-/// A queue as it is now. Times are microseconds since the epoch.
+/// A queue as it is now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueueInfo {
     pub name: String,
@@ -27,7 +28,7 @@ pub struct QueueInfo {
     /// Runs not due yet (delayed, or scheduled for later).
     pub delayed: i64,
     /// When the longest-waiting due run became due.
-    pub oldest_due: Option<i64>,
+    pub oldest_due: Option<Moment>,
 }
 
 /// A rate window and how much of it the last `period` used.
@@ -76,7 +77,7 @@ pub(crate) fn read_queue(row: &Row) -> Result<QueueInfo, EngineError> {
         running: col(row, "running")?,
         queued: col(row, "queued")?,
         delayed: col(row, "delayed")?,
-        oldest_due: col(row, "oldest_due_us")?,
+        oldest_due: col(row, "oldest_due")?,
     })
 }
 
@@ -93,9 +94,9 @@ SELECT q.name, q.paused, q.max_concurrency, q.concurrency_per_key,
        (SELECT count(*) FROM {s}.task AS w
         WHERE w.queue = q.name AND w.status IN ('queued', 'scheduled') AND w.parent_id IS NULL
           AND w.run_at > now()) AS delayed,
-       (SELECT (extract(epoch FROM min(coalesce(w.run_at, w.created_at))) * 1000000)::int8 FROM {s}.task AS w
+       (SELECT min(coalesce(w.run_at, w.created_at)) FROM {s}.task AS w
         WHERE w.queue = q.name AND w.status IN ('queued', 'scheduled') AND w.parent_id IS NULL
-          AND coalesce(w.run_at <= now(), true)) AS oldest_due_us,
+          AND coalesce(w.run_at <= now(), true)) AS oldest_due,
        ARRAY(SELECT r.max_starts FROM {s}.task_queue_rate AS r WHERE r.queue = q.name ORDER BY r.period)
            AS rate_max,
        ARRAY(SELECT extract(epoch FROM r.period)::float8 FROM {s}.task_queue_rate AS r

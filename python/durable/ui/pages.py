@@ -100,6 +100,8 @@ def templates() -> Environment:
     env.filters["moment"] = render.moment
     env.filters["error_line"] = render.error_line
     env.globals["took"] = render.took
+    env.globals["took_of"] = render.took_of
+    env.globals["time_text"] = render.time_text
     env.globals["traceback_of"] = traceback_of
     return env
 

@@ -5,13 +5,15 @@ runs they queued (found by name: a tick's run is named
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from cron_descriptor import FormatException, MissingFieldException, Options, WrongArgumentException, get_description
 
 from .._info import WorkflowInfo
-from .._schedules import CONFIRM_EVERY, MICROSECOND, Schedule, from_micros, tick_run_name
+from .._moments import moments, read as read_time
+from .._schedules import CONFIRM_EVERY, MICROSECOND, Schedule, tick_run_name
 
 #: How many ticks ahead and behind the page shows.
 TICKS_SHOWN = 5
@@ -33,10 +35,14 @@ class ScheduleView:
     #: The latest ticks before that, newest first, with the run each queued
     #: (None: skipped, as ``missed="latest"`` skips, or collected).
     recent: list[tuple[datetime, WorkflowInfo | None]]
-    #: When an executor that serves it last registered, confirmed or advanced it.
-    seen_at: datetime
+    #: When an executor that serves it last registered, confirmed or
+    #: advanced it (None: a time out of range).
+    seen_at: datetime | None
     #: Whether that was recent enough for a live executor to serve it.
     served: bool
+    #: ``next_tick`` and ``seen_at`` as text when no datetime holds them
+    #: (written by hand): the page shows no ticks for such a next tick.
+    out_of_range: Mapping[str, str] = field(default_factory=dict)
 
 
 def read(spec: str) -> Schedule | None:
@@ -71,40 +77,55 @@ def every_words(seconds: int) -> str:
 
 
 def upcoming(schedule: Schedule, next_tick: datetime, count: int = TICKS_SHOWN) -> list[datetime]:
+    """``next_tick`` and the ticks after it (fewer at the year 9999)."""
     ticks = [next_tick]
-    while len(ticks) < count:
-        ticks.append(schedule.after(ticks[-1]))
+    try:
+        while len(ticks) < count:
+            ticks.append(schedule.after(ticks[-1]))
+    except OverflowError:
+        pass
     return ticks
 
 
 def recent(schedule: Schedule, next_tick: datetime, count: int = TICKS_SHOWN) -> list[datetime]:
-    """The ``count`` ticks before ``next_tick``, newest first."""
+    """The ``count`` ticks before ``next_tick``, newest first (fewer at the year 1)."""
     ticks: list[datetime] = []
     tick = next_tick
-    while len(ticks) < count:
-        tick = schedule.at_or_before(tick - MICROSECOND)
-        ticks.append(tick)
+    try:
+        while len(ticks) < count:
+            tick = schedule.at_or_before(tick - MICROSECOND)
+            ticks.append(tick)
+    except OverflowError:
+        pass
     return ticks
 
 
-def recent_names(workflow: str, spec: str, next_tick: int) -> list[str]:
-    """The names of the runs of the recent ticks (none for an unreadable spec)."""
+Row = tuple[str, str, int | str, int | str]
+
+
+def recent_names(workflow: str, spec: str, next_tick: int | str) -> list[str]:
+    """The names of the runs of the recent ticks (none for an unreadable
+    spec or a next tick out of range)."""
     schedule = read(spec)
-    if schedule is None:
+    tick = read_time(next_tick)
+    if schedule is None or tick is None:
         return []
-    return [tick_run_name(workflow, tick) for tick in recent(schedule, from_micros(next_tick))]
+    return [tick_run_name(workflow, tick) for tick in recent(schedule, tick)]
 
 
-def view(row: tuple[str, str, int, int], runs: dict[str, WorkflowInfo], now: datetime) -> ScheduleView:
+def view(row: Row, runs: dict[str, WorkflowInfo], now: datetime) -> ScheduleView:
     """The view of a stored schedule ``(workflow, spec, next_tick,
     seen_at)``, with ``runs`` by name (those of its recent ticks), at ``now``."""
-    workflow, spec, next_us, seen_us = row
+    workflow, spec, *_ = row
+    times = moments({"next_tick": row[2], "seen_at": row[3]}, "next_tick", "seen_at")
+    next_tick: datetime | None = times["next_tick"]
+    seen_at: datetime | None = times["seen_at"]
+    beyond = times["out_of_range"]
+    served = seen_at is not None and now - seen_at <= SERVED_WITHIN
     schedule = read(spec)
-    next_tick = from_micros(next_us)
-    seen_at = from_micros(seen_us)
-    served = now - seen_at <= SERVED_WITHIN
-    if schedule is None:
-        return ScheduleView(workflow, spec, spec, [next_tick], [], seen_at, served)
+    if schedule is None or next_tick is None:
+        words = spec if schedule is None else in_words(schedule)
+        return ScheduleView(workflow, spec, words, [] if next_tick is None else [next_tick], [], seen_at, served, beyond)
     return ScheduleView(
         workflow,
         spec,
@@ -113,4 +134,5 @@ def view(row: tuple[str, str, int, int], runs: dict[str, WorkflowInfo], now: dat
         [(tick, runs.get(tick_run_name(workflow, tick))) for tick in recent(schedule, next_tick)],
         seen_at,
         served,
+        beyond,
     )

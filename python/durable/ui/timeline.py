@@ -15,7 +15,7 @@ from typing import Any
 
 from .._cli_render import duration
 from .._info import StepInfo, WorkflowInfo, WorkflowTree
-from .._schedules import from_micros
+from .._moments import read
 
 #: The SVG's width, its label column's, a row's height.
 WIDTH = 1000
@@ -43,14 +43,14 @@ class Attempt:
     started_at: datetime | None
     #: None when interrupted (unknown): drawn up to ``replaced_at``.
     ended_at: datetime | None
-    #: When the next attempt began.
-    replaced_at: datetime
+    #: When the next attempt began (None only for a time out of range:
+    #: such times are left out of the drawing).
+    replaced_at: datetime | None
     error: Any
 
     @staticmethod
     def _from(row: dict[str, Any]) -> Attempt:
-        times = {key: None if row[key] is None else from_micros(row[key]) for key in ("started_at", "ended_at")}
-        return Attempt(**(row | times | {"replaced_at": from_micros(row["replaced_at"])}))
+        return Attempt(**(row | {key: read(row[key]) for key in ("started_at", "ended_at", "replaced_at")}))
 
 
 @dataclass(frozen=True)
@@ -59,21 +59,15 @@ class Message:
 
     task_id: int
     topic: str
-    sent_at: datetime
+    #: None only for a time out of range (not drawn).
+    sent_at: datetime | None
     received_at: datetime | None
     #: The ``recv`` step that took it.
     received_by: str | None
 
     @staticmethod
     def _from(row: dict[str, Any]) -> Message:
-        received = row["received_at"]
-        return Message(
-            row["task_id"],
-            row["topic"],
-            from_micros(row["sent_at"]),
-            None if received is None else from_micros(received),
-            row["received_by"],
-        )
+        return Message(row["task_id"], row["topic"], read(row["sent_at"]), read(row["received_at"]), row["received_by"])
 
 
 @dataclass(frozen=True)
@@ -172,11 +166,12 @@ def layout(tree: WorkflowTree, history: History, now: datetime) -> Timeline:
     """The waterfall of ``tree``: its own row, then its steps and children
     in start order, each child followed by its own rows."""
     info = tree.info
+    start = info.created_at or now  # None: a time out of range, which the page shows as text
     end = info.completed_at if info.status in DONE and info.completed_at is not None else now
-    axis = Axis(info.created_at, max(end, info.created_at))
+    axis = Axis(start, max(end, start))
     rows: list[Row] = []
     total = _walk(tree, history, axis, now, 0, rows)
-    ticks = [Tick(axis.x(info.created_at + timedelta(seconds=axis.span * i / 4)), _offset(axis.span * i / 4)) for i in range(5)]
+    ticks = [Tick(axis.x(start + timedelta(seconds=axis.span * i / 4)), _offset(axis.span * i / 4)) for i in range(5)]
     return Timeline(WIDTH, (len(rows) + 1) * ROW + 4, LABEL, rows, ticks, total - len(rows))
 
 
@@ -188,8 +183,8 @@ def _walk(tree: WorkflowTree, history: History, axis: Axis, now: datetime, depth
         rows.append(_workflow_row(info, history, axis, now, depth, len(rows)))
     received = {m.received_by: m for m in history.messages.get(info.id, ()) if m.received_by is not None}
     # In the order they first started (a retry does not move a step down).
-    entries: list[tuple[datetime, int, StepInfo | WorkflowTree]] = [(s.created_at, s.id, s) for s in tree.steps]
-    entries += [(child.info.created_at, child.info.id, child) for child in tree.children]
+    entries: list[tuple[datetime, int, StepInfo | WorkflowTree]] = [(s.created_at or now, s.id, s) for s in tree.steps]
+    entries += [(child.info.created_at or now, child.info.id, child) for child in tree.children]
     for _, _, entry in sorted(entries, key=lambda item: (item[0], item[1])):
         if isinstance(entry, WorkflowTree):
             count += _walk(entry, history, axis, now, depth + 1, rows)
@@ -211,6 +206,8 @@ def _attempt_bars(
     for past in history.attempts.get(task.id, ()):
         begin = past.started_at or previous_end or past.replaced_at
         stop = past.ended_at or past.replaced_at
+        if begin is None or stop is None:  # times out of range
+            continue
         title = _title(name, past.status, past.attempt, begin, stop)
         bars.append(axis.bar(begin, stop, "run", past.status, title))
         previous_end = past.replaced_at
@@ -231,7 +228,7 @@ def _workflow_row(info: WorkflowInfo, history: History, axis: Axis, now: datetim
     bars: list[Bar] = []
     first_start = info.started_at
     waited_in_queue = info.queue is not None or info.status in ("queued", "scheduled")
-    if waited_in_queue:
+    if waited_in_queue and info.created_at is not None:
         until = first_start or now
         title = f"{name} · waited in queue {info.queue or ''} for {duration((until - info.created_at).total_seconds())}"
         bars.append(axis.bar(info.created_at, max(until, info.created_at), "wait", "queued", title.replace("  ", " ")))
@@ -240,6 +237,7 @@ def _workflow_row(info: WorkflowInfo, history: History, axis: Axis, now: datetim
     marks = [
         Mark(axis.x(m.sent_at), "message", f"message on topic {m.topic!r} sent to {name} at {_clock(m.sent_at)}")
         for m in history.messages.get(info.id, ())
+        if m.sent_at is not None
     ]
     return Row(_y(index), depth, name, "workflow", info.status, bars, marks, path=info.name)
 
