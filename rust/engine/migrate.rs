@@ -78,6 +78,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0016_message_senders.sql",
         include_str!("../../migrations/0016_message_senders.sql"),
     ),
+    (
+        17,
+        "0017_enqueued_by.sql",
+        include_str!("../../migrations/0017_enqueued_by.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
