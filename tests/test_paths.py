@@ -80,6 +80,7 @@ async def test_a_child_whose_name_holds_a_slash_is_reached_by_its_path(db: durab
 
 
 async def test_a_path_is_checked_before_anything_is_read(db: durable.Db) -> None:
+    bad: object
     for bad in ((), [], ("a", 1), 7, b"a", None):
         with pytest.raises(durable.ConfigError, match="workflow"):
             await durable.get(db, bad)  # type: ignore[arg-type]
@@ -135,7 +136,7 @@ async def test_cancelling_a_child_stops_it_and_its_parent_goes_on(
     waiting = asyncio.ensure_future(child.recv("confirmed", timeout=60))
 
     async def receiving() -> bool:
-        return await pg.fetchval("SELECT count(*) FROM task WHERE name = 'confirmed until'") == 1
+        return bool(await pg.fetchval("SELECT count(*) FROM task WHERE name = 'confirmed until'") == 1)
 
     await until(receiving, "the child waits for its message")
     assert await durable.cancel(other_db, ("order", "payment")) is True

@@ -881,7 +881,7 @@ async fn gc_deletes_whole_finished_trees_finished_long_enough_ago_and_nothing_el
                 .await
                 .unwrap(),
             None if name == "old-cancelled" => {
-                assert!(fx.engine.cancel(&path(&[name]), CancelScope::default()).await.unwrap())
+                assert!(fx.engine.cancel(&path(&[name]), CancelScope::default()).await.unwrap());
             }
             None => {}
         }
