@@ -133,12 +133,13 @@ async def test_cancelling_a_child_stops_it_and_its_parent_goes_on(
     root = await Ctx.start(db, "order")
     child = await root.child("payment")
     sibling = await root.child("shipping")
-    waiting = asyncio.ensure_future(child.recv("confirmed", timeout=60))
+    # A sleep in the process: only the cancel's notification can end it early.
+    waiting = asyncio.ensure_future(child.sleep("settle", 60))
 
-    async def receiving() -> bool:
-        return bool(await pg.fetchval("SELECT count(*) FROM task WHERE name = 'confirmed until'") == 1)
+    async def sleeping() -> bool:
+        return bool(await pg.fetchval("SELECT count(*) FROM task WHERE name = 'settle' AND status = 'completed'"))
 
-    await until(receiving, "the child waits for its message")
+    await until(sleeping, "the child sleeps")
     assert await durable.cancel(other_db, ("order", "payment")) is True
     with pytest.raises(durable.Cancelled):
         await asyncio.wait_for(waiting, 10)  # its wait ends at once, told by the notification
@@ -175,6 +176,36 @@ async def test_a_cancelled_child_is_cancelled_on_every_replay_of_its_parent(db: 
     assert await durable.cancel(db, ("p", "kid")) is True
     assert await parent.run(db, "p", None) == "went on without the kid"
     assert (await durable.get(db, ("p", "kid"))).status == "cancelled"
+
+
+@durable.workflow(name="patient", queue="patience")
+async def patient(ctx: Ctx, _: None) -> str:
+    try:
+        async with ctx.child("approval") as approval:
+            await approval.recv("approved")  # no timeout: suspends the tree until a message comes
+    except durable.Cancelled:
+        return "went on without approval"
+    return "approved"
+
+
+async def test_cancelling_the_child_a_suspended_tree_waits_in_wakes_its_root(
+    db: durable.Db, pg: asyncpg.Connection
+) -> None:
+    run = await patient.enqueue(db, "p-1", None)
+    executor = durable.Executor(db, [patient], suspend_after=0)
+    running = asyncio.ensure_future(executor.run())
+    try:
+
+        async def suspended() -> bool:
+            return bool(await pg.fetchval("SELECT status = 'scheduled' FROM task WHERE name = 'p-1'"))
+
+        await until(suspended, "the tree is suspended, waiting for a message to its child")
+        assert await durable.cancel(db, ("p-1", "approval")) is True
+        assert await asyncio.wait_for(run.result(), 15) == "went on without approval"
+        assert (await durable.get(db, ("p-1", "approval"))).status == "cancelled"
+    finally:
+        executor.stop()
+        await running
 
 
 async def test_cancelling_a_root_without_its_children_lets_a_running_child_finish(

@@ -15,6 +15,7 @@ use super::Engine;
 use super::config::{show_path, validate_path};
 use super::error::EngineError;
 use super::tree::PATH;
+use super::waits::WAKE_ROOT;
 use super::workflow::col;
 
 /// What a cancel reaches besides the workflow it names.
@@ -43,7 +44,10 @@ impl Default for CancelScope {
 /// is reached, and what that run enqueued): those not finished (and failed
 /// ones, so that they are not run again). Tells the holders of each tree
 /// (`$2` the schema; see the module's doc). Identical notifications of one
-/// transaction are delivered once. One row per workflow cancelled.
+/// transaction are delivered once. A root that goes on while part of its
+/// tree was cancelled is woken (`waits::WAKE_ROOT`): suspended, it is due
+/// now, to replay up to the cancelled child, which may have been what it
+/// waited for (a child's `recv`). One row per workflow cancelled.
 ///
 /// Indexes: `task_child_name` for the children, `task_enqueued_by` for the
 /// enqueued runs.
@@ -66,10 +70,17 @@ const CANCEL: &str = ", scope(id) AS (
     RETURNING t.id, t.root_id, (t.parent_id IS NULL) AS is_root
 ), trees AS (
     SELECT root_id, bool_or(is_root) AND $3::bool AS whole FROM cancelled GROUP BY root_id
-)
+), root AS (
+    -- The roots that go on while part of their tree was cancelled (not
+    -- one updated above: a row is updated once per statement).
+    SELECT DISTINCT c.root_id AS id FROM cancelled AS c
+    WHERE NOT EXISTS (SELECT 1 FROM cancelled AS r WHERE r.id = c.root_id)
+), {wake}
 SELECT c.id, c.root_id, trees.whole,
        pg_notify('durable', $2::text || CASE WHEN trees.whole THEN ' cancel ' ELSE ' cancel-part ' END
-                            || c.root_id) IS NULL AS notify  -- evaluated for its effect
+                            || c.root_id) IS NULL AS notify,  -- evaluated for its effect
+       (SELECT count(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, '')))
+        FROM woken WHERE made_due) AS woken
 FROM cancelled AS c JOIN trees ON trees.root_id = c.root_id";
 
 /// The workflows of the tree of root `$1` that are cancelled.
@@ -86,7 +97,7 @@ pub(crate) struct CancelStatements {
 impl CancelStatements {
     pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
         CancelStatements {
-            cancel: fill(&format!("{PATH}{CANCEL}")),
+            cancel: fill(&format!("{PATH}{CANCEL}").replace("{wake}", WAKE_ROOT)),
             cancelled_in_tree: fill(CANCELLED_IN_TREE),
         }
     }
