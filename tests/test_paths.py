@@ -111,17 +111,19 @@ async def test_the_sync_twins_take_paths(dsn: str, schema: str, db: durable.Db) 
     root = await Ctx.start(db, "a")
     child = await root.child("b")
 
-    def blocking() -> tuple[int, int, bool]:
+    def blocking() -> tuple[int, int, bool, bool]:
         synced = durable.sync.init(dsn, schema=schema)
         try:
             found = durable.sync.get(synced, ("a", "b")).id
             tree = durable.sync.tree(synced, ["a", "b"]).info.id
             sent = durable.sync.send(synced, ("a", "b"), "t", 1)
-            return found, tree, sent
+            cancelled = durable.sync.cancel(synced, ("a", "b"), children=False)
+            return found, tree, sent, cancelled
         finally:
             durable.sync.close(synced)
 
-    assert await asyncio.to_thread(blocking) == (child.id, child.id, True)
+    assert await asyncio.to_thread(blocking) == (child.id, child.id, True, True)
+    assert (await durable.get(db, "a")).status == "running"
 
 
 # -- cancel ---------------------------------------------------------------------------------------
