@@ -396,7 +396,7 @@ impl Hold {
         });
     }
 
-    /// A write learned that the lease is lost or the workflow cancelled.
+    /// A write learned that the lease is lost: every handle of the tree stops.
     pub fn lost(&self, err: &EngineError) {
         self.0.end_with(End::Lost(err.clone()));
     }
