@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 
 import durable
 from durable import Backoff, Ctx, _core
+from _waits import until
 from durable.cli import cli
 
 PROGRAMS = Path(__file__).parent / "programs"
@@ -80,10 +81,15 @@ async def test_show_prints_the_tree_with_failed_steps_attempts_and_tracebacks(
     assert (failed["type"], failed["message"]) == ("ValueError", "shard 2 is corrupt")
     assert "Traceback (most recent call last)" in failed["traceback"] and "broken" in failed["traceback"]
     [child] = tree["children"]
-    assert (child["name"], child["status"], child["output"]) == ("etl/publish", "completed", "ok")
+    assert (child["name"], child["path"], child["status"], child["output"]) == (
+        "publish",
+        ["etl", "publish"],
+        "completed",
+        "ok",
+    )
     assert [(s["name"], s["output"]) for s in child["steps"]] == [("notify", "sent")]
     assert child["children"] == []
-    assert await json_of(dsn, schema, "show", "etl/publish") == child
+    assert await json_of(dsn, schema, "show", "etl", "--child", "publish") == child
 
     result = await durable_cli(dsn, schema, "show", "etl")
     assert result.exit_code == 0, result.stderr
@@ -108,7 +114,67 @@ async def test_unknown_names_exit_1_with_one_line(db: durable.Db, dsn: str, sche
         result = await durable_cli(dsn, schema, command, "nope")
         fails(result, 1, "there is no workflow named 'nope'")
         assert len(result.stderr.strip().splitlines()) == 1
-    fails(await durable_cli(dsn, schema, "show", "a//b"), 1, "invalid workflow name")
+    fails(await durable_cli(dsn, schema, "show", "etl", "--child", ""), 1, "invalid workflow name")
+    fails(await durable_cli(dsn, schema, "show", "etl/publish"), 1, "there is no workflow named 'etl/publish'")
+    fails(
+        await durable_cli(dsn, schema, "cancel", "etl", "--child", "publish"),
+        1,
+        "there is no workflow at path ('etl', 'publish')",
+    )
+
+
+async def test_a_name_is_one_argument_and_a_child_is_given_by_child(db: durable.Db, dsn: str, schema: str) -> None:
+    parent = await Ctx.start(db, "a")
+    child = await parent.child("b")
+    grandchild = await child.child("x/y")
+    root = await Ctx.start(db, "a/b")
+    assert (await json_of(dsn, schema, "show", "a/b"))["id"] == root.id
+    shown = await json_of(dsn, schema, "show", "a", "--child", "b")
+    assert (shown["id"], shown["name"], shown["path"]) == (child.id, "b", ["a", "b"])
+    deep = await json_of(dsn, schema, "show", "a", "--child", "b", "--child", "x/y")
+    assert (deep["id"], deep["path"]) == (grandchild.id, ["a", "b", "x/y"])
+    text = (await durable_cli(dsn, schema, "show", "a", "--child", "b")).stdout
+    assert text.startswith("('a', 'b')  running") and "└─ workflow x/y  running" in text
+
+    cancelled = await json_of(dsn, schema, "cancel", "a", "--child", "b")
+    assert cancelled == {"name": "b", "path": ["a", "b"], "cancelled": True}
+
+    async def told() -> bool:  # the notification reaches this process's holds
+        return child.status == grandchild.status == "cancelled"
+
+    await until(told, "the holder was told")
+    assert (parent.status, root.status) == ("running", "running"), "its parent and the root named a/b go on"
+    fails(
+        await durable_cli(dsn, schema, "cancel", "a", "--child", "b"),
+        1,
+        "workflow ('a', 'b') is already cancelled: nothing to cancel",
+    )
+    result = await durable_cli(dsn, schema, "cancel", "a/b")
+    assert (result.exit_code, result.stdout) == (0, "cancelled workflow 'a/b' and its unfinished children\n")
+    assert parent.status == "running"
+
+
+async def test_cancel_chooses_the_children_and_the_enqueued_runs(
+    db: durable.Db, dsn: str, schema: str, pg: asyncpg.Connection
+) -> None:
+    for name in ("keep", "all"):
+        ctx = await Ctx.start(db, name)
+        await ctx.child("kid")
+        async with ctx:  # the current workflow: the run it enqueues is linked to it
+            await double.enqueue(db, f"{name}-run", 1)
+            result = await durable_cli(dsn, schema, "cancel", name, *(["--no-children"] if name == "keep" else ["--enqueued"]))
+    assert result.exit_code == 0
+    rows = await pg.fetch("SELECT name, status FROM task WHERE kind = 'workflow' ORDER BY id")
+    assert [(r["name"], r["status"]) for r in rows] == [
+        ("keep", "cancelled"),
+        ("kid", "running"),
+        ("keep-run", "queued"),
+        ("all", "cancelled"),
+        ("kid", "cancelled"),
+        ("all-run", "cancelled"),
+    ]
+    result = await durable_cli(dsn, schema, "cancel", "keep", "--child", "kid", "--no-children")
+    assert (result.exit_code, result.stdout) == (0, "cancelled workflow ('keep', 'kid') alone\n")
 
 
 async def test_list_filters_and_prints_a_table(db: durable.Db, dsn: str, schema: str) -> None:
@@ -155,7 +221,7 @@ async def test_list_filters_and_prints_a_table(db: durable.Db, dsn: str, schema:
 
 async def test_cancel_and_resume_report_what_they_did(db: durable.Db, dsn: str, schema: str) -> None:
     await double.enqueue(db, "d", 1)
-    assert await json_of(dsn, schema, "cancel", "d") == {"name": "d", "cancelled": True}
+    assert await json_of(dsn, schema, "cancel", "d") == {"name": "d", "path": ["d"], "cancelled": True}
     assert (await durable.get(db, "d")).status == "cancelled"
     fails(await durable_cli(dsn, schema, "cancel", "d"), 1, "workflow 'd' is already cancelled: nothing to cancel")
     assert await json_of(dsn, schema, "resume", "d") == {"name": "d", "resumed": True, "status": "queued"}

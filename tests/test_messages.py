@@ -104,10 +104,10 @@ async def test_bad_sends_are_refused(db: durable.Db) -> None:
 async def test_a_child_is_addressed_by_its_path(db: durable.Db) -> None:
     ctx = await Ctx.start(db, "parent")
     child = await ctx.child("kid")
-    await durable.send(db, "parent/kid", "hello", "kid!")
+    await durable.send(db, ("parent", "kid"), "hello", "kid!")
     assert await child.recv("hello", timeout=5) == "kid!"
     await child.set_event("mood", "happy")
-    assert await durable.get_event(db, "parent/kid", "mood", timeout=5) == "happy"
+    assert await durable.get_event(db, ("parent", "kid"), "mood", timeout=5) == "happy"
 
 
 async def test_a_message_received_before_a_crash_is_not_received_again(

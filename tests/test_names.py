@@ -75,7 +75,7 @@ async def test_set_event_takes_any_key_get_event_reads(db: durable.Db, pg: async
 async def test_send_inside_a_workflow_to_any_path_on_any_topic(db: durable.Db, pg: asyncpg.Connection) -> None:
     target = await Ctx.start(db, "p" * 255)
     await target.child("c" * 255)
-    path = "p" * 255 + "/" + "c" * 255
+    path = ("p" * 255, "c" * 255)
 
     @durable.workflow(name="sender")
     async def sender(ctx: Ctx, _: None) -> list[bool]:
@@ -132,7 +132,7 @@ async def test_a_decorated_step_and_an_enqueue_under_long_names(db: durable.Db, 
         (lambda ctx: ctx.set_event("", 1), "event key"),
         (lambda ctx: durable.send(ctx.db, "target", "x" * 256, 1), "topic"),
         (lambda ctx: durable.send(ctx.db, "target", "t", 1, key="k" * 256), "message key"),
-        (lambda ctx: durable.send(ctx.db, "target/" + "c" * 256, "t", 1), "workflow"),
+        (lambda ctx: durable.send(ctx.db, ("target", "c" * 256), "t", 1), "workflow"),
     ],
     ids=["recv empty", "recv long", "recv long timeout", "recv NUL", "event long", "event empty", "send topic",
          "send key", "send path"],

@@ -371,7 +371,7 @@ async def test_resume_brings_back_a_cancelled_run_and_its_children(db: durable.D
 
         async def kid_waits() -> bool:
             try:
-                return (await durable.get(db, "n/kid")).status == "running"
+                return (await durable.get(db, ("n", "kid"))).status == "running"
             except durable.WorkflowNotFound:
                 return False  # the parent has not started its child yet
 
@@ -379,11 +379,11 @@ async def test_resume_brings_back_a_cancelled_run_and_its_children(db: durable.D
         assert await durable.cancel(db, "n")
         with pytest.raises(durable.Cancelled):
             await run.result(timeout=10)
-        assert (await durable.get(db, "n/kid")).status == "cancelled"
+        assert (await durable.get(db, ("n", "kid"))).status == "cancelled"
         gate.set()
         assert await durable.resume(db, "n") is True
         assert await run.result(timeout=10) == "nested done"
-        assert (await durable.get(db, "n/kid")).status == "completed"
+        assert (await durable.get(db, ("n", "kid"))).status == "completed"
     finally:
         gate.set()
         made.stop()
@@ -400,7 +400,7 @@ async def test_a_child_runs_in_its_parents_slot(db: durable.Db) -> None:
 
         async def kid_waits() -> bool:
             try:
-                return (await durable.get(db, "n/kid")).status == "running"
+                return (await durable.get(db, ("n", "kid"))).status == "running"
             except durable.WorkflowNotFound:
                 return False
 
@@ -616,8 +616,14 @@ async def test_workflows_are_listed_and_read_by_path_without_being_taken(db: dur
     await kid.step("s", lambda: 1)
     await kid.complete("kid done")
     await double.enqueue(db, "queued-1", 1)
-    info = await durable.get(db, "root/kid")
-    assert (info.name, info.status, info.input, info.output) == ("root/kid", "completed", [1, 2], "kid done")
+    info = await durable.get(db, ("root", "kid"))
+    assert (info.name, info.path, info.status, info.input, info.output) == (
+        "kid",
+        ("root", "kid"),
+        "completed",
+        [1, 2],
+        "kid done",
+    )
     root = await durable.get(db, "root")
     assert (root.status, root.input, root.workflow, root.started_at is not None) == ("running", {"x": 1}, None, True)
     assert await ctx.step("after", lambda: "still mine") == "still mine", "reading took nothing over"
@@ -629,7 +635,7 @@ async def test_workflows_are_listed_and_read_by_path_without_being_taken(db: dur
     assert await durable.list_workflows(db, since=datetime.now(timezone.utc) + timedelta(hours=1)) == []
     assert len(await durable.list_workflows(db, limit=1)) == 1
     with pytest.raises(durable.WorkflowNotFound):
-        await durable.get(db, "root/nobody")
+        await durable.get(db, ("root", "nobody"))
     with pytest.raises(durable.ConfigError):
         await durable.list_workflows(db, status="sleeping")
 

@@ -221,15 +221,22 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     assert await names_shown(page) == []
     await page.goto(app.url + "/?until=2999-01-01T00:00:00Z&since=2000-01-01T00:00:00Z")
     assert await names_shown(page) == all_names
-    # A parent lists its child workflows (by path), not its steps.
+    # A parent lists its child workflows, not its steps; a child's path is
+    # given one name per parent= (a name is never split).
     await page.goto(app.url + "/?parent=etl")
-    assert await names_shown(page) == ["etl/publish"]
+    assert await names_shown(page) == ["publish"]
     assert await page.locator("h1").inner_text() == "Children of etl"
     assert await page.locator('.tab[data-status="all"] .count').inner_text() == "1"
-    await page.goto(app.url + "/?parent=etl/publish&status=completed")
-    assert await names_shown(page) == ["etl/publish/email"]
-    await page.click('tr[data-name="etl/publish/email"] a')
-    assert await page.locator("h1").inner_text() == "etl/publish/email completed"
+    await page.goto(app.url + "/?parent=etl&parent=publish&status=completed")
+    assert await names_shown(page) == ["email"]
+    assert await page.locator("h1").inner_text() == "Children of etl / publish"
+    await page.click('.tab[data-status="all"]')
+    assert page.url == app.url + "/?parent=etl&parent=publish"
+    await page.click('tr[data-name="email"] a')
+    assert page.url == app.url + "/runs/etl/publish/email"
+    assert await page.locator("h1").inner_text() == "email completed"
+    await page.goto(app.url + "/?parent=etl/publish")
+    assert await names_shown(page) == [], "the root named etl/publish: there is none"
     await page.goto(app.url + "/?parent=nope")
     assert await names_shown(page) == []
     assert await page.locator('.tab[data-status="all"] .count').inner_text() == "0"
@@ -267,12 +274,13 @@ async def test_the_pages_show_runs_filters_from_the_url_and_a_run_with_its_tree(
     assert 'raise ValueError("shard 2 is corrupt")' in traceback
     assert await page.locator('tr[data-step="extract"] .json-copy').get_attribute("data-copy") == "[\n  1,\n  2\n]"
     tree = page.locator("#children")
-    assert await tree.locator('li[data-name="etl/publish"] > details > summary > .status').inner_text() == "completed"
-    nested = tree.locator('li[data-name="etl/publish"] li[data-name="etl/publish/email"]')
+    assert await tree.locator('li[data-name="publish"] > details > summary > .status').inner_text() == "completed"
+    nested = tree.locator('li[data-name="publish"] li[data-name="email"]')
     assert await nested.locator("a").text_content() == "email"
+    assert await nested.locator("a").get_attribute("href") == "/runs/etl/publish/email"
     await tree.get_by_role("link", name="publish", exact=True).click()
     assert page.url == app.url + "/runs/etl/publish"
-    assert await page.locator("h1").inner_text() == "etl/publish completed"
+    assert await page.locator("h1").inner_text() == "publish completed"
     assert '"sent"' in await page.locator('tr[data-step="notify"] .json-tree').inner_text()
     assert await page.locator(".crumbs a").all_inner_texts() == ["Runs", "etl", "publish"]
 
@@ -386,12 +394,18 @@ async def test_the_run_page_cancels_and_resumes_a_root(
     assert await status_of(pg, "nightly-1") == "queued"
     assert await page.locator("#cancel").count() == 1 and await page.locator("#resume").count() == 0
 
-    # A finished root has neither; a child's page has none (its root acts for it).
+    # A finished root has neither; a child's page has Cancel, of the child
+    # alone (by its path), and no Resume (it resumes with its root).
     await page.goto(app.url + "/runs/report-1")
     assert await page.locator("button[data-action]").count() == 0
     await page.goto(app.url + "/runs/order-1/ship")
-    assert await page.locator("h1").inner_text() == "order-1/ship running"
-    assert await page.locator("button[data-action]").count() == 0
+    assert await page.locator("h1").inner_text() == "ship running"
+    assert await page.locator("#resume").count() == 0
+    assert await page.locator("#cancel").get_attribute("data-action") == "/api/runs/order-1/ship/cancel"
+    await page.click("#cancel")
+    await page.wait_for_selector("h1 .status-cancelled")
+    assert (await durable.get(db, ("order-1", "ship"))).status == "cancelled"
+    assert await status_of(pg, "order-1") == "failed", "its root is left as it was"
 
     # What the server refuses is said on the page: a run cancelled meanwhile.
     await page.goto(app.url + "/runs/nightly-1")
@@ -1109,6 +1123,81 @@ async def test_the_run_page_sends_a_message(
     assert status == 400 and "a JSON object" in body
 
 
+async def test_a_name_is_one_segment_and_a_child_is_reached_by_its_path(
+    db: durable.Db, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    parent = await Ctx.start(db, "a")
+    child = await parent.child("b")
+    root = await Ctx.start(db, "a/b")
+    r = await Ctx.start(db, "r")
+    slashed = await r.child("x/y")
+    app = await serve()
+    page = await browser.new_page()
+    problems = watch(page)
+    form = page.locator("#send-form")
+
+    async def send_from_the_page(topic: str) -> str:
+        await page.click("#send summary")
+        await form.locator('input[name="topic"]').fill(topic)
+        await form.locator('textarea[name="value"]').fill('"hi"')
+        await form.locator('button[type="submit"]').click()
+        return await said_in(page, "#send-form")
+
+    # The root named a/b: its page, and its "Send a message", reach it and not the child b of a.
+    await page.goto(app.url + "/")
+    await page.get_by_role("link", name="a/b", exact=True).click()
+    assert page.url == app.url + "/runs/a%2Fb"
+    assert await page.locator("h1").inner_text() == "a/b running"
+    assert await send_from_the_page("to-root") == "sent"
+    assert await root.recv("to-root", timeout=10) == "hi"
+    assert await child.recv("to-root", timeout=0) is None
+    # The child b of a: its own page.
+    await page.goto(app.url + "/runs/a")
+    await page.locator("#children").get_by_role("link", name="b", exact=True).click()
+    assert page.url == app.url + "/runs/a/b"
+    assert await page.locator("h1").inner_text() == "b running"
+    assert await send_from_the_page("to-child") == "sent"
+    assert await child.recv("to-child", timeout=10) == "hi"
+    assert await root.recv("to-child", timeout=0) is None
+
+    # A child whose name holds a "/": its link keeps the name in one segment.
+    await page.goto(app.url + "/runs/r")
+    link = page.locator("#children").get_by_role("link", name="x/y", exact=True)
+    assert await link.get_attribute("href") == "/runs/r/x%2Fy"
+    await link.click()
+    assert await page.locator("h1").inner_text() == "x/y running"
+    assert await page.locator(".crumbs a").all_inner_texts() == ["Runs", "r", "x/y"]
+    assert await send_from_the_page("t") == "sent"
+    assert await slashed.recv("t", timeout=10) == "hi"
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await page.click("#cancel")
+    await page.wait_for_selector("h1 .status-cancelled")
+    assert slashed.status == "cancelled" and r.status == "running", "the child alone"
+    await page.goto(app.url + "/?parent=r")
+    assert await names_shown(page) == ["x/y"]
+    await page.click('tr[data-name="x/y"] a')
+    assert page.url == app.url + "/runs/r/x%2Fy"
+    assert problems == [], "no CSP violation or script error"
+    await page.close()
+
+    # The endpoints read the path from the URL's segments, as the pages do.
+    for path, status_wanted in (("/api/runs/a%2Fb/send", 200), ("/api/runs/a/b/send", 200), ("/api/runs/r/x/y/send", 404)):
+        status, body = await http(app.port, "POST", path, "X-Durable-UI: 1", body='{"topic": "http", "value": "1"}')
+        assert status == status_wanted, (path, body)
+    assert await root.recv("http", timeout=10) == 1 and await child.recv("http", timeout=10) == 1
+    assert "there is no workflow at path ('r', 'x', 'y')" in body
+    status, body = await http(app.port, "POST", "/api/runs/a/b/resume", "X-Durable-UI: 1")
+    assert status == 400 and "resumed with its root" in body
+    status, body = await http(app.port, "POST", "/api/runs/a/b/fork", "X-Durable-UI: 1", body='{"new_name": "c"}')
+    assert status == 400 and "forked with its root" in body
+    status, body = await http(app.port, "GET", "/api/live/runs/a%2Fb")
+    assert status == 200 and json.loads(body.split("\r\n\r\n", 1)[1])["version"] is not None
+    status, body = await http(app.port, "POST", "/api/runs/a%2Fb/cancel", "X-Durable-UI: 1")
+    assert status == 200
+    assert (await durable.get(db, "a/b")).status == "cancelled"
+    assert (await durable.get(db, ("a", "b"))).status == "running", "the child b of a is another workflow"
+
+
 async def said_in(page: Page, form: str) -> str:
     """What the form ``form`` said once it answered."""
     said = page.locator(f"{form} output.said")
@@ -1471,9 +1560,9 @@ async def test_the_timeline_draws_attempts_waits_sleeps_and_messages(
 
     # The children's tree opens in place.
     tree = page.locator("#children[data-live]")
-    node = tree.locator(f'li[data-name="flow/{HOSTILE_TOO}"]')
+    node = tree.locator(f'li[data-name="{HOSTILE_TOO}"]')
     assert await node.locator("> details > summary a").inner_text() == HOSTILE_TOO
-    deeper = node.locator('li[data-name="flow/' + HOSTILE_TOO + '/grandchild"]')
+    deeper = node.locator('li[data-name="grandchild"]')
     assert not await deeper.is_visible(), "folded beyond the first level"
     await node.locator("> details > summary .status").click()
     await deeper.wait_for(state="visible")
@@ -1576,7 +1665,8 @@ def test_the_timeline_layout_puts_attempts_waits_and_sleeps_on_one_axis() -> Non
         return t0 + timedelta(seconds=seconds)
 
     info = WorkflowInfo(
-        1, "root", "completed", "f", "q", None, None, None, 1, 0, 0, None, t0, at(2), at(10), None, None, None
+        1, "root", ("root",), "completed", "f", "q", None, None, None, 1, 0, 0, None, t0, at(2), at(10), None, None,
+        None,
     )
     retried = StepInfo(2, "retried", "completed", 2, 7, None, at(2), at(4), at(5))
     nap = StepInfo(3, "nap", "completed", 1, at(9).isoformat(), None, at(5), at(5), at(5))

@@ -23,6 +23,7 @@ from ._info import StepInfo, WorkflowInfo, WorkflowTree, get, list_workflows, tr
 from ._fork import fork
 from ._json import Json
 from ._messages import get_event, send
+from ._names import WorkflowPath
 from ._queues import QueueInfo, RateUse, create_queue, list_queues, pause_queue, resume_queue
 from ._runs import Run, result, resume
 from ._transaction import Transaction
@@ -81,6 +82,7 @@ __all__ = [
     "WorkflowFinished",
     "WorkflowInfo",
     "WorkflowNotFound",
+    "WorkflowPath",
     "WorkflowTree",
     "attempt",
     "cancel",

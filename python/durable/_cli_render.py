@@ -195,7 +195,9 @@ def tree_text(tree: WorkflowTree, now: datetime) -> str:
     """The workflow, then its steps and children (in the order they were
     recorded), each with status, attempts and duration; failures with their
     error and traceback, indented under them."""
-    lines = [_workflow_line(tree.info, now)]
+    info = tree.info
+    # A child by its whole path, which cannot read like a root's name.
+    lines = [_workflow_line(info, now, name=info.name if len(info.path) == 1 else repr(info.path))]
     lines += _details(tree.info.error, tree.info.waiting_for, "    ")
     _branches(tree, "", now, lines)
     return "\n".join(lines)
@@ -224,7 +226,7 @@ def _has_nodes(tree: WorkflowTree) -> bool:
 
 def _line(node: StepInfo | WorkflowTree, now: datetime) -> str:
     if isinstance(node, WorkflowTree):
-        return "workflow " + _workflow_line(node.info, now, name=node.info.name.rsplit("/", 1)[-1])
+        return "workflow " + _workflow_line(node.info, now)
     return f"step {node.name}  {_status(node.status, node.attempt)}  {took_of(node, now)}"
 
 

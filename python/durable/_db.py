@@ -8,6 +8,7 @@ from types import TracebackType
 
 from . import _core, _embedded
 from ._bridge import off_loop
+from ._names import WorkflowPath, path_of
 from ._options import Seconds, count, seconds
 from .errors import ConfigError
 
@@ -164,15 +165,29 @@ async def init(
     return Db(engine)
 
 
-async def cancel(db: Db | str, name: str) -> bool:
-    """Cancels the root workflow ``name`` and every unfinished workflow under it.
+async def cancel(db: Db | str, workflow: WorkflowPath, *, children: bool = True, enqueued: bool = False) -> bool:
+    """Cancels the workflow ``workflow``: a root's name (a ``str``, never
+    split), or a child's path, a tuple or list of names (``("order-17",
+    "payment")``).
 
-    Whoever runs them gets ``Cancelled`` at their next checkpoint, and starting
-    them again raises ``Cancelled``. Returns False if there is no such workflow
-    or it already completed.
+    ``children`` (default True): every unfinished workflow under it too;
+    with False, only the workflow itself, and a child of it that is running
+    goes on to its end. ``enqueued`` (default False): also the runs that
+    its workflows enqueued (each from its own code or a step's body), and
+    the runs those enqueued, each cancelled the same way.
+
+    Whoever runs them gets ``Cancelled`` at their next checkpoint, and
+    starting them again raises ``Cancelled``; the rest of their tree goes
+    on (a parent gets ``Cancelled`` from its cancelled child, which it may
+    catch). Returns False when nothing was cancelled: there is no such
+    workflow, or it (and all the call covers) had finished already.
     """
+    path = path_of("cancel", workflow)
+    for option, value in (("children", children), ("enqueued", enqueued)):
+        if not isinstance(value, bool):
+            raise ConfigError(f"cancel's {option} must be True or False, not {value!r}")
     resolved = await resolve(db)
-    return await resolved._engine.cancel(name)
+    return await resolved._engine.cancel(path, children=children, enqueued=enqueued)
 
 
 #: One Db per (process, DSN): a child made by fork() makes its own.

@@ -9,7 +9,7 @@ from datetime import datetime
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._ctx import Ctx, check_step_options, current, start_root
+from ._ctx import Ctx, _in_step, check_step_options, current, start_root
 from ._db import Db, resolve
 from ._json import Json
 from ._names import check as check_name
@@ -123,10 +123,11 @@ class Workflow(Generic[I, O]):
         """
         delay_s, start_at = _when(delay, run_at, priority, key)
         resolved = await resolve(db)
+        by = _enqueuer(resolved)
 
         async def enqueue() -> list[Any]:
             [(_, status, created, queue_created)] = await resolved._engine.enqueue_many(
-                [name], self.name, [_saved(input)], self.queue, delay_s, priority, key, start_at
+                [name], self.name, [_saved(input)], self.queue, delay_s, priority, key, start_at, by
             )
             if queue_created:
                 log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
@@ -170,6 +171,7 @@ class Workflow(Generic[I, O]):
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
                 raise ConfigError(f"enqueue_many takes (name, input) pairs with a str name, not {pair!r}")
         resolved = await resolve(db)
+        by = _enqueuer(resolved)
 
         async def enqueue() -> list[Any]:
             found = await resolved._engine.enqueue_many(
@@ -181,6 +183,7 @@ class Workflow(Generic[I, O]):
                 priority,
                 key,
                 start_at,
+                by,
             )
             if any(queue_created for _, _, _, queue_created in found):
                 log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
@@ -201,6 +204,14 @@ def _when(delay: Seconds | None, run_at: datetime | None, priority: int, key: st
     if key is not None and not isinstance(key, str):
         raise ConfigError(f"key must be a str, not {key!r}")
     return delay_s, None if start_at is None else start_at.isoformat()
+
+
+def _enqueuer(db: Db) -> int | None:
+    """The id of the workflow whose code (its own, or a step's body) is
+    enqueueing into ``db``, recorded on the runs it enqueues so that a
+    cancel can reach them (``durable.cancel(..., enqueued=True)``)."""
+    ctx = current.get() or _in_step.get()
+    return ctx.id if ctx is not None and ctx.db is db else None
 
 
 async def _named(name: str, enqueued: Awaitable[list[Any]]) -> list[Any]:

@@ -12,6 +12,7 @@ from typing import Any
 
 from ._db import Db, resolve
 from ._moments import moments
+from ._names import WorkflowPath, path_of, shown
 from ._options import count, moment
 from ._schedules import to_micros
 from .errors import ConfigError, WorkflowNotFound
@@ -24,8 +25,11 @@ class WorkflowInfo:
     """A workflow as it is now (a read-only record)."""
 
     id: int
-    #: Its path: the root's name, then each child's (``parent/child``).
+    #: Its own name (a child's: not its parent's).
     name: str
+    #: Where it is: the root's name, then each child's down to it (a
+    #: root's is ``(name,)``). What ``get``, ``tree``, ``send``... take.
+    path: tuple[str, ...]
     status: str
     #: The registered function that runs it, if one does.
     workflow: str | None
@@ -137,20 +141,23 @@ async def list_workflows(
     return [WorkflowInfo._from(row) for row in rows]
 
 
-async def get(db: Db | str, name: str) -> WorkflowInfo:
-    """The workflow ``name`` (a child by its path, ``parent/child``).
-    ``WorkflowNotFound`` if there is none."""
-    row = await (await resolve(db))._engine.run_info(name)
+async def get(db: Db | str, workflow: WorkflowPath) -> WorkflowInfo:
+    """The workflow ``workflow``: a root's name (a ``str``, never split: a
+    root may be named ``a/b``), or a child's path, a tuple or list of names
+    (``("parent", "child")``). ``WorkflowNotFound`` if there is none."""
+    path = path_of("get", workflow)
+    row = await (await resolve(db))._engine.run_info(path)
     if row is None:
-        raise WorkflowNotFound(f"there is no workflow named {name!r}")
+        raise WorkflowNotFound(f"there is no workflow {shown(path)}")
     return WorkflowInfo._from(row)
 
 
-async def tree(db: Db | str, name: str) -> WorkflowTree:
-    """The workflow ``name`` (a child by its path, ``parent/child``) with its
-    steps and children, recursively, as one consistent snapshot.
-    ``WorkflowNotFound`` if there is none."""
-    found = await (await resolve(db))._engine.tree(name)
+async def tree(db: Db | str, workflow: WorkflowPath) -> WorkflowTree:
+    """The workflow ``workflow`` (a root's name, or a child's path: see
+    ``get``) with its steps and children, recursively, as one consistent
+    snapshot. ``WorkflowNotFound`` if there is none."""
+    path = path_of("tree", workflow)
+    found = await (await resolve(db))._engine.tree(path)
     if found is None:
-        raise WorkflowNotFound(f"there is no workflow named {name!r}")
+        raise WorkflowNotFound(f"there is no workflow {shown(path)}")
     return WorkflowTree._from(found)

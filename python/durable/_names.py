@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 
 from ._core import MAX_NAME_BYTES
-from .errors import InvalidName
+from .errors import ConfigError, InvalidName
 
 #: Hex digits of the SHA-256 that end a shortened name (64 bits).
 _HASH_DIGITS = 16
@@ -47,3 +47,33 @@ def derived(name: str) -> str:
         keep -= 1
     digest = hashlib.sha256(whole).hexdigest()[:_HASH_DIGITS]
     return f"{whole[:keep].decode('utf-8', 'surrogatepass')}~{digest}"
+
+
+#: Where a workflow is: a root by its name (a ``str``: any name, ``/`` and
+#: all, is one name), or a child by its path, a tuple or list of names, the
+#: root's first (``("order-17", "payment")``). A name is never split.
+WorkflowPath = str | tuple[str, ...] | list[str]
+
+
+def path_of(what: str, workflow: object) -> tuple[str, ...]:
+    """The path that ``workflow`` (a ``WorkflowPath``) names, each name
+    checked; ``ConfigError`` naming ``what`` (the call) for anything else,
+    ``InvalidName`` for a bad name."""
+    if isinstance(workflow, str):
+        path: tuple[str, ...] = (workflow,)
+    elif isinstance(workflow, (tuple, list)) and workflow and all(isinstance(name, str) for name in workflow):
+        path = tuple(workflow)
+    else:
+        raise ConfigError(
+            f"{what}'s workflow must be a root's name (a str) or a child's path (a tuple or list of names, "
+            f"the root's first, like ('order-17', 'payment')), not {workflow!r}"
+        )
+    for name in path:
+        check("workflow", name)
+    return path
+
+
+def shown(path: tuple[str, ...]) -> str:
+    """A workflow as messages name it: ``named 'a/b'`` for a root, ``at path
+    ('a', 'b')`` for a child, so that the two never read alike."""
+    return f"named {path[0]!r}" if len(path) == 1 else f"at path {path!r}"

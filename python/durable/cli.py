@@ -4,8 +4,8 @@
 
     durable [--dsn URL] [--schema NAME] [--json] COMMAND [ARGS]
 
-Commands: ``migrate``, ``list``, ``show NAME``, ``cancel NAME``, ``resume
-NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``,
+Commands: ``migrate``, ``list``, ``show NAME [--child NAME]...``, ``cancel
+NAME [--child NAME]...``, ``resume NAME``, ``queues``, ``worker module:object``, ``gc --older-than 30d``,
 ``ui`` (a local web view, with the ``ui`` extra).
 Tables for people by default, ``--json`` for scripts. The database is
 ``--dsn``, else what ``durable.init()`` connects to without a URL
@@ -280,39 +280,73 @@ def list_command(
     settings.print(runs, lambda: render.workflows_table(runs, now) if runs else "no workflows")
 
 
+#: ``--child NAME``, repeated: a child workflow by its path under the root NAME.
+child_option = click.option(
+    "--child",
+    "children",
+    metavar="NAME",
+    multiple=True,
+    help="A child workflow of NAME, by its own name; repeat it for a child of that child. "
+    "NAME is always one name, / and all.",
+)
+
+
+def _path(name: str, children: tuple[str, ...]) -> tuple[str, ...]:
+    """The workflow a command names: the root ``name`` (never split), then
+    the ``--child`` names, in order."""
+    return (name, *children)
+
+
+def _label(path: tuple[str, ...]) -> str:
+    """A workflow in a message: a root by its name, a child by its path."""
+    return repr(path[0]) if len(path) == 1 else repr(path)
+
+
 @cli.command()
 @click.argument("name")
 @connection_options()
+@child_option
 @click.pass_obj
-def show(settings: Settings, name: str) -> None:
-    """Show a workflow (a child by its path, parent/child) with its steps and
-    children: status, attempts, durations, errors and tracebacks."""
-    found = settings.run(lambda db: tree(db, name))
+def show(settings: Settings, name: str, children: tuple[str, ...]) -> None:
+    """Show the root workflow NAME (a child of it with --child) with its
+    steps and children: status, attempts, durations, errors and tracebacks."""
+    path = _path(name, children)
+    found = settings.run(lambda db: tree(db, path))
     settings.print(found, lambda: render.tree_text(found, _now()))
 
 
 @cli.command()
 @click.argument("name")
 @connection_options()
+@child_option
+@click.option(
+    "--children/--no-children",
+    "with_children",
+    default=True,
+    show_default=True,
+    help="Cancel the unfinished workflows under it too (--no-children: a running child goes on to its end).",
+)
+@click.option("--enqueued", is_flag=True, help="Cancel the runs its workflows enqueued too.")
 @click.pass_obj
-def cancel(settings: Settings, name: str) -> None:
-    """Cancel a root workflow and its unfinished children.
+def cancel(settings: Settings, name: str, children: tuple[str, ...], with_children: bool, enqueued: bool) -> None:
+    """Cancel the root workflow NAME (a child of it with --child) and the
+    unfinished workflows under it.
 
     Exits 1 if there is no such workflow or it already finished."""
+    path = _path(name, children)
 
     async def work(db: Db) -> None:
-        if await cancel_workflow(db, name):
+        if await cancel_workflow(db, path, children=with_children, enqueued=enqueued):
             return
-        # Nothing cancelled: an unknown name (WorkflowNotFound), a finished
-        # root, or the path of a child (whose root is what cancels).
-        status = (await get(db, name)).status
-        if status in ("completed", "cancelled"):
-            raise Failed(f"workflow {name!r} is already {status}: nothing to cancel")
-        raise Failed(f"{name!r} is a child workflow: cancel its root instead")
+        # Nothing cancelled: an unknown workflow (WorkflowNotFound), or one that finished.
+        status = (await get(db, path)).status
+        raise Failed(f"workflow {_label(path)} is already {status}: nothing to cancel")
 
     settings.run(work)
-    message = f"cancelled workflow {name!r} and its unfinished children"
-    settings.print({"name": name, "cancelled": True}, lambda: message)
+    reached = ["its unfinished children"] if with_children else []
+    reached += ["the runs it enqueued"] if enqueued else []
+    message = f"cancelled workflow {_label(path)}" + (f" and {' and '.join(reached)}" if reached else " alone")
+    settings.print({"name": path[-1], "path": list(path), "cancelled": True}, lambda: message)
 
 
 @cli.command()

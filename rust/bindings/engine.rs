@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::errors::{ConfigError, to_py};
 use super::fork::ForkSafe;
@@ -13,7 +13,8 @@ use super::logs;
 use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Moment, Options,
+    BrowseFilter, BrowsedTree, CancelScope, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Moment,
+    Options,
     QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits, validate_name,
 };
 
@@ -52,7 +53,7 @@ struct UiFilters {
     workflow: Option<String>,
     input: Option<String>,
     until: Option<i64>,
-    parent: Option<String>,
+    parent: Option<Vec<String>>,
     before: Option<i64>,
 }
 
@@ -176,8 +177,9 @@ impl PyEngine {
     /// Queues runs of the registered function `workflow` (`names[i]` with
     /// `inputs[i]`) in one statement; an awaitable of a list of `(id, status,
     /// created, queue_created)`, one per run. `Workflow.enqueue` queues one.
+    /// `enqueued_by`: the id of the workflow that enqueues them, if one does.
     #[allow(clippy::too_many_arguments)] // one per column of the runs
-    #[pyo3(signature = (names, workflow, inputs, queue, delay, priority, key = None, run_at = None))]
+    #[pyo3(signature = (names, workflow, inputs, queue, delay, priority, key = None, run_at = None, enqueued_by = None))]
     fn enqueue_many<'py>(
         &self,
         py: Python<'py>,
@@ -189,6 +191,7 @@ impl PyEngine {
         priority: i32,
         key: Option<String>,
         run_at: Option<String>,
+        enqueued_by: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         if names.len() != inputs.len() {
@@ -215,6 +218,7 @@ impl PyEngine {
                     run_at: run_at.as_deref(),
                     priority,
                     key: key.as_deref(),
+                    enqueued_by,
                 })
                 .await
                 .map_err(to_py)?;
@@ -462,7 +466,7 @@ impl PyEngine {
         before: Option<i64>,
         timeout: f64,
         until: Option<i64>,
-        parent: Option<String>,
+        parent: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
@@ -503,7 +507,7 @@ impl PyEngine {
         before: Option<i64>,
         timeout: f64,
         until: Option<i64>,
-        parent: Option<String>,
+        parent: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
@@ -537,15 +541,14 @@ impl PyEngine {
         )
     }
 
-    /// `tree` of the workflow whose path is `names` (a name may hold a
-    /// `/`), in a read-only transaction under a statement timeout
+    /// `tree` of the workflow at `path` (the root's name, then each
+    /// child's), in a read-only transaction under a statement timeout
     /// (seconds), for `durable ui`.
-    fn browse_tree<'py>(&self, py: Python<'py>, names: Vec<String>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    fn browse_tree<'py>(&self, py: Python<'py>, path: Vec<String>, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
         awaitable(py, async move {
-            let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            Ok(engine.browse_tree(&names, timeout).await.map_err(to_py)?.map(Browsed))
+            Ok(engine.browse_tree(&path, timeout).await.map_err(to_py)?.map(Browsed))
         })
     }
 
@@ -566,7 +569,7 @@ impl PyEngine {
         input: Option<String>,
         timeout: f64,
         until: Option<i64>,
-        parent: Option<String>,
+        parent: Option<Vec<String>>,
         before: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
@@ -621,8 +624,9 @@ impl PyEngine {
         })
     }
 
-    /// The workflow at `path` (`root/child/...`); an awaitable of a dict or None.
-    fn run_info<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
+    /// The workflow at `path` (the root's name, then each child's); an
+    /// awaitable of a dict or None.
+    fn run_info<'py>(&self, py: Python<'py>, path: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         awaitable(
             py,
@@ -633,7 +637,7 @@ impl PyEngine {
     /// The workflow at `path` with its steps and children, recursively; an
     /// awaitable of `{"info": dict, "steps": [dict], "children": [tree]}`
     /// (dicts as `run_info`'s) or None.
-    fn tree<'py>(&self, py: Python<'py>, path: String) -> PyResult<Bound<'py, PyAny>> {
+    fn tree<'py>(&self, py: Python<'py>, path: Vec<String>) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         awaitable(
             py,
@@ -752,7 +756,8 @@ impl PyEngine {
         })
     }
 
-    /// Sends `value` on `topic` to the workflow at `path`; an awaitable of
+    /// Sends `value` on `topic` to the workflow at `path` (the root's name,
+    /// then each child's); an awaitable of
     /// `"sent"`, `"duplicate"` (another sender sent a message of that `key`
     /// before) or `"no workflow"`. `sender`: the sending workflow's id and
     /// step, for a send made by a step.
@@ -760,7 +765,7 @@ impl PyEngine {
     fn send<'py>(
         &self,
         py: Python<'py>,
-        path: String,
+        path: Vec<String>,
         topic: String,
         value: &Bound<'py, PyAny>,
         key: Option<String>,
@@ -785,10 +790,16 @@ impl PyEngine {
         })
     }
 
-    /// The event `key` of the workflow at `path`, waiting up to `timeout`
-    /// seconds; an awaitable of `("value", value)`, `("not yet", None)` or
-    /// `("no workflow", None)`.
-    fn get_event<'py>(&self, py: Python<'py>, path: String, key: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+    /// The event `key` of the workflow at `path` (the root's name, then
+    /// each child's), waiting up to `timeout` seconds; an awaitable of
+    /// `("value", value)`, `("not yet", None)` or `("no workflow", None)`.
+    fn get_event<'py>(
+        &self,
+        py: Python<'py>,
+        path: Vec<String>,
+        key: String,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
         abortable(py, async move {
@@ -851,11 +862,21 @@ impl PyEngine {
         awaitable(py, async move { engine.wake(root_id).await.map_err(to_py) })
     }
 
-    /// Cancels the root workflow `name` and its unfinished children; an
-    /// awaitable of whether there was anything to cancel.
-    fn cancel<'py>(&self, py: Python<'py>, name: String) -> PyResult<Bound<'py, PyAny>> {
+    /// Cancels the workflow at `path` (the root's name, then each
+    /// child's), with `children` every unfinished workflow under it, with
+    /// `enqueued` the runs its workflows enqueued; an awaitable of whether
+    /// anything was cancelled.
+    #[pyo3(signature = (path, *, children, enqueued))]
+    fn cancel<'py>(
+        &self,
+        py: Python<'py>,
+        path: Vec<String>,
+        children: bool,
+        enqueued: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        awaitable(py, async move { engine.cancel(&name).await.map_err(to_py) })
+        let scope = CancelScope { children, enqueued };
+        awaitable(py, async move { engine.cancel(&path, scope).await.map_err(to_py) })
     }
 
     /// What the group commits did so far. The checkpoint writer: `commits`
@@ -962,7 +983,8 @@ impl<'py> IntoPyObject<'py> for Info {
         };
         let dict = PyDict::new(py);
         dict.set_item("id", run.id)?;
-        dict.set_item("name", run.path)?;
+        dict.set_item("name", run.name)?;
+        dict.set_item("path", PyTuple::new(py, run.path)?)?;
         dict.set_item("status", run.status)?;
         dict.set_item("workflow", run.workflow)?;
         dict.set_item("queue", run.queue)?;

@@ -42,6 +42,8 @@ pub(crate) struct PyWorkflow {
 /// What the awaitables of a handle share with it.
 pub(crate) struct Run {
     name: String,
+    /// The workflow's id: a cancel of it alone (see `Hold::check`) stops this handle.
+    id: i64,
     /// The hold of the tree in this engine (roots taken to run, and their
     /// children); `None` for what only replays.
     hold: ForkSafe<Option<Hold>>,
@@ -91,7 +93,7 @@ impl Run {
         if let Some(err) = &self.lock().doomed {
             return Err(err.clone());
         }
-        match self.hold().map(Hold::check) {
+        match self.hold().map(|hold| hold.check(self.id)) {
             // A root's own end is told by its status, more precisely.
             Some(Err(EngineError::RootFinished { .. })) if self.is_root => Ok(()),
             Some(Err(err)) => Err(err),
@@ -100,13 +102,25 @@ impl Run {
     }
 
     /// Passes `result` through, remembering an error that ends this run (and
-    /// the hold of its tree). A write refused because this very run had
-    /// finished the workflow, or released it, says so.
+    /// the hold of its tree, for a lost lease). A workflow found cancelled
+    /// stops its own handle; the hold learns which others of the tree are
+    /// cancelled too (a cancel may have been of part of the tree only: a
+    /// child started here and found cancelled does not stop its parent). A
+    /// write refused because this very run had finished the workflow, or
+    /// released it, says so.
     fn watch<T>(&self, what: impl FnOnce() -> String, result: Result<T, EngineError>) -> Result<T, EngineError> {
         match result {
-            Err(err @ (EngineError::LeaseLost { .. } | EngineError::Cancelled { .. })) => {
-                let released = self.hold().is_some_and(Hold::is_released);
-                let err = if released && matches!(err, EngineError::LeaseLost { .. }) {
+            Err(err @ EngineError::Cancelled { workflow_id }) => {
+                if let Some(hold) = self.hold() {
+                    hold.cancelled(workflow_id);
+                }
+                if workflow_id == self.id {
+                    return Err(self.lock().doomed.get_or_insert(err).clone());
+                }
+                Err(err)
+            }
+            Err(err @ EngineError::LeaseLost { .. }) => {
+                let err = if self.hold().is_some_and(Hold::is_released) {
                     EngineError::Released {
                         name: self.name.clone(),
                     }
@@ -136,7 +150,7 @@ impl Run {
     /// for a handle that only replays.
     pub(crate) async fn stopped(&self, drain: bool) -> Result<(), EngineError> {
         match self.hold() {
-            Some(hold) => hold.stopped(drain).await,
+            Some(hold) => hold.stopped(self.id, drain).await,
             None => std::future::pending().await,
         }
     }
@@ -191,6 +205,7 @@ impl PyWorkflow {
             limit,
             run: Arc::new(Run {
                 name,
+                id: started.workflow.id,
                 hold: ForkSafe::new(hold),
                 is_root,
                 state: Mutex::new(State {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::config::path_names;
+use super::config::{show_path, validate_path};
 use super::error::EngineError;
 use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
 use super::jsonb::JsonText;
@@ -250,8 +250,9 @@ pub struct BrowseFilter<'a> {
     pub input: Option<&'a str>,
     /// Created before (microseconds since the epoch).
     pub until: Option<i64>,
-    /// The child workflows of the workflow at this path, instead of the roots.
-    pub parent: Option<&'a str>,
+    /// The child workflows of the workflow at this path (the root's name,
+    /// then each child's), instead of the roots.
+    pub parent: Option<&'a [String]>,
     /// Only ids below this one (the keyset cursor).
     pub before: Option<i64>,
 }
@@ -276,13 +277,8 @@ impl Engine {
                 timeout,
             )
             .await?;
-        rows.iter()
-            .map(|row| match more.parent {
-                // A child is known by its path.
-                Some(parent) => read_info(row, Some(&format!("{parent}/{}", col::<String>(row, "name")?))),
-                None => read_info(row, None),
-            })
-            .collect()
+        let parent = more.parent.unwrap_or_default();
+        rows.iter().map(|row| read_info(row, parent)).collect()
     }
 
     /// A version of `browse_runs`'s answer for the same arguments: another
@@ -328,23 +324,12 @@ impl Engine {
         (count > 0).then(|| col(&row, "digest")).transpose()
     }
 
-    /// `tree` of the workflow whose path is `names` (the root's, then each
-    /// child's: a name may hold a `/`), with the
-    /// past attempts of its tasks and the messages sent to its workflows,
-    /// under `timeout`: three statements of one read-only transaction (a
-    /// repeatable read, so they see one snapshot).
-    pub async fn browse_tree(&self, names: &[&str], timeout: Duration) -> Result<Option<BrowsedTree>, EngineError> {
-        if names.is_empty() {
-            return Err(EngineError::InvalidName {
-                what: "workflow",
-                name: String::new(),
-                reason: "it is empty",
-            });
-        }
-        for name in names {
-            validate_name("workflow", name)?;
-        }
-        let path = names.join("/");
+    /// `tree` of the workflow at `path` (the root's name, then each
+    /// child's), with the past attempts of its tasks and the messages sent
+    /// to its workflows, under `timeout`: three statements of one read-only
+    /// transaction (a repeatable read, so they see one snapshot).
+    pub async fn browse_tree(&self, path: &[String], timeout: Duration) -> Result<Option<BrowsedTree>, EngineError> {
+        validate_path(path)?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let opening = format!(
@@ -353,12 +338,12 @@ impl Engine {
         );
         let read = retrying!(
             self,
-            &format!("reading the tree of workflow {path:?}"),
+            &format!("reading the tree of workflow {}", show_path(path)),
             |client| async {
                 let tx = client.transaction().await?;
                 tx.batch_execute(&opening).await?;
                 let statement = tx.prepare_cached(&sql.tree).await?;
-                let rows = tx.query(&statement, &[&names]).await?;
+                let rows = tx.query(&statement, &[&path]).await?;
                 let ids: Vec<i64> = rows.iter().map(|row| row.get::<_, i64>("id")).collect();
                 let statement = tx.prepare_cached(&sql.browse.attempts).await?;
                 let attempts = tx.query(&statement, &[&ids]).await?;
@@ -383,7 +368,7 @@ impl Engine {
             under.entry(col(row, "parent_id")?).or_default().push(row);
         }
         Ok(Some(BrowsedTree {
-            tree: build(top, &path, &mut under)?,
+            tree: build(top, &path[..path.len() - 1], &mut under)?,
             attempts: attempts.iter().map(read_attempt).collect::<Result<_, _>>()?,
             messages: messages.iter().map(read_message).collect::<Result<_, _>>()?,
         }))
@@ -443,7 +428,7 @@ impl Engine {
         let rows = self
             .read_rows("reading workflows", &sql.browse.named, &[&names], timeout)
             .await?;
-        rows.iter().map(|row| read_info(row, None)).collect()
+        rows.iter().map(|row| read_info(row, &[])).collect()
     }
 
     /// `list_queues`, under `timeout`.
@@ -487,19 +472,21 @@ impl Engine {
         more: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<Vec<Row>, EngineError> {
-        let parent = more.parent.map(path_names).transpose()?;
+        if let Some(parent) = more.parent {
+            validate_path(parent)?;
+        }
         self.check_open()?;
         let resolve = &self.inner.sql.browse.resolve;
         let opening = read_only(timeout);
         retrying!(self, what, |client| async {
             let tx = client.transaction().await?;
             tx.batch_execute(&opening).await?;
-            let parent_id: Option<i64> = match &parent {
+            let parent_id: Option<i64> = match more.parent {
                 None => None,
                 Some(names) => {
                     let resolve = tx.prepare_cached(resolve).await?;
                     // No such workflow: an id no row has for a parent.
-                    Some(tx.query_opt(&resolve, &[names]).await?.map_or(-1, |row| row.get(0)))
+                    Some(tx.query_opt(&resolve, &[&names]).await?.map_or(-1, |row| row.get(0)))
                 }
             };
             let statement = tx.prepare_cached(statement).await?;

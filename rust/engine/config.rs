@@ -293,13 +293,30 @@ pub fn validate_schema(schema: &str) -> Result<(), EngineError> {
     }
 }
 
-/// The names of a workflow's path (`root`, `root/child`, ...), each checked.
-pub(crate) fn path_names(path: &str) -> Result<Vec<&str>, EngineError> {
-    let names: Vec<&str> = path.split('/').collect();
-    for name in &names {
-        validate_name("workflow", name)?;
+/// Checks a workflow's path: the root's name, then each child's down to
+/// the workflow, each a name as `validate_name` wants it. A name is never
+/// split: a root named `a/b` is the path `["a/b"]`, its child `c` the path
+/// `["a/b", "c"]`.
+pub fn validate_path<S: AsRef<str>>(path: &[S]) -> Result<(), EngineError> {
+    if path.is_empty() {
+        return Err(EngineError::InvalidOption(
+            "a workflow's path needs at least one name: the root's, then each child's".to_owned(),
+        ));
     }
-    Ok(names)
+    for name in path {
+        validate_name("workflow", name.as_ref())?;
+    }
+    Ok(())
+}
+
+/// A workflow's path as messages show it: a root by its name (`"a/b"`), a
+/// child by its names (`path ["a", "b"]`), so that the two never read alike.
+pub fn show_path<S: AsRef<str>>(path: &[S]) -> String {
+    let names: Vec<&str> = path.iter().map(AsRef::as_ref).collect();
+    match names.as_slice() {
+        [root] => format!("{root:?}"),
+        names => format!("at path {names:?}"),
+    }
 }
 
 /// Workflow, child and step names: non-empty, at most 255 bytes, no NUL

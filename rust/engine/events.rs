@@ -66,6 +66,15 @@ impl Events {
                 }
                 self.more_work();
             }
+            // Part of a tree (a child, a root without its children): its
+            // holder reads which workflows; the root may be one of them.
+            "cancel-part" => {
+                if let Ok(root) = argument.parse() {
+                    holds.part_cancelled(root);
+                    self.finished(root);
+                }
+                self.more_work();
+            }
             "queued" => self.more_work(),
             "message" | "event" => {
                 if let Ok(id) = argument.parse() {

@@ -12,11 +12,19 @@
 //! name itself (that start failed, or found the workflow completed).
 //!
 //! A hold ends when its root finishes, when the tree is released (its run
-//! ended without finishing, or every handle of it is gone), or when a write
-//! learns the lease is lost or the workflow cancelled. From then on every
-//! handle of the tree refuses new work, so no further body runs.
+//! ended without finishing, or every handle of it is gone), when a write
+//! learns the lease is lost, or when the whole tree is cancelled. From then
+//! on every handle of the tree refuses new work, so no further body runs.
+//!
+//! A cancel of part of the tree (a child by its path, or a root without its
+//! children) does not end the hold: the hold keeps the ids of the
+//! workflows of its tree that are cancelled, and the handle of each of
+//! them refuses new work while the others go on. They are learned from
+//! this engine's own cancels, from the `cancel-part` notification (then
+//! read from the database: the payload names the root only) and from a
+//! write refused as cancelled (then read again, for the rest of the tree).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -102,6 +110,27 @@ impl Holds {
         for state in self.live() {
             if state.root.id == root_id {
                 state.end_with(End::Lost(EngineError::Cancelled { workflow_id: root_id }));
+            }
+        }
+    }
+
+    /// Marks the workflows `ids` of the tree of `root_id` cancelled: their
+    /// handles stop, the rest of the tree goes on (a cancel of a part).
+    pub(crate) fn cancelled_part(&self, root_id: i64, ids: &[i64]) {
+        for state in self.live() {
+            if state.root.id == root_id {
+                state.mark_cancelled(ids);
+            }
+        }
+    }
+
+    /// Learns from the database which workflows of the tree of `root_id`
+    /// are cancelled (a `cancel-part` notification named it), in the
+    /// background.
+    pub(crate) fn part_cancelled(&self, root_id: i64) {
+        for state in self.live() {
+            if state.root.id == root_id {
+                Hold(state).learn_cancels();
             }
         }
     }
@@ -197,6 +226,7 @@ impl Reservation {
             name: name.clone(),
             root,
             end: Mutex::new(None),
+            cancelled: Mutex::new(HashSet::new()),
             cancel_acknowledged: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             changed: tokio::sync::watch::Sender::new(()),
@@ -244,6 +274,9 @@ struct State {
     name: String,
     root: WorkflowId,
     end: Mutex<Option<End>>,
+    /// The workflows of the tree cancelled while the hold lasts (a cancel
+    /// of part of the tree): their handles refuse new work.
+    cancelled: Mutex<HashSet<i64>>,
     /// Set once a cancelled tree was given up in the database (its holder
     /// stopped): a cancelled run keeps its queue slot until then.
     cancel_acknowledged: AtomicBool,
@@ -270,6 +303,25 @@ impl State {
         self.changed.send_replace(());
         self.engine.holds().free(&self.name, self);
         true
+    }
+
+    /// Adds `ids` to the cancelled workflows; tells the waits when one is new.
+    fn mark_cancelled(&self, ids: &[i64]) {
+        let mut cancelled = self.cancelled.lock().unwrap_or_else(PoisonError::into_inner);
+        let before = cancelled.len();
+        cancelled.extend(ids);
+        let added = cancelled.len() > before;
+        drop(cancelled);
+        if added {
+            self.changed.send_replace(());
+        }
+    }
+
+    fn is_cancelled(&self, id: i64) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&id)
     }
 
     /// True, once, when the tree was cancelled and its giving up in the
@@ -299,9 +351,11 @@ impl Hold {
         self.0.root
     }
 
-    /// Ok while the hold lasts; else why handles of the tree may do no more.
-    pub fn check(&self) -> Result<(), EngineError> {
+    /// Ok while the hold lasts and the workflow `id` of its tree is not
+    /// cancelled; else why its handle may do no more.
+    pub fn check(&self, id: i64) -> Result<(), EngineError> {
         match self.0.end() {
+            None if self.0.is_cancelled(id) => Err(EngineError::Cancelled { workflow_id: id }),
             None if self.0.draining.load(Ordering::Relaxed) => Err(EngineError::Draining {
                 name: self.0.name.clone(),
             }),
@@ -317,7 +371,32 @@ impl Hold {
         }
     }
 
-    /// A write learned that the lease is lost or the workflow cancelled.
+    /// A write learned that the workflow `id` of the tree is cancelled:
+    /// its handle stops, and which others are cancelled too (all of them,
+    /// when the whole tree was) is read from the database, in the
+    /// background.
+    pub fn cancelled(&self, id: i64) {
+        self.0.mark_cancelled(&[id]);
+        self.learn_cancels();
+    }
+
+    /// Reads which workflows of the tree are cancelled, in the background,
+    /// and stops their handles.
+    fn learn_cancels(&self) {
+        let state = Arc::downgrade(&self.0);
+        let engine = self.0.engine.clone();
+        let root = self.0.root.id;
+        engine.clone().spawn(async move {
+            // Nothing learned (the database is away): each handle learns at its next write.
+            if let Ok(ids) = engine.cancelled_workflows(root).await {
+                if let Some(state) = state.upgrade() {
+                    state.mark_cancelled(&ids);
+                }
+            }
+        });
+    }
+
+    /// A write learned that the lease is lost: every handle of the tree stops.
     pub fn lost(&self, err: &EngineError) {
         self.0.end_with(End::Lost(err.clone()));
     }
@@ -354,13 +433,14 @@ impl Hold {
     }
 
     /// Waits until the hold ends (cancelled, lost, released, closed or
-    /// finished): then its error (`check`'s), for the waits of its tree to
-    /// end with it. With `drain`, also returns `Ok` when a graceful stop
-    /// begins, for a wait that would rather suspend than hold the stop up.
-    pub async fn stopped(&self, drain: bool) -> Result<(), EngineError> {
+    /// finished) or the workflow `id` of its tree is cancelled: then its
+    /// error (`check`'s), for the waits of that workflow to end with it.
+    /// With `drain`, also returns `Ok` when a graceful stop begins, for a
+    /// wait that would rather suspend than hold the stop up.
+    pub async fn stopped(&self, id: i64, drain: bool) -> Result<(), EngineError> {
         let mut changes = self.0.changed.subscribe();
         loop {
-            match self.check() {
+            match self.check(id) {
                 Err(EngineError::Draining { .. }) if drain => return Ok(()),
                 Ok(()) | Err(EngineError::Draining { .. }) => {}
                 Err(err) => return Err(err),

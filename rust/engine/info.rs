@@ -4,7 +4,7 @@
 use tokio_postgres::Row;
 
 use super::Engine;
-use super::config::path_names;
+use super::config::{show_path, validate_path};
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::moment::Moment;
@@ -15,8 +15,11 @@ use super::workflow::col;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunInfo {
     pub id: i64,
-    /// Its path: the root's name, then each child's (`parent/child`).
-    pub path: String,
+    /// Its own name.
+    pub name: String,
+    /// Its path: the root's name, then each child's down to it (a root's
+    /// is its name alone). Names are never joined or split.
+    pub path: Vec<String>,
     pub status: String,
     /// Its registered function, if one runs it.
     pub workflow: Option<String>,
@@ -65,19 +68,21 @@ impl Engine {
             ];
             client.query(&statement, &params).await
         })?;
-        rows.iter().map(|row| read_info(row, None)).collect()
+        rows.iter().map(|row| read_info(row, &[])).collect()
     }
 
-    /// The workflow at `path` (`root`, `root/child`, ...); `None` if there is none.
-    pub async fn run_info(&self, path: &str) -> Result<Option<RunInfo>, EngineError> {
-        let names = path_names(path)?;
+    /// The workflow at `path` (the root's name, then each child's); `None`
+    /// if there is none.
+    pub async fn run_info(&self, path: &[String]) -> Result<Option<RunInfo>, EngineError> {
+        validate_path(path)?;
         self.check_open()?;
         let sql = &self.inner.sql;
-        let row = retrying!(self, &format!("reading workflow {path:?}"), |client| async {
+        let row = retrying!(self, &format!("reading workflow {}", show_path(path)), |client| async {
             let statement = client.prepare_cached(&sql.info.get).await?;
-            client.query_opt(&statement, &[&names]).await
+            client.query_opt(&statement, &[&path]).await
         })?;
-        let Some(mut info) = row.map(|row| read_info(&row, Some(path))).transpose()? else {
+        let parent = &path[..path.len() - 1];
+        let Some(mut info) = row.map(|row| read_info(&row, parent)).transpose()? else {
             return Ok(None);
         };
         if info.waiting_for.as_deref() == Some(READY) {
@@ -105,7 +110,7 @@ impl Engine {
         let functions = [workflow];
         let row = retrying!(
             self,
-            &format!("reading the turn of workflow {:?}", info.path),
+            &format!("reading the turn of workflow {}", show_path(&info.path)),
             |client| async {
                 let statement = client.prepare_cached(statement).await?;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
@@ -151,11 +156,17 @@ impl Engine {
     }
 }
 
-pub(crate) fn read_info(row: &Row, path: Option<&str>) -> Result<RunInfo, EngineError> {
+/// A run's row as `RunInfo`; `parent` is the path of the workflow it is
+/// under (empty for a root, and for a step, whose path is its name).
+pub(crate) fn read_info(row: &Row, parent: &[String]) -> Result<RunInfo, EngineError> {
     let name: String = col(row, "name")?;
+    let mut path = Vec::with_capacity(parent.len() + 1);
+    path.extend_from_slice(parent);
+    path.push(name.clone());
     Ok(RunInfo {
         id: col(row, "id")?,
-        path: path.map_or(name, str::to_owned),
+        name,
+        path,
         status: col(row, "status")?,
         workflow: col(row, "workflow")?,
         queue: col(row, "queue")?,

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::config::path_names;
+use super::config::{show_path, validate_path};
 use super::error::EngineError;
 use super::jsonb::JsonText;
 use super::tree::PATH;
@@ -199,20 +199,20 @@ pub enum EventRead {
 }
 
 impl Engine {
-    /// Sends `value` on `topic` to the workflow at `path` (a root's name, or
-    /// `root/child`), from `sender` (`None`: from outside any workflow).
+    /// Sends `value` on `topic` to the workflow at `path` (the root's name,
+    /// then each child's), from `sender` (`None`: from outside any workflow).
     /// With a `key`, only the first send of that key to that workflow adds a
     /// message; the same sender sending it again gets `Sent` (its message
     /// is there), another sender `Duplicate`.
     pub async fn send(
         &self,
-        path: &str,
+        path: &[String],
         topic: &str,
         value: &JsonText,
         key: Option<&str>,
         sender: Option<Sender<'_>>,
     ) -> Result<Sent, EngineError> {
-        let names = path_names(path)?;
+        validate_path(path)?;
         validate_name("topic", topic)?;
         if let Some(key) = key {
             validate_name("message key", key)?;
@@ -227,14 +227,11 @@ impl Engine {
             },
             |sender| sender.step.to_owned(),
         );
-        let context = format!("sending a message to workflow {path:?}");
+        let context = format!("sending a message to workflow {}", show_path(path));
         let row = retrying!(self, &context, |client| async {
             let statement = client.prepare_cached(&self.inner.sql.messages.send).await?;
             client
-                .query_one(
-                    &statement,
-                    &[&names, &topic, value, &key, &schema, &sent_from, &sent_by],
-                )
+                .query_one(&statement, &[&path, &topic, value, &key, &schema, &sent_from, &sent_by])
                 .await
         })?;
         if !col::<bool>(&row, "found")? {
@@ -245,9 +242,7 @@ impl Engine {
         }
         let own = retrying!(self, &context, |client| async {
             let statement = client.prepare_cached(&self.inner.sql.messages.own_message).await?;
-            client
-                .query_one(&statement, &[&names, &key, &sent_from, &sent_by])
-                .await
+            client.query_one(&statement, &[&path, &key, &sent_from, &sent_by]).await
         })?;
         Ok(if col::<bool>(&own, "own")? {
             Sent::Sent
@@ -336,8 +331,8 @@ impl Engine {
 
     /// The latest value of the event `key` of the workflow at `path`,
     /// waiting up to `timeout` for one to be set.
-    pub async fn get_event(&self, path: &str, key: &str, timeout: Duration) -> Result<EventRead, EngineError> {
-        let names = path_names(path)?;
+    pub async fn get_event(&self, path: &[String], key: &str, timeout: Duration) -> Result<EventRead, EngineError> {
+        validate_path(path)?;
         validate_name("event key", key)?;
         self.check_open()?;
         let until = Instant::now() + timeout;
@@ -345,10 +340,10 @@ impl Engine {
         loop {
             let row = retrying!(
                 self,
-                &format!("reading event {key:?} of workflow {path:?}"),
+                &format!("reading event {key:?} of workflow {}", show_path(path)),
                 |client| async {
                     let statement = client.prepare_cached(&self.inner.sql.messages.get_event).await?;
-                    client.query_opt(&statement, &[&names, &key]).await
+                    client.query_opt(&statement, &[&path, &key]).await
                 }
             )?;
             let Some(row) = row else {

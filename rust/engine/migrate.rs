@@ -83,6 +83,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0017_enqueue_time_checks.sql",
         include_str!("../../migrations/0017_enqueue_time_checks.sql"),
     ),
+    (
+        18,
+        "0018_enqueued_by.sql",
+        include_str!("../../migrations/0018_enqueued_by.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

@@ -51,6 +51,7 @@ macro_rules! retrying {
 }
 
 mod browse;
+mod cancel;
 mod config;
 mod dsn;
 mod error;
@@ -89,7 +90,7 @@ use deadpool_postgres::Object;
 use tokio::runtime::Handle;
 
 pub use browse::{AttemptInfo, BrowsedTree, MessageInfo};
-pub use config::{MAX_NAME_BYTES, Options, validate_name, validate_schema};
+pub use config::{MAX_NAME_BYTES, Options, show_path, validate_name, validate_path, validate_schema};
 
 /// The bounds of the options (see `Options::validate`).
 pub mod limits {
@@ -98,6 +99,7 @@ pub mod limits {
     };
 }
 pub use browse::{BrowseFilter, ScheduleRow};
+pub use cancel::CancelScope;
 pub use error::EngineError;
 pub use fork_run::Forked;
 pub use holds::Hold;
@@ -570,33 +572,15 @@ impl Engine {
         });
     }
 
+    /// Runs `work` on the engine's runtime, in the background (from any thread).
+    pub(crate) fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.inner.runtime.spawn(work);
+    }
+
     /// `release`, spawned: for drops, which cannot wait.
     pub(crate) fn release_soon(&self, root: WorkflowId) {
         let engine = self.clone();
         self.inner.runtime.spawn(async move { engine.release(root).await });
-    }
-
-    /// Cancels the root workflow `name` and every unfinished workflow under
-    /// it. Their holders are told at once (a notification on their liveness
-    /// session) and start no further step; a body already running finishes,
-    /// its result refused. Returns false when there is no such root or it
-    /// already finished.
-    pub async fn cancel(&self, name: &str) -> Result<bool, EngineError> {
-        validate_name("workflow", name)?;
-        self.check_open()?;
-        let schema = self.schema();
-        let rows = retrying!(self, &format!("cancelling workflow {name:?}"), |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.cancel).await?;
-            client.query(&statement, &[&name, &schema]).await
-        })?;
-        let mut found = false;
-        for row in &rows {
-            if workflow::col::<bool>(row, "is_root")? {
-                found = true;
-                self.inner.holds.cancelled(workflow::col(row, "id")?);
-            }
-        }
-        Ok(found)
     }
 
     /// Closes the engine: gives up the workflows it holds and this process's

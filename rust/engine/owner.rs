@@ -229,8 +229,10 @@ impl Setup {
             return;
         }
         if let Ok(Ok(rows)) = timeout(self.connect_timeout, client.query(&self.sql.cancelled, &[&held])).await {
-            for id in rows.iter().filter_map(|row| col::<i64>(row, "id").ok()) {
-                self.holds.cancelled(id);
+            for row in &rows {
+                if let (Ok(id), Ok(root)) = (col::<i64>(row, "id"), col::<i64>(row, "root_id")) {
+                    self.holds.cancelled_part(root, &[id]);
+                }
             }
         }
     }

@@ -47,6 +47,9 @@ pub struct EnqueueMany<'a> {
     pub run_at: Option<&'a str>,
     pub priority: i32,
     pub key: Option<&'a str>,
+    /// The id of the workflow that enqueues them, if a workflow does
+    /// (recorded in `task.enqueued_by`, for a cancel to reach them).
+    pub enqueued_by: Option<i64>,
 }
 
 /// What `enqueue` found or made.
@@ -179,7 +182,7 @@ impl Engine {
         };
         let rows = retrying!(self, &what, |client| async {
             let statement = client.prepare_cached(&sql.queue.enqueue).await?;
-            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &run_names,
                 &inputs,
                 &request.workflow,
@@ -189,6 +192,7 @@ impl Engine {
                 &request.key,
                 &schema,
                 &request.run_at,
+                &request.enqueued_by,
             ];
             client.query(&statement, &params).await
         })?;
@@ -553,9 +557,10 @@ RETURNING name, CASE WHEN NOT paused THEN left(pg_notify('durable', $3::text || 
 /// Queues runs: `$1` names, `$2` inputs (one each), `$3` function, `$4`
 /// queue (created if missing, without limits), `$5` delay in seconds or `$9`
 /// the time to start at, `$6` priority, `$7` key, `$8` the schema (to wake
-/// executors, once per statement). An existing root of a name is returned as
-/// it is (enqueueing is idempotent), with its function and whether its input
-/// matches. Rows are inserted in name order, so that two statements with
+/// executors, once per statement), `$10` the workflow that enqueues them
+/// (NULL: none). An existing root of a name is returned as it is
+/// (enqueueing is idempotent: its `enqueued_by` too), with its function and
+/// whether its input matches. Rows are inserted in name order, so that two statements with
 /// names in common lock them in one order.
 const ENQUEUE: &str = "
 WITH queue AS (
@@ -566,10 +571,10 @@ WITH queue AS (
     SELECT r.name, r.input FROM unnest($1::text[], $2::jsonb[]) AS r(name, input)
 ), made AS (
     INSERT INTO {s}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
-                               run_at, priority, concurrency_key, lease_epoch)
+                               run_at, priority, concurrency_key, lease_epoch, enqueued_by)
     SELECT n.id, NULL, n.id, 'workflow', n.name,
            CASE WHEN due.at > now() THEN 'scheduled' ELSE 'queued' END,
-           n.input, $3, $4, due.at, $6, $7, 0
+           n.input, $3, $4, due.at, $6, $7, 0, $10::int8
     FROM (SELECT nextval('{s}.task_id_seq') AS id, a.name, a.input FROM asked AS a ORDER BY a.name) AS n, due
     ORDER BY n.name
     ON CONFLICT (name) WHERE parent_id IS NULL DO UPDATE SET updated_at = t.updated_at

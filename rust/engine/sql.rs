@@ -4,6 +4,7 @@
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
 use super::browse::BrowseStatements;
+use super::cancel::CancelStatements;
 use super::config::quote;
 use super::fork_run;
 use super::gc::GC;
@@ -31,7 +32,7 @@ pub(crate) struct Statements {
     pub flush: String,
     pub diagnose: String,
     pub release: String,
-    pub cancel: String,
+    pub cancel: CancelStatements,
     pub cancelled: String,
     pub owner_register: String,
     pub owner_heartbeat: String,
@@ -201,7 +202,7 @@ impl Statements {
             flush: fill(FLUSH),
             diagnose: fill(DIAGNOSE),
             release: fill(RELEASE),
-            cancel: fill(CANCEL),
+            cancel: CancelStatements::new(fill),
             cancelled: fill(CANCELLED),
             owner_register: fill(OWNER_REGISTER),
             owner_heartbeat: fill(OWNER_HEARTBEAT),
@@ -377,27 +378,11 @@ SELECT count(*) AS released,
         FROM root WHERE workflow IS NOT NULL) AS notify
 FROM released";
 
-/// Cancels the root `$1` and every workflow under it that has not finished,
-/// and tells their holders at once: a notification on `CHANNEL`, payload
-/// `<schema> cancel <root id>` (`$2` the schema), sent when this commits.
-/// Identical notifications of one transaction are delivered once.
-const CANCEL: &str = "
-WITH cancelled AS (
-    UPDATE {s}.task AS t
-    SET status = 'cancelled', completed_at = now(), updated_at = now()
-    FROM {s}.task AS root
-    WHERE root.parent_id IS NULL AND root.name = $1
-      AND t.root_id = root.id AND t.kind = 'workflow'
-      AND t.status IN ('pending', 'queued', 'scheduled', 'running', 'failed')
-    RETURNING t.id, t.root_id, (t.id = root.id) AS is_root
-)
-SELECT id, is_root,
-       pg_notify('durable', $2::text || ' cancel ' || root_id) IS NULL AS notify  -- evaluated for its effect
-FROM cancelled";
-
-/// Which of the roots `$1` were cancelled: for a holder that was away from
-/// its session when the notification went out.
-const CANCELLED: &str = "SELECT id FROM {s}.task WHERE id = ANY($1) AND status = 'cancelled'";
+/// The cancelled workflows of the trees of the roots `$1`: for a holder
+/// that was away from its session when the notifications went out (their
+/// handles stop; see `holds`).
+const CANCELLED: &str = "
+SELECT id, root_id FROM {s}.task WHERE root_id = ANY($1) AND kind = 'workflow' AND status = 'cancelled'";
 
 /// Registers this process as an owner (`$1` NULL: a new id), or re-registers
 /// it after its session was replaced, clearing any mark of the old session

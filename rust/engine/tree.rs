@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use tokio_postgres::Row;
 
 use super::Engine;
-use super::config::path_names;
+use super::config::{show_path, validate_path};
 use super::error::EngineError;
 use super::info::{COLUMNS, RunInfo, read_info};
 use super::workflow::{Kind, col};
@@ -14,29 +14,29 @@ use super::workflow::{Kind, col};
 /// A workflow and what ran under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkflowTree {
-    /// The workflow itself (`path` is its full path).
+    /// The workflow itself.
     pub info: RunInfo,
-    /// Its steps, in the order they were first recorded (`path` is the
-    /// step's own name).
+    /// Its steps, in the order they were first recorded (a step's `path`
+    /// is its name alone).
     pub steps: Vec<RunInfo>,
     /// Its child workflows, in the order they were created.
     pub children: Vec<WorkflowTree>,
 }
 
 impl Engine {
-    /// The workflow at `path` (`root`, `root/child`, ...) with its steps and
-    /// children, recursively; `None` if there is none. One statement, so the
-    /// tree is one consistent snapshot.
-    pub async fn tree(&self, path: &str) -> Result<Option<WorkflowTree>, EngineError> {
-        let names = path_names(path)?;
+    /// The workflow at `path` (the root's name, then each child's) with
+    /// its steps and children, recursively; `None` if there is none. One
+    /// statement, so the tree is one consistent snapshot.
+    pub async fn tree(&self, path: &[String]) -> Result<Option<WorkflowTree>, EngineError> {
+        validate_path(path)?;
         self.check_open()?;
         let sql = &self.inner.sql;
         let rows = retrying!(
             self,
-            &format!("reading the tree of workflow {path:?}"),
+            &format!("reading the tree of workflow {}", show_path(path)),
             |client| async {
                 let statement = client.prepare_cached(&sql.tree).await?;
-                client.query(&statement, &[&names]).await
+                client.query(&statement, &[&path]).await
             }
         )?;
         let mut rows = rows.iter();
@@ -48,13 +48,18 @@ impl Engine {
         for row in rows {
             under.entry(col(row, "parent_id")?).or_default().push(row);
         }
-        build(top, path, &mut under).map(Some)
+        build(top, &path[..path.len() - 1], &mut under).map(Some)
     }
 }
 
-/// The tree of the workflow `row`, taking what is under it from `under`.
-pub(super) fn build(row: &Row, path: &str, under: &mut HashMap<i64, Vec<&Row>>) -> Result<WorkflowTree, EngineError> {
-    let info = read_info(row, Some(path))?;
+/// The tree of the workflow `row`, under the workflow at `parent` (empty:
+/// a root), taking what is under it from `under`.
+pub(super) fn build(
+    row: &Row,
+    parent: &[String],
+    under: &mut HashMap<i64, Vec<&Row>>,
+) -> Result<WorkflowTree, EngineError> {
+    let info = read_info(row, parent)?;
     let mut tree = WorkflowTree {
         steps: Vec::new(),
         children: Vec::new(),
@@ -63,10 +68,9 @@ pub(super) fn build(row: &Row, path: &str, under: &mut HashMap<i64, Vec<&Row>>) 
     for row in under.remove(&tree.info.id).unwrap_or_default() {
         let kind: &str = col(row, "kind")?;
         if kind == Kind::Step.as_str() {
-            tree.steps.push(read_info(row, None)?);
+            tree.steps.push(read_info(row, &[])?);
         } else {
-            let name: &str = col(row, "name")?;
-            let child = build(row, &format!("{path}/{name}"), under)?;
+            let child = build(row, &tree.info.path, under)?;
             tree.children.push(child);
         }
     }

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use durable::engine::{
-    Cell, CommitError, Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Param, Parent, Status,
+    CancelScope, Cell, CommitError, Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Param,
+    Parent, Status,
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -101,6 +102,11 @@ impl Fixture {
 
 fn json(text: &str) -> JsonText {
     JsonText(text.to_owned())
+}
+
+/// A workflow's path: the root's name, then each child's.
+fn path(names: &[&str]) -> Vec<String> {
+    names.iter().map(|&name| name.to_owned()).collect()
 }
 
 #[tokio::test]
@@ -511,7 +517,7 @@ async fn a_released_workflow_is_taken_over_at_once_and_its_old_handles_fenced_ou
         .await
         .unwrap();
     tree.release().await;
-    assert!(matches!(tree.check(), Err(EngineError::Released { .. })));
+    assert!(matches!(tree.check(held.id), Err(EngineError::Released { .. })));
     let taken = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
     assert_eq!(taken.workflow.epoch, held.epoch + 1);
     assert_eq!(taken.history["before"].status, Status::Completed);
@@ -614,15 +620,23 @@ async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
         .await
         .unwrap()
         .workflow;
-    assert!(fx.engine.cancel("r").await.unwrap());
+    assert!(fx.engine.cancel(&path(&["r"]), CancelScope::default()).await.unwrap());
     let hold = started.hold.as_ref().unwrap();
     assert_eq!(
-        hold.check(),
+        hold.check(root.id),
         Err(EngineError::Cancelled { workflow_id: root.id }),
         "told at once"
     );
-    assert!(!fx.engine.cancel("r").await.unwrap(), "nothing left to cancel");
-    assert!(!fx.engine.cancel("no-such-workflow").await.unwrap());
+    assert!(
+        !fx.engine.cancel(&path(&["r"]), CancelScope::default()).await.unwrap(),
+        "nothing left to cancel"
+    );
+    assert!(
+        !fx.engine
+            .cancel(&path(&["no-such-workflow"]), CancelScope::default())
+            .await
+            .unwrap()
+    );
     let err = fx
         .engine
         .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
@@ -637,6 +651,63 @@ async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
     assert_eq!(err, EngineError::Cancelled { workflow_id: root.id });
     let err = fx.engine.start(None, "r", &json("null"), None).await.unwrap_err();
     assert_eq!(err, EngineError::Cancelled { workflow_id: root.id });
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn cancelling_a_child_by_its_path_stops_it_alone() {
+    let fx = Fixture::new().await;
+    let started = fx.engine.start(None, "r", &json("null"), None).await.unwrap();
+    let root = started.workflow;
+    let parent = Parent {
+        workflow: root,
+        name: "r",
+    };
+    let start_child = |name: &'static str| {
+        let engine = fx.engine.clone();
+        async move {
+            engine
+                .start(Some(parent), name, &json("null"), None)
+                .await
+                .unwrap()
+                .workflow
+        }
+    };
+    let (child, sibling) = (start_child("c/d").await, start_child("e").await);
+    assert!(
+        !fx.engine
+            .cancel(&path(&["r", "c", "d"]), CancelScope::default())
+            .await
+            .unwrap(),
+        "a name is never split"
+    );
+    assert!(
+        fx.engine
+            .cancel(&path(&["r", "c/d"]), CancelScope::default())
+            .await
+            .unwrap()
+    );
+    let hold = started.hold.as_ref().unwrap();
+    assert_eq!(
+        hold.check(child.id),
+        Err(EngineError::Cancelled { workflow_id: child.id })
+    );
+    assert_eq!(hold.check(root.id), Ok(()), "its parent goes on");
+    assert_eq!(hold.check(sibling.id), Ok(()), "and so does its sibling");
+    let err = fx
+        .engine
+        .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap_err();
+    assert_eq!(err, EngineError::Cancelled { workflow_id: child.id });
+    fx.engine
+        .step_finished(sibling, "s".into(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    fx.engine
+        .workflow_finished(root, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
     fx.drop_schema().await;
 }
 
@@ -708,15 +779,24 @@ async fn a_tree_has_the_steps_and_children_of_each_workflow_in_order() {
         .await
         .unwrap();
 
-    let tree = fx.engine.tree("root").await.unwrap().expect("the root exists");
+    let tree = fx
+        .engine
+        .tree(&path(&["root"]))
+        .await
+        .unwrap()
+        .expect("the root exists");
     assert_eq!(
-        (tree.info.path.as_str(), tree.info.status.as_str()),
-        ("root", "running")
+        (
+            tree.info.name.as_str(),
+            tree.info.path.as_slice(),
+            tree.info.status.as_str()
+        ),
+        ("root", path(&["root"]).as_slice(), "running")
     );
     let steps: Vec<_> = tree
         .steps
         .iter()
-        .map(|s| (s.path.as_str(), s.status.as_str(), s.attempt))
+        .map(|s| (s.name.as_str(), s.status.as_str(), s.attempt))
         .collect();
     assert_eq!(
         steps,
@@ -727,21 +807,35 @@ async fn a_tree_has_the_steps_and_children_of_each_workflow_in_order() {
     assert!(tree.steps[1].error.as_ref().unwrap().as_str().contains("ValueError"));
     assert_eq!(tree.children.len(), 1);
     let c = &tree.children[0];
-    assert_eq!(c.info.path, "root/c");
-    assert_eq!(c.steps.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), ["x"]);
+    assert_eq!((c.info.name.as_str(), c.info.path.clone()), ("c", path(&["root", "c"])));
+    assert_eq!(c.steps.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(), ["x"]);
     assert!(c.children.is_empty());
 
-    let sub = fx.engine.tree("root/c").await.unwrap().expect("a child by its path");
+    let sub = fx
+        .engine
+        .tree(&path(&["root", "c"]))
+        .await
+        .unwrap()
+        .expect("a child by its path");
     assert_eq!(sub, *c);
-    assert_eq!(fx.engine.tree("nope").await.unwrap(), None);
+    assert_eq!(fx.engine.tree(&path(&["nope"])).await.unwrap(), None);
     assert_eq!(
-        fx.engine.tree("root/x").await.unwrap(),
+        fx.engine.tree(&path(&["root/c"])).await.unwrap(),
+        None,
+        "a name is never split"
+    );
+    assert_eq!(
+        fx.engine.tree(&path(&["root", "x"])).await.unwrap(),
         None,
         "a step is not a workflow"
     );
     assert!(matches!(
-        fx.engine.tree("root//c").await,
+        fx.engine.tree(&path(&["root", "", "c"])).await,
         Err(EngineError::InvalidName { .. })
+    ));
+    assert!(matches!(
+        fx.engine.tree(&path(&[])).await,
+        Err(EngineError::InvalidOption(_))
     ));
     drop(started);
     fx.drop_schema().await;
@@ -786,7 +880,9 @@ async fn gc_deletes_whole_finished_trees_finished_long_enough_ago_and_nothing_el
                 .workflow_finished(root, Outcome::Failed(json("{}")))
                 .await
                 .unwrap(),
-            None if name == "old-cancelled" => assert!(fx.engine.cancel(name).await.unwrap()),
+            None if name == "old-cancelled" => {
+                assert!(fx.engine.cancel(&path(&[name]), CancelScope::default()).await.unwrap());
+            }
             None => {}
         }
         held.push(started);
@@ -859,6 +955,7 @@ async fn queues_list_their_limits_and_use() {
             run_at: None,
             priority: 0,
             key: None,
+            enqueued_by: None,
         };
         fx.engine.enqueue_many(&run).await.unwrap();
     }
@@ -957,6 +1054,7 @@ async fn a_suspended_run_leaves_its_holder_and_is_claimed_again_when_due_with_th
         run_at: None,
         priority: 0,
         key: None,
+        enqueued_by: None,
     };
     fx.engine.enqueue_many(&run).await.unwrap();
     let workflows = ["app.job".to_owned()];
@@ -1400,7 +1498,12 @@ async fn a_send_made_again_by_its_sender_finds_its_message_and_another_sender_a_
     };
     let send = |key: &'static str, sender: Option<Sender<'static>>| {
         let engine = fx.engine.clone();
-        async move { engine.send("target", "t", &json("1"), Some(key), sender).await.unwrap() }
+        async move {
+            engine
+                .send(&path(&["target"]), "t", &json("1"), Some(key), sender)
+                .await
+                .unwrap()
+        }
     };
     assert_eq!(send("k", Some(step)).await, Sent::Sent);
     assert_eq!(send("k", Some(step)).await, Sent::Sent, "its own message");
@@ -1448,6 +1551,7 @@ async fn enqueue_one(fx: &Fixture, name: &str) {
         run_at: None,
         priority: 0,
         key: None,
+        enqueued_by: None,
     };
     fx.engine.enqueue_many(&run).await.unwrap();
 }

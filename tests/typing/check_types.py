@@ -70,6 +70,13 @@ async def workflows(db: durable.Db) -> None:
     assert_type(await durable.get(db, "ingest-1"), durable.WorkflowInfo)
     assert_type(await durable.list_workflows(db, status="failed"), list[durable.WorkflowInfo])
     assert_type(await durable.cancel(db, "ingest-1"), bool)
+    # A child by its path: a tuple or list of names.
+    assert_type((await durable.get(db, ("ingest-1", "load"))).path, tuple[str, ...])
+    assert_type(await durable.tree(db, ["ingest-1", "load"]), durable.WorkflowTree)
+    assert_type(await durable.cancel(db, ("ingest-1", "load"), children=False, enqueued=True), bool)
+    path: durable.WorkflowPath = ("ingest-1", "load")
+    assert_type(await durable.send(db, path, "go", 1), bool)
+    await durable.get(db, ("ingest-1", 2))  # type: ignore[arg-type]  # names are str
     assert_type(await durable.resume(db, "ingest-1"), bool)
     await ingest.enqueue(db, "ingest-2", 7)  # type: ignore[arg-type]  # the input is a str
     assert_type(report, durable.Workflow[datetime, None])
@@ -85,5 +92,6 @@ def blocking() -> None:
     assert_type(durable.sync.get(db, run.name), durable.WorkflowInfo)
     assert_type(durable.sync.list_workflows(db, queue="etl"), list[durable.WorkflowInfo])
     assert_type(durable.sync.cancel(db, run.name), bool)
+    assert_type(durable.sync.cancel(db, (run.name, "load"), children=False), bool)
     assert_type(durable.sync.resume(db, run.name), bool)
     durable.sync.enqueue(db, ingest, "ingest-4", 7)  # type: ignore[misc]  # the input is a str

@@ -32,7 +32,7 @@ from .._options import moment as in_utc
 from .._queues import list_queues
 from .._runs import resume
 from ..errors import ConfigError, DurableError, InputMismatch, InvalidName, NotJson, ValueTooLarge, WorkflowNotFound
-from .pages import READ_TIMEOUT, Filters, Pages, root_url
+from .pages import READ_TIMEOUT, Filters, Pages, api_path, root_url
 
 #: A bulk action acts on at most this many runs (the newest that match).
 BULK_CAP = 1000
@@ -132,9 +132,10 @@ class Actions:
     # Send a message.
 
     async def send(self, request: Request) -> Response:
-        return await answered(self.sending(request, request.path_params["name"]))
+        # To the run at the path of the URL: a root or a child, each name one segment.
+        return await answered(self.sending(request, api_path(request, "send")))
 
-    async def sending(self, request: Request, name: str) -> JSONResponse:
+    async def sending(self, request: Request, path: tuple[str, ...]) -> JSONResponse:
         form = await form_of(request)
         topic = form.get("topic", "")
         if not topic:
@@ -146,7 +147,7 @@ class Actions:
         if value is None:
             raise Refused(400, "null cannot be sent: recv returns None when no message came; send another value")
         key = form.get("key") or None
-        if not await send(self.db, name, topic, value, key):
+        if not await send(self.db, path, topic, value, key):
             raise Refused(409, f"already sent with that key ({key!r}): nothing sent again")
         return answer(200, message="sent")
 
@@ -196,9 +197,12 @@ class Actions:
     # Fork.
 
     async def fork(self, request: Request) -> Response:
-        return await answered(self.forking(request, request.path_params["name"]))
+        return await answered(self.forking(request, api_path(request, "fork")))
 
-    async def forking(self, request: Request, name: str) -> JSONResponse:
+    async def forking(self, request: Request, path: tuple[str, ...]) -> JSONResponse:
+        if len(path) != 1:
+            raise Refused(400, f"a child workflow is forked with its root: fork {path[0]!r} from the child")
+        name = path[0]
         form = await form_of(request)
         new_name = form.get("new_name", "").strip()
         if not new_name:

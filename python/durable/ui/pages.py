@@ -8,6 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
@@ -18,6 +19,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from .. import _cli_render as render
 from .._db import Db, cancel
 from .._info import STATUSES, WorkflowInfo, WorkflowTree
+from .._names import shown
 from .._queues import QueueInfo, pause_queue, resume_queue
 from .._runs import resume
 from .._schedules import to_micros
@@ -43,9 +45,10 @@ QUEUES_EVERY = 5.0
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 
 
-def run_url(name: str) -> str:
-    """The detail page of the run at path ``name`` (``root/child``)."""
-    return "/runs/" + quote(name, safe="/")
+def segments(names: Sequence[str]) -> str:
+    """A workflow's path in a URL: each name one segment, escaped (a ``/``
+    of a name is ``%2F``, never a separator)."""
+    return "/".join(quote(name, safe="") for name in names)
 
 
 def root_url(name: str) -> str:
@@ -54,15 +57,14 @@ def root_url(name: str) -> str:
     return names_url([name])
 
 
-def names_url(names: list[str]) -> str:
+def names_url(names: Sequence[str]) -> str:
     """The detail page of the run whose path is ``names`` (root first)."""
-    return "/runs/" + "/".join(quote(name, safe="") for name in names)
+    return "/runs/" + segments(names)
 
 
-def child_url(parent_url: str, parent: str, child: str) -> str:
-    """The page of a child from its parent's page and paths: the child's
-    own name is what its path adds to its parent's."""
-    return parent_url + "/" + quote(child[len(parent) + 1 :], safe="")
+def child_url(parent_url: str, child: str) -> str:
+    """The page of the child named ``child`` from its parent's page."""
+    return parent_url + "/" + quote(child, safe="")
 
 
 def url_names(request: Request, prefix: str) -> list[str]:
@@ -73,9 +75,17 @@ def url_names(request: Request, prefix: str) -> list[str]:
     return [unquote(part) for part in path.removeprefix(prefix).split("/")]
 
 
-def api_url(kind: str, name: str, action: str) -> str:
-    """The endpoint that does ``action`` to the run or queue ``name``."""
-    return f"/api/{kind}/" + quote(name, safe="/") + f"/{action}"
+def api_url(kind: str, name: str | Sequence[str], action: str) -> str:
+    """The endpoint that does ``action`` to the queue ``name`` or the run
+    at the path ``name`` (its names, root first)."""
+    where = quote(name, safe="/") if isinstance(name, str) else segments(name)
+    return f"/api/{kind}/{where}/{action}"
+
+
+def api_path(request: Request, action: str) -> tuple[str, ...]:
+    """The path of the run an endpoint ``/api/runs/PATH/ACTION`` acts on,
+    from the segments of its URL (each one name)."""
+    return tuple(url_names(request, "/api/runs/")[:-1])
 
 
 def pretty(value: Any) -> str:
@@ -90,7 +100,7 @@ def templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["run_url"] = run_url
+    env.filters["names_url"] = names_url
     env.filters["root_url"] = root_url
     env.globals["child_url"] = child_url
     env.filters["pretty"] = pretty
@@ -129,8 +139,9 @@ class Filters:
     until: str | None = None
     #: A JSON path predicate on the input (``$.day == 1``).
     input: str | None = None
-    #: The child workflows of the run at this path, instead of the roots.
-    parent: str | None = None
+    #: The child workflows of the run at this path (``?parent=`` once per
+    #: name, the root's first), instead of the roots.
+    parent: tuple[str, ...] | None = None
     limit: int = 50
     #: The keyset cursor: only runs with ids below it (the next page).
     before: int | None = None
@@ -145,6 +156,11 @@ class Filters:
             problems.append(f"unknown status {status!r}")
             status = None
         limit = number(params.get("limit"), "limit must be a number from 1 to 1000", problems, 1, 1000)
+        parent = tuple(params.getlist("parent"))
+        if parent and not all(parent):
+            if parent != ("",):  # the form's empty field: no parent
+                problems.append("a parent's path names a workflow by each of its names: none may be empty")
+            parent = ()
         before = number(params.get("before"), "before must be a run's id", problems, -(2**63), 2**63 - 1)
         return (
             Filters(
@@ -155,7 +171,7 @@ class Filters:
                 moment_text(params.get("since"), problems),
                 moment_text(params.get("until"), problems),
                 params.get("input") or None,
-                params.get("parent") or None,
+                parent or None,
                 50 if limit is None else limit,
                 before,
             ),
@@ -187,7 +203,7 @@ class Filters:
         values |= {"since": self.since, "until": self.until}
         values |= {"limit": None if self.limit == 50 else self.limit, "before": None}
         values |= change
-        query = urlencode([(k, v) for k, v in values.items() if v is not None])
+        query = urlencode([(k, v) for k, v in values.items() if v is not None], doseq=True)
         return "/" + (f"?{query}" if query else "")
 
 
@@ -340,7 +356,7 @@ class Pages:
         polls it): JSON ``{"version": ...}``, null when there is no such run."""
         names = url_names(request, "/api/live/runs/")
         if "" in names:  # as the run's page refuses it
-            return JSONResponse({"error": f"invalid workflow name in {'/'.join(names)!r}: it is empty"}, 404)
+            return JSONResponse({"error": f"invalid workflow name in the path {tuple(names)!r}: it is empty"}, 404)
         try:
             version = await self.db._engine.tree_version(names[0], READ_TIMEOUT)
         except (InvalidName, ConfigError) as exc:  # not a path
@@ -383,7 +399,6 @@ class Pages:
 
     async def run(self, request: Request) -> Response:
         names = url_names(request, "/runs/")
-        name = "/".join(names)
         try:
             # The version first: a change made while the page is read makes the next poll differ.
             version = await self.db._engine.tree_version(names[0], READ_TIMEOUT)
@@ -393,12 +408,12 @@ class Pages:
         except DurableError as exc:  # the statement timeout, a lost database
             return self.page("missing.html", 503, title="Cannot read the run", message=str(exc))
         if read is None:
-            message = f"there is no workflow named {name!r}"
+            message = f"there is no workflow {shown(tuple(names))}"
             return self.page("missing.html", 404, title="Not found", message=message)
         found = WorkflowTree._from(read)
         path = [(names_url(names[: i + 1]), part) for i, part in enumerate(names)]
         root = len(names) == 1
-        fork_name = await self.free_fork_name(name) if root and not self.read_only else None
+        fork_name = await self.free_fork_name(names[0]) if root and not self.read_only else None
         now = datetime.now(timezone.utc)
         live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + names_url(names), version)
         timeline = layout(found, History._from(read), now)
@@ -436,7 +451,7 @@ class Pages:
         for n in range(1, FORK_NAME_TRIES + 1):
             candidate = f"{name}-fork-{n}"
             try:
-                if await self.db._engine.run_info(candidate) is None:
+                if await self.db._engine.run_info([candidate]) is None:
                     return candidate
             except DurableError:  # a suggestion only: the fork says if the name is taken
                 return candidate
@@ -465,21 +480,26 @@ class Pages:
         return self.page("schedules.html", schedules=views, now=now)
 
     async def cancel_run(self, request: Request) -> Response:
-        return await self.act(request, cancel, "it is finished already (or there is no such run)")
+        # A root or a child, by its path: with every unfinished workflow under it.
+        path = api_path(request, "cancel")
+        return await self.act(path, cancel, "it is finished already (or there is no such run)")
 
     async def resume_run(self, request: Request) -> Response:
-        return await self.act(request, resume, "it is neither failed nor cancelled (or there is no such run)")
+        path = api_path(request, "resume")
+        if len(path) != 1:
+            message = f"a child workflow is resumed with its root: resume {path[0]!r}"
+            return JSONResponse({"ok": False, "error": message}, 400)
+        return await self.act(path[0], resume, "it is neither failed nor cancelled (or there is no such run)")
 
     async def pause_queue(self, request: Request) -> Response:
-        return await self.act(request, pause_queue)
+        return await self.act(request.path_params["name"], pause_queue)
 
     async def resume_queue(self, request: Request) -> Response:
-        return await self.act(request, resume_queue)
+        return await self.act(request.path_params["name"], resume_queue)
 
-    async def act(self, request: Request, action: Any, refused: str = "") -> Response:
+    async def act(self, name: Any, action: Any, refused: str = "") -> Response:
         """Does ``action(db, name)`` (a write: the guard let it through only
         with the custom header, never in read-only mode); JSON either way."""
-        name = request.path_params["name"]
         try:
             done = await action(self.db, name)
         except (InvalidName, ConfigError) as exc:
@@ -487,5 +507,7 @@ class Pages:
         except DurableError as exc:  # a lost database
             return JSONResponse({"ok": False, "error": str(exc)}, 503)
         if done is False:
-            return JSONResponse({"ok": False, "error": f"cannot do that to {name!r}: {refused}"}, 409)
+            # A root by its name, a child by its path.
+            what = repr(name[0] if isinstance(name, tuple) and len(name) == 1 else name)
+            return JSONResponse({"ok": False, "error": f"cannot do that to {what}: {refused}"}, 409)
         return JSONResponse({"ok": True})

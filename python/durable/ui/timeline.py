@@ -115,13 +115,13 @@ class Mark:
 class Row:
     y: float
     depth: int
-    #: The step's or child's own name (a child's full path is ``path``).
+    #: The step's or child's own name (a workflow's path is ``path``).
     label: str
     kind: str
     status: str
     bars: list[Bar]
     marks: list[Mark]
-    #: A child's path, for its link; None for a step.
+    #: A workflow's path, its names joined by `` / `` (for its title); None for a step.
     path: str | None = None
     #: A label drawn in the row's sleep gap.
     note: str | None = None
@@ -201,7 +201,7 @@ def _attempt_bars(
     """A bar per attempt, past ones from the history; and when the current
     one began (None: not yet)."""
     bars = []
-    name = task.name.rsplit("/", 1)[-1]
+    name = task.name
     previous_end: datetime | None = None
     for past in history.attempts.get(task.id, ()):
         begin = past.started_at or previous_end or past.replaced_at
@@ -224,7 +224,7 @@ def _attempt_bars(
 
 
 def _workflow_row(info: WorkflowInfo, history: History, axis: Axis, now: datetime, depth: int, index: int) -> Row:
-    name = info.name.rsplit("/", 1)[-1]
+    name = info.name
     bars: list[Bar] = []
     first_start = info.started_at
     waited_in_queue = info.queue is not None or info.status in ("queued", "scheduled")
@@ -239,7 +239,7 @@ def _workflow_row(info: WorkflowInfo, history: History, axis: Axis, now: datetim
         for m in history.messages.get(info.id, ())
         if m.sent_at is not None
     ]
-    return Row(_y(index), depth, name, "workflow", info.status, bars, marks, path=info.name)
+    return Row(_y(index), depth, name, "workflow", info.status, bars, marks, path=" / ".join(info.path))
 
 
 def _step_row(
