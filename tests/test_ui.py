@@ -874,10 +874,53 @@ async def test_filters_it_cannot_use_are_ignored_and_said(
         ("since", "yesterday", "is neither a duration"),
         ("since", "99999999999w", "Ignored: "),
         ("limit", "0", "limit must be a number from 1 to 1000"),
+        ("workflow", "a\x00b", "workflow cannot hold a NUL character"),
     ]
     for name, value, said in bad:
         status, body = await http(app.port, "GET", "/?" + urlencode({name: value}))
         assert status == 200 and said in body, (name, value, body)
+
+
+async def test_a_filter_name_not_understood_is_said_and_refuses_a_bulk_action(
+    db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await Ctx.start(db, "order-1")  # running: a bulk cancel would take it
+    app = await serve()
+    names = [
+        ("stauts=failed", "Ignored: unknown filter &#39;stauts&#39; (did you mean &#39;status&#39;?)"),
+        ("name=order-1", "Ignored: unknown filter &#39;name&#39; (the filters are status, workflow, queue,"),
+        # The last of two would be read: an empty one, no filter at all.
+        ("status=failed&status=", "Ignored: filter &#39;status&#39; is given 2 times: give it once"),
+    ]
+    for query, said in names:
+        status, body = await http(app.port, "GET", "/?" + query)
+        assert status == 200 and said in body, (query, body)
+        status, body = await http(app.port, "GET", "/api/bulk/cancel/preview?" + query)
+        assert status == 400 and "the filters are not all understood" in body, (query, body)
+        status, body = await http(app.port, "POST", f"/api/bulk/cancel?{query}&upto=1000", "X-Durable-UI: 1")
+        assert status == 400 and "the filters are not all understood" in body, (query, body)
+    # A parent's path is given once per name: not twice.
+    status, body = await http(app.port, "GET", "/?parent=order-1&parent=ship")
+    assert status == 200 and "Ignored" not in body
+    # The action's own parameter is not a filter of the page.
+    status, body = await http(app.port, "GET", "/?upto=1000")
+    assert "Ignored: unknown filter &#39;upto&#39;" in body
+    status, body = await http(app.port, "GET", "/api/bulk/cancel/preview?upto=1000")
+    assert status == 400 and "unknown filter" in body
+
+    # In the browser: the bulk button says why it does nothing, and asks nothing.
+    page = await browser.new_page()
+    problems = watch(page)
+    page.on("dialog", lambda dialog: problems.append(f"dialog: {dialog.message}"))
+    await page.goto(app.url + "/?stauts=failed")
+    assert "Ignored: unknown filter 'stauts'" in await page.locator("p.problem").inner_text()
+    await page.click('button[data-bulk="cancel"]')
+    said = page.locator("#bulk-said.problem")
+    await said.wait_for()
+    assert (await said.inner_text()).startswith("the filters are not all understood: unknown filter 'stauts'")
+    await page.close()
+    assert problems == [], "no confirmation was asked"
+    assert await status_of(pg, "order-1") == "running"
 
 
 async def test_a_queued_runs_card_says_how_many_due_runs_are_ahead_of_it(

@@ -220,7 +220,7 @@ class Actions:
 
     async def previewing(self, request: Request, action: str) -> JSONResponse:
         statuses, _, which, done = bulk_action(action)
-        filters = matching(request)
+        filters = matching(request, also=())
         total = await self.count(filters, affected(filters, statuses))
         newest = await self.pages.list(replace(filters, status=None), 1)
         upto = newest[0].id if newest else 0
@@ -264,7 +264,7 @@ class Actions:
 
     async def acting(self, request: Request, action: str) -> JSONResponse:
         statuses, call, _, done = bulk_action(action)
-        filters = matching(request)
+        filters = matching(request, also=("upto",))
         upto = integer("upto", request.query_params.get("upto", ""))
         # Only the runs the preview could see: ids up to its newest.
         below = replace(filters, before=upto + 1)
@@ -286,10 +286,11 @@ def bulk_action(action: str) -> tuple[tuple[str, ...], Callable[[Any, str], Awai
     return BULK[action]
 
 
-def matching(request: Request) -> Filters:
-    """The runs page's filters (its page cursor dropped), all understood:
-    a filter ignored would widen what a bulk action touches."""
-    filters, problems = Filters.parse(request)
+def matching(request: Request, *, also: tuple[str, ...]) -> Filters:
+    """The runs page's filters (its page cursor dropped), all understood
+    (names and values; ``also``: the other parameters the caller reads): a
+    filter ignored would widen what a bulk action touches."""
+    filters, problems = Filters.parse(request, also=also)
     if problems:
         raise Refused(400, "the filters are not all understood: " + "; ".join(problems))
     if filters.parent:

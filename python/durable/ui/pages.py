@@ -4,6 +4,7 @@ read-only API; and the actions' JSON endpoints (cancel, resume, pause)."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import time
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
@@ -147,10 +149,12 @@ class Filters:
     before: int | None = None
 
     @staticmethod
-    def parse(request: Request) -> tuple[Filters, list[str]]:
-        """The filters of the URL, and what was wrong in it (ignored)."""
+    def parse(request: Request, *, also: tuple[str, ...] = ()) -> tuple[Filters, list[str]]:
+        """The filters of the URL, and what was wrong in it (ignored): a
+        value not understood, a name that is no filter's (nor one of
+        ``also``, which the caller reads itself), a filter given twice."""
         params = request.query_params
-        problems: list[str] = []
+        problems = [*unknown_names(params.multi_items(), also)]
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
             problems.append(f"unknown status {status!r}")
@@ -161,16 +165,19 @@ class Filters:
             if parent != ("",):  # the form's empty field: no parent
                 problems.append("a parent's path names a workflow by each of its names: none may be empty")
             parent = ()
+        if any("\x00" in name for name in parent):
+            problems.append("parent cannot hold a NUL character")
+            parent = ()
         before = number(params.get("before"), "before must be a run's id", problems, -(2**63), 2**63 - 1)
         return (
             Filters(
                 status,
-                params.get("workflow") or None,
-                params.get("queue") or None,
-                params.get("prefix") or None,
+                text_filter(params, "workflow", problems),
+                text_filter(params, "queue", problems),
+                text_filter(params, "prefix", problems),
                 moment_text(params.get("since"), problems),
                 moment_text(params.get("until"), problems),
-                params.get("input") or None,
+                text_filter(params, "input", problems),
                 parent or None,
                 50 if limit is None else limit,
                 before,
@@ -205,6 +212,40 @@ class Filters:
         values |= change
         query = urlencode([(k, v) for k, v in values.items() if v is not None], doseq=True)
         return "/" + (f"?{query}" if query else "")
+
+
+#: The names of the runs page's filters, as its URL carries them.
+FILTER_NAMES = ("status", "workflow", "queue", "prefix", "since", "until", "input", "parent", "limit", "before")
+#: The filters given once per item: ``parent`` once per name of its path.
+REPEATED = frozenset({"parent"})
+
+
+def unknown_names(items: list[tuple[str, str]], also: tuple[str, ...]) -> list[str]:
+    """What is wrong with the names of the URL's parameters ``items``: a
+    name that is no filter's (a typo: ``stauts``), or one given twice (which
+    of the two would be meant?) but ``REPEATED``. Either, ignored, could
+    widen a bulk action."""
+    known = (*FILTER_NAMES, *also)
+    names = [name for name, _ in items]
+    problems = []
+    for name in dict.fromkeys(names):
+        if name not in known:
+            close = difflib.get_close_matches(name, FILTER_NAMES, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the filters are {', '.join(FILTER_NAMES)}"
+            problems.append(f"unknown filter {name!r} ({hint})")
+        elif names.count(name) > 1 and name not in REPEATED:
+            problems.append(f"filter {name!r} is given {names.count(name)} times: give it once")
+    return problems
+
+
+def text_filter(params: QueryParams, name: str, problems: list[str]) -> str | None:
+    """The text filter ``name``, None if empty or if Postgres cannot hold
+    it (a NUL character: said)."""
+    value = params.get(name) or None
+    if value is not None and "\x00" in value:
+        problems.append(f"{name} cannot hold a NUL character")
+        return None
+    return value
 
 
 def number(text: str | None, problem: str, problems: list[str], low: int, high: int) -> int | None:
