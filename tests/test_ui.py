@@ -862,6 +862,31 @@ async def test_a_token_is_taken_from_the_url_into_a_cookie(
     assert "set-cookie: durable_ui_token=s3cret;" in headers and "httponly" in headers and "samesite=strict" in headers
     assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=s3cret"))[0] == 200
     assert (await http(app.port, "GET", "/", "Cookie: durable_ui_token=wrong"))[0] == 401
+    # A name's escaped slash stays escaped (/runs/a%2Fb is the root named a/b).
+    status, body = await http(app.port, "GET", "/runs/a%2Fb?token=s3cret")
+    assert status == 303 and location_of(body) == "/runs/a%2Fb"
+
+
+async def test_the_token_redirects_only_to_a_path_of_the_ui(
+    db: durable.Db, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    app = await serve(token="s3cret")
+    # A browser reads each Location on the left as the other host's URL.
+    for path, location in [
+        ("//evil.example/x", "/evil.example/x"),
+        ("///evil.example/x", "/evil.example/x"),
+        ("/\\evil.example/x", "/%5Cevil.example/x"),
+        ("//\\evil.example", "/%5Cevil.example"),
+        ("/%09/evil.example", "/%09/evil.example"),
+    ]:
+        status, body = await http(app.port, "GET", f"{path}?token=s3cret")
+        assert status == 303 and location_of(body) == location, (path, body)
+
+
+def location_of(response: str) -> str:
+    found = re.search(r"(?im)^location: (.*)\r$", response)
+    assert found is not None, response
+    return found.group(1)
 
 
 async def test_filters_it_cannot_use_are_ignored_and_said(

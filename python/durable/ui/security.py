@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable
 from http.cookies import SimpleCookie
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, quote_from_bytes, urlencode
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
@@ -91,13 +91,28 @@ class Guard:
         if given is not None and secrets.compare_digest(given.encode(), self.token.encode()):
             # Into a cookie, and out of the URL (and so out of history and Referer).
             rest = urlencode([(k, v) for k, v in query if k != "token"])
-            response = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), 303)
+            response = RedirectResponse(own_path(scope) + (f"?{rest}" if rest else ""), 303)
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
             return response
         cookie = SimpleCookie(headers.get("cookie", "")).get(COOKIE)
         if cookie is not None and secrets.compare_digest(cookie.value.encode(), self.token.encode()):
             return None
         return PlainTextResponse("a token is needed: open the URL that `durable ui` printed", 401)
+
+
+#: What a path keeps unescaped in a redirect (RFC 3986's path characters, and
+#: ``%``: the escapes the client sent stay as they were, ``%2F`` in a name too).
+PATH_CHARS = "/%:@!$&'()*+,;=-._~"
+
+
+def own_path(scope: Scope) -> str:
+    """The request's path, as a redirect's Location that stays on this
+    server: the bytes the client sent, anything a browser could read
+    otherwise escaped (``\\``, which it takes for ``/``; controls, which it
+    drops), and one leading slash (``//evil.example/x`` names another host)."""
+    raw = scope.get("raw_path")
+    path = raw if isinstance(raw, bytes) else quote(scope["path"]).encode()
+    return "/" + quote_from_bytes(path, safe=PATH_CHARS).lstrip("/")
 
 
 def with_headers(send: Send) -> Send:
