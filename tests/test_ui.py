@@ -5,6 +5,7 @@ Playwright), and plain HTTP requests for the guards."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import re
 import signal
@@ -946,6 +947,57 @@ async def test_a_filter_name_not_understood_is_said_and_refuses_a_bulk_action(
     await page.close()
     assert problems == [], "no confirmation was asked"
     assert await status_of(pg, "order-1") == "running"
+
+
+async def test_an_input_out_of_bounds_is_refused_with_400_never_500(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    await Ctx.start(db, "order-1")
+    app = await serve()
+    deep = "[" * 100_000 + "]" * 100_000
+    surrogate = '"\\ud800"'  # JSON's escape of a lone surrogate: valid JSON, not text
+    writes = [
+        ("/api/bulk/cancel?upto=" + "9" * 21, "", "upto must be a run's id"),
+        ("/api/bulk/cancel?upto=-" + "9" * 21, "", "upto must be a run's id"),
+        ("/api/start", json.dumps({"workflow": "w", "delay": "99999999999d"}), "longer than a duration can be"),
+        ("/api/start", json.dumps({"workflow": "w", "run_at": "9999-12-31T23:00:00-05:00"}), "within the years 1 to 9999"),
+        ("/api/start", json.dumps({"workflow": "w", "priority": "9" * 30}), "priority must be an int"),
+        ("/api/start", json.dumps({"workflow": "w", "input": deep}), "the input is nested too deep"),
+        ("/api/runs/order-1/send", json.dumps({"topic": "t", "value": deep}), "the value is nested too deep"),
+        ("/api/runs/order-1/fork", json.dumps({"new_name": "o", "input": deep}), "the input is nested too deep"),
+        ("/api/start", deep, "a JSON object of the form"),
+        ("/api/start", '{"workflow": ' + surrogate + "}", "the field 'workflow' holds a lone surrogate"),
+        ("/api/start", '{"workflow": "w", "name": ' + surrogate + "}", "the field 'name' holds a lone surrogate"),
+        ("/api/runs/order-1/send", '{"topic": ' + surrogate + ', "value": "1"}', "holds a lone surrogate"),
+        ("/api/runs/order-1/send", '{"topic": "t", "value": "1", "key": ' + surrogate + "}", "holds a lone surrogate"),
+        ("/api/runs/order-1/fork", '{"new_name": ' + surrogate + "}", "holds a lone surrogate"),
+        ("/api/runs/order-1/send", "{" + surrogate + ': "1"}', "the field '\\ud800' holds a lone surrogate"),
+    ]
+    for path, body, said in writes:
+        status, answer = await http(app.port, "POST", path, "X-Durable-UI: 1", body=body)
+        assert status == 400 and said in error_of(answer), (path, body[:60], answer)
+    # A predicate Postgres cannot use, a parent that is not a path: the page says
+    # which filter, 400 (not 503, which says the database failed).
+    for query, said in [
+        ({"input": "$$$"}, "input &#39;$$$&#39; is not a JSON path predicate Postgres can use: "),
+        ({"input": " "}, "input &#39; &#39; is not a JSON path predicate Postgres can use: "),
+        ({"parent": "a" * 256}, f"parent &#39;{'a' * 256}&#39; is not a run&#39;s path: "),
+    ]:
+        status, body = await http(app.port, "GET", "/?" + urlencode(query))
+        assert status == 400 and "Cannot use the filters" in body and said in body, (query, body)
+        status, body = await http(app.port, "GET", "/api/live/runs?" + urlencode(query))
+        assert status == 400 and html.unescape(said) in error_of(body), body
+    for path in ("/api/bulk/cancel/preview?input=%24%24%24", "/api/bulk/cancel?input=%24%24%24&upto=1000"):
+        method = "GET" if "preview" in path else "POST"
+        status, body = await http(app.port, method, path, "X-Durable-UI: 1")
+        assert status == 400 and "is not a JSON path predicate Postgres can use" in body, body
+    assert await status_of(pg, "order-1") == "running"
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE parent_id IS NULL") == 1
+
+
+def error_of(response: str) -> str:
+    """The error of a JSON answer (``{"error": ...}``)."""
+    return str(json.loads(response.split("\r\n\r\n", 1)[1])["error"])
 
 
 async def test_a_queued_runs_card_says_how_many_due_runs_are_ahead_of_it(

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
@@ -32,7 +33,7 @@ from .._options import moment as in_utc
 from .._queues import list_queues
 from .._runs import resume
 from ..errors import ConfigError, DurableError, InputMismatch, InvalidName, NotJson, ValueTooLarge, WorkflowNotFound
-from .pages import READ_TIMEOUT, Filters, Pages, api_path, root_url
+from .pages import READ_TIMEOUT, Filters, Pages, api_path, filter_refused, root_url
 
 #: A bulk action acts on at most this many runs (the newest that match).
 BULK_CAP = 1000
@@ -42,6 +43,8 @@ RECENT_ROOTS = 500
 DEFAULT_QUEUE = "default"
 #: Runs a group of the bulk action's calls at once (each is one short transaction).
 BULK_BATCH = 16
+#: Beyond the ids a run can have (a bigint).
+MAX_ID = 2**63 - 1
 
 
 class Refused(Exception):
@@ -80,14 +83,28 @@ async def answered(doing: Awaitable[JSONResponse]) -> JSONResponse:
 
 
 async def form_of(request: Request) -> dict[str, str]:
-    """The request's body: a JSON object of strings (the form's fields)."""
+    """The request's body: a JSON object of strings (the form's fields),
+    each one text (no lone surrogate: ``"\\ud800"`` is valid JSON, but no
+    name, topic or key can hold it, nor can an answer that repeats it)."""
     try:
         body = json.loads(await request.body())
-    except ValueError:
+    except (ValueError, RecursionError):
         raise Refused(400, "the request's body must be a JSON object of the form's fields") from None
     if not isinstance(body, dict) or not all(isinstance(v, str) for v in body.values()):
         raise Refused(400, "the request's body must be a JSON object of strings")
+    for field, value in body.items():
+        if not is_text(field) or not is_text(value):
+            raise Refused(400, f"the field {field!a} holds a lone surrogate (\\ud800 to \\udfff): it is not text")
     return body
+
+
+def is_text(value: str) -> bool:
+    """Whether ``value`` is Unicode text (UTF-8 can encode it)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parsed(what: str, text: str) -> Json:
@@ -97,6 +114,8 @@ def parsed(what: str, text: str) -> Json:
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno}, column {exc.colno}"
         raise Refused(400, f"{what} is not valid JSON: {exc.msg} at {where} (text needs quotes: \"ok\")") from None
+    except RecursionError:
+        raise Refused(400, f"{what} is nested too deep to be read (arrays and objects within each other)") from None
     return value
 
 
@@ -221,8 +240,9 @@ class Actions:
     async def previewing(self, request: Request, action: str) -> JSONResponse:
         statuses, _, which, done = bulk_action(action)
         filters = matching(request, also=())
-        total = await self.count(filters, affected(filters, statuses))
-        newest = await self.pages.list(replace(filters, status=None), 1)
+        with on_filters(filters):
+            total = await self.count(filters, affected(filters, statuses))
+            newest = await self.pages.list(replace(filters, status=None), 1)
         upto = newest[0].id if newest else 0
         words = in_words(filters)
         if total == 0:
@@ -266,11 +286,14 @@ class Actions:
         statuses, call, _, done = bulk_action(action)
         filters = matching(request, also=("upto",))
         upto = integer("upto", request.query_params.get("upto", ""))
+        if not 0 <= upto < MAX_ID:
+            raise Refused(400, f"upto must be a run's id, from 0 to {MAX_ID - 1}, not {upto}")
         # Only the runs the preview could see: ids up to its newest.
         below = replace(filters, before=upto + 1)
         found = []
-        for status in affected(filters, statuses):
-            found += await self.pages.list(replace(below, status=status), BULK_CAP)
+        with on_filters(filters):
+            for status in affected(filters, statuses):
+                found += await self.pages.list(replace(below, status=status), BULK_CAP)
         found.sort(key=lambda run: run.id, reverse=True)
         names = [run.name for run in found[:BULK_CAP]]
         acted = 0
@@ -296,6 +319,19 @@ def matching(request: Request, *, also: tuple[str, ...]) -> Filters:
     if filters.parent:
         raise Refused(400, "bulk actions act on roots: a child workflow is cancelled and resumed with its root")
     return replace(filters, before=None)
+
+
+@contextmanager
+def on_filters(filters: Filters) -> Iterator[None]:
+    """Turns a read's failure on a filter's value (a predicate Postgres
+    cannot use) into a ``Refused`` (400) that names the filter."""
+    try:
+        yield
+    except DurableError as exc:
+        refused = filter_refused(filters, exc)
+        if refused is None:
+            raise
+        raise Refused(400, "the filters are not all understood: " + refused) from None
 
 
 def affected(filters: Filters, statuses: tuple[str, ...]) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ from .._names import shown
 from .._queues import QueueInfo, pause_queue, resume_queue
 from .._runs import resume
 from .._schedules import to_micros
-from ..errors import ConfigError, DurableError, InvalidName
+from ..errors import ConfigError, DatabaseError, DurableError, InvalidName
 from . import schedules
 from .jsonview import ExactJson, json_view
 from .timeline import History, layout
@@ -276,6 +276,23 @@ def moment_text(text: str | None, problems: list[str]) -> str | None:
     return text
 
 
+#: What Postgres answers to a JSON path predicate it cannot use: a syntax
+#: error, no predicate at all (blank), a bad ``like_regex``, an unknown
+#: ``$variable``.
+PREDICATE_ERRORS = frozenset({"42601", "22P02", "2201B", "42704"})
+
+
+def filter_refused(filters: Filters, exc: DurableError) -> str | None:
+    """Why a read of the runs failed on a filter's value (the input
+    predicate, the parent's path), said with the filter's name; None when
+    it failed on the database (a timeout, a lost connection)."""
+    if filters.parent is not None and isinstance(exc, (InvalidName, ConfigError)):
+        return f"parent {', '.join(repr(name) for name in filters.parent)} is not a run's path: {exc}"
+    if filters.input is not None and isinstance(exc, DatabaseError) and exc.sqlstate in PREDICATE_ERRORS:
+        return f"input {filters.input!r} is not a JSON path predicate Postgres can use: {exc}"
+    return None
+
+
 @dataclass(frozen=True)
 class Counts:
     """The status tabs' counts (``None``: all), and the estimated number of
@@ -326,6 +343,9 @@ class Pages:
             runs = await self.list(filters, filters.limit + 1)
             counts = await self.tab_counts(filters)
         except DurableError as exc:  # the statement timeout, a lost database
+            refused = filter_refused(filters, exc)
+            if refused is not None:
+                return self.page("missing.html", 400, title="Cannot use the filters", message=refused)
             return self.page("missing.html", 503, title="Cannot read the runs", message=str(exc))
         older = filters.url(before=runs[filters.limit - 1].id) if len(runs) > filters.limit else None
         return self.page(
@@ -390,7 +410,8 @@ class Pages:
         try:
             return JSONResponse({"version": await self.list_version(filters)})
         except DurableError as exc:  # the statement timeout, a lost database
-            return JSONResponse({"error": str(exc)}, 503)
+            refused = filter_refused(filters, exc)
+            return JSONResponse({"error": refused or str(exc)}, 503 if refused is None else 400)
 
     async def run_version(self, request: Request) -> Response:
         """The version of a run's page (of its root's whole tree: ``live.js``
