@@ -918,9 +918,9 @@ async def test_a_filter_name_not_understood_is_said_and_refuses_a_bulk_action(
         # The last of two would be read: an empty one, no filter at all.
         ("status=failed&status=", "Ignored: filter &#39;status&#39; is given 2 times: give it once"),
     ]
-    for query, said in names:
+    for query, shown in names:
         status, body = await http(app.port, "GET", "/?" + query)
-        assert status == 200 and said in body, (query, body)
+        assert status == 200 and shown in body, (query, body)
         status, body = await http(app.port, "GET", "/api/bulk/cancel/preview?" + query)
         assert status == 400 and "the filters are not all understood" in body, (query, body)
         status, body = await http(app.port, "POST", f"/api/bulk/cancel?{query}&upto=1000", "X-Durable-UI: 1")
@@ -1708,6 +1708,36 @@ async def test_the_timeline_draws_attempts_waits_sleeps_and_messages(
     assert "waited in queue paused" in (await queued.locator("rect.tl-wait title").text_content() or "")
 
 
+async def test_a_steps_value_never_breaks_its_run_page_and_a_sleep_is_drawn_by_its_mark(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    async with Ctx.start(db, "odd") as run:
+        await run.step("odd", lambda: "2026-13-45T25:61:61+00:00")
+        await run.step("a time", lambda: "2126-01-01T07:43:59+00:00")
+        await run.complete(None)
+    app = await serve()
+    status, body = await http(app.port, "GET", "/runs/odd")
+    assert status == 200 and "2026-13-45T25:61:61+00:00" in body
+    assert "tl-sleep" not in body.split('<p class="tl-legend')[0], "values of the run's, not sleeps"
+
+    # A sleep is saved as a step the engine marks a sleep: drawn, with its date.
+    sleeper = await Ctx.start(db, "sleeper")
+    far = datetime(2126, 1, 1, 7, 43, 59, tzinfo=timezone.utc)
+    sleeping = asyncio.ensure_future(sleeper.sleep("long", until=far))
+
+    async def saved() -> bool:
+        return bool(await pg.fetchval("SELECT status = 'completed' FROM task WHERE name = 'long'"))
+
+    await until(saved, "the sleep's step is saved")
+    mark = await pg.fetchval("SELECT waiting FROM task WHERE name = 'long'")
+    assert json.loads(mark) == {"kind": "sleep"}
+    status, body = await http(app.port, "GET", "/runs/sleeper")
+    assert status == 200 and ">sleep until 2126-01-01 07:43:59.000</text>" in body
+    sleeping.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sleeping
+
+
 async def test_the_copy_button_copies_the_exact_json(
     db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
 ) -> None:
@@ -1763,6 +1793,10 @@ async def test_a_retried_step_leaves_its_first_attempt_in_the_history(
            WHERE t.name = 'flaky' AND r.name = 'flow-again'"""
     )
     assert [tuple(row) for row in forked] == [(1, "failed", "first try fails")]
+    nap = await pg.fetchval(
+        "SELECT t.waiting FROM task AS t JOIN task AS r ON r.id = t.root_id WHERE t.name = 'nap' AND r.name = 'flow-again'"
+    )
+    assert nap is not None and json.loads(nap) == {"kind": "sleep"}, "a fork keeps a sleep's mark"
     # gc takes the history with its runs.
     await pg.execute("UPDATE task SET completed_at = now() - interval '2 days' WHERE parent_id IS NULL")
     assert await durable.gc(db, older_than=timedelta(days=1)) == 2  # flow and twice; not the unfinished fork
@@ -1791,7 +1825,7 @@ def test_the_timeline_layout_puts_attempts_waits_and_sleeps_on_one_axis() -> Non
     retried = StepInfo(2, "retried", "completed", 2, 7, None, at(2), at(4), at(5))
     nap = StepInfo(3, "nap", "completed", 1, at(9).isoformat(), None, at(5), at(5), at(5))
     first = Attempt(2, 1, "failed", at(2), at(3), at(4), {"message": "no"})
-    found = layout(WorkflowTree(info, (retried, nap), ()), History({2: [first]}), at(20))
+    found = layout(WorkflowTree(info, (retried, nap), ()), History({2: [first]}, sleeps=frozenset({3})), at(20))
     root, step, sleep = found.rows
     scale = (WIDTH - LABEL) / 10
     assert [(bar.kind, bar.status) for bar in root.bars] == [("wait", "queued"), ("run", "completed")]
@@ -1802,4 +1836,32 @@ def test_the_timeline_layout_puts_attempts_waits_and_sleeps_on_one_axis() -> Non
     ]
     assert [bar.kind for bar in sleep.bars] == ["run", "sleep"]
     assert sleep.bars[1].x == LABEL + 5 * scale and sleep.bars[1].width == 4 * scale
+    assert sleep.note == "sleep until 00:00:09.000", "today: the time of day"
     assert [tick.label for tick in found.ticks] == ["0", "+2.5s", "+5.0s", "+7.5s", "+10.0s"]
+
+
+def test_a_sleep_is_told_from_a_value_by_its_mark_and_labelled_with_its_date_when_not_today() -> None:
+    from durable._info import StepInfo, WorkflowInfo, WorkflowTree
+    from durable.ui.timeline import History, layout
+
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    info = WorkflowInfo(
+        1, "root", ("root",), "running", None, None, None, None, None, 1, 0, 0, None, t0, t0, None, None, None, None
+    )
+    far = datetime(2126, 1, 1, 7, 43, 59, tzinfo=timezone.utc)
+    steps = (
+        StepInfo(2, "long", "completed", 1, far.isoformat(), None, t0, t0, t0),
+        # Values of the workflow's that look like a time, or almost: never read as one.
+        StepInfo(3, "odd", "completed", 1, "2026-13-45T25:61:61+00:00", None, t0, t0, t0),
+        StepInfo(4, "a time", "completed", 1, far.isoformat(), None, t0, t0, t0),
+        # A sleep whose output is no time (written by hand): drawn as a step.
+        StepInfo(5, "mangled", "completed", 1, "2026-13-45T25:61:61+00:00", None, t0, t0, t0),
+        StepInfo(6, "naive", "completed", 1, "2126-01-01T07:43:59", None, t0, t0, t0),
+    )
+    found = layout(WorkflowTree(info, steps, ()), History(sleeps=frozenset({2, 5, 6})), t0 + timedelta(hours=1))
+    rows = {row.label: row for row in found.rows}
+    assert rows["long"].note == "sleep until 2126-01-01 07:43:59.000"
+    assert [bar.kind for bar in rows["long"].bars] == ["run", "sleep"]
+    assert "sleep until 2126-01-01 07:43:59.000 (" in rows["long"].bars[1].title
+    for label in ("odd", "a time", "mangled", "naive"):
+        assert rows[label].note is None and [bar.kind for bar in rows[label].bars] == ["run"], label

@@ -639,10 +639,37 @@ class Ctx:
             async def wake_time() -> str:
                 return from_micros(await engine.db_now() + delay).isoformat()
 
-        saved = await self.step(name, wake_time)
+        saved = await self._sleep_step(name, wake_time)
         wake_at = datetime.fromisoformat(saved)
         detail = f"sleeping until {_moment(wake_at)} (step {name!r})"
         await self._wait(name, to_micros(wake_at), None, "sleep", detail)
+
+    async def _sleep_step(self, name: str, wake_time: Callable[[], Awaitable[str]]) -> str:
+        """The wake-up time of sleep ``name``: computed once and saved as a
+        step, marked a sleep by the engine (``task.waiting``, kind ``sleep``:
+        how a reader tells it from a step that returns a time); the saved
+        one on a replay. Inside a step's body it is only computed, as a
+        nested step's result is. Otherwise it is a step as ``step`` runs one
+        (none starts while the tree is being suspended; a span of its own)."""
+        outer = _in_step.get()
+        if outer is not None and outer.root_id == self.root_id:
+            return await wake_time()
+        verdict, saved, number = self._wf.begin_step(name)
+        if verdict == "replay":
+            _otel.step_replayed()
+            return str(saved)
+        tree = self._tree
+        if tree.held_back():
+            await tree.wait_to_start()
+        tree.enter()
+        try:
+            with _otel.step_attempt(self.name, name, number) as report:
+                wake = await wake_time()
+                await self._wf.save_sleep(name, number, wake)
+                report.completed()
+        finally:
+            tree.leave()
+        return wake
 
     async def _wait(
         self,

@@ -1024,7 +1024,8 @@ impl<'py> IntoPyObject<'py> for Tree {
 }
 
 /// A `BrowsedTree` as Python sees it: the tree's dict (as `Tree`) with
-/// `attempts` and `messages`, lists of dicts (times as `Time`).
+/// `attempts` and `messages`, lists of dicts (times as `Time`), and
+/// `sleeps`, a list of step ids.
 struct Browsed(BrowsedTree);
 
 impl<'py> IntoPyObject<'py> for Browsed {
@@ -1037,6 +1038,7 @@ impl<'py> IntoPyObject<'py> for Browsed {
             tree,
             attempts,
             messages,
+            sleeps,
         } = self.0;
         let mut texts = Vec::new();
         json_texts(&tree, &mut texts);
@@ -1067,6 +1069,7 @@ impl<'py> IntoPyObject<'py> for Browsed {
             sent.push(item);
         }
         dict.set_item("messages", sent)?;
+        dict.set_item("sleeps", sleeps)?;
         Ok(dict)
     }
 }

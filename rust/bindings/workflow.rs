@@ -540,6 +540,28 @@ impl PyWorkflow {
         })
     }
 
+    /// Saves sleep `name` as its step (attempt `attempt`, after `begin_step`
+    /// said "run"): its result the wake-up time `wake` (ISO 8601), marked a
+    /// sleep; an awaitable of None once committed.
+    fn save_sleep<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        attempt: i32,
+        wake: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.run.check().map_err(to_py)?;
+        let wake = self.encode(wake, &format!("wake-up time of sleep {name:?}"))?;
+        let engine = self.engine()?;
+        let run = Arc::clone(&self.run);
+        let id = self.id;
+        awaitable(py, async move {
+            let what = || format!("sleep {name:?}");
+            let result = engine.save_sleep(id, &name, attempt, &wake).await;
+            run.watch(what, result).map_err(to_py)
+        })
+    }
+
     /// Saves a step's error record (a dict of type, module, message, traceback).
     fn fail_step<'py>(
         &self,

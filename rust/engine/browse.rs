@@ -79,6 +79,8 @@ pub(crate) struct BrowseStatements {
     pub attempts: String,
     /// The messages sent to the workflows `$1`, at most `MESSAGES_SHOWN`.
     pub messages: String,
+    /// Which of the steps `$1` are sleeps (`Engine::save_sleep`).
+    pub sleeps: String,
 }
 
 /// The most messages a run page reads (the oldest first).
@@ -111,12 +113,16 @@ pub struct MessageInfo {
 }
 
 /// A tree as the run page reads it: the tree, the past attempts of its
-/// tasks, and the messages sent to its workflows, from one snapshot.
+/// tasks, the messages sent to its workflows, and which of its steps are
+/// sleeps, from one snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrowsedTree {
     pub tree: WorkflowTree,
     pub attempts: Vec<AttemptInfo>,
     pub messages: Vec<MessageInfo>,
+    /// The ids of its steps that are sleeps (`Engine::save_sleep`): their
+    /// output is a wake-up time, not a value of the workflow's.
+    pub sleeps: Vec<i64>,
 }
 
 /// The digest of the rows of `shown` (columns `id` and `xmin`).
@@ -210,6 +216,11 @@ impl BrowseStatements {
                  ORDER BY m.id
                  LIMIT {MESSAGES_SHOWN}"
             )),
+            sleeps: fill(
+                "SELECT t.id FROM {s}.task AS t
+                 WHERE t.id = ANY($1::int8[]) AND t.kind = 'step' AND t.waiting ->> 'kind' = 'sleep'
+                 ORDER BY t.id",
+            ),
         }
     }
 }
@@ -325,9 +336,10 @@ impl Engine {
     }
 
     /// `tree` of the workflow at `path` (the root's name, then each
-    /// child's), with the past attempts of its tasks and the messages sent
-    /// to its workflows, under `timeout`: three statements of one read-only
-    /// transaction (a repeatable read, so they see one snapshot).
+    /// child's), with the past attempts of its tasks, the messages sent to
+    /// its workflows and which of its steps are sleeps, under `timeout`:
+    /// four statements of one read-only transaction (a repeatable read, so
+    /// they see one snapshot).
     pub async fn browse_tree(&self, path: &[String], timeout: Duration) -> Result<Option<BrowsedTree>, EngineError> {
         validate_path(path)?;
         self.check_open()?;
@@ -354,11 +366,18 @@ impl Engine {
                     .collect();
                 let statement = tx.prepare_cached(&sql.browse.messages).await?;
                 let messages = tx.query(&statement, &[&workflows]).await?;
+                let steps: Vec<i64> = rows
+                    .iter()
+                    .filter(|row| row.get::<_, &str>("kind") == Kind::Step.as_str())
+                    .map(|row| row.get::<_, i64>("id"))
+                    .collect();
+                let statement = tx.prepare_cached(&sql.browse.sleeps).await?;
+                let sleeps = tx.query(&statement, &[&steps]).await?;
                 tx.commit().await?;
-                Ok((rows, attempts, messages))
+                Ok((rows, attempts, messages, sleeps))
             }
         )?;
-        let (rows, attempts, messages) = read;
+        let (rows, attempts, messages, sleeps) = read;
         let mut rows = rows.iter();
         let Some(top) = rows.next() else {
             return Ok(None);
@@ -371,6 +390,7 @@ impl Engine {
             tree: build(top, &path[..path.len() - 1], &mut under)?,
             attempts: attempts.iter().map(read_attempt).collect::<Result<_, _>>()?,
             messages: messages.iter().map(read_message).collect::<Result<_, _>>()?,
+            sleeps: sleeps.iter().map(|row| col(row, "id")).collect::<Result<_, _>>()?,
         }))
     }
 

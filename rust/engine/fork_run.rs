@@ -18,7 +18,8 @@ use super::{Engine, validate_name};
 /// (`lease_epoch` 1 and a `waiting` record): the claim then reads its
 /// history (a run never claimed has none, so the claim skips reading it)
 /// and keeps its attempt at 1. Children are copied with everything under them, each row keeping
-/// its name, status, attempt, output, error and times, and its past attempts (`task_attempt`).
+/// its name, status, attempt, output, error and times, a step its `waiting`
+/// record (a sleep's mark), and its past attempts (`task_attempt`).
 const FORK: &str = "
 WITH RECURSIVE source AS (
     SELECT * FROM {s}.task WHERE parent_id IS NULL AND name = $1
@@ -56,9 +57,10 @@ WITH RECURSIVE source AS (
     RETURNING id, status, queue
 ), copied AS (
     INSERT INTO {s}.task (id, parent_id, root_id, kind, name, status, input, output, error, attempt,
-                          created_at, started_at, completed_at)
+                          created_at, started_at, completed_at, waiting)
     SELECT m.new, coalesce(parent.new, forked.id), forked.id, t.kind, t.name, t.status, t.input, t.output,
-           t.error, t.attempt, t.created_at, t.started_at, t.completed_at
+           t.error, t.attempt, t.created_at, t.started_at, t.completed_at,
+           CASE WHEN t.kind = 'step' THEN t.waiting END
     FROM mapping AS m
     JOIN {s}.task AS t ON t.id = m.old
     LEFT JOIN mapping AS parent ON parent.old = t.parent_id

@@ -85,7 +85,7 @@ SELECT EXISTS (
 
 /// The running workflow `$1` held by owner `$3` under epoch `$2`, share-locked
 /// (as the writer's fence) for the statement.
-const FENCE: &str = "
+pub(crate) const FENCE: &str = "
 WITH fenced AS (
     SELECT w.id, w.root_id FROM {s}.task AS w
     WHERE w.id = $1 AND w.owner_id = $3::text::uuid AND w.lease_epoch = $2 AND w.status = 'running'

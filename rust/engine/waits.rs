@@ -29,6 +29,7 @@
 
 use super::error::EngineError;
 use super::jsonb::JsonText;
+use super::messages::FENCE;
 use super::workflow::{WorkflowId, col};
 use super::{Engine, validate_name};
 
@@ -196,6 +197,37 @@ impl Engine {
         Ok(())
     }
 
+    /// Saves the sleep `name` of the running `workflow` as its step
+    /// (attempt `attempt`): its result the wake-up time `wake`, and its
+    /// `waiting` record `{"kind": "sleep"}`, which tells a sleep from a step
+    /// that returns a time (`durable ui` draws the sleep). Fenced on the
+    /// lease, as every step's save; nothing if the step completed already.
+    pub async fn save_sleep(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+        wake: &JsonText,
+    ) -> Result<(), EngineError> {
+        validate_name("step", name)?;
+        self.check_open()?;
+        let owner = self.owner_id();
+        let sql = &self.inner.sql;
+        let row = retrying!(self, &format!("saving sleep {name:?}"), |client| async {
+            let statement = client.prepare_cached(&sql.waits.save_sleep).await?;
+            client
+                .query_one(
+                    &statement,
+                    &[&workflow.id, &workflow.epoch, &owner, &name, &attempt, wake],
+                )
+                .await
+        })?;
+        if col::<i64>(&row, "fenced")? == 0 {
+            return Err(self.refused(workflow, &format!("saving sleep {name:?}")).await);
+        }
+        Ok(())
+    }
+
     /// `wake`, by the root's name.
     pub async fn wake_named(&self, name: &str) -> Result<bool, EngineError> {
         validate_name("workflow", name)?;
@@ -221,6 +253,7 @@ pub(crate) struct WaitStatements {
     pub suspend: String,
     pub wake: String,
     pub note: String,
+    pub save_sleep: String,
 }
 
 impl WaitStatements {
@@ -234,6 +267,7 @@ impl WaitStatements {
             suspend: fill(SUSPEND),
             wake: fill(&wake_sql()),
             note: fill(NOTE),
+            save_sleep: fill(&save_sleep_sql()),
         }
     }
 }
@@ -280,6 +314,28 @@ WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'r
 const NOTE: &str = "
 UPDATE {s}.task SET waiting = $4
 WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'";
+
+/// Saves step `$4` (attempt `$5`) of the fenced workflow (`messages::FENCE`)
+/// as completed with the wake-up time `$6`, marked a sleep (its `waiting`
+/// record); nothing if it completed already. `fenced` 0: the lease was
+/// refused.
+fn save_sleep_sql() -> String {
+    format!(
+        "{FENCE}, step AS (
+             INSERT INTO {{s}}.task AS t
+                 (parent_id, root_id, kind, name, status, attempt, output, waiting, started_at, completed_at)
+             SELECT fenced.id, fenced.root_id, 'step', $4, 'completed', $5, $6::jsonb,
+                    jsonb_build_object('kind', 'sleep'), now(), now()
+             FROM fenced
+             ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
+                 status = 'completed', attempt = EXCLUDED.attempt, output = EXCLUDED.output,
+                 waiting = EXCLUDED.waiting, error = NULL, completed_at = now(), updated_at = now()
+             WHERE t.kind = 'step' AND t.status <> 'completed'
+             RETURNING t.id
+         )
+         SELECT (SELECT count(*) FROM fenced) AS fenced"
+    )
+}
 
 /// The database's clock (not the transaction's start), in microseconds.
 const NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us";

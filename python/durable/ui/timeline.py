@@ -8,9 +8,8 @@ only draws; it is a pure function of the records, for the tests."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .._cli_render import duration
@@ -27,8 +26,6 @@ INDENT = 14
 MIN_BAR = 1.5
 #: At most this many rows are drawn (a run of thousands of steps says how many were left out).
 MAX_ROWS = 500
-#: The form ``ctx.sleep`` saves its wake-up time in (``datetime.isoformat`` in UTC).
-SLEEP_OUTPUT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?\+00:00")
 DONE = ("completed", "failed", "cancelled")
 
 
@@ -73,14 +70,18 @@ class Message:
 @dataclass(frozen=True)
 class History:
     """What the tree's rows do not hold: past attempts (by task id, in
-    order) and the messages (by workflow id)."""
+    order), the messages (by workflow id), and which steps are sleeps."""
 
     attempts: dict[int, list[Attempt]] = field(default_factory=dict)
     messages: dict[int, list[Message]] = field(default_factory=dict)
+    #: The ids of the steps that ``ctx.sleep`` saved (the engine marks them):
+    #: their output is a wake-up time. Any other output is a value of the
+    #: workflow's, never read as a time, whatever it looks like.
+    sleeps: frozenset[int] = frozenset()
 
     @staticmethod
     def _from(read: dict[str, Any]) -> History:
-        history = History()
+        history = History(sleeps=frozenset(read.get("sleeps", ())))
         for row in read.get("attempts", ()):
             attempt = Attempt._from(row)
             history.attempts.setdefault(attempt.task_id, []).append(attempt)
@@ -235,7 +236,7 @@ def _workflow_row(info: WorkflowInfo, history: History, axis: Axis, now: datetim
     attempts, _ = _attempt_bars(info, "workflow", history, axis, now)
     bars += attempts
     marks = [
-        Mark(axis.x(m.sent_at), "message", f"message on topic {m.topic!r} sent to {name} at {_clock(m.sent_at)}")
+        Mark(axis.x(m.sent_at), "message", f"message on topic {m.topic!r} sent to {name} at {_clock(m.sent_at, now)}")
         for m in history.messages.get(info.id, ())
         if m.sent_at is not None
     ]
@@ -248,31 +249,32 @@ def _step_row(
     bars, _ = _attempt_bars(step, "step", history, axis, now)
     marks = []
     note, note_x = None, 0.0
-    wake = sleep_until(step)
+    wake = sleep_until(step, history.sleeps)
     if wake is not None and step.completed_at is not None:
-        title = f"{step.name} · sleep until {_clock(wake)} ({duration((wake - step.completed_at).total_seconds())})"
+        title = f"{step.name} · sleep until {_clock(wake, now)} ({duration((wake - step.completed_at).total_seconds())})"
         gap = axis.bar(step.completed_at, max(wake, step.completed_at), "sleep", "sleep", title)
         bars.append(gap)
-        note, note_x = f"sleep until {_clock(wake)}", gap.x + 3
+        note, note_x = f"sleep until {_clock(wake, now)}", gap.x + 3
     if message is not None and message.received_at is not None:
-        title = f"{step.name} · received a message on topic {message.topic!r} at {_clock(message.received_at)}"
+        title = f"{step.name} · received a message on topic {message.topic!r} at {_clock(message.received_at, now)}"
         marks.append(Mark(axis.x(message.received_at), "received", title))
     if step.name.startswith("event ") and step.completed_at is not None and step.status == "completed":
-        marks.append(Mark(axis.x(step.completed_at), "event", f"{step.name} set at {_clock(step.completed_at)}"))
+        marks.append(Mark(axis.x(step.completed_at), "event", f"{step.name} set at {_clock(step.completed_at, now)}"))
     return Row(_y(index), depth, step.name, "step", step.status, bars, marks, note=note, note_x=note_x)
 
 
-def sleep_until(step: StepInfo) -> datetime | None:
-    """The wake-up time of a ``ctx.sleep`` step: it is saved as a step
-    whose result is that time in ISO 8601 (UTC), not before the step
-    completed. (A step of the workflow's own that returns such a time looks
-    the same: it is drawn as a sleep too.)"""
-    if step.status != "completed" or not isinstance(step.output, str) or not SLEEP_OUTPUT.fullmatch(step.output):
+def sleep_until(step: StepInfo, sleeps: frozenset[int]) -> datetime | None:
+    """The wake-up time of a ``ctx.sleep`` step (one of ``sleeps``, as the
+    engine marked them): its output, that time in ISO 8601. None for any
+    other step, and for a sleep whose output is not such a time (written by
+    hand): it is drawn as a step."""
+    if step.id not in sleeps or step.status != "completed" or not isinstance(step.output, str):
         return None
-    wake = datetime.fromisoformat(step.output)
-    if step.completed_at is None or wake < step.completed_at - timedelta(seconds=1):
+    try:
+        wake = datetime.fromisoformat(step.output)
+    except ValueError:
         return None
-    return wake
+    return wake if wake.utcoffset() is not None else None
 
 
 def _y(index: int) -> float:
@@ -284,8 +286,11 @@ def _title(name: str, status: str, attempt: int, begin: datetime, end: datetime,
     return f"{name} · {status} · attempt {attempt} · {took}"
 
 
-def _clock(moment: datetime) -> str:
-    return moment.strftime("%H:%M:%S.%f")[:-3]
+def _clock(moment: datetime, now: datetime) -> str:
+    """A moment's time of day (UTC), with its date when that is not ``now``'s."""
+    moment, now = moment.astimezone(timezone.utc), now.astimezone(timezone.utc)
+    shown = "%H:%M:%S.%f" if moment.date() == now.date() else "%Y-%m-%d %H:%M:%S.%f"
+    return moment.strftime(shown)[:-3]
 
 
 def _offset(seconds: float) -> str:
