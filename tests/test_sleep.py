@@ -328,3 +328,16 @@ async def test_a_sleep_in_the_process_is_shown_while_it_lasts(db: durable.Db) ->
     assert info.waiting_for is not None and info.waiting_for.startswith("sleeping until ")
     await asyncio.wait_for(sleeping, 10)
     assert (await durable.get(db, "dozing")).waiting_for is None
+
+
+async def test_a_sleeps_step_is_saved_fenced_and_marked_a_sleep(db: durable.Db, pg: asyncpg.Connection) -> None:
+    run = await Ctx.start(db, "napper")
+    await run.sleep("nap", 0)
+    row = await pg.fetchrow("SELECT status, output, waiting FROM task WHERE name = 'nap'")
+    assert row is not None and row["status"] == "completed" and json.loads(row["waiting"]) == {"kind": "sleep"}
+    assert datetime.fromisoformat(json.loads(row["output"])).utcoffset() is not None, "its wake-up time, ISO 8601"
+    # Another holder took the run (its epoch moved on): the stale one saves nothing.
+    await pg.execute("UPDATE task SET lease_epoch = lease_epoch + 1 WHERE name = 'napper'")
+    with pytest.raises(durable.LeaseLost):
+        await run.sleep("nap-2", 0)
+    assert await pg.fetchval("SELECT count(*) FROM task WHERE name = 'nap-2'") == 0
