@@ -1738,6 +1738,58 @@ async def test_a_steps_value_never_breaks_its_run_page_and_a_sleep_is_drawn_by_i
         await sleeping
 
 
+async def test_a_large_value_is_shown_cut_with_a_link_that_serves_it_whole(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    big = {"rows": ["x" * 100 for _ in range(100_000)], "n": BIG}  # about 10 MB
+    run = await Ctx.start(db, "big", input=big)
+    # Many values of the viewer's size: the page shows so much of them, then links them.
+    for n in range(40):
+        part = list(range(n, n + 12_000))
+        await run.step(f"part-{n}", lambda: part)
+    await run.complete(big)
+    app = await serve()
+    status, body = await http(app.port, "GET", "/runs/big")
+    assert status == 200
+    # (Shown whole, it was a 91 MB page: the input and the output each in its
+    # viewer and its copy button, the input in the fork dialog too.)
+    assert len(body) < 3_000_000, "the values are shown cut: the page spends at most 2 MiB on them"
+    said = re.findall(r'<p class="json-cut-said">(.*?) <a class="json-whole" href="([^"]+)"', body)
+    task_id = await pg.fetchval("SELECT id FROM task WHERE name = 'big'")
+    assert said[:2] == [
+        ("9.9 MiB of JSON: the first 64.0 KiB shown.", f"/api/values/{task_id}/input"),
+        ("9.9 MiB of JSON: the first 64.0 KiB shown.", f"/api/values/{task_id}/output"),
+    ]
+    assert any(text.endswith("not shown (a page shows at most 2.0 MiB of values).") for text, _ in said)
+    assert 'data-copy="{&#34;rows' not in body, "no copy button holds it"
+    # The fork dialog does not hold it either: unedited, the fork keeps it.
+    assert re.search(r'<textarea name="input" rows="6" data-only-if-edited placeholder="[^"]*"></textarea>', body)
+
+    status, whole = await http(app.port, "GET", f"/api/values/{task_id}/output")
+    assert status == 200 and "content-type: application/json" in whole.lower()
+    assert json.loads(whole.split("\r\n\r\n", 1)[1]) == big, "exactly, the big integer too"
+    step_id = await pg.fetchval("SELECT id FROM task WHERE name = 'part-39'")
+    status, whole = await http(app.port, "GET", f"/api/values/{step_id}/output")
+    assert status == 200 and json.loads(whole.split("\r\n\r\n", 1)[1]) == list(range(39, 39 + 12_000))
+    # An error's message and traceback are values too: cut, in the list and on the page.
+    with pytest.raises(ValueError):
+        async with Ctx.start(db, "loud") as loud:
+            raise ValueError("boom " * 2_000_000)
+    for path in ("/", "/runs/loud"):
+        status, body = await http(app.port, "GET", path)
+        assert status == 200 and len(body) < 1_000_000, (path, len(body))
+        assert "ValueError: boom boom" in body and " more characters)" in body
+    for path in (
+        f"/api/values/{task_id}/error",  # none
+        f"/api/values/{task_id}/waiting",
+        "/api/values/" + "9" * 21 + "/output",
+        "/api/values/-1/output",
+        "/api/values/x/output",
+        f"/api/values/{task_id + 10_000}/output",
+    ):
+        assert (await http(app.port, "GET", path))[0] == 404, path
+
+
 async def test_the_copy_button_copies_the_exact_json(
     db: durable.Db, pg: asyncpg.Connection, browser: Browser, serve: Callable[..., Awaitable[Served]]
 ) -> None:

@@ -101,6 +101,7 @@ class Engine:
     # (sent to the tree's workflows) and "json" ((id, input, output, error)
     # as the database's JSON text, per task).
     def browse_tree(self, path: Sequence[str], timeout: float) -> Awaitable[dict[str, Any] | None]: ...
+    def browse_value(self, id: int, column: str, timeout: float) -> Awaitable[str | None]: ...
     def runs_version(
         self,
         status: str | None,

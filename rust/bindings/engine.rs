@@ -552,6 +552,17 @@ impl PyEngine {
         })
     }
 
+    /// The JSON text of the `column` (`input`, `output` or `error`) of the
+    /// task `id`, as the database holds it (None: no such task, or no
+    /// value), under a statement timeout (seconds), for `durable ui`.
+    fn browse_value<'py>(&self, py: Python<'py>, id: i64, column: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let timeout = read_timeout(timeout)?;
+        awaitable(py, async move {
+            engine.browse_value(id, &column, timeout).await.map_err(to_py)
+        })
+    }
+
     /// For each status (None: any), how many runs match the filters (as
     /// `browse_runs`'s), counting at most `cap`; an awaitable of ints, for
     /// `durable ui`.

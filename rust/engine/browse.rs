@@ -81,6 +81,8 @@ pub(crate) struct BrowseStatements {
     pub messages: String,
     /// Which of the steps `$1` are sleeps (`Engine::save_sleep`).
     pub sleeps: String,
+    /// The JSON text of the column named `$2` of the task `$1`.
+    pub value: String,
 }
 
 /// The most messages a run page reads (the oldest first).
@@ -220,6 +222,11 @@ impl BrowseStatements {
                 "SELECT t.id FROM {s}.task AS t
                  WHERE t.id = ANY($1::int8[]) AND t.kind = 'step' AND t.waiting ->> 'kind' = 'sleep'
                  ORDER BY t.id",
+            ),
+            value: fill(
+                "SELECT CASE $2::text WHEN 'input' THEN t.input::text WHEN 'output' THEN t.output::text
+                                      WHEN 'error' THEN t.error::text END AS value
+                 FROM {s}.task AS t WHERE t.id = $1",
             ),
         }
     }
@@ -440,6 +447,18 @@ impl Engine {
             client.query_opt(&statement, &[]).await
         })?;
         Ok(row.map_or(0, |row| row.get("n")))
+    }
+
+    /// The JSON text of the `column` (`input`, `output` or `error`) of the
+    /// task `id`, as the database holds it; `None` when there is no such
+    /// task or it holds no value there (the run page links to it in place
+    /// of a value too large to show).
+    pub async fn browse_value(&self, id: i64, column: &str, timeout: Duration) -> Result<Option<String>, EngineError> {
+        let sql = &self.inner.sql;
+        let rows = self
+            .read_rows("reading a value", &sql.browse.value, &[&id, &column], timeout)
+            .await?;
+        rows.first().map_or(Ok(None), |row| col(row, "value"))
     }
 
     /// The roots named `names` (any that exist), newest first.

@@ -36,6 +36,8 @@ def make_app(db: Db, *, host: str, port: int, read_only: bool = False, token: st
         Route("/", pages.runs, name="runs"),
         Route("/runs/{name:path}", pages.run, name="run"),
         Route("/queues", pages.queues, name="queues"),
+        # A value the run page shows cut, whole.
+        Route("/api/values/{task_id}/{column}", pages.value),
         Route("/schedules", pages.schedules, name="schedules"),
         Route("/start", actions.start_page, name="start"),
         # A bulk action's preview: a read, answered in read-only mode too.

@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote, urlencode
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from .. import _cli_render as render
 from .._db import Db, cancel
@@ -27,7 +27,7 @@ from .._runs import resume
 from .._schedules import to_micros
 from ..errors import ConfigError, DatabaseError, DurableError, InvalidName
 from . import schedules
-from .jsonview import ExactJson, json_view
+from .jsonview import COLUMNS, SHOWN_BYTES, ExactJson
 from .timeline import History, layout
 
 #: A status tab counts at most this many runs ("1000+" beyond): never a full COUNT.
@@ -45,6 +45,8 @@ LIVE_EVERY = 2.0
 QUEUES_EVERY = 5.0
 #: A run in one of these statuses no longer changes by itself.
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+#: The most of an error's line a page shows (a list shows 50 of them).
+LINE_CHARS = 1000
 
 
 def segments(names: Sequence[str]) -> str:
@@ -106,16 +108,23 @@ def templates() -> Environment:
     env.filters["root_url"] = root_url
     env.globals["child_url"] = child_url
     env.filters["pretty"] = pretty
-    env.filters["json_view"] = json_view
     env.filters["duration"] = render.duration
     env.globals["api_url"] = api_url
     env.filters["moment"] = render.moment
     env.filters["error_line"] = render.error_line
+    env.filters["clip"] = clip
+    env.globals["shown_chars"] = SHOWN_BYTES
     env.globals["took"] = render.took
     env.globals["took_of"] = render.took_of
     env.globals["time_text"] = render.time_text
     env.globals["traceback_of"] = traceback_of
     return env
+
+
+def clip(text: str, limit: int = LINE_CHARS) -> str:
+    """``text`` up to ``limit`` characters, saying how many more it has
+    (an error's message and traceback are values of the workflow's: any size)."""
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text) - limit} more characters)"
 
 
 def traceback_of(error: Any) -> str | None:
@@ -496,6 +505,22 @@ class Pages:
             exact=exact,
             ahead=ahead,
         )
+
+    async def value(self, request: Request) -> Response:
+        """The whole JSON value of a task's input, output or error, as the
+        database holds it: what the run page links to in place of a value
+        too large to show."""
+        task_id = number(request.path_params["task_id"], "", [], 0, 2**63 - 1)
+        column = request.path_params["column"]
+        if task_id is None or column not in COLUMNS:
+            return PlainTextResponse(f"no value here: /api/values/<a task's id>/<{' or '.join(COLUMNS)}>", 404)
+        try:
+            text = await self.db._engine.browse_value(task_id, column, READ_TIMEOUT)
+        except DurableError as exc:  # the statement timeout, a lost database
+            return PlainTextResponse(f"cannot read the value: {exc}", 503)
+        if text is None:
+            return PlainTextResponse(f"task {task_id} has no {column} (or there is no such task)", 404)
+        return Response(text, media_type="application/json")
 
     async def runs_ahead(self, info: WorkflowInfo, now: datetime) -> str | None:
         """For a root due in its queue, how many due runs of that queue come
