@@ -529,6 +529,40 @@ async def test_the_schedules_page_says_the_cron_in_words_with_next_ticks_and_rec
     assert dialogs == []
 
 
+async def test_a_schedule_this_machine_cannot_compute_is_shown_as_written(
+    db: durable.Db, pg: asyncpg.Connection, serve: Callable[..., Awaitable[Served]]
+) -> None:
+    # Specs another version (or a machine with another tz database) may have stored.
+    unreadable = [
+        "every nan",
+        "every inf",
+        "every 0",
+        "every 1e300",
+        "cron * * * * * Mars/Olympus",
+        "cron 0 0 30 2 * UTC",
+        "cron 61 * * * * UTC",
+    ]
+    now = datetime(2026, 12, 1, 8, 0, tzinfo=timezone.utc)
+    for spec in unreadable:
+        await pg.execute("INSERT INTO task_schedule_spec (workflow, spec, next_tick) VALUES ('app.x', $1, $2)", spec, now)
+    # Ticks at the ends of time: as many as there are.
+    end = datetime(9999, 12, 31, 23, 0, tzinfo=timezone.utc)
+    start = datetime(1, 1, 1, 0, 1, tzinfo=timezone.utc)
+    await pg.execute(
+        "INSERT INTO task_schedule_spec (workflow, spec, next_tick) VALUES "
+        "('app.end', 'cron 0 9 * * 1-5 UTC', $1), ('app.end', 'every 60', $1), "
+        "('app.start', 'cron 0 9 * * 1-5 UTC', $2), ('app.start', 'every 60', $2)",
+        end,
+        start,
+    )
+    app = await serve()
+    status, body = await http(app.port, "GET", "/schedules")
+    assert status == 200, body
+    for spec in unreadable:
+        assert f'data-spec="{spec}">' in body and f'<p class="words">{spec}</p>' in body, spec
+    assert body.count('class="card schedule"') == len(unreadable) + 4
+
+
 async def live_page(browser: Browser, url: str) -> tuple[Page, list[str]]:
     """A page open at ``url``, the list of its polls (the URLs it asked for
     the version of what it shows), and a check that the page raised no error

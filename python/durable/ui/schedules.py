@@ -45,11 +45,17 @@ class ScheduleView:
     out_of_range: Mapping[str, str] = field(default_factory=dict)
 
 
-def read(spec: str) -> Schedule | None:
-    """The schedule ``spec`` stores; None if this version cannot read it."""
+def read(workflow: str, spec: str) -> Schedule | None:
+    """The schedule ``spec`` of ``workflow`` stores, checked as the
+    decorator checks it; None if this version cannot read it or this
+    machine cannot compute its ticks (another version's spec, a time zone
+    this machine's tz database lacks, an interval out of range): the page
+    shows it as written."""
     try:
-        return Schedule.from_spec(spec)
-    except ValueError:
+        stored = Schedule.from_spec(spec)
+        zone = None if stored.cron is None else stored.zone
+        return Schedule.make(stored.cron, stored.every, zone, "latest", workflow)
+    except ValueError:  # ConfigError too
         return None
 
 
@@ -106,7 +112,7 @@ Row = tuple[str, str, int | str, int | str]
 def recent_names(workflow: str, spec: str, next_tick: int | str) -> list[str]:
     """The names of the runs of the recent ticks (none for an unreadable
     spec or a next tick out of range)."""
-    schedule = read(spec)
+    schedule = read(workflow, spec)
     tick = read_time(next_tick)
     if schedule is None or tick is None:
         return []
@@ -122,7 +128,7 @@ def view(row: Row, runs: dict[str, WorkflowInfo], now: datetime) -> ScheduleView
     seen_at: datetime | None = times["seen_at"]
     beyond = times["out_of_range"]
     served = seen_at is not None and now - seen_at <= SERVED_WITHIN
-    schedule = read(spec)
+    schedule = read(workflow, spec)
     if schedule is None or next_tick is None:
         words = spec if schedule is None else in_words(schedule)
         return ScheduleView(workflow, spec, words, [] if next_tick is None else [next_tick], [], seen_at, served, beyond)
