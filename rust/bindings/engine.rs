@@ -14,8 +14,8 @@ use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{
     BrowseFilter, BrowsedTree, CancelScope, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Moment,
-    Options,
-    QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits, validate_name,
+    Options, QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits,
+    validate_name,
 };
 
 /// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
