@@ -27,8 +27,9 @@ async def test_concurrent_steps_share_commits(db: durable.Db, pg: asyncpg.Connec
     commits = after["commits"] - before["commits"]
     results = workflows * steps
     assert await pg.fetchval("SELECT count(*) FROM task WHERE kind = 'step' AND status = 'completed'") == results
-    # One commit per result (plus one per marker batch) without group commit.
-    assert commits < results / 4, f"{commits} commits for {results} step results"
+    # One commit per result (plus one per marker batch) without group commit;
+    # on a busy machine batches are smaller (318 for 1000 was seen), never that.
+    assert commits < results / 2, f"{commits} commits for {results} step results"
     print(f"\ngroup commit: {results} step results and {workflows} completions in {commits} commits")
 
 

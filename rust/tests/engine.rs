@@ -1696,6 +1696,9 @@ async fn two_waits_recorded_at_once_still_find_their_cycle() {
         .unwrap();
     let release = async {
         loop {
+            // pg_stat_activity is read once per transaction unless cleared,
+            // and this connection's transaction stays open: clear it each look.
+            fx.admin.batch_execute("SELECT pg_stat_clear_snapshot()").await.unwrap();
             let row = fx
                 .admin
                 .query_one(
