@@ -11,6 +11,7 @@ them.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from ._core import MAX_NAME_BYTES
 from .errors import ConfigError, InvalidName
@@ -35,7 +36,7 @@ def check(what: str, name: str) -> str:
         reason = surrogate
     else:
         return name
-    raise InvalidName(f"invalid {what} name {name[:80]!r}: {reason}")
+    raise InvalidName(f"invalid {what} name {quoted(name)}: {reason}")
 
 
 def text(what: str, value: str) -> str:
@@ -49,7 +50,15 @@ def text(what: str, value: str) -> str:
         reason = surrogate
     else:
         return value
-    raise ConfigError(f"invalid {what} {value[:80]!r}: {reason}")
+    raise ConfigError(f"invalid {what} {quoted(value)}: {reason}")
+
+
+def quoted(value: str) -> str:
+    """The first 80 characters of ``value`` in double quotes, as the engine
+    and the SQL ``enqueue`` show a name (JSON's escapes; a lone surrogate
+    escaped too, so that the message can be printed)."""
+    shown = value[:80]
+    return json.dumps(shown, ensure_ascii=lone_surrogate(shown) is not None)
 
 
 def lone_surrogate(value: str) -> str | None:
