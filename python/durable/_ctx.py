@@ -392,6 +392,7 @@ class Ctx:
         """
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be a callable taking no arguments, not {type(fn).__name__}")
+        check_name("step", name)
         check_step_options(name, retries, backoff, retry_on, at_most_once)
         outer = _in_step.get()
         if outer is not None and outer.root_id == self.root_id:
@@ -590,6 +591,7 @@ class Ctx:
         or call ``await c.complete(result)`` yourself. Not inside a step's
         body: a step's saved result stands for everything its body did.
         """
+        check_name("child workflow", name)
         outer = _in_step.get()
         if outer is not None and outer.root_id == self.root_id:
             raise DurableError(
@@ -623,6 +625,7 @@ class Ctx:
         resumes it when due, replaying its steps up to here. A direct run
         (``Workflow.run``, ``Ctx.start``) always sleeps in its process.
         """
+        check_name("sleep", name)
         if (duration is None) == (until is None):
             raise ConfigError(f"ctx.sleep({name!r}): give a duration or until=, not both or neither")
         engine = self._db._engine
@@ -1008,6 +1011,7 @@ async def start_root(
     db: Db | str, name: str, input: Any, *, wait: Seconds, deadline: Seconds | None, workflow: str | None
 ) -> Ctx:
     """``Ctx.start``, for a root run by the registered function ``workflow`` (or by hand: None)."""
+    check_name("workflow", name)
     wait_s = seconds("wait", wait, at_most=MAX_WAIT, zero_ok=True)
     deadline_s = None if deadline is None else seconds("deadline", deadline, at_most=MAX_DEADLINE)
     resolved = await resolve(db)

@@ -8,7 +8,7 @@ from types import TracebackType
 
 from . import _core, _embedded
 from ._bridge import off_loop
-from ._names import WorkflowPath, path_of
+from ._names import WorkflowPath, lone_surrogate, path_of, text
 from ._options import Seconds, count, seconds
 from .errors import ConfigError
 
@@ -132,8 +132,7 @@ async def init(
     which check failed), ``SchemaTooNew`` when a newer durable migrated the
     schema.
     """
-    if not isinstance(schema, str):
-        raise ConfigError(f"schema must be a str, not {schema!r}")
+    text("schema", schema)
     if not isinstance(migrate, bool):
         raise ConfigError(f"migrate must be a bool, not {migrate!r}")
     connections = count("max_connections", max_connections, at_least=2, at_most=10_000)
@@ -150,6 +149,9 @@ async def init(
         dsn = await off_loop(_embedded.start_embedded)
     if not isinstance(dsn, str):
         raise ConfigError(f"the database URL must be a str, not {type(dsn).__name__}")
+    if "\x00" in dsn or lone_surrogate(dsn) is not None:
+        # Not shown: a URL may hold a password.
+        raise ConfigError("the database URL holds a NUL character or a lone surrogate: no URL does")
     engine = await _core.Engine.connect(
         dsn,
         schema=schema,

@@ -62,6 +62,8 @@ class Workflow(Generic[I, O]):
         self.fn = fn
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
         self.queue = queue or DEFAULT_QUEUE
+        check_name("workflow", self.name)
+        check_name("queue", self.queue)
         #: When it runs by itself (an Executor queues one run per tick), if it does.
         self.schedule = Schedule.make(schedule, every, timezone, missed, self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # copies __name__, __doc__...
@@ -121,6 +123,7 @@ class Workflow(Generic[I, O]):
         ``enqueue <workflow name>``, ``#2``... in call order): a resumed parent
         does not enqueue twice.
         """
+        check_name("workflow", name)
         delay_s, start_at = _when(delay, run_at, priority, key)
         resolved = await resolve(db)
         by = _enqueuer(resolved)
@@ -170,6 +173,7 @@ class Workflow(Generic[I, O]):
         for pair in pairs:
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
                 raise ConfigError(f"enqueue_many takes (name, input) pairs with a str name, not {pair!r}")
+            check_name("workflow", pair[0])
         resolved = await resolve(db)
         by = _enqueuer(resolved)
 
@@ -201,8 +205,8 @@ def _when(delay: Seconds | None, run_at: datetime | None, priority: int, key: st
     delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DELAY, zero_ok=True)
     start_at = None if run_at is None else moment("run_at", run_at)
     count("priority", priority, at_least=-(2**31), at_most=2**31 - 1)
-    if key is not None and not isinstance(key, str):
-        raise ConfigError(f"key must be a str, not {key!r}")
+    if key is not None:
+        check_name("key", key)
     return delay_s, None if start_at is None else start_at.isoformat()
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from ._db import Db, resolve
 from ._moments import moments
-from ._names import WorkflowPath, path_of, shown
+from ._names import WorkflowPath, path_of, shown, text
 from ._options import count, moment
 from ._schedules import to_micros
 from .errors import ConfigError, WorkflowNotFound
@@ -62,8 +62,10 @@ class WorkflowInfo:
     #: The version of the executors that may run it (set when first claimed).
     version: str | None
     #: Its times that no ``datetime`` holds (``infinity``, a year outside 1
-    #: to 9999 in UTC: only SQL written by hand stores one), by field, as
-    #: text (``{"run_at": "infinity"}``); each such field is None.
+    #: to 9999 in UTC) and its JSON values that Python cannot read (nested
+    #: over 128 levels, a number beyond any float), by field, as text
+    #: (``{"run_at": "infinity"}``; a value's cut after 1000 bytes); each
+    #: such field is None. Only SQL written by hand stores such a value.
     out_of_range: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
@@ -89,7 +91,7 @@ class StepInfo:
     #: When its last attempt started, as recorded.
     started_at: datetime | None
     completed_at: datetime | None
-    #: Its times that no ``datetime`` holds, by field, as text (as ``WorkflowInfo``'s).
+    #: Its times and values that Python cannot hold, by field, as text (as ``WorkflowInfo``'s).
     out_of_range: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -134,6 +136,9 @@ async def list_workflows(
     """
     if status is not None and status not in STATUSES:
         raise ConfigError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    for what, given in (("queue filter", queue), ("name_prefix filter", name_prefix)):
+        if given is not None:
+            text(what, given)
     since_us = None if since is None else to_micros(moment("since", since))
     count("limit", limit, at_least=1, at_most=100_000)
     engine = (await resolve(db))._engine

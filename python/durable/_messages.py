@@ -85,8 +85,7 @@ async def get_event(db: Db | str, workflow: WorkflowPath, key: str, timeout: Sec
     such workflow. Called inside a running workflow, the wait ends as soon
     as that workflow is cancelled (``Cancelled``), as its other waits do."""
     path = path_of("get_event", workflow)
-    if not isinstance(key, str):
-        raise ConfigError(f"get_event's key must be a str, not {key!r}")
+    check_name("event key", key)
     wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
     reading = (await resolve(db))._engine.get_event(path, key, wait)
     ctx = current.get()

@@ -11,6 +11,7 @@ from ._db import Db, resolve
 from ._moments import moments
 from ._options import Seconds, count, seconds
 from .errors import ConfigError
+from ._names import check as check_name
 
 #: A rate limit: at most ``limit`` runs start in any window of ``period``.
 RateLimit = tuple[int, Seconds]
@@ -35,6 +36,7 @@ async def create_queue(
     them, each allowing at most ``limit`` starts in any window of ``period``
     (a ``timedelta`` or seconds); given, they replace the queue's windows.
     """
+    check_name("queue", name)
     resolved = await resolve(db)
     rates = None if rate_limit is None else _rates(name, rate_limit)
     await resolved._engine.create_queue(
@@ -52,12 +54,12 @@ async def pause_queue(db: Db | str, name: str) -> None:
 
     Runs already running go on. A queue that does not exist yet is created, paused.
     """
-    await (await resolve(db))._engine.set_queue_paused(name, True)
+    await (await resolve(db))._engine.set_queue_paused(check_name("queue", name), True)
 
 
 async def resume_queue(db: Db | str, name: str) -> None:
     """Resumes the queue ``name``, waking the executors."""
-    await (await resolve(db))._engine.set_queue_paused(name, False)
+    await (await resolve(db))._engine.set_queue_paused(check_name("queue", name), False)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from ._ctx import current
 from ._db import Db, resolve
 from ._options import Seconds, seconds
 from .errors import Cancelled, WorkflowFailed, WorkflowNotFound
+from ._names import check as check_name
 
 O = TypeVar("O")  # noqa: E741 - the run's output type
 
@@ -63,6 +64,7 @@ async def result(db: Db | str, name: str, timeout: Seconds | None = None) -> Any
     when ``timeout`` runs out first (seconds or a ``timedelta``; None: wait
     as long as it takes).
     """
+    check_name("workflow", name)
     wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
     resolved = await resolve(db)
     state = await resolved._engine.run_state(name, wait)
@@ -88,4 +90,5 @@ async def resume(db: Db | str, name: str) -> bool:
     Returns False if there is no such workflow or it is neither failed nor
     cancelled.
     """
+    check_name("workflow", name)
     return await (await resolve(db))._engine.resume(name)

@@ -979,7 +979,10 @@ impl<'py> IntoPyObject<'py> for Time {
 }
 
 /// A `RunInfo` as Python sees it: a dict, JSON values decoded, times as
-/// `Time`.
+/// `Time`. A value Python cannot hold (nested deeper than the reader goes, a
+/// number beyond any float: only SQL written by hand stores one) is None,
+/// and its text, cut, is in `out_of_range` under its field, so that one row
+/// never breaks a listing.
 struct Info(RunInfo);
 
 impl<'py> IntoPyObject<'py> for Info {
@@ -989,8 +992,15 @@ impl<'py> IntoPyObject<'py> for Info {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let run = self.0;
-        let decode = |text: Option<JsonText>| -> PyResult<Option<Bound<'py, PyAny>>> {
-            text.map(|text| json::decode(py, text.as_str())).transpose()
+        let beyond = PyDict::new(py);
+        let decode = |field: &str, text: Option<JsonText>| -> PyResult<Option<Bound<'py, PyAny>>> {
+            let Some(text) = text else { return Ok(None) };
+            if let Ok(value) = json::decode(py, text.as_str()) {
+                Ok(Some(value))
+            } else {
+                beyond.set_item(field, json::unreadable(text.as_str()))?;
+                Ok(None)
+            }
         };
         let dict = PyDict::new(py);
         dict.set_item("id", run.id)?;
@@ -999,9 +1009,9 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("status", run.status)?;
         dict.set_item("workflow", run.workflow)?;
         dict.set_item("queue", run.queue)?;
-        dict.set_item("input", decode(run.input)?)?;
-        dict.set_item("output", decode(run.output)?)?;
-        dict.set_item("error", decode(run.error)?)?;
+        dict.set_item("input", decode("input", run.input)?)?;
+        dict.set_item("output", decode("output", run.output)?)?;
+        dict.set_item("error", decode("error", run.error)?)?;
         dict.set_item("attempt", run.attempt)?;
         dict.set_item("recoveries", run.recoveries)?;
         dict.set_item("priority", run.priority)?;
@@ -1012,6 +1022,7 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("completed_at", run.completed_at.map(Time))?;
         dict.set_item("run_at", run.run_at.map(Time))?;
         dict.set_item("waiting_for", run.waiting_for)?;
+        dict.set_item("out_of_range", beyond)?;
         Ok(dict)
     }
 }
@@ -1064,7 +1075,14 @@ impl<'py> IntoPyObject<'py> for Browsed {
             item.set_item("started_at", attempt.started_at.map(Time))?;
             item.set_item("ended_at", attempt.ended_at.map(Time))?;
             item.set_item("replaced_at", Time(attempt.replaced_at))?;
-            let error = attempt.error.map(|text| json::decode(py, text.as_str())).transpose()?;
+            // The ui shows an error it cannot decode as its text.
+            let error = attempt
+                .error
+                .map(|text| {
+                    json::decode(py, text.as_str())
+                        .or_else(|_| json::unreadable(text.as_str()).into_pyobject(py).map(Bound::into_any))
+                })
+                .transpose()?;
             item.set_item("error", error)?;
             past.push(item);
         }
