@@ -1,8 +1,7 @@
 """Transaction steps: ``ctx.transaction(name, fn)`` and the ``tx`` given to ``fn``.
 
 The user's statements and the step's saved result commit in one Postgres
-transaction (see "Transactions: the checkpoint in the user's transaction"
-in doc/design.md): both land or neither does.
+transaction (see doc/adr/026-transactions.md): both land or neither does.
 """
 
 from __future__ import annotations
