@@ -60,7 +60,9 @@ class Workflow(Generic[I, O]):
         if queue is not None and not isinstance(queue, str):
             raise ConfigError(f"@durable.workflow(queue=...) must be a str, not {queue!r}")
         self.fn = fn
+        #: Its registered identity: ``module.qualname`` unless ``name=`` gave another.
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        #: Where ``enqueue`` puts its runs (``"default"`` unless ``queue=`` gave another).
         self.queue = queue or DEFAULT_QUEUE
         #: When it runs by itself (an Executor queues one run per tick), if it does.
         self.schedule = Schedule.make(schedule, every, timezone, missed, self.name)
@@ -93,7 +95,10 @@ class Workflow(Generic[I, O]):
         return await ctx.run(self.body())
 
     async def run_child(self, parent: Ctx, name: str, input: I) -> O:
-        """Runs the workflow as the child ``name`` of ``parent``."""
+        """Runs the workflow as the child ``name`` of ``parent`` (see
+        ``Ctx.child``): created, or resumed with its completed steps
+        replaying; its result is returned as ``run``'s is. The child runs
+        in its parent's queue slot and belongs to its parent's tree."""
         ctx = await parent.child(name, _saved(input))
         return await ctx.run(self.body())
 
