@@ -286,8 +286,8 @@ class Ctx:
 
         A workflow held by another live holder (another process, another
         ``Db``, or another handle in this process) raises ``WorkflowBusy``,
-        or, with ``wait`` (seconds or a timedelta), is waited for: it may
-        finish, be released, or its holder die (at most a year). A holder
+        or, with ``wait`` (seconds or a timedelta, at most a year), is
+        waited for: it may finish, be released, or its holder die. A holder
         that is dead (or whose lease expired) is taken over, and its writes
         are refused from then on (``LeaseLost``). ``deadline`` (at most a
         century): seconds from now by which a new workflow must complete

@@ -266,7 +266,10 @@ def workflow(
     unless ``timezone=`` names another zone) or ``every=`` (an interval, ticks
     aligned to the epoch): executors that know it queue one run per tick,
     named ``<name>@<tick>``. After downtime, ``missed="latest"`` runs the
-    latest missed tick once, ``missed="all"`` each of them.
+    latest missed tick once, ``missed="all"`` each of them. The function
+    must be ``async def`` (else ``TypeError``); a bad option, cron
+    expression, time zone or interval is a ``ConfigError`` here, when the
+    function is decorated.
     """
 
     def decorate(f: Callable[[Ctx, I], Awaitable[O]]) -> Workflow[I, O]:
@@ -305,8 +308,10 @@ def step(
     """Checkpoints an async function as a step whenever it is called inside a
     running workflow (``Workflow.run`` or ``async with`` a ``Ctx``).
 
-    The step is named after the function (or ``name=``); repeated calls in one
-    run are named ``name``, ``name#2``, ``name#3``... in call order. Called
+    The step is named after the function (``__qualname__``, or ``name=``);
+    repeated calls in one run are named ``name``, ``name#2``,
+    ``name#3``... in call order, given at the call, so that
+    ``asyncio.gather(fetch(a), fetch(b))`` is deterministic. Called
     outside any workflow, or inside another step's body, the function simply
     runs (inside a step, the outer step's saved result covers it).
     ``retries``, ``backoff``, ``retry_on`` and ``at_most_once`` are those of
