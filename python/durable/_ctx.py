@@ -273,17 +273,27 @@ class Ctx:
     ) -> Starting:
         """Creates the root workflow ``name``, or takes it over if it exists.
 
-        Resuming a completed workflow gives a context whose steps all replay
-        and whose :attr:`output` is the saved result. ``input`` must be JSON
-        and equal to the saved input of an existing workflow (else
-        ``InputMismatch``). ``db`` may be a database URL string.
+        ``await`` it for a ``Ctx``, or use it as ``async with Ctx.start(...)
+        as ctx:``. A new name creates the workflow (``ctx.created``,
+        ``ctx.attempt == 1``); an interrupted or failed one runs again as
+        its next attempt, its completed steps replaying. Resuming a
+        completed workflow gives a context whose steps all replay and whose
+        :attr:`output` is the saved result; a step it never completed raises
+        ``WorkflowFinished``. ``input`` must be JSON and have the same JSON
+        form as the saved input of an existing workflow (``1`` and ``1.0``
+        differ; else ``InputMismatch``). ``db`` may be a database URL string
+        (one ``Db`` per URL per process is made and reused).
 
         A workflow held by another live holder (another process, another
         ``Db``, or another handle in this process) raises ``WorkflowBusy``,
-        or, with ``wait`` (seconds or a timedelta), is waited for: it may
-        finish, be released, or its holder die. ``deadline``: seconds from now
-        by which a new workflow must complete (kept across restarts); past
-        it, the next step raises ``DeadlineExceeded``.
+        or, with ``wait`` (seconds or a timedelta, at most a year), is
+        waited for: it may finish, be released, or its holder die. A holder
+        that is dead (or whose lease expired) is taken over, and its writes
+        are refused from then on (``LeaseLost``). ``deadline`` (at most a
+        century): seconds from now by which a new workflow must complete
+        (kept across restarts; children share their root's); past it, the
+        next step raises ``DeadlineExceeded``. A cancelled workflow raises
+        ``Cancelled``; a bad ``wait`` or ``deadline`` is a ``ConfigError``.
         """
         return Starting(start_root(db, name, input, wait=wait, deadline=deadline, workflow=None))
 
@@ -291,6 +301,7 @@ class Ctx:
 
     @property
     def name(self) -> str:
+        """The workflow's own name (a child's: not its parent's)."""
         return self._wf.name
 
     @property
@@ -320,7 +331,8 @@ class Ctx:
 
     @property
     def status(self) -> str:
-        """``running``, ``completed`` or ``failed``."""
+        """``running``, ``completed``, ``failed``, or ``cancelled`` as soon as
+        this handle was told of a cancel."""
         return self._wf.status
 
     @property
@@ -335,6 +347,7 @@ class Ctx:
 
     @property
     def db(self) -> Db:
+        """The ``Db`` it runs on."""
         return self._db
 
     # -- steps and children --------------------------------------------------
@@ -386,6 +399,17 @@ class Ctx:
         ``running`` marker is committed before ``fn`` runs, and a step found
         interrupted by a crash is not run again: it raises ``StepInterrupted``
         for a human to decide.
+
+        ``name`` is unique within the workflow (steps and children share
+        names): a second use in one run raises ``DuplicateStep`` without
+        calling ``fn``. The options are checked before anything runs
+        (``ConfigError``). A result that is not JSON, or over
+        ``max_value_bytes``, fails the step with ``NotJson`` /
+        ``ValueTooLarge`` before any of it is written. Once another holder
+        took the workflow over, or it was cancelled, the step raises
+        ``LeaseLost`` / ``Cancelled`` and so does every later call on this
+        handle. A sync ``fn`` runs on the event loop's thread: run blocking
+        work in a thread (``lambda: asyncio.to_thread(load, path)``).
 
         Called inside another step's body (of the same workflow tree), ``fn``
         simply runs: the outer step's saved result covers it.
@@ -457,7 +481,10 @@ class Ctx:
         saves it as this workflow's step, named like an automatically named
         step (``topic``, ``topic#2``... in call order), so a replay receives
         the same message, or the same None, again. A message sent before the
-        wait is kept for it.
+        wait is kept for it. ``timeout`` is at most a year. Not inside a
+        step's body (``DurableError``). A cancel ends the wait with
+        ``Cancelled``; a long wait suspends a workflow run by an executor,
+        as ``sleep`` does.
         """
         if not isinstance(topic, str):
             raise ConfigError(f"recv's topic must be a str, not {topic!r}")
@@ -571,7 +598,8 @@ class Ctx:
         raises, the transaction rolls back, the attempt is recorded failed
         and, with ``retries``, retried like a step's. ``LeaseLost`` (another
         holder took the workflow) rolls everything back. Not inside a
-        step's body. See doc/api.md for ``tx`` and the type mapping.
+        step's body. See "Transaction steps" and "Type mapping" in
+        doc/api.md for ``tx`` and the types of its parameters and columns.
         """
         if not callable(fn):
             raise TypeError(f"transaction {name!r}: fn must be a callable taking tx, not {type(fn).__name__}")
@@ -587,9 +615,12 @@ class Ctx:
     def child(self, name: str, input: Json = None) -> Starting:
         """Creates (or resumes) the child workflow ``name`` with its own steps.
 
-        Children may run concurrently. Use ``async with ctx.child(...) as c:``
-        or call ``await c.complete(result)`` yourself. Not inside a step's
-        body: a step's saved result stands for everything its body did.
+        The same rules as ``Ctx.start``; its name shares the parent's
+        namespace of step names. Children may run concurrently. Use
+        ``async with ctx.child(...) as c:`` or call ``await
+        c.complete(result)`` yourself. A child of a finished parent is only
+        read, to replay. Not inside a step's body (``DurableError``): a
+        step's saved result stands for everything its body did.
         """
         check_name("child workflow", name)
         outer = _in_step.get()
@@ -624,6 +655,10 @@ class Ctx:
         at its wake-up time, and frees its executor slot) and an executor
         resumes it when due, replaying its steps up to here. A direct run
         (``Workflow.run``, ``Ctx.start``) always sleeps in its process.
+
+        A duration is at most a century (0 is fine); both or neither of
+        ``duration`` and ``until``, or a naive ``until``, is a
+        ``ConfigError`` before anything is saved.
         """
         check_name("sleep", name)
         if (duration is None) == (until is None):
@@ -851,13 +886,17 @@ class Ctx:
         JSON form (what a replay returns).
 
         On a workflow that completed in an earlier run, returns the saved result.
+        After this run completed or failed the workflow, any later write (a
+        step still in flight, ``fail``, ``complete`` after ``fail``) raises
+        ``WorkflowFinished``.
         """
         if self._wf.status == "completed":
             return self._wf.output
         return await self._wf.complete(result)
 
     async def fail(self, exc: BaseException) -> None:
-        """Marks the workflow failed with the error's type, message and traceback."""
+        """Marks the workflow failed with the error's type, module, message
+        and traceback (see "What is saved of an error" in doc/api.md)."""
         record = error_record(exc)
         try:
             recording = self._wf.fail(record)
@@ -873,7 +912,10 @@ class Ctx:
 
         The function is given the workflow's input as saved (its JSON form,
         the same on every run). ``input``, if given, must have the same JSON
-        form (else ``InputMismatch``).
+        form (else ``InputMismatch``). Past the deadline the workflow fails
+        with ``DeadlineExceeded``. If the function is interrupted by a
+        ``BaseException`` (its task cancelled, ``asyncio.wait_for`` ran out),
+        the workflow is released, not failed, and the exception propagates.
         """
         if input is not _SAVED and not self._wf.same_input(input):
             raise InputMismatch(f"ctx.run() was given another input than workflow {self.name!r} was started with")
@@ -942,7 +984,9 @@ class Ctx:
 
     def auto_name(self, base: str) -> str:
         """``base`` on first use in this run, then ``base#2``, ``base#3``...,
-        shortened (see ``_names.derived``) when longer than a name may be.
+        shortened (see "Derived names" in doc/api.md) when longer than a
+        name may be. How decorated steps, ``enqueue``, ``send``... inside a
+        workflow name their steps.
 
         Deterministic as long as the workflow's own code calls in the same
         order: steps called inside a step's body are plain calls and take no

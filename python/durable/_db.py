@@ -30,6 +30,9 @@ class Db:
     """A connection pool to durable's tables, made by :func:`init`.
 
     Share one per process: every workflow and step may use it concurrently.
+    Each ``Db`` is a lease owner of its own. A process made by ``os.fork()``
+    must call ``init`` again: its parent's ``Db`` raises ``DurableError``
+    there.
     """
 
     def __init__(self, engine: _core.Engine) -> None:
@@ -57,10 +60,13 @@ class Db:
         return self._engine.stats()
 
     async def close(self) -> None:
-        """Gives up this process's leases and closes the pool.
+        """Gives back the workflows this ``Db`` still holds (released, as an
+        interrupted run is, not left for a recovery), gives up its leases
+        and closes the pool.
 
-        Others may take over its unfinished workflows at once; workflows still
-        using this ``Db`` fail with ``DatabaseError``.
+        Others may take over its unfinished workflows at once; later calls
+        on this ``Db`` fail with ``DatabaseError``. ``async with await
+        durable.init(...) as db:`` closes it at the end of the block.
         """
         await self._engine.close()
 
@@ -108,15 +114,23 @@ async def init(
     ``pool_mode=transaction``, Supabase's port 6543) is refused with
     ``ConfigError``; use the direct endpoint.
 
-    Durations are seconds or a ``timedelta``. ``connect_timeout``: the
-    longest a new connection may take (TCP, login). ``lease``: how long a
-    workflow's lease outlives this process's last heartbeat (only a hung or
-    cut-off process needs it to run out: a killed one is seen at once).
-    ``reconnect_timeout``: how long writes keep retrying through a lost
-    connection or a database restart, and the longest wait for any answer.
-    ``session_grace``: how long others wait for this process to reconnect
-    its liveness session when it drops, before taking its workflows over
-    (0: not at all, for a process whose session only ends with it).
+    ``schema``: where the tables live (1 to 63 lowercase letters, digits or
+    underscores, not starting with a digit). ``max_connections`` (2 to
+    10,000): the pool's size; one is the checkpoint writer's and one is kept
+    for durable's own calls, so transaction steps hold at most
+    ``max_connections - 2``.
+
+    Durations are seconds or a ``timedelta``. ``connect_timeout`` (at most
+    an hour): the longest a new connection may take (TCP, TLS, login).
+    ``lease`` (1 s to a day): how long a workflow's lease outlives this
+    process's last heartbeat (only a hung or cut-off process needs it to
+    run out: a killed one is seen at once); heartbeats run every third of
+    it. ``reconnect_timeout`` (at most a day): how long writes keep
+    retrying through a lost connection or a database restart, and the
+    longest wait for any answer. ``session_grace`` (0 to 60 s): how long
+    others wait for this process to reconnect its liveness session when it
+    drops, before taking its workflows over (0: not at all, for a process
+    whose session only ends with it).
     ``max_value_bytes``: largest JSON value saved (at most 268435455, what
     jsonb holds). ``migrate``: bring the schema up to date (the default); with
     False, only check that it is (``ConfigError`` if it is missing or older,

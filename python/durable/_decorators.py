@@ -60,7 +60,9 @@ class Workflow(Generic[I, O]):
         if queue is not None and not isinstance(queue, str):
             raise ConfigError(f"@durable.workflow(queue=...) must be a str, not {queue!r}")
         self.fn = fn
+        #: Its registered identity: ``module.qualname`` unless ``name=`` gave another.
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        #: Where ``enqueue`` puts its runs (``"default"`` unless ``queue=`` gave another).
         self.queue = queue or DEFAULT_QUEUE
         check_name("workflow", self.name)
         check_name("queue", self.queue)
@@ -95,7 +97,10 @@ class Workflow(Generic[I, O]):
         return await ctx.run(self.body())
 
     async def run_child(self, parent: Ctx, name: str, input: I) -> O:
-        """Runs the workflow as the child ``name`` of ``parent``."""
+        """Runs the workflow as the child ``name`` of ``parent`` (see
+        ``Ctx.child``): created, or resumed with its completed steps
+        replaying; its result is returned as ``run``'s is. The child runs
+        in its parent's queue slot and belongs to its parent's tree."""
         ctx = await parent.child(name, _saved(input))
         return await ctx.run(self.body())
 
@@ -265,7 +270,10 @@ def workflow(
     unless ``timezone=`` names another zone) or ``every=`` (an interval, ticks
     aligned to the epoch): executors that know it queue one run per tick,
     named ``<name>@<tick>``. After downtime, ``missed="latest"`` runs the
-    latest missed tick once, ``missed="all"`` each of them.
+    latest missed tick once, ``missed="all"`` each of them. The function
+    must be ``async def`` (else ``TypeError``); a bad option, cron
+    expression, time zone or interval is a ``ConfigError`` here, when the
+    function is decorated.
     """
 
     def decorate(f: Callable[[Ctx, I], Awaitable[O]]) -> Workflow[I, O]:
@@ -304,8 +312,10 @@ def step(
     """Checkpoints an async function as a step whenever it is called inside a
     running workflow (``Workflow.run`` or ``async with`` a ``Ctx``).
 
-    The step is named after the function (or ``name=``); repeated calls in one
-    run are named ``name``, ``name#2``, ``name#3``... in call order. Called
+    The step is named after the function (``__qualname__``, or ``name=``);
+    repeated calls in one run are named ``name``, ``name#2``,
+    ``name#3``... in call order, given at the call, so that
+    ``asyncio.gather(fetch(a), fetch(b))`` is deterministic. Called
     outside any workflow, or inside another step's body, the function simply
     runs (inside a step, the outer step's saved result covers it).
     ``retries``, ``backoff``, ``retry_on`` and ``at_most_once`` are those of

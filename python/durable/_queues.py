@@ -79,6 +79,7 @@ class QueueInfo:
     """A queue as it is now (a read-only record)."""
 
     name: str
+    #: True while ``pause_queue`` holds it: executors start none of its runs.
     paused: bool
     #: Most runs running at once, across every executor (None: no limit).
     concurrency: int | None

@@ -20,7 +20,9 @@ class Run(Generic[O]):
     """A queued run of a workflow, by name. ``await run.result()`` for its output."""
 
     def __init__(self, db: Db, name: str, status: str, created: bool) -> None:
+        #: The ``Db`` it was enqueued through.
         self.db = db
+        #: The run's name: a root workflow's.
         self.name = name
         #: Its status when it was enqueued (``queued``, ``scheduled``, or
         #: what an existing run of that name was: enqueueing is idempotent).

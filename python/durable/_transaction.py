@@ -23,8 +23,8 @@ class Transaction:
 
     Statements use ``$1``, ``$2``... placeholders; each call is one
     statement (no ``;``-separated scripts). Parameters are converted for the
-    types Postgres infers for them, and rows come back as dicts (see the
-    type mapping of ``ctx.transaction`` in doc/api.md). Valid only while the
+    types Postgres infers for them, and rows come back as dicts (see
+    "Type mapping" in doc/api.md). Valid only while the
     step's function runs.
     """
 
