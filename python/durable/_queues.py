@@ -16,9 +16,6 @@ from .errors import ConfigError
 #: A rate limit: at most ``limit`` runs start in any window of ``period``.
 RateLimit = tuple[int, Seconds]
 
-#: The longest rate window (a year), in seconds.
-MAX_PERIOD = 366 * 86400.0
-
 
 async def create_queue(
     db: Db | str,
