@@ -7,6 +7,16 @@ import socket
 from types import TracebackType
 
 from . import _core, _embedded
+from ._core import (
+    MAX_CONNECT_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_LEASE,
+    MAX_RECONNECT_TIMEOUT,
+    MAX_SESSION_GRACE,
+    MAX_VALUE_BYTES,
+    MIN_CONNECTIONS,
+    MIN_LEASE,
+)
 from ._bridge import off_loop
 from ._names import WorkflowPath, lone_surrogate, path_of, text
 from ._options import Seconds, count, seconds
@@ -21,10 +31,6 @@ PG_TARGET_ENV = ("PGHOST", "PGDATABASE")
 
 #: The URL that takes everything from the ``PG*`` environment variables.
 ENVIRONMENT_DSN = "postgresql://"
-
-#: The largest value jsonb can hold, in bytes.
-MAX_VALUE_BYTES = 268_435_455
-
 
 class Db:
     """A connection pool to durable's tables, made by :func:`init`.
@@ -149,11 +155,11 @@ async def init(
     text("schema", schema)
     if not isinstance(migrate, bool):
         raise ConfigError(f"migrate must be a bool, not {migrate!r}")
-    connections = count("max_connections", max_connections, at_least=2, at_most=10_000)
-    connect_s = seconds("connect_timeout", connect_timeout, at_most=3600)
-    lease_s = seconds("lease", lease, at_least=1, at_most=86400, zero_ok=True)
-    reconnect_s = seconds("reconnect_timeout", reconnect_timeout, at_most=86400)
-    grace_s = seconds("session_grace", session_grace, at_most=60, zero_ok=True)
+    connections = count("max_connections", max_connections, at_least=MIN_CONNECTIONS, at_most=MAX_CONNECTIONS)
+    connect_s = seconds("connect_timeout", connect_timeout, at_most=MAX_CONNECT_TIMEOUT)
+    lease_s = seconds("lease", lease, at_least=MIN_LEASE, at_most=MAX_LEASE, zero_ok=True)
+    reconnect_s = seconds("reconnect_timeout", reconnect_timeout, at_most=MAX_RECONNECT_TIMEOUT)
+    grace_s = seconds("session_grace", session_grace, at_most=MAX_SESSION_GRACE, zero_ok=True)
     value_bytes = count("max_value_bytes", max_value_bytes, at_least=1, at_most=MAX_VALUE_BYTES)
     if dsn is None:
         dsn = os.environ.get(DATABASE_URL_ENV) or None  # set but empty counts as unset

@@ -9,7 +9,9 @@ from datetime import datetime
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._ctx import Ctx, _in_step, check_step_options, current, start_root
+from ._attempts import current, in_step
+from ._core import MAX_DURATION
+from ._ctx import Ctx, check_step_options, start_root
 from ._db import Db, resolve
 from ._json import Json
 from ._names import check as check_name
@@ -21,8 +23,6 @@ from .errors import ConfigError
 
 log = logging.getLogger("durable")
 
-#: The longest delay of ``enqueue`` (a century), in seconds.
-MAX_DELAY = 100 * 365 * 86400.0
 
 I = TypeVar("I", bound=Json | datetime)  # noqa: E741 - the input type (a tick, for scheduled ones)
 O = TypeVar("O", bound=Json)  # noqa: E741 - the workflow's output type
@@ -207,7 +207,7 @@ def _when(delay: Seconds | None, run_at: datetime | None, priority: int, key: st
     """Checks an enqueue's options; its delay in seconds and its ``run_at`` as text."""
     if delay is not None and run_at is not None:
         raise ConfigError("give delay or run_at, not both")
-    delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DELAY, zero_ok=True)
+    delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DURATION, zero_ok=True)
     start_at = None if run_at is None else moment("run_at", run_at)
     count("priority", priority, at_least=-(2**31), at_most=2**31 - 1)
     if key is not None:
@@ -219,7 +219,7 @@ def _enqueuer(db: Db) -> int | None:
     """The id of the workflow whose code (its own, or a step's body) is
     enqueueing into ``db``, recorded on the runs it enqueues so that a
     cancel can reach them (``durable.cancel(..., enqueued=True)``)."""
-    ctx = current.get() or _in_step.get()
+    ctx = current.get() or in_step.get()
     return ctx.id if ctx is not None and ctx.db is db else None
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._core import STATUSES
 from ._db import Db, resolve
 from ._moments import moments
 from ._names import WorkflowPath, path_of, shown, text
@@ -17,7 +18,6 @@ from ._options import count, moment
 from ._schedules import to_micros
 from .errors import ConfigError, WorkflowNotFound
 
-STATUSES = ("pending", "queued", "scheduled", "running", "completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)

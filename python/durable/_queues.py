@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from ._core import MAX_RATE_PERIOD
 from ._db import Db, resolve
 from ._moments import moments
 from ._options import Seconds, count, seconds
@@ -15,9 +16,6 @@ from ._names import check as check_name
 
 #: A rate limit: at most ``limit`` runs start in any window of ``period``.
 RateLimit = tuple[int, Seconds]
-
-#: The longest rate window (a year), in seconds.
-MAX_PERIOD = 366 * 86400.0
 
 
 async def create_queue(
@@ -123,7 +121,7 @@ def _rates(queue: str, rate_limit: RateLimit | Sequence[RateLimit]) -> list[tupl
         rates.append(
             (
                 count("rate_limit's limit", limit, at_least=1, at_most=2**31 - 1),
-                seconds("rate_limit's period", period, at_most=MAX_PERIOD),
+                seconds("rate_limit's period", period, at_most=MAX_RATE_PERIOD),
             )
         )
     if len({period for _, period in rates}) != len(rates):

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from ._ctx import current
+from ._attempts import current
+from ._core import MAX_WAIT
 from ._db import Db, resolve
 from ._options import Seconds, seconds
 from .errors import Cancelled, WorkflowFailed, WorkflowNotFound
 from ._names import check as check_name
 
 O = TypeVar("O")  # noqa: E741 - the run's output type
-
-#: The longest wait of ``result`` (a year), in seconds.
-MAX_WAIT = 365 * 86400.0
-
 
 class Run(Generic[O]):
     """A queued run of a workflow, by name. ``await run.result()`` for its output."""

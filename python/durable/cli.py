@@ -43,7 +43,8 @@ from ._db import cancel as cancel_workflow
 from ._fork import fork as fork_workflow
 from ._gc import MAX_AGE
 from ._gc import gc as collect
-from ._info import STATUSES, get, list_workflows, tree
+from ._core import STATUSES
+from ._info import get, list_workflows, tree
 from ._names import check as check_name
 from ._names import text
 from ._queues import list_queues
