@@ -3,9 +3,9 @@
 
 mod engine;
 mod errors;
-mod fork;
 mod json;
 mod logs;
+mod os_fork;
 mod runtime;
 mod sql_values;
 mod transaction;
@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 mod core {
     use pyo3::prelude::*;
 
-    use super::{fork, runtime};
+    use super::{os_fork, runtime};
 
     #[pymodule_export]
     use super::engine::PyEngine;
@@ -31,7 +31,7 @@ mod core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        fork::install(m)?;
+        os_fork::install(m)?;
         runtime::init(m.py())?;
         m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)?;
         m.add("MAX_NAME_BYTES", crate::engine::MAX_NAME_BYTES)

@@ -14,8 +14,8 @@ macro_rules! retrying {
         let inner: &$crate::engine::Inner = &$engine.inner;
         let context = $context;
         let give_up = std::time::Instant::now() + inner.reconnect_timeout;
-        let mut backoff = $crate::engine::retry::Backoff::until(give_up);
-        let no_answer = || $crate::engine::pool::no_answer(&inner.target, &context, inner.reconnect_timeout);
+        let mut backoff = $crate::engine::connect::retry::Backoff::until(give_up);
+        let no_answer = || $crate::engine::connect::pool::no_answer(&inner.target, &context, inner.reconnect_timeout);
         loop {
             let checkout = inner.connections.get(&context, give_up, inner.reconnect_timeout);
             // Past `give_up`, the backoff below gives up with the error.
@@ -30,7 +30,7 @@ macro_rules! retrying {
                     let answer = tokio::time::timeout_at(give_up.into(), $body).await;
                     match answer {
                         Ok(Ok(value)) => break Ok(value),
-                        Ok(Err(err)) if $crate::engine::retry::is_transient(&err) => {
+                        Ok(Err(err)) if $crate::engine::connect::retry::is_transient(&err) => {
                             let err = $crate::engine::EngineError::database(&context, &err);
                             log::warn!("{err}; retrying for up to {} s", inner.reconnect_timeout.as_secs_f64());
                             err
@@ -50,38 +50,17 @@ macro_rules! retrying {
     }};
 }
 
-mod browse;
-mod cancel;
-mod config;
-mod dsn;
+mod admin;
+mod checkpoint;
+mod connect;
 mod error;
-mod events;
-mod fork_run;
-mod gc;
-mod holds;
-mod info;
-mod jsonb;
-mod messages;
-mod migrate;
-mod moment;
-mod owner;
-mod pool;
-mod pooler;
+mod lease;
 mod queue;
-mod queue_info;
-mod recovery;
-mod results;
-mod retry;
-mod schedule;
+mod read;
 mod sql;
-mod sql_values;
-mod starter;
-mod tls;
-mod transaction;
-mod tree;
-mod waits;
+mod values;
+mod wait;
 mod workflow;
-mod writer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -89,44 +68,45 @@ use std::time::Duration;
 use deadpool_postgres::Object;
 use tokio::runtime::Handle;
 
-pub use browse::{AttemptInfo, BrowsedTree, MessageInfo};
-pub use config::{MAX_NAME_BYTES, Options, show_path, validate_name, validate_path, validate_schema};
+pub use admin::cancel::CancelScope;
+pub use admin::fork::Forked;
+pub use checkpoint::transaction::{CommitError, Transaction};
+pub use checkpoint::writer::{Outcome, Stats};
+pub use connect::config::{MAX_NAME_BYTES, Options, show_path, validate_name, validate_path, validate_schema};
+pub use connect::migrate::LATEST_VERSION;
+pub use error::EngineError;
+pub use lease::holds::Hold;
+pub use queue::recovery::Recovered;
+pub use queue::schedule::{Registered, ScheduleState, Ticks};
+pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits};
+pub use read::queues::{QueueInfo, RateUse};
+pub use read::runs::{RunFilter, RunInfo};
+pub use read::tree::WorkflowTree;
+pub use read::ui::{AttemptInfo, BrowseFilter, BrowsedTree, MessageInfo, ScheduleRow};
+pub use values::jsonb::JsonText;
+pub use values::moment::Moment;
+pub use values::sql_values::{Cell, Param, Rows};
+pub use wait::messages::{EventRead, Sender, Sent};
+pub use wait::results::RunState;
+pub use wait::suspend::{Suspended, Suspension};
+pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
 
 /// The bounds of the options (see `Options::validate`).
 pub mod limits {
-    pub use super::config::{
+    pub use super::connect::config::{
         MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_LEASE, MAX_RECONNECT_TIMEOUT, MAX_SESSION_GRACE, MIN_LEASE,
     };
 }
-pub use browse::{BrowseFilter, ScheduleRow};
-pub use cancel::CancelScope;
-pub use error::EngineError;
-pub use fork_run::Forked;
-pub use holds::Hold;
-pub use info::{RunFilter, RunInfo};
-pub use jsonb::JsonText;
-pub use messages::{EventRead, Sender, Sent};
-pub use migrate::LATEST_VERSION;
-pub use moment::Moment;
-pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits};
-pub use queue_info::{QueueInfo, RateUse};
-pub use recovery::Recovered;
-pub use results::RunState;
-pub use schedule::{Registered, ScheduleState, Ticks};
-pub use sql_values::{Cell, Param, Rows};
-pub use transaction::{CommitError, Transaction};
-pub use tree::WorkflowTree;
-pub use waits::{Suspended, Suspension};
-pub use workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
-pub use writer::{Outcome, Stats};
 
-use events::Events;
-use holds::Holds;
-use owner::Owner;
+use checkpoint::starter::{self, Starter};
+use checkpoint::writer::{self, Writer};
+use connect::{config, migrate, pool, pooler};
+use lease::holds::Holds;
+use lease::notifications::Events;
+use lease::owner::{self, Owner};
 use sql::Statements;
-use starter::Starter;
+use wait::messages;
 use workflow::Access;
-use writer::Writer;
 
 /// How often a start that found its root busy looks again (after waiting
 /// out the grace of an owner whose session is gone) before it reports it

@@ -3,21 +3,21 @@
 //! The schema name is validated by `config::validate_schema` (a plain
 //! lowercase identifier) and spliced in quoted; every value is a parameter.
 
-use super::browse::BrowseStatements;
-use super::cancel::CancelStatements;
-use super::config::quote;
-use super::fork_run;
-use super::gc::GC;
-use super::info::InfoStatements;
-use super::info::READY;
-use super::messages::MessageStatements;
+use super::admin::cancel::CancelStatements;
+use super::admin::fork as fork_run;
+use super::admin::gc::GC;
+use super::connect::config::quote;
+use super::queue::recovery::RECOVERY_PASS;
+use super::queue::schedule::ScheduleStatements;
 use super::queue::{BUSY, QueueStatements};
-use super::queue_info::LIST_QUEUES;
-use super::recovery::RECOVERY_PASS;
-use super::results::RUN_STATE;
-use super::schedule::ScheduleStatements;
-use super::tree::tree_statement;
-use super::waits::WaitStatements;
+use super::read::queues::LIST_QUEUES;
+use super::read::runs::InfoStatements;
+use super::read::runs::READY;
+use super::read::tree::tree_statement;
+use super::read::ui::BrowseStatements;
+use super::wait::messages::MessageStatements;
+use super::wait::results::RUN_STATE;
+use super::wait::suspend::WaitStatements;
 
 /// Statement texts for one schema.
 #[derive(Debug)]

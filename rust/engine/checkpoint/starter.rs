@@ -38,12 +38,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::pool::{Connections, no_answer};
-use super::retry::{Backoff, is_transient};
-use super::sql::Statements;
-use super::workflow::col;
+use crate::engine::connect::pool::{Connections, no_answer};
+use crate::engine::connect::retry::{Backoff, is_transient};
+use crate::engine::error::EngineError;
+use crate::engine::sql::Statements;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::workflow::col;
 
 /// Most starts in one statement; more wait for the next batch.
 const MAX_BATCH: usize = 1000;

@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::config::{show_path, validate_path};
-use super::error::EngineError;
-use super::info::{COLUMNS, RunFilter, RunInfo, read_info};
-use super::jsonb::JsonText;
-use super::moment::Moment;
-use super::queue_info::{QueueInfo, read_queue};
-use super::tree::{PATH, WorkflowTree, build};
-use super::workflow::{Kind, col};
-use super::{Engine, validate_name};
+use crate::engine::connect::config::{show_path, validate_path};
+use crate::engine::error::EngineError;
+use crate::engine::read::queues::{QueueInfo, read_queue};
+use crate::engine::read::runs::{COLUMNS, RunFilter, RunInfo, read_info};
+use crate::engine::read::tree::{PATH, WorkflowTree, build};
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::values::moment::Moment;
+use crate::engine::workflow::{Kind, col};
+use crate::engine::{Engine, validate_name};
 
 /// The runs that `list_runs`'s filter (but its status, `$1`) matches, with
 /// ids below `$8`, whose function is `$6`, whose input satisfies the JSON

@@ -32,9 +32,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
 
-use super::Engine;
-use super::error::EngineError;
-use super::workflow::{Status, WorkflowId};
+use crate::engine::Engine;
+use crate::engine::error::EngineError;
+use crate::engine::workflow::{Status, WorkflowId};
 
 /// The roots this engine holds or is starting, by name.
 #[derive(Default)]

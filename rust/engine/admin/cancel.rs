@@ -7,16 +7,16 @@
 //! children: the hold ends, as it always did), `<schema> cancel-part <root
 //! id>` when only part of it is (a child, or a root without its children):
 //! the holder then reads which workflows of that tree are cancelled, and
-//! only their handles stop (see `holds`).
+//! only their handles stop (see `lease::holds`).
 
 use std::collections::BTreeMap;
 
-use super::Engine;
-use super::config::{show_path, validate_path};
-use super::error::EngineError;
-use super::tree::PATH;
-use super::waits::WAKE_ROOT;
-use super::workflow::col;
+use crate::engine::Engine;
+use crate::engine::connect::config::{show_path, validate_path};
+use crate::engine::error::EngineError;
+use crate::engine::read::tree::PATH;
+use crate::engine::wait::suspend::WAKE_ROOT;
+use crate::engine::workflow::col;
 
 /// What a cancel reaches besides the workflow it names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

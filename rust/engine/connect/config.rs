@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
-use super::error::EngineError;
-use super::{dsn, tls};
+use crate::engine::error::EngineError;
+use crate::engine::{connect::dsn, connect::tls};
 
 /// Startup options of every connection of the engine.
 ///

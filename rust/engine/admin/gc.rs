@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use super::Engine;
-use super::error::EngineError;
-use super::workflow::col;
+use crate::engine::Engine;
+use crate::engine::error::EngineError;
+use crate::engine::workflow::col;
 
 impl Engine {
     /// Deletes the trees (root, children, steps) of root workflows that

@@ -2,10 +2,10 @@
 //! what the source completed before that point and runs the rest
 //! (`durable.fork`).
 
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::workflow::col;
-use super::{Engine, validate_name};
+use crate::engine::error::EngineError;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::workflow::col;
+use crate::engine::{Engine, validate_name};
 
 /// Copies the root `$1` as the new root `$2`, keeping the steps and child
 /// trees that completed and first ran (lower id) before its step or child

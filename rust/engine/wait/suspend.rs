@@ -27,11 +27,11 @@
 //!   and before the next, so a wake committed after its look is either
 //!   pending at its suspension or finds it suspended.
 
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::messages::FENCE;
-use super::workflow::{WorkflowId, col};
-use super::{Engine, validate_name};
+use crate::engine::error::EngineError;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::wait::messages::FENCE;
+use crate::engine::workflow::{WorkflowId, col};
+use crate::engine::{Engine, validate_name};
 
 /// What a suspension records and when the run is due again.
 #[derive(Debug, Clone, Copy)]

@@ -16,7 +16,7 @@
 //! a key makes a send a duplicate.
 //!
 //! Waiters are woken by notifications (`<schema> message <id>`, `<schema>
-//! event <id>`, see `events`) and look again at least every second anyway,
+//! event <id>`, see `lease::notifications`) and look again at least every second anyway,
 //! as a notification sent while the session reconnected is lost.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::broadcast;
 
-use super::config::{show_path, validate_path};
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::tree::PATH;
-use super::waits::WAKE_ROOT;
-use super::workflow::{WorkflowId, col, refusal};
-use super::{Engine, validate_name};
+use crate::engine::connect::config::{show_path, validate_path};
+use crate::engine::error::EngineError;
+use crate::engine::read::tree::PATH;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::wait::suspend::WAKE_ROOT;
+use crate::engine::workflow::{WorkflowId, col, refusal};
+use crate::engine::{Engine, validate_name};
 
 /// Longest wait between two looks of a waiter (see the module's doc).
 const POLL: Duration = Duration::from_secs(1);

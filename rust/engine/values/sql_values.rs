@@ -9,8 +9,8 @@ use bytes::{BufMut, BytesMut};
 use tokio_postgres::Row;
 use tokio_postgres::types::{Format, FromSql, IsNull, Kind, ToSql, Type, to_sql_checked};
 
-use super::EngineError;
-use super::jsonb::JsonText;
+use crate::engine::EngineError;
+use crate::engine::values::jsonb::JsonText;
 
 /// A parameter of a user's statement, already matched (by the bindings) to
 /// the type the server inferred for it.

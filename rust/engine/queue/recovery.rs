@@ -12,9 +12,9 @@
 //! fails with `TooManyRecoveries`. So a run that kills its process fails
 //! after at most `max_recoveries + 2` crashes, and its neighbours never.
 
-use super::Engine;
-use super::error::EngineError;
-use super::workflow::col;
+use crate::engine::Engine;
+use crate::engine::error::EngineError;
+use crate::engine::workflow::col;
 
 /// What one recovery pass did and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

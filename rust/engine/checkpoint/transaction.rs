@@ -25,11 +25,11 @@ use tokio_postgres::Statement;
 use tokio_postgres::error::{DbError, Severity};
 use tokio_postgres::types::ToSql;
 
-use super::jsonb::JsonText;
-use super::pool::{TransactionPermit, no_answer};
-use super::sql_values::{Param, Rows, cell};
-use super::workflow::{Status, WorkflowId, refusal, vanished};
-use super::{Engine, EngineError};
+use crate::engine::connect::pool::{TransactionPermit, no_answer};
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::values::sql_values::{Param, Rows, cell};
+use crate::engine::workflow::{Status, WorkflowId, refusal, vanished};
+use crate::engine::{Engine, EngineError};
 
 /// Opens the transaction. Durable's connections plan for its own statements
 /// (generic plans, index access: see "Generic plans, index access" in

@@ -22,8 +22,8 @@ use std::time::Duration;
 use deadpool_postgres::{Object, Pool};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use super::error::EngineError;
-use super::pool;
+use crate::engine::connect::pool;
+use crate::engine::error::EngineError;
 
 /// What the probe is doing, for errors.
 const CONTEXT: &str = "checking that the connection is a Postgres session (not a transaction-mode pooler)";

@@ -21,7 +21,7 @@ use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, SignatureScheme};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::error::EngineError;
+use crate::engine::error::EngineError;
 
 /// The connector every connection of the engine goes through.
 pub(crate) type Connector = MakeRustlsConnect;

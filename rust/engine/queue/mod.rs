@@ -12,16 +12,19 @@
 //! overspend a shared budget under READ COMMITTED. The transaction is sent
 //! in one round trip (BEGIN, both statements and COMMIT pipelined).
 
+pub(super) mod recovery;
+pub(super) mod schedule;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::error::EngineError;
-use super::holds::Reservation;
-use super::jsonb::JsonText;
-use super::workflow::{Started, Status, WorkflowId, col, read_history};
-use super::{Engine, validate_name};
+use crate::engine::error::EngineError;
+use crate::engine::lease::holds::Reservation;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::workflow::{Started, Status, WorkflowId, col, read_history};
+use crate::engine::{Engine, validate_name};
 
 /// The limits `create_queue` sets. `None` keeps what the queue has (a new
 /// queue: no limit).

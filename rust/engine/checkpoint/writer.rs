@@ -36,12 +36,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::Statement;
 use tokio_postgres::types::ToSql;
 
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::pool::{checkout, no_answer};
-use super::retry::{Backoff, is_transient};
-use super::sql::Statements;
-use super::workflow::{Status, WorkflowId, col, refusal, vanished};
+use crate::engine::connect::pool::{checkout, no_answer};
+use crate::engine::connect::retry::{Backoff, is_transient};
+use crate::engine::error::EngineError;
+use crate::engine::sql::Statements;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::workflow::{Status, WorkflowId, col, refusal, vanished};
 
 /// Most records in one statement; more wait for the next flush.
 const MAX_BATCH: usize = 1000;

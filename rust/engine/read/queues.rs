@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::Engine;
-use super::error::EngineError;
-use super::moment::Moment;
-use super::workflow::col;
+use crate::engine::Engine;
+use crate::engine::error::EngineError;
+use crate::engine::values::moment::Moment;
+use crate::engine::workflow::col;
 
 /// A queue as it is now.
 #[derive(Debug, Clone, PartialEq)]

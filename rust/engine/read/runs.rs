@@ -3,13 +3,13 @@
 
 use tokio_postgres::Row;
 
-use super::Engine;
-use super::config::{show_path, validate_path};
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::moment::Moment;
-use super::tree::PATH;
-use super::workflow::col;
+use crate::engine::Engine;
+use crate::engine::connect::config::{show_path, validate_path};
+use crate::engine::error::EngineError;
+use crate::engine::read::tree::PATH;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::values::moment::Moment;
+use crate::engine::workflow::col;
 
 /// A workflow as it is now (its times as `Moment`s).
 #[derive(Debug, Clone, PartialEq, Eq)]

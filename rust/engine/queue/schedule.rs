@@ -16,10 +16,10 @@
 
 use std::time::Duration;
 
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::workflow::col;
-use super::{Engine, validate_name};
+use crate::engine::error::EngineError;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::workflow::col;
+use crate::engine::{Engine, validate_name};
 
 /// A schedule as stored: its next tick, and the database's clock when it
 /// was read (both in microseconds since the epoch).

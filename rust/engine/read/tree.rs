@@ -1,15 +1,15 @@
 //! A workflow with everything under it: its steps and its child workflows,
-//! recursively. Read-only, like the views of `info`.
+//! recursively. Read-only, like the views of `runs`.
 
 use std::collections::HashMap;
 
 use tokio_postgres::Row;
 
-use super::Engine;
-use super::config::{show_path, validate_path};
-use super::error::EngineError;
-use super::info::{COLUMNS, RunInfo, read_info};
-use super::workflow::{Kind, col};
+use crate::engine::Engine;
+use crate::engine::connect::config::{show_path, validate_path};
+use crate::engine::error::EngineError;
+use crate::engine::read::runs::{COLUMNS, RunInfo, read_info};
+use crate::engine::workflow::{Kind, col};
 
 /// A workflow and what ran under it.
 #[derive(Debug, Clone, PartialEq, Eq)]

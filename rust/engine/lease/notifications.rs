@@ -13,7 +13,7 @@ use std::sync::{Mutex, PoisonError};
 
 use tokio::sync::{broadcast, watch};
 
-use super::holds::Holds;
+use crate::engine::lease::holds::Holds;
 
 /// Messages and events remembered for receivers that are a little behind; a
 /// receiver that falls further behind looks again, which is always right.

@@ -4,89 +4,97 @@
 
 use tokio_postgres::Client;
 
-use super::config::quote;
-use super::error::EngineError;
-use super::workflow::col;
+use crate::engine::connect::config::quote;
+use crate::engine::error::EngineError;
+use crate::engine::workflow::col;
 
 /// (version, file name, SQL), in order. Append only: never edit a released file.
 const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (1, "0001_initial.sql", include_str!("../../migrations/0001_initial.sql")),
+    (
+        1,
+        "0001_initial.sql",
+        include_str!("../../../migrations/0001_initial.sql"),
+    ),
     (
         2,
         "0002_owner_grace.sql",
-        include_str!("../../migrations/0002_owner_grace.sql"),
+        include_str!("../../../migrations/0002_owner_grace.sql"),
     ),
-    (3, "0003_queues.sql", include_str!("../../migrations/0003_queues.sql")),
+    (
+        3,
+        "0003_queues.sql",
+        include_str!("../../../migrations/0003_queues.sql"),
+    ),
     (
         4,
         "0004_schedules.sql",
-        include_str!("../../migrations/0004_schedules.sql"),
+        include_str!("../../../migrations/0004_schedules.sql"),
     ),
     (
         5,
         "0005_sql_enqueue.sql",
-        include_str!("../../migrations/0005_sql_enqueue.sql"),
+        include_str!("../../../migrations/0005_sql_enqueue.sql"),
     ),
     (
         6,
         "0006_executors.sql",
-        include_str!("../../migrations/0006_executors.sql"),
+        include_str!("../../../migrations/0006_executors.sql"),
     ),
     (
         7,
         "0007_key_turns.sql",
-        include_str!("../../migrations/0007_key_turns.sql"),
+        include_str!("../../../migrations/0007_key_turns.sql"),
     ),
     (
         8,
         "0008_messages.sql",
-        include_str!("../../migrations/0008_messages.sql"),
+        include_str!("../../../migrations/0008_messages.sql"),
     ),
-    (9, "0009_waits.sql", include_str!("../../migrations/0009_waits.sql")),
+    (9, "0009_waits.sql", include_str!("../../../migrations/0009_waits.sql")),
     (
         10,
         "0010_root_indexes.sql",
-        include_str!("../../migrations/0010_root_indexes.sql"),
+        include_str!("../../../migrations/0010_root_indexes.sql"),
     ),
     (
         11,
         "0011_attempts.sql",
-        include_str!("../../migrations/0011_attempts.sql"),
+        include_str!("../../../migrations/0011_attempts.sql"),
     ),
     (
         12,
         "0012_cascade_by_trigger.sql",
-        include_str!("../../migrations/0012_cascade_by_trigger.sql"),
+        include_str!("../../../migrations/0012_cascade_by_trigger.sql"),
     ),
     (
         13,
         "0013_wake_only_waiters.sql",
-        include_str!("../../migrations/0013_wake_only_waiters.sql"),
+        include_str!("../../../migrations/0013_wake_only_waiters.sql"),
     ),
     (
         14,
         "0014_fair_claims.sql",
-        include_str!("../../migrations/0014_fair_claims.sql"),
+        include_str!("../../../migrations/0014_fair_claims.sql"),
     ),
     (
         15,
         "0015_schedule_specs_and_enqueue_checks.sql",
-        include_str!("../../migrations/0015_schedule_specs_and_enqueue_checks.sql"),
+        include_str!("../../../migrations/0015_schedule_specs_and_enqueue_checks.sql"),
     ),
     (
         16,
         "0016_message_senders.sql",
-        include_str!("../../migrations/0016_message_senders.sql"),
+        include_str!("../../../migrations/0016_message_senders.sql"),
     ),
     (
         17,
         "0017_enqueue_time_checks.sql",
-        include_str!("../../migrations/0017_enqueue_time_checks.sql"),
+        include_str!("../../../migrations/0017_enqueue_time_checks.sql"),
     ),
     (
         18,
         "0018_enqueued_by.sql",
-        include_str!("../../migrations/0018_enqueued_by.sql"),
+        include_str!("../../../migrations/0018_enqueued_by.sql"),
     ),
 ];
 

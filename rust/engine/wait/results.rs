@@ -4,10 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::error::EngineError;
-use super::jsonb::JsonText;
-use super::workflow::{Status, col};
-use super::{Engine, validate_name};
+use crate::engine::error::EngineError;
+use crate::engine::values::jsonb::JsonText;
+use crate::engine::workflow::{Status, col};
+use crate::engine::{Engine, validate_name};
 
 /// Wait between two looks at a run when no notification says it finished
 /// (one may be missed while the liveness session reconnects).

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::config::Target;
-use super::error::{EngineError, describe};
-use super::tls;
+use crate::engine::connect::config::Target;
+use crate::engine::connect::tls;
+use crate::engine::error::{EngineError, describe};
 use deadpool_postgres::{
     Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime, TimeoutType, Timeouts,
 };

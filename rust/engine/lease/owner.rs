@@ -19,13 +19,13 @@ use tokio::task::JoinHandle;
 use tokio::time::timeout;
 use tokio_postgres::{AsyncMessage, Client, Config, Notification};
 
-use super::error::EngineError;
-use super::events::Events;
-use super::holds::Holds;
-use super::pool::connect_error;
-use super::sql::{CHANNEL, Statements};
-use super::tls::Connector;
-use super::workflow::col;
+use crate::engine::connect::pool::connect_error;
+use crate::engine::connect::tls::Connector;
+use crate::engine::error::EngineError;
+use crate::engine::lease::holds::Holds;
+use crate::engine::lease::notifications::Events;
+use crate::engine::sql::{CHANNEL, Statements};
+use crate::engine::workflow::col;
 
 /// Server settings of the dedicated session: it sits idle between
 /// heartbeats, and must not be closed for that (managed Postgres often sets
@@ -237,7 +237,7 @@ impl Setup {
         }
     }
 
-    /// Acts on a notification (see `events`).
+    /// Acts on a notification (see `lease::notifications`).
     fn dispatch(&self, payload: &str) {
         self.events.dispatch(payload, &self.holds);
     }
