@@ -4,3 +4,4 @@
 pub(super) mod holds;
 pub(super) mod notifications;
 pub(super) mod owner;
+pub(super) mod release;
