@@ -109,7 +109,7 @@ impl Starter {
 
     /// Creates the root `name` or takes the existing row over (the claim
     /// rules of `sql::ROOT_CLAIM`), and returns the row, once committed.
-    pub(crate) async fn start(
+    pub(super) async fn start(
         &self,
         name: &str,
         input: &JsonText,

@@ -184,7 +184,7 @@ impl Writer {
     }
 
     /// Queues the `running` marker of a step without waiting for it.
-    pub(crate) fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
+    pub(super) fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
         self.send(Op::Step {
             workflow,
             name: name.to_owned(),
@@ -195,7 +195,7 @@ impl Writer {
     }
 
     /// Writes the `running` marker of a step; resolves once it is committed.
-    pub(crate) async fn step_started_durably(
+    pub(super) async fn step_started_durably(
         &self,
         workflow: WorkflowId,
         name: String,
@@ -212,7 +212,7 @@ impl Writer {
     }
 
     /// Saves a step's outcome; resolves once it is committed.
-    pub(crate) async fn step_finished(
+    pub(super) async fn step_finished(
         &self,
         workflow: WorkflowId,
         name: String,
@@ -230,7 +230,7 @@ impl Writer {
     }
 
     /// Saves a workflow's outcome; resolves once it is committed.
-    pub(crate) async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
+    pub(super) async fn workflow_finished(&self, workflow: WorkflowId, outcome: Outcome) -> Result<(), EngineError> {
         self.committed(|reply| Op::Workflow {
             workflow,
             outcome,

@@ -135,7 +135,7 @@ pub(crate) fn quote(schema: &str) -> String {
 
 /// A parsed DSN: the driver's settings and the TLS connector they go with.
 #[derive(Clone)]
-pub(crate) struct Target {
+pub(super) struct Target {
     pub config: tokio_postgres::Config,
     pub tls: tls::Connector,
 }
@@ -143,7 +143,7 @@ pub(crate) struct Target {
 /// Parses a DSN (URL or key=value form), filling what it leaves out from
 /// the standard `PG*` environment variables. The error never repeats the
 /// DSN, which may hold a password.
-pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<Target, EngineError> {
+pub(super) fn parse_dsn(dsn: &str, options: &Options) -> Result<Target, EngineError> {
     let home = std::env::var_os("HOME").map(PathBuf::from);
     let (config, plan) = parse_dsn_with(dsn, options, |name| std::env::var(name).ok(), home.as_deref())?;
     let tls = tls::connector(&plan)?;
@@ -151,7 +151,7 @@ pub(crate) fn parse_dsn(dsn: &str, options: &Options) -> Result<Target, EngineEr
 }
 
 /// `parse_dsn`, with the environment and the home directory given (for tests).
-pub(crate) fn parse_dsn_with(
+pub(super) fn parse_dsn_with(
     dsn: &str,
     options: &Options,
     env: impl Fn(&str) -> Option<String>,
@@ -262,7 +262,7 @@ fn fill_from_env(
 }
 
 /// "host:port" for every host of the config, for error messages. Never includes credentials.
-pub(crate) fn describe_target(config: &tokio_postgres::Config) -> String {
+pub(super) fn describe_target(config: &tokio_postgres::Config) -> String {
     let ports = config.get_ports();
     config
         .get_hosts()

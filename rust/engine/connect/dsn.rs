@@ -3,18 +3,18 @@
 //! key=value form) before tokio-postgres parses the rest.
 
 /// The parameters read here, never by tokio-postgres.
-pub(crate) const OURS: [&str; 2] = ["sslmode", "sslrootcert"];
+pub(super) const OURS: [&str; 2] = ["sslmode", "sslrootcert"];
 
 /// The DSN without our parameters, and their values (in `OURS` order).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Split {
+pub(super) struct Split {
     pub rest: String,
     pub values: [Option<String>; 2],
 }
 
 /// Takes `OURS` out of `dsn`. A DSN this cannot read is returned whole,
 /// for tokio-postgres to report what is wrong with it.
-pub(crate) fn split(dsn: &str) -> Split {
+pub(super) fn split(dsn: &str) -> Split {
     let whole = || Split {
         rest: dsn.to_owned(),
         values: [None, None],

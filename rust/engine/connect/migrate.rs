@@ -106,7 +106,7 @@ pub const LATEST_VERSION: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 const LOCK_CLASS: i32 = 0x6475_7261;
 
 /// Brings `schema` to `LATEST_VERSION`. Returns the version found before.
-pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, EngineError> {
+pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, EngineError> {
     // Fast path without the lock: many processes starting against an
     // up-to-date schema should not queue behind each other.
     if let Some(version) = current_version(client, schema).await? {
@@ -164,7 +164,7 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
 }
 
 /// Checks, without changing anything, that `schema` is at `LATEST_VERSION`.
-pub(crate) async fn require_current(client: &Client, schema: &str) -> Result<i32, EngineError> {
+pub(super) async fn require_current(client: &Client, schema: &str) -> Result<i32, EngineError> {
     let found = current_version(client, schema).await?;
     match found {
         Some(version) if version == LATEST_VERSION => Ok(version),

@@ -27,13 +27,13 @@ use deadpool_postgres::{
 
 /// Connections of the pool that transaction steps never hold: the
 /// checkpoint writer's, and one for the engine's other calls.
-pub(crate) const KEPT_FOR_THE_ENGINE: usize = 2;
+pub(super) const KEPT_FOR_THE_ENGINE: usize = 2;
 
 /// Builds the pool. Connections are opened lazily, by `checkout`; opening
 /// one (TCP, TLS, login) takes at most `connect_timeout`: tokio-postgres
 /// bounds only the TCP connect, so a server that accepts and never answers
 /// would otherwise hold a start forever.
-pub(crate) fn build(target: Target, max_size: usize, connect_timeout: Duration) -> Result<Pool, EngineError> {
+pub(super) fn build(target: Target, max_size: usize, connect_timeout: Duration) -> Result<Pool, EngineError> {
     let manager = Manager::from_config(
         target.config,
         target.tls,
@@ -119,7 +119,7 @@ pub(crate) struct Connections {
 pub(crate) type TransactionPermit = OwnedSemaphorePermit;
 
 impl Connections {
-    pub(crate) fn new(pool: Pool, target: Arc<str>) -> Self {
+    pub(super) fn new(pool: Pool, target: Arc<str>) -> Self {
         let share = pool.status().max_size.saturating_sub(KEPT_FOR_THE_ENGINE);
         Connections {
             pool,

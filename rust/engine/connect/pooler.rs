@@ -30,7 +30,7 @@ const CONTEXT: &str = "checking that the connection is a Postgres session (not a
 
 /// Fails with `TransactionPooler` when the connections of `pool` are not
 /// sessions of their own; waits at most `wait` for answers.
-pub(crate) async fn refuse_transaction_pooler(pool: &Pool, target: &str, wait: Duration) -> Result<(), EngineError> {
+pub(super) async fn refuse_transaction_pooler(pool: &Pool, target: &str, wait: Duration) -> Result<(), EngineError> {
     let a = pool::checkout(pool, target).await?;
     let b = pool::checkout(pool, target).await?;
     match tokio::time::timeout(wait, pooled(&a, &b)).await {

@@ -34,7 +34,7 @@ const SYSTEM: &str = "system";
 
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SslMode {
+pub(super) enum SslMode {
     Disable,
     Prefer,
     Require,
@@ -51,7 +51,7 @@ impl SslMode {
         SslMode::VerifyFull,
     ];
 
-    pub(crate) fn parse(value: &str) -> Result<SslMode, EngineError> {
+    pub(super) fn parse(value: &str) -> Result<SslMode, EngineError> {
         SslMode::ALL
             .into_iter()
             .find(|mode| mode.name() == value)
@@ -63,7 +63,7 @@ impl SslMode {
             })
     }
 
-    pub(crate) fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -75,7 +75,7 @@ impl SslMode {
 
     /// What tokio-postgres is told: whether to ask for TLS, and whether to
     /// go on without it. Checking the certificate is the connector's job.
-    pub(crate) fn driver(self) -> tokio_postgres::config::SslMode {
+    pub(super) fn driver(self) -> tokio_postgres::config::SslMode {
         match self {
             SslMode::Disable => tokio_postgres::config::SslMode::Disable,
             SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -86,7 +86,7 @@ impl SslMode {
 
 /// What the server's certificate is checked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Check {
+pub(super) enum Check {
     /// Encryption only: any certificate is accepted.
     Nothing,
     /// Signed by one of the roots; any host name.
@@ -97,7 +97,7 @@ pub(crate) enum Check {
 
 /// Where the trusted roots come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Roots {
+pub(super) enum Roots {
     File(PathBuf),
     System,
 }
@@ -113,7 +113,7 @@ impl fmt::Display for Roots {
 
 /// The TLS decisions for one DSN.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Plan {
+pub(super) struct Plan {
     pub mode: SslMode,
     pub check: Check,
     /// None when nothing is checked.
@@ -123,7 +123,7 @@ pub(crate) struct Plan {
 /// Decides, as libpq does, from `sslmode` and `sslrootcert` (each from the
 /// DSN or the environment): `home` is the home directory, `exists` tells
 /// whether a file exists (a parameter, for tests).
-pub(crate) fn plan(
+pub(super) fn plan(
     mode: Option<&str>,
     rootcert: Option<&str>,
     home: Option<&Path>,
@@ -193,7 +193,7 @@ fn no_root_file(mode: SslMode, rootcert: Option<&str>, home: Option<&Path>) -> E
 }
 
 /// The connector for a plan: reads the roots now, once.
-pub(crate) fn connector(plan: &Plan) -> Result<Connector, EngineError> {
+pub(super) fn connector(plan: &Plan) -> Result<Connector, EngineError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match &plan.roots {
         None => RootCertStore::empty(),
@@ -369,7 +369,7 @@ impl std::error::Error for Refusal {}
 const NO_TLS: &str = "server does not support TLS";
 
 /// A TLS failure in a connection error, explained; None for other failures.
-pub(crate) fn explain(err: &tokio_postgres::Error) -> Option<String> {
+pub(super) fn explain(err: &tokio_postgres::Error) -> Option<String> {
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
         if cause.to_string() == NO_TLS {

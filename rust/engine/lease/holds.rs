@@ -127,7 +127,7 @@ impl Holds {
     /// Learns from the database which workflows of the tree of `root_id`
     /// are cancelled (a `cancel-part` notification named it), in the
     /// background.
-    pub(crate) fn part_cancelled(&self, root_id: i64) {
+    pub(super) fn part_cancelled(&self, root_id: i64) {
         for state in self.live() {
             if state.root.id == root_id {
                 Hold(state).learn_cancels();
@@ -187,7 +187,7 @@ impl Holds {
     }
 
     /// The ids of the roots held now.
-    pub(crate) fn root_ids(&self) -> Vec<i64> {
+    pub(super) fn root_ids(&self) -> Vec<i64> {
         self.live().iter().map(|state| state.root.id).collect()
     }
 

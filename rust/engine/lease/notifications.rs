@@ -50,7 +50,7 @@ impl Events {
     }
 
     /// Acts on one notification's payload.
-    pub(crate) fn dispatch(&self, payload: &str, holds: &Holds) {
+    pub(super) fn dispatch(&self, payload: &str, holds: &Holds) {
         let mut words = payload.splitn(3, ' ');
         let (Some(schema), Some(event), Some(argument)) = (words.next(), words.next(), words.next()) else {
             return;

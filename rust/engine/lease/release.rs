@@ -22,7 +22,7 @@ impl Engine {
     }
 
     /// `release`, spawned: for drops, which cannot wait.
-    pub(crate) fn release_soon(&self, root: WorkflowId) {
+    pub(super) fn release_soon(&self, root: WorkflowId) {
         let engine = self.clone();
         self.inner.runtime.spawn(async move { engine.release(root).await });
     }

@@ -473,7 +473,7 @@ fn validate_limits(name: &str, limits: &QueueLimits) -> Result<(), EngineError> 
 
 /// Statement texts of queued execution (see `sql::Statements`).
 #[derive(Debug)]
-pub(crate) struct QueueStatements {
+pub(super) struct QueueStatements {
     pub create_queue: String,
     pub pause_queue: String,
     pub enqueue: String,
@@ -488,7 +488,7 @@ pub(crate) struct QueueStatements {
 }
 
 impl QueueStatements {
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
+    pub(super) fn new(fill: impl Fn(&str) -> String) -> Self {
         let candidates = |queue: &str, filter: &str, lock: &str, take: &str| {
             CANDIDATES
                 .replace("{filter}", filter)
@@ -596,7 +596,7 @@ const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 FOR UP
 
 /// Running roots, and cancelled ones whose holder has not stopped their
 /// body yet: what a queue's concurrency counts (index `task_busy_queue`).
-pub(crate) const BUSY: &str = "(t.status = 'running' OR (t.status = 'cancelled' AND t.owner_id IS NOT NULL))";
+pub(super) const BUSY: &str = "(t.status = 'running' OR (t.status = 'cancelled' AND t.owner_id IS NOT NULL))";
 
 /// The second statement of a claim, run after `LOCK_QUEUE` in the same
 /// transaction (so its snapshot sees every earlier claim); a paused or

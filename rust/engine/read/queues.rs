@@ -53,7 +53,7 @@ impl Engine {
     }
 }
 
-pub(crate) fn read_queue(row: &Row) -> Result<QueueInfo, EngineError> {
+pub(super) fn read_queue(row: &Row) -> Result<QueueInfo, EngineError> {
     let max_starts: Vec<i32> = col(row, "rate_max")?;
     let periods: Vec<f64> = col(row, "rate_period")?;
     let used: Vec<i64> = col(row, "rate_used")?;

@@ -158,7 +158,7 @@ impl Engine {
 
 /// A run's row as `RunInfo`; `parent` is the path of the workflow it is
 /// under (empty for a root, and for a step, whose path is its name).
-pub(crate) fn read_info(row: &Row, parent: &[String]) -> Result<RunInfo, EngineError> {
+pub(super) fn read_info(row: &Row, parent: &[String]) -> Result<RunInfo, EngineError> {
     let name: String = col(row, "name")?;
     let mut path = Vec::with_capacity(parent.len() + 1);
     path.extend_from_slice(parent);
@@ -233,7 +233,7 @@ pub(crate) const READY: &str = "ready: waiting for its turn";
 /// by the due ones before it, which the claims take first); else it only
 /// waits for its turn (`READY`). Each reason is a condition the claims
 /// check, in the same terms.
-pub(crate) const COLUMNS: &str = "
+pub(super) const COLUMNS: &str = "
 SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input, t.output, t.error, t.attempt, t.recoveries,
        t.priority, t.concurrency_key, t.version, t.created_at, t.started_at, t.completed_at, t.run_at,
        CASE

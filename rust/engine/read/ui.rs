@@ -136,7 +136,7 @@ impl BrowseStatements {
     /// `unnest($1)`, so that each is planned for its status (a constant in
     /// a custom plan): a rare status is then an index range, not a scan of
     /// every root (on a million runs: 1.5 s -> 1 ms for the seven tabs).
-    pub(crate) fn counts(&self, n: usize) -> String {
+    pub(super) fn counts(&self, n: usize) -> String {
         let each: Vec<String> = (1..=n).map(|i| self.count.replace("{i}", &i.to_string())).collect();
         format!("SELECT ARRAY[{}]::int8[] AS n", each.join(", "))
     }

@@ -85,7 +85,7 @@ SELECT EXISTS (
 
 /// The running workflow `$1` held by owner `$3` under epoch `$2`, share-locked
 /// (as the writer's fence) for the statement.
-pub(crate) const FENCE: &str = "
+pub(super) const FENCE: &str = "
 WITH fenced AS (
     SELECT w.id, w.root_id FROM {s}.task AS w
     WHERE w.id = $1 AND w.owner_id = $3::text::uuid AND w.lease_epoch = $2 AND w.status = 'running'
@@ -362,7 +362,7 @@ impl Engine {
     }
 
     /// Why the lease of `workflow` was refused, as the error to raise.
-    pub(crate) async fn refused(&self, workflow: WorkflowId, what: &str) -> EngineError {
+    pub(super) async fn refused(&self, workflow: WorkflowId, what: &str) -> EngineError {
         let owner = self.owner_id();
         let ids = [workflow.id];
         let rows = retrying!(self, what, |client| async {
