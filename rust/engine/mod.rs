@@ -82,6 +82,7 @@ pub use read::queues::{QueueInfo, RateUse};
 pub use read::runs::{RunFilter, RunInfo};
 pub use read::tree::WorkflowTree;
 pub use read::ui::{AttemptInfo, BrowseFilter, BrowsedTree, MessageInfo, ScheduleRow};
+pub use sql::{NamedStatement, statements};
 pub use values::jsonb::JsonText;
 pub use values::moment::Moment;
 pub use values::sql_values::{Cell, Param, Rows};

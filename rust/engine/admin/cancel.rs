@@ -15,6 +15,7 @@ use crate::engine::Engine;
 use crate::engine::connect::config::{show_path, validate_path};
 use crate::engine::error::EngineError;
 use crate::engine::read::tree::PATH;
+use crate::engine::sql::Sql;
 use crate::engine::wait::suspend::WAKE_ROOT;
 use crate::engine::workflow::col;
 
@@ -51,18 +52,19 @@ impl Default for CancelScope {
 ///
 /// Indexes: `task_child_name` for the children, `task_enqueued_by` for the
 /// enqueued runs.
-const CANCEL: &str = ", scope(id) AS (
+pub(crate) const CANCEL: Sql = Sql::new(
+    "{path}, scope(id) AS (
     SELECT id FROM path WHERE depth = cardinality($1::text[])
     UNION
     SELECT reached.id FROM scope, LATERAL (
-        SELECT c.id FROM {s}.task AS c
+        SELECT c.id FROM {schema}.task AS c
         WHERE $3::bool AND c.parent_id = scope.id AND c.kind = 'workflow'
         UNION ALL
-        SELECT e.id FROM {s}.task AS e
+        SELECT e.id FROM {schema}.task AS e
         WHERE $4::bool AND e.enqueued_by = scope.id AND e.parent_id IS NULL
     ) AS reached
 ), cancelled AS (
-    UPDATE {s}.task AS t
+    UPDATE {schema}.task AS t
     SET status = 'cancelled', completed_at = now(), updated_at = now()
     FROM scope
     WHERE t.id = scope.id AND t.kind = 'workflow'
@@ -81,27 +83,15 @@ SELECT c.id, c.root_id, trees.whole,
                             || c.root_id) IS NULL AS notify,  -- evaluated for its effect
        (SELECT count(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, '')))
         FROM woken WHERE made_due) AS woken
-FROM cancelled AS c JOIN trees ON trees.root_id = c.root_id";
+FROM cancelled AS c JOIN trees ON trees.root_id = c.root_id",
+)
+.with(&[("path", PATH), ("wake", WAKE_ROOT)]);
 
 /// The workflows of the tree of root `$1` that are cancelled.
-const CANCELLED_IN_TREE: &str = "
-SELECT id FROM {s}.task WHERE root_id = $1 AND kind = 'workflow' AND status = 'cancelled'";
-
-/// The statements of this module, for one schema.
-#[derive(Debug)]
-pub(crate) struct CancelStatements {
-    pub cancel: String,
-    pub cancelled_in_tree: String,
-}
-
-impl CancelStatements {
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
-        CancelStatements {
-            cancel: fill(&format!("{PATH}{CANCEL}").replace("{wake}", WAKE_ROOT)),
-            cancelled_in_tree: fill(CANCELLED_IN_TREE),
-        }
-    }
-}
+pub(crate) const CANCELLED_IN_TREE: Sql = Sql::new(
+    "
+SELECT id FROM {schema}.task WHERE root_id = $1 AND kind = 'workflow' AND status = 'cancelled'",
+);
 
 impl Engine {
     /// Cancels the workflow at `path` (the root's name, then each child's)
@@ -116,7 +106,7 @@ impl Engine {
         let schema = self.schema();
         let context = format!("cancelling workflow {}", show_path(path));
         let rows = retrying!(self, &context, |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.cancel.cancel).await?;
+            let statement = client.prepare_cached(&self.inner.sql.cancel).await?;
             client
                 .query(&statement, &[&path, &schema, &scope.children, &scope.enqueued])
                 .await
@@ -142,7 +132,7 @@ impl Engine {
     pub(crate) async fn cancelled_workflows(&self, root_id: i64) -> Result<Vec<i64>, EngineError> {
         self.check_open()?;
         let rows = retrying!(self, "reading the cancelled workflows of a tree", |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.cancel.cancelled_in_tree).await?;
+            let statement = client.prepare_cached(&self.inner.sql.cancelled_in_tree).await?;
             client.query(&statement, &[&root_id]).await
         })?;
         rows.iter().map(|row| col(row, "id")).collect()

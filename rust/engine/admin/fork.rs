@@ -3,6 +3,7 @@
 //! (`durable.fork`).
 
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::workflow::col;
 use crate::engine::{Engine, validate_name};
@@ -20,28 +21,29 @@ use crate::engine::{Engine, validate_name};
 /// and keeps its attempt at 1. Children are copied with everything under them, each row keeping
 /// its name, status, attempt, output, error and times, a step its `waiting`
 /// record (a sleep's mark), and its past attempts (`task_attempt`).
-const FORK: &str = "
+pub(crate) const FORK: Sql = Sql::new(
+    "
 WITH RECURSIVE source AS (
-    SELECT * FROM {s}.task WHERE parent_id IS NULL AND name = $1
+    SELECT * FROM {schema}.task WHERE parent_id IS NULL AND name = $1
 ), cut AS (
-    SELECT s.id FROM {s}.task AS s, source
+    SELECT s.id FROM {schema}.task AS s, source
     WHERE s.parent_id = source.id AND s.name = $3
     UNION ALL
     SELECT 0 WHERE $3::text IS NULL
 ), kept AS (
-    SELECT t.id FROM {s}.task AS t, source, cut
+    SELECT t.id FROM {schema}.task AS t, source, cut
     WHERE t.parent_id = source.id AND t.id < cut.id AND t.status = 'completed'
     UNION ALL
-    SELECT t.id FROM {s}.task AS t JOIN kept ON t.parent_id = kept.id
+    SELECT t.id FROM {schema}.task AS t JOIN kept ON t.parent_id = kept.id
 ), fresh AS (
-    SELECT nextval('{s}.task_id_seq') AS id
+    SELECT nextval('{schema}.task_id_seq') AS id
 ), mapping AS (
     -- New ids in the order of the old ones: the copies keep the order in
     -- which their originals first ran.
-    SELECT ordered.id AS old, nextval('{s}.task_id_seq') AS new
+    SELECT ordered.id AS old, nextval('{schema}.task_id_seq') AS new
     FROM (SELECT id FROM kept ORDER BY id) AS ordered
 ), forked AS (
-    INSERT INTO {s}.task (id, parent_id, root_id, kind, name, status, input, workflow, queue, priority,
+    INSERT INTO {schema}.task (id, parent_id, root_id, kind, name, status, input, workflow, queue, priority,
                           concurrency_key, run_at, lease_epoch, waiting)
     SELECT fresh.id, NULL, fresh.id, 'workflow', $2,
            CASE WHEN source.workflow IS NOT NULL THEN 'queued' ELSE 'running' END,
@@ -56,28 +58,29 @@ WITH RECURSIVE source AS (
     ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING
     RETURNING id, status, queue
 ), copied AS (
-    INSERT INTO {s}.task (id, parent_id, root_id, kind, name, status, input, output, error, attempt,
+    INSERT INTO {schema}.task (id, parent_id, root_id, kind, name, status, input, output, error, attempt,
                           created_at, started_at, completed_at, waiting)
     SELECT m.new, coalesce(parent.new, forked.id), forked.id, t.kind, t.name, t.status, t.input, t.output,
            t.error, t.attempt, t.created_at, t.started_at, t.completed_at,
            CASE WHEN t.kind = 'step' THEN t.waiting END
     FROM mapping AS m
-    JOIN {s}.task AS t ON t.id = m.old
+    JOIN {schema}.task AS t ON t.id = m.old
     LEFT JOIN mapping AS parent ON parent.old = t.parent_id
     CROSS JOIN forked
     RETURNING id
 ), history AS (
     -- (Its foreign key is checked at the statement's end, when the copies exist.)
-    INSERT INTO {s}.task_attempt (task_id, attempt, status, started_at, ended_at, replaced_at, error)
+    INSERT INTO {schema}.task_attempt (task_id, attempt, status, started_at, ended_at, replaced_at, error)
     SELECT m.new, a.attempt, a.status, a.started_at, a.ended_at, a.replaced_at, a.error
     FROM mapping AS m
-    JOIN {s}.task_attempt AS a ON a.task_id = m.old
+    JOIN {schema}.task_attempt AS a ON a.task_id = m.old
     CROSS JOIN forked
 )
 SELECT EXISTS (SELECT 1 FROM source) AS found, EXISTS (SELECT 1 FROM cut) AS cut,
        (SELECT status FROM forked) AS status, (SELECT count(*) FROM copied) AS copied,
        (SELECT left(pg_notify('durable', $5::text || ' queued ' || coalesce(queue, ''))::text, 0)
-        FROM forked WHERE status = 'queued') AS notified";
+        FROM forked WHERE status = 'queued') AS notified",
+);
 
 /// What `fork` made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,9 +138,4 @@ impl Engine {
             kept: col(&row, "copied")?,
         })
     }
-}
-
-/// The statement of `fork`, for one schema.
-pub(crate) fn statement(fill: impl Fn(&str) -> String) -> String {
-    fill(FORK)
 }

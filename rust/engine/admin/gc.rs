@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::engine::Engine;
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::workflow::col;
 
 impl Engine {
@@ -43,15 +44,17 @@ impl Engine {
 /// the cascade). The roots are locked first, skipping locked ones, and the
 /// lock rechecks the status: a root started again meanwhile (a failed run
 /// resumed) is no longer finished and stays.
-pub(crate) const GC: &str = "
+pub(crate) const GC: Sql = Sql::new(
+    "
 WITH doomed AS (
-    SELECT id FROM {s}.task
+    SELECT id FROM {schema}.task
     WHERE parent_id IS NULL AND status IN ('completed', 'failed', 'cancelled')
       AND completed_at < now() - make_interval(secs => $1::float8)
     LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), deleted AS (
-    DELETE FROM {s}.task AS t USING doomed WHERE t.root_id = doomed.id
+    DELETE FROM {schema}.task AS t USING doomed WHERE t.root_id = doomed.id
     RETURNING t.parent_id IS NULL AS is_root
 )
-SELECT count(*) FILTER (WHERE is_root) AS roots FROM deleted";
+SELECT count(*) FILTER (WHERE is_root) AS roots FROM deleted",
+);

@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::engine::lease::owner::{CONNECTED, OWNER_ALIVE};
+use crate::engine::sql::Sql;
 use crate::engine::workflow::{self, Access};
 use crate::engine::{Engine, EngineError, JsonText, Parent, Started, Status, WorkflowId, validate_name};
 
@@ -228,3 +230,181 @@ impl Engine {
         }
     }
 }
+
+// Inputs are compared as jsonb text, not with jsonb's `=`: that one calls
+// 1 and 1.0 equal, yet the workflow function would see an int on one run
+// and a float on another.
+
+/// What the start of an existing workflow row changes (`$3` the owner, and
+/// `EXCLUDED` the row the start would have inserted). `{claim}` says whether
+/// this start takes the workflow: then it becomes `running` under the new
+/// owner with the next lease epoch (fencing out the previous holder) and the
+/// next attempt. Otherwise nothing changes: a completed workflow replays, a
+/// busy or cancelled one and a different input are reported by the caller.
+const TAKE: &str = "DO UPDATE SET (status, attempt, error, owner_id, lease_epoch, workflow, started_at, updated_at,
+                      waiting, waiting_on) = (
+        SELECT CASE WHEN c.claim THEN 'running' ELSE t.status END,
+               CASE WHEN NOT c.claim THEN t.attempt WHEN t.lease_epoch = 0 THEN 1 ELSE t.attempt + 1 END,
+               CASE WHEN c.claim THEN NULL ELSE t.error END,
+               CASE WHEN c.claim THEN $3::text::uuid ELSE t.owner_id END,
+               CASE WHEN c.claim THEN t.lease_epoch + 1 ELSE t.lease_epoch END,
+               CASE WHEN c.claim THEN coalesce(t.workflow, EXCLUDED.workflow) ELSE t.workflow END,
+               CASE WHEN c.claim THEN coalesce(t.started_at, now()) ELSE t.started_at END,
+               now(),
+               -- A suspended root taken by a direct run waits no more.
+               CASE WHEN c.claim THEN NULL ELSE t.waiting END,
+               CASE WHEN c.claim THEN NULL ELSE t.waiting_on END
+        FROM (SELECT {claim} AS claim) AS c)";
+
+/// What a start statement returns of the row it created or found (read by
+/// `workflow::read_started`), `$3` being the owner; each statement adds
+/// `input_matches`, comparing the saved input with its own.
+const STARTED: &str = "t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
+              (t.owner_id IS NOT DISTINCT FROM $3::text::uuid) AS owned,
+              (t.xmax = 0) AS created,
+              extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in";
+
+/// A root may be taken when it is interrupted, failed or waiting in a queue
+/// (a direct run takes it out of the queue), has the same input and, if
+/// both name one, the same function, and no live holder has it: nobody
+/// (released, or queued), this owner (a handle of this process that ended
+/// without releasing it in the database; the engine keeps two live handles
+/// of one process apart itself), or a dead owner.
+const ROOT_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed', 'queued', 'scheduled')
+    AND t.input::text IS NOT DISTINCT FROM EXCLUDED.input::text
+    AND (t.workflow IS NULL OR EXCLUDED.workflow IS NULL OR t.workflow = EXCLUDED.workflow)
+    AND (t.status = 'failed' OR t.owner_id IS NULL OR t.owner_id = $3::text::uuid OR NOT {alive})";
+
+/// A child is started only by whoever holds its parent (fenced below), so
+/// it may always be taken when interrupted or failed.
+const CHILD_CLAIM: &str = "t.kind = 'workflow' AND t.status IN ('running', 'failed')
+    AND t.input::text IS NOT DISTINCT FROM EXCLUDED.input::text";
+
+/// One root (see `starter.rs`): $1 name, $2 input, $3 owner, $4
+/// deadline (seconds from now, or NULL), $5 the registered function
+/// (NULL: started by hand).
+pub(crate) const START_ROOT: Sql = Sql::new(
+    "INSERT INTO {schema}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                         owner_id, lease_epoch, deadline_at, workflow)
+             SELECT n.id, NULL, n.id, 'workflow', $1, 'running', $2::jsonb, now(), $3::text::uuid, 1,
+                    now() + make_interval(secs => $4::float8), $5
+             FROM (SELECT nextval('{schema}.task_id_seq') AS id) AS n
+             ON CONFLICT (name) WHERE parent_id IS NULL {take}
+             RETURNING {started}, t.name, (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches",
+)
+.with(&[
+    ("take", TAKE),
+    ("claim", ROOT_CLAIM),
+    ("alive", OWNER_ALIVE),
+    ("connected", CONNECTED),
+    ("started", STARTED),
+]);
+
+/// Many roots at once, one row per element of the arrays: $1 names
+/// (distinct, sorted, so that two processes lock rows in one order),
+/// $2 inputs, $4 deadlines, $5 the registered functions; $3 the
+/// owner. One row back per name. The inputs are compared in a join:
+/// the upsert's RETURNING sees only the table's row.
+pub(crate) const START_ROOTS: Sql = Sql::new(
+    "WITH r AS (
+                 SELECT * FROM unnest($1::text[], $2::jsonb[], $4::float8[], $5::text[])
+                     AS r(name, input, deadline, workflow)
+             ), started AS (
+                 INSERT INTO {schema}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                             owner_id, lease_epoch, deadline_at, workflow)
+                 SELECT n.id, NULL, n.id, 'workflow', n.name, 'running', n.input, now(), $3::text::uuid, 1,
+                        now() + make_interval(secs => n.deadline), n.workflow
+                 -- A subquery with a volatile output is not flattened: one id per row, for id and root_id.
+                 FROM (SELECT nextval('{schema}.task_id_seq') AS id, r.* FROM r) AS n
+                 ON CONFLICT (name) WHERE parent_id IS NULL {take}
+                 RETURNING {started}, t.name, t.input::text AS saved_input
+             )
+             SELECT s.*, (s.saved_input IS NOT DISTINCT FROM r.input::text) AS input_matches
+             FROM started AS s JOIN r ON r.name = s.name",
+)
+.with(&[
+    ("take", TAKE),
+    ("claim", ROOT_CLAIM),
+    ("alive", OWNER_ALIVE),
+    ("connected", CONNECTED),
+    ("started", STARTED),
+]);
+
+/// $1 name, $2 input, $3 owner, $4 parent id, $5 parent epoch. The
+/// parent's lease is checked and share-locked in the same statement:
+/// a parent taken over meanwhile yields no row.
+pub(crate) const START_CHILD: Sql = Sql::new(
+    "WITH parent AS (
+                 SELECT p.id, p.root_id, p.deadline_at FROM {schema}.task AS p
+                 WHERE p.id = $4 AND p.owner_id = $3::text::uuid AND p.lease_epoch = $5 AND p.status = 'running'
+                 FOR SHARE
+             )
+             INSERT INTO {schema}.task AS t (id, parent_id, root_id, kind, name, status, input, started_at,
+                                         owner_id, lease_epoch, deadline_at)
+             SELECT nextval('{schema}.task_id_seq'), parent.id, parent.root_id, 'workflow', $1, 'running',
+                    $2::jsonb, now(), $3::text::uuid, 1, parent.deadline_at
+             FROM parent
+             ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL {take}
+             RETURNING {started}, (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches",
+)
+.with(&[("take", TAKE), ("claim", CHILD_CLAIM), ("started", STARTED)]);
+
+/// Who holds the running root `$1` that a start found busy, as seen now:
+/// whether its session is connected, whether its row expired, and how many
+/// seconds of its grace are left. The first claimant to find the session
+/// gone records when (`session_lost_at`), so the grace runs from then; the
+/// mark is only set on the very session seen gone (`backend_pid`), so an
+/// owner that re-registered meanwhile keeps a clean row. No row: nobody
+/// live holds it any more (released, finished, or its owner row is gone).
+pub(crate) const HOLDER: Sql = Sql::new(
+    "
+WITH h AS (
+    SELECT o.id, o.backend_pid, o.session_lost_at, o.session_grace,
+           o.expires_at <= now() AS expired, {connected} AS connected
+    FROM {schema}.task AS t JOIN {schema}.owner AS o ON o.id = t.owner_id
+    WHERE t.parent_id IS NULL AND t.name = $1 AND t.status = 'running' AND t.owner_id <> $2::text::uuid
+), marked AS (
+    UPDATE {schema}.owner AS o SET session_lost_at = now()
+    FROM h
+    WHERE o.id = h.id AND o.backend_pid = h.backend_pid AND o.session_lost_at IS NULL
+      AND NOT h.connected AND NOT h.expired
+    RETURNING o.session_lost_at
+)
+SELECT h.connected, h.expired,
+       extract(epoch FROM coalesce((SELECT session_lost_at FROM marked), h.session_lost_at)
+                          + h.session_grace - now())::float8 AS grace_left
+FROM h",
+)
+.with(&[("connected", CONNECTED)]);
+
+/// A child of a finished parent, read as it is, to replay: nothing is taken.
+/// Same columns as the start statements. `$1` name, `$2` input, `$3` parent.
+pub(crate) const REPLAY_CHILD: Sql = Sql::new(
+    "
+SELECT t.id, t.root_id, t.kind, t.status, t.attempt, t.output, t.error, t.lease_epoch, t.workflow,
+       false AS owned, false AS created,
+       (t.input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches,
+       extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
+FROM {schema}.task AS t
+WHERE t.parent_id = $3 AND t.name = $1",
+);
+
+/// Whether the root `$1` has the input `$2` (for a start refused before its
+/// claim: a different input is the error to report, not a busy holder).
+pub(crate) const ROOT_INPUT: Sql = Sql::new(
+    "
+SELECT (input::text IS NOT DISTINCT FROM $2::jsonb::text) AS input_matches
+FROM {schema}.task WHERE parent_id IS NULL AND name = $1",
+);
+
+/// Everything a workflow's previous runs recorded under it, in one query.
+/// Outputs are sent for completed steps only. Run after the start statement
+/// committed, so it sees every write of a previous holder that got in first.
+pub(crate) const HISTORY: Sql = Sql::new(
+    "
+SELECT name, kind, status, attempt,
+       CASE WHEN kind = 'step' AND status = 'completed' THEN output END AS output,
+       error ->> 'type' AS error_type
+FROM {schema}.task
+WHERE parent_id = $1",
+);

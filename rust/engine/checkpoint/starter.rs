@@ -1,6 +1,6 @@
 //! Group commit for starting root workflows: one task per engine that sends
-//! the root starts made at the same time as one statement (`sql`'s
-//! `start_roots`; a start alone goes as `start_root`), hence one
+//! the root starts made at the same time as one statement (`start::START_ROOTS`;
+//! a start alone goes as `start::START_ROOT`), hence one
 //! transaction and one WAL flush.
 //!
 //! Why: each start was its own statement and commit, so a burst of starts
@@ -108,7 +108,7 @@ impl Starter {
     }
 
     /// Creates the root `name` or takes the existing row over (the claim
-    /// rules of `sql::ROOT_CLAIM`), and returns the row, once committed.
+    /// rules of `start::ROOT_CLAIM`), and returns the row, once committed.
     pub(super) async fn start(
         &self,
         name: &str,

@@ -13,7 +13,7 @@
 //! step's marker and its result cost one round trip between them, not two.
 //! Measured on one workflow of 1000 sequential steps: 1750 -> 2300 steps/s.
 //!
-//! Every record is fenced on its workflow's lease (see `sql::FLUSH`). When a
+//! Every record is fenced on its workflow's lease (see `FLUSH`). When a
 //! connection breaks mid-batch the batch is sent again on a fresh one: the
 //! statement is idempotent under the same lease epoch, so a batch that did
 //! commit before the break changes nothing the second time.
@@ -39,7 +39,7 @@ use tokio_postgres::types::ToSql;
 use crate::engine::connect::pool::{checkout, no_answer};
 use crate::engine::connect::retry::{Backoff, is_transient};
 use crate::engine::error::EngineError;
-use crate::engine::sql::Statements;
+use crate::engine::sql::{Sql, Statements};
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::workflow::{Status, WorkflowId, col, refusal, vanished};
 
@@ -931,6 +931,85 @@ impl StepRecord {
         self.reply = reply;
     }
 }
+
+/// One group commit: every queued step record and workflow result in one
+/// statement, hence one transaction and one WAL flush.
+///
+/// * `$1..$8` step rows (parent, root, name, status, attempt, output, error,
+///   parent's lease epoch). A row is written only if its workflow is still
+///   running under this owner and epoch (the fence); the workflow row is
+///   share-locked until commit, so a takeover waits for this write or this
+///   write sees the takeover. A `running` row (the marker written before a
+///   step's body runs) never overwrites a finished row of the same or a later
+///   attempt, so markers and results commute.
+/// * `$9..$13` workflow results (id, status, output, error, epoch), fenced the
+///   same way. Writing the same status again under the same epoch succeeds,
+///   so a batch retried after a lost connection is idempotent.
+/// * A root that finishes is announced (`<schema> done <id>`, `$16` the
+///   schema) to executors and to whoever waits for its result.
+/// * `$14` the owner. `$15` the `synchronous_commit` setting for this
+///   transaction: `off` when the batch holds only markers nobody waits for.
+///   Such a marker costs no fsync of its own; it becomes durable with the next
+///   synchronous commit (WAL is flushed in order), and losing it in a crash
+///   only loses the knowledge that a step had started, which a re-run
+///   tolerates by design.
+///
+/// Returns one row per applied record: ('s', parent, name) or ('w', id, NULL).
+pub(crate) const FLUSH: Sql = Sql::new(
+    "
+WITH durability AS (
+    SELECT set_config('synchronous_commit', $15, true)
+), fenced AS (
+    SELECT r.* FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int4[],
+                           $6::jsonb[], $7::jsonb[], $8::int8[])
+                    AS r(parent_id, root_id, name, status, attempt, output, error, epoch)
+    JOIN {schema}.task AS w ON w.id = r.parent_id
+    WHERE w.owner_id = $14::text::uuid AND w.lease_epoch = r.epoch AND w.status = 'running'
+    FOR SHARE OF w
+), steps AS (
+    INSERT INTO {schema}.task AS t (parent_id, root_id, kind, name, status, attempt, output, error,
+                               started_at, completed_at)
+    SELECT r.parent_id, r.root_id, 'step', r.name, r.status, r.attempt, r.output, r.error,
+           now(), CASE WHEN r.status <> 'running' THEN now() END
+    FROM fenced AS r, durability
+    ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
+        status = EXCLUDED.status,
+        attempt = EXCLUDED.attempt,
+        output = EXCLUDED.output,
+        error = CASE WHEN EXCLUDED.status = 'running' THEN t.error ELSE EXCLUDED.error END,
+        -- A new attempt starts now, even when its marker was merged into its outcome.
+        started_at = CASE WHEN EXCLUDED.status = 'running' OR t.attempt < EXCLUDED.attempt
+                          THEN now() ELSE t.started_at END,
+        completed_at = EXCLUDED.completed_at,
+        updated_at = now()
+    WHERE t.kind = 'step'
+      AND (EXCLUDED.status <> 'running' OR t.attempt < EXCLUDED.attempt)
+    RETURNING t.parent_id, t.name
+), workflows AS (
+    UPDATE {schema}.task AS t
+    SET status = w.status, output = w.output, error = w.error,
+        completed_at = now(), updated_at = now()
+    FROM unnest($9::bigint[], $10::text[], $11::jsonb[], $12::jsonb[], $13::int8[])
+             AS w(id, status, output, error, epoch),
+         durability
+    WHERE t.id = w.id AND t.kind = 'workflow'
+      AND t.owner_id = $14::text::uuid AND t.lease_epoch = w.epoch
+      AND (t.status = 'running' OR t.status = w.status)
+    RETURNING t.id, t.parent_id IS NULL AS is_root
+)
+SELECT 's' AS kind, parent_id AS id, name FROM steps
+UNION ALL
+SELECT 'w', id, CASE WHEN is_root THEN left(pg_notify('durable', $16::text || ' done ' || id)::text, 0) END
+FROM workflows",
+);
+
+/// Why writes to these workflows were refused: their status and holder.
+pub(crate) const DIAGNOSE: Sql = Sql::new(
+    "
+SELECT id, status, (owner_id IS NOT DISTINCT FROM $2::text::uuid) AS ours, lease_epoch
+FROM {schema}.task
+WHERE id = ANY($1)",
+);
 
 #[cfg(test)]
 mod tests {

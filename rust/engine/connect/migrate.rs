@@ -6,6 +6,7 @@ use tokio_postgres::Client;
 
 use crate::engine::connect::config::quote;
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::workflow::col;
 
 /// (version, file name, SQL), in order. Append only: never edit a released file.
@@ -120,42 +121,27 @@ pub(super) async fn migrate(client: &mut Client, schema: &str) -> Result<i32, En
         .transaction()
         .await
         .map_err(|e| EngineError::database(context("begin"), &e))?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-        &[&LOCK_CLASS, &schema],
-    )
-    .await
-    .map_err(|e| EngineError::database(context("waiting for the migration lock"), &e))?;
-    let quoted = quote(schema);
-    tx.batch_execute(&format!(
-        "CREATE SCHEMA IF NOT EXISTS {quoted};
-         CREATE TABLE IF NOT EXISTS {quoted}.migration (
-             version    integer PRIMARY KEY,
-             name       text NOT NULL,
-             applied_at timestamptz NOT NULL DEFAULT now()
-         );"
-    ))
-    .await
-    .map_err(|e| EngineError::database(context("creating the migration table"), &e))?;
+    tx.execute(&LOCK.fill(schema), &[&LOCK_CLASS, &schema])
+        .await
+        .map_err(|e| EngineError::database(context("waiting for the migration lock"), &e))?;
+    tx.batch_execute(&CREATE.fill(schema))
+        .await
+        .map_err(|e| EngineError::database(context("creating the migration table"), &e))?;
     let row = tx
-        .query_one(
-            &format!("SELECT coalesce(max(version), 0) AS version FROM {quoted}.migration"),
-            &[],
-        )
+        .query_one(&VERSION.fill(schema), &[])
         .await
         .map_err(|e| EngineError::database(context("reading the version"), &e))?;
     let found: i32 = col(&row, "version")?;
     check_not_newer(schema, found)?;
     for &(version, name, sql) in MIGRATIONS.iter().filter(|(v, _, _)| *v > found) {
-        tx.batch_execute(&format!("SET LOCAL search_path TO {quoted}, pg_catalog;\n{sql}"))
+        // The migration files name no schema: it is the first of the search path.
+        let search_path = format!("SET LOCAL search_path TO {}, pg_catalog;\n", quote(schema));
+        tx.batch_execute(&(search_path + sql))
             .await
             .map_err(|e| EngineError::database(context(&format!("applying {name}")), &e))?;
-        tx.execute(
-            &format!("INSERT INTO {quoted}.migration (version, name) VALUES ($1, $2)"),
-            &[&version, &name],
-        )
-        .await
-        .map_err(|e| EngineError::database(context(&format!("recording {name}")), &e))?;
+        tx.execute(&RECORD.fill(schema), &[&version, &name])
+            .await
+            .map_err(|e| EngineError::database(context(&format!("recording {name}")), &e))?;
     }
     tx.commit()
         .await
@@ -180,23 +166,14 @@ pub(super) async fn require_current(client: &Client, schema: &str) -> Result<i32
 /// The applied version, or `None` when the schema has no migration table yet.
 async fn current_version(client: &Client, schema: &str) -> Result<Option<i32>, EngineError> {
     let row = client
-        .query_one(
-            "SELECT to_regclass(format('%I.migration', $1::text)) IS NOT NULL AS present",
-            &[&schema],
-        )
+        .query_one(&PRESENT.fill(schema), &[&schema])
         .await
         .map_err(|e| EngineError::database(format!("reading the version of schema {schema:?}"), &e))?;
     if !col::<bool>(&row, "present")? {
         return Ok(None);
     }
     let row = client
-        .query_one(
-            &format!(
-                "SELECT coalesce(max(version), 0) AS version FROM {}.migration",
-                quote(schema)
-            ),
-            &[],
-        )
+        .query_one(&VERSION.fill(schema), &[])
         .await
         .map_err(|e| EngineError::database(format!("reading the version of schema {schema:?}"), &e))?;
     Ok(Some(col(&row, "version")?))
@@ -212,6 +189,31 @@ fn check_not_newer(schema: &str, found: i32) -> Result<(), EngineError> {
     }
     Ok(())
 }
+
+/// Waits for the migration lock of the schema (`$1` its class, `$2` the
+/// schema), until the transaction ends.
+pub(crate) const LOCK: Sql = Sql::new("SELECT pg_advisory_xact_lock($1, hashtext($2))");
+
+/// The schema and its table of applied migrations, if missing. Two
+/// statements, sent as one simple query; not a prepared statement, so not
+/// in the registry (the statements test runs the migrations).
+const CREATE: Sql = Sql::new(
+    "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.migration (
+             version    integer PRIMARY KEY,
+             name       text NOT NULL,
+             applied_at timestamptz NOT NULL DEFAULT now()
+         );",
+);
+
+/// Whether the schema `$1` has its table of migrations.
+pub(crate) const PRESENT: Sql = Sql::new("SELECT to_regclass(format('%I.migration', $1::text)) IS NOT NULL AS present");
+
+/// The schema's version: its last migration applied (0: none).
+pub(crate) const VERSION: Sql = Sql::new("SELECT coalesce(max(version), 0) AS version FROM {schema}.migration");
+
+/// Records that the migration `$1` (named `$2`) was applied.
+pub(crate) const RECORD: Sql = Sql::new("INSERT INTO {schema}.migration (version, name) VALUES ($1, $2)");
 
 #[cfg(test)]
 mod tests {

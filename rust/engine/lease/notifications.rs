@@ -3,7 +3,7 @@
 //! whoever waits for a result), messages sent and events set (for `recv`
 //! and `get_event`).
 //!
-//! Every notification of durable goes to one channel (`sql::CHANNEL`) with
+//! Every notification of durable goes to one channel (`CHANNEL`) with
 //! the payload `<schema> <event> <argument>`; engines of other schemas
 //! ignore it. Events arrive on the owner's liveness session, which every
 //! engine keeps anyway: no connection is added for them.
@@ -14,6 +14,10 @@ use std::sync::{Mutex, PoisonError};
 use tokio::sync::{broadcast, watch};
 
 use crate::engine::lease::holds::Holds;
+
+/// The channel of every notification durable sends (`LISTEN durable`). The
+/// payload names the schema first, so engines of other schemas ignore it.
+pub(crate) const CHANNEL: &str = "durable";
 
 /// Messages and events remembered for receivers that are a little behind; a
 /// receiver that falls further behind looks again, which is always right.

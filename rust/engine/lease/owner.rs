@@ -23,8 +23,9 @@ use crate::engine::connect::pool::connect_error;
 use crate::engine::connect::tls::Connector;
 use crate::engine::error::EngineError;
 use crate::engine::lease::holds::Holds;
+use crate::engine::lease::notifications::CHANNEL;
 use crate::engine::lease::notifications::Events;
-use crate::engine::sql::{CHANNEL, Statements};
+use crate::engine::sql::{Sql, Statements};
 use crate::engine::workflow::col;
 
 /// Server settings of the dedicated session: it sits idle between
@@ -242,3 +243,72 @@ impl Setup {
         self.events.dispatch(payload, &self.holds);
     }
 }
+
+/// True while the owner of row `t` is alive: its row has not expired, and
+/// its dedicated session still exists or has been gone for less than its
+/// grace. A killed process's session is gone as soon as the server sees its
+/// socket close; the grace (set from when a claimant first saw it gone, see
+/// `checkpoint::start::HOLDER`) lets a live process whose session merely dropped re-register
+/// first; the expiry covers hung processes and partitions. An owner without
+/// grace (`session_grace` 0) is alive only while its session exists, so the
+/// first claim after its crash takes over. (`backend_start`
+/// is compared when visible, against pid reuse; other users' sessions show
+/// it as NULL.)
+pub(crate) const OWNER_ALIVE: &str = "EXISTS (
+    SELECT 1 FROM {schema}.owner AS o
+    WHERE o.id = t.owner_id AND o.expires_at > now()
+      AND ((o.session_grace > interval '0'
+            AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace))
+           OR {connected}))";
+
+/// True while the dedicated session of owner `o` exists.
+pub(crate) const CONNECTED: &str = "EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = o.backend_pid
+      AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start))";
+
+/// Registers this process as an owner (`$1` NULL: a new id), or re-registers
+/// it after its session was replaced, clearing any mark of the old session
+/// being gone. Runs on the owner's dedicated session. `$2` host, `$3`
+/// process id, `$4` lease seconds, `$5` grace seconds.
+pub(crate) const REGISTER: Sql = Sql::new(
+    "
+INSERT INTO {schema}.owner AS o (id, backend_pid, backend_start, host, pid, expires_at, session_grace)
+SELECT coalesce($1::text::uuid, gen_random_uuid()), pg_backend_pid(),
+       (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
+       $2, $3, now() + make_interval(secs => $4::float8), make_interval(secs => $5::float8)
+ON CONFLICT (id) DO UPDATE SET
+    backend_pid = EXCLUDED.backend_pid,
+    backend_start = EXCLUDED.backend_start,
+    expires_at = EXCLUDED.expires_at,
+    session_grace = EXCLUDED.session_grace,
+    session_lost_at = NULL
+RETURNING id::text",
+);
+
+/// The heartbeat: extends every lease of the owner `$1` by `$2` seconds at
+/// once (run on its own session, it also proves that session alive, so any
+/// mark of it being gone is cleared). Also removes owners expired for a
+/// day, so the table stays small.
+pub(crate) const HEARTBEAT: Sql = Sql::new(
+    "
+WITH renewed AS (
+    UPDATE {schema}.owner SET expires_at = now() + make_interval(secs => $2::float8), session_lost_at = NULL
+    WHERE id = $1::text::uuid AND backend_pid = pg_backend_pid()
+    RETURNING id
+), purged AS (
+    DELETE FROM {schema}.owner WHERE expires_at < now() - interval '1 day'
+)
+SELECT count(*) AS renewed FROM renewed",
+);
+
+/// Gives up every lease of owner `$1` at once (a clean shutdown).
+pub(crate) const RELEASE: Sql = Sql::new("UPDATE {schema}.owner SET expires_at = now() WHERE id = $1::text::uuid");
+
+/// The cancelled workflows of the trees of the roots `$1`: for a holder
+/// that was away from its session when the notifications went out (their
+/// handles stop; see `holds`).
+pub(crate) const CANCELLED: Sql = Sql::new(
+    "
+SELECT id, root_id FROM {schema}.task WHERE root_id = ANY($1) AND kind = 'workflow' AND status = 'cancelled'",
+);

@@ -12,6 +12,7 @@
 //! overspend a shared budget under READ COMMITTED. The transaction is sent
 //! in one round trip (BEGIN, both statements and COMMIT pipelined).
 
+pub(super) mod executors;
 pub(super) mod recovery;
 pub(super) mod schedule;
 
@@ -22,6 +23,7 @@ use tokio_postgres::Row;
 
 use crate::engine::error::EngineError;
 use crate::engine::lease::holds::Reservation;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::workflow::{Started, Status, WorkflowId, col, read_history};
 use crate::engine::{Engine, validate_name};
@@ -120,7 +122,7 @@ impl Engine {
         let sql = &self.inner.sql;
         let schema = self.schema();
         retrying!(self, &format!("creating queue {name:?}"), |client| async {
-            let statement = client.prepare_cached(&sql.queue.create_queue).await?;
+            let statement = client.prepare_cached(&sql.create_queue).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] = [
                 &name,
                 &limits.concurrency,
@@ -144,7 +146,7 @@ impl Engine {
         let schema = self.schema();
         let sql = &self.inner.sql;
         retrying!(self, &format!("pausing or resuming queue {name:?}"), |client| async {
-            let statement = client.prepare_cached(&sql.queue.pause_queue).await?;
+            let statement = client.prepare_cached(&sql.pause_queue).await?;
             client.execute(&statement, &[&name, &paused, &schema]).await
         })?;
         Ok(())
@@ -184,7 +186,7 @@ impl Engine {
             runs => format!("enqueueing {} runs of {:?}", runs.len(), request.workflow),
         };
         let rows = retrying!(self, &what, |client| async {
-            let statement = client.prepare_cached(&sql.queue.enqueue).await?;
+            let statement = client.prepare_cached(&sql.enqueue).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &run_names,
                 &inputs,
@@ -256,11 +258,11 @@ impl Engine {
         };
         let sql = &self.inner.sql;
         let rows = retrying!(self, &format!("claiming runs of queue {queue:?}"), |client| async {
-            let lock = client.prepare_cached(&sql.queue.lock_queue).await?;
+            let lock = client.prepare_cached(&sql.lock_queue).await?;
             let text = if queue.is_some() {
-                &sql.queue.claim
+                &sql.claim
             } else {
-                &sql.queue.claim_unqueued
+                &sql.claim_unqueued
             };
             let claim = client.prepare_cached(text).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
@@ -379,7 +381,7 @@ impl Engine {
         let schema = self.schema();
         let sql = &self.inner.sql;
         let failed = retrying!(self, "failing a run that cannot be started", |client| async {
-            let statement = client.prepare_cached(&sql.queue.fail_unstartable).await?;
+            let statement = client.prepare_cached(&sql.fail_unstartable).await?;
             client
                 .execute(&statement, &[&workflow.id, &owner, &workflow.epoch, &reason, &schema])
                 .await
@@ -412,7 +414,7 @@ impl Engine {
         let schema = self.schema();
         let sql = &self.inner.sql;
         let rows = retrying!(self, &format!("resuming workflow {name:?}"), |client| async {
-            let statement = client.prepare_cached(&sql.queue.resume).await?;
+            let statement = client.prepare_cached(&sql.resume).await?;
             client.query(&statement, &[&name, &schema]).await
         })?;
         if rows.is_empty() {
@@ -443,7 +445,7 @@ impl Engine {
         let sql = &self.inner.sql;
         let since = since.as_secs_f64();
         let row = retrying!(self, "looking for delayed runs", |client| async {
-            let statement = client.prepare_cached(&sql.queue.next_due).await?;
+            let statement = client.prepare_cached(&sql.next_due).await?;
             client.query_one(&statement, &[&workflows, &version, &since]).await
         })?;
         Ok(col::<Option<f64>>(&row, "due_in")?.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()))
@@ -471,67 +473,14 @@ fn validate_limits(name: &str, limits: &QueueLimits) -> Result<(), EngineError> 
     Ok(())
 }
 
-/// Statement texts of queued execution (see `sql::Statements`).
-#[derive(Debug)]
-pub(super) struct QueueStatements {
-    pub create_queue: String,
-    pub pause_queue: String,
-    pub enqueue: String,
-    pub lock_queue: String,
-    pub claim: String,
-    pub claim_unqueued: String,
-    pub fail_unstartable: String,
-    pub waiting_rank: String,
-    pub waiting_rank_unqueued: String,
-    pub next_due: String,
-    pub resume: String,
-}
-
-impl QueueStatements {
-    pub(super) fn new(fill: impl Fn(&str) -> String) -> Self {
-        let candidates = |queue: &str, filter: &str, lock: &str, take: &str| {
-            CANDIDATES
-                .replace("{filter}", filter)
-                .replace("{lock}", lock)
-                .replace("{take}", take)
-                .replace("{busy}", BUSY)
-                .replace("{queue}", queue)
-        };
-        let claim = |queue: &str| {
-            let candidates = candidates(
-                queue,
-                CLAIM_FILTER,
-                "FOR UPDATE OF t SKIP LOCKED",
-                "(SELECT n FROM budget)",
-            );
-            fill(&CLAIM.replace("{candidates}", &candidates))
-        };
-        let rank =
-            |queue: &str| fill(&WAITING_RANK.replace("{candidates}", &candidates(queue, RANK_FILTER, "", "$2::int8")));
-        QueueStatements {
-            create_queue: fill(CREATE_QUEUE),
-            pause_queue: fill(PAUSE_QUEUE),
-            enqueue: fill(ENQUEUE),
-            lock_queue: fill(LOCK_QUEUE),
-            // Two texts, not `IS NOT DISTINCT FROM`: that one cannot use the index.
-            claim: claim("t.queue = $1"),
-            claim_unqueued: claim("t.queue IS NULL AND $1::text IS NULL"),
-            fail_unstartable: fill(FAIL_UNSTARTABLE),
-            waiting_rank: rank("t.queue = $1"),
-            waiting_rank_unqueued: rank("t.queue IS NULL AND $1::text IS NULL"),
-            next_due: fill(NEXT_DUE),
-            resume: fill(RESUME),
-        }
-    }
-}
-
 /// Creates a queue or updates the limits given. `$1` name, `$2` concurrency
 /// and `$3` per-key concurrency (NULL: keep), `$4` whether to replace the
 /// rate windows with `$5` (max starts) and `$6` (periods, seconds). Wakes
 /// the executors (`$7` the schema): raised limits may free runs.
-const CREATE_QUEUE: &str = "
+pub(crate) const CREATE_QUEUE: Sql = Sql::new(
+    "
 WITH queue AS (
-    INSERT INTO {s}.task_queue AS q (name, max_concurrency, concurrency_per_key)
+    INSERT INTO {schema}.task_queue AS q (name, max_concurrency, concurrency_per_key)
     VALUES ($1, $2, $3)
     ON CONFLICT (name) DO UPDATE SET
         max_concurrency = coalesce($2, q.max_concurrency),
@@ -541,21 +490,24 @@ WITH queue AS (
     SELECT r.max_starts, make_interval(secs => r.secs) AS period
     FROM unnest($5::int4[], $6::float8[]) AS r(max_starts, secs)
 ), dropped AS (
-    DELETE FROM {s}.task_queue_rate AS x
+    DELETE FROM {schema}.task_queue_rate AS x
     WHERE $4 AND x.queue = $1 AND x.period NOT IN (SELECT period FROM rates)
 ), kept AS (
-    INSERT INTO {s}.task_queue_rate (queue, max_starts, period)
+    INSERT INTO {schema}.task_queue_rate (queue, max_starts, period)
     SELECT $1, max_starts, period FROM rates WHERE $4
     ON CONFLICT (queue, period) DO UPDATE SET max_starts = EXCLUDED.max_starts
 )
-SELECT name, left(pg_notify('durable', $7::text || ' queued ' || name)::text, 0) AS notify FROM queue";
+SELECT name, left(pg_notify('durable', $7::text || ' queued ' || name)::text, 0) AS notify FROM queue",
+);
 
 /// Pauses (`$2` true) or resumes the queue `$1`, creating it if need be; a
 /// resumed queue wakes the executors (`$3` the schema).
-const PAUSE_QUEUE: &str = "
-INSERT INTO {s}.task_queue AS q (name, paused) VALUES ($1, $2)
+pub(crate) const PAUSE_QUEUE: Sql = Sql::new(
+    "
+INSERT INTO {schema}.task_queue AS q (name, paused) VALUES ($1, $2)
 ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused
-RETURNING name, CASE WHEN NOT paused THEN left(pg_notify('durable', $3::text || ' queued ' || name)::text, 0) END";
+RETURNING name, CASE WHEN NOT paused THEN left(pg_notify('durable', $3::text || ' queued ' || name)::text, 0) END",
+);
 
 /// Queues runs: `$1` names, `$2` inputs (one each), `$3` function, `$4`
 /// queue (created if missing, without limits), `$5` delay in seconds or `$9`
@@ -565,20 +517,21 @@ RETURNING name, CASE WHEN NOT paused THEN left(pg_notify('durable', $3::text || 
 /// (enqueueing is idempotent: its `enqueued_by` too), with its function and
 /// whether its input matches. Rows are inserted in name order, so that two statements with
 /// names in common lock them in one order.
-const ENQUEUE: &str = "
+pub(crate) const ENQUEUE: Sql = Sql::new(
+    "
 WITH queue AS (
-    INSERT INTO {s}.task_queue (name) VALUES ($4) ON CONFLICT (name) DO NOTHING RETURNING name
+    INSERT INTO {schema}.task_queue (name) VALUES ($4) ON CONFLICT (name) DO NOTHING RETURNING name
 ), due AS (
     SELECT coalesce($9::text::timestamptz, now() + make_interval(secs => $5::float8)) AS at
 ), asked AS (
     SELECT r.name, r.input FROM unnest($1::text[], $2::jsonb[]) AS r(name, input)
 ), made AS (
-    INSERT INTO {s}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
+    INSERT INTO {schema}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
                                run_at, priority, concurrency_key, lease_epoch, enqueued_by)
     SELECT n.id, NULL, n.id, 'workflow', n.name,
            CASE WHEN due.at > now() THEN 'scheduled' ELSE 'queued' END,
            n.input, $3, $4, due.at, $6, $7, 0, $10::int8
-    FROM (SELECT nextval('{s}.task_id_seq') AS id, a.name, a.input FROM asked AS a ORDER BY a.name) AS n, due
+    FROM (SELECT nextval('{schema}.task_id_seq') AS id, a.name, a.input FROM asked AS a ORDER BY a.name) AS n, due
     ORDER BY n.name
     ON CONFLICT (name) WHERE parent_id IS NULL DO UPDATE SET updated_at = t.updated_at
     RETURNING t.id, t.name, t.status, t.workflow, (t.xmax = 0) AS created, t.input
@@ -588,11 +541,12 @@ SELECT made.id, made.name, made.status, made.workflow, made.created,
        (SELECT count(*) FROM queue) AS queue_created,
        (SELECT left(pg_notify('durable', $8::text || ' queued ' || $4)::text, 0)
         FROM made WHERE made.created LIMIT 1) AS woken
-FROM made JOIN asked AS a ON a.name = made.name";
+FROM made JOIN asked AS a ON a.name = made.name",
+);
 
 /// The first statement of a claim: locks the queue `$1`. Claims of one
 /// queue wait for each other here, and a pause waits for the claim.
-const LOCK_QUEUE: &str = "SELECT name FROM {s}.task_queue WHERE name = $1 FOR UPDATE";
+pub(crate) const LOCK_QUEUE: Sql = Sql::new("SELECT name FROM {schema}.task_queue WHERE name = $1 FOR UPDATE");
 
 /// Running roots, and cancelled ones whose holder has not stopped their
 /// body yet: what a queue's concurrency counts (index `task_busy_queue`).
@@ -624,7 +578,7 @@ WITH RECURSIVE {candidates}, chosen AS (
     ORDER BY r.priority DESC, r.place, greatest(r.run_at, r.last_started), r.id
     LIMIT (SELECT n FROM budget)
 ), claimed AS (
-    UPDATE {s}.task AS t
+    UPDATE {schema}.task AS t
     SET status = 'running', owner_id = $4::text::uuid, lease_epoch = t.lease_epoch + 1,
         -- A run woken from a suspension goes on with the same attempt.
         attempt = CASE WHEN t.lease_epoch = 0 THEN 1 WHEN t.waiting IS NOT NULL THEN t.attempt ELSE t.attempt + 1 END,
@@ -637,15 +591,15 @@ WITH RECURSIVE {candidates}, chosen AS (
               t.concurrency_key,
               extract(epoch FROM t.deadline_at - now())::float8 AS deadline_in
 ), served AS (
-    INSERT INTO {s}.task_queue_key AS turn (queue, key, last_started)
+    INSERT INTO {schema}.task_queue_key AS turn (queue, key, last_started)
     SELECT DISTINCT $1, c.concurrency_key, clock.now FROM claimed AS c, clock
     WHERE $1::text IS NOT NULL AND c.concurrency_key IS NOT NULL
     ON CONFLICT (queue, key) DO UPDATE SET last_started = EXCLUDED.last_started
 ), started AS (
-    INSERT INTO {s}.task_queue_start (queue, started_at)
+    INSERT INTO {schema}.task_queue_start (queue, started_at)
     SELECT $1, clock.now FROM claimed, clock, rate WHERE rate.longest IS NOT NULL
 ), pruned AS (
-    DELETE FROM {s}.task_queue_start AS s
+    DELETE FROM {schema}.task_queue_start AS s
     USING clock, rate
     WHERE s.queue = $1 AND s.started_at <= clock.now - coalesce(rate.longest, interval '0')
 )
@@ -660,16 +614,16 @@ SELECT * FROM claimed";
 const CANDIDATES: &str = "clock AS (
     SELECT clock_timestamp() AS now
 ), queue AS (
-    SELECT q.max_concurrency, q.concurrency_per_key, q.paused FROM {s}.task_queue AS q WHERE q.name = $1
+    SELECT q.max_concurrency, q.concurrency_per_key, q.paused FROM {schema}.task_queue AS q WHERE q.name = $1
 ), busy AS (
-    SELECT t.concurrency_key AS key, count(*)::int AS n FROM {s}.task AS t
+    SELECT t.concurrency_key AS key, count(*)::int AS n FROM {schema}.task AS t
     WHERE t.queue = $1 AND {busy} AND t.queue IS NOT NULL AND t.parent_id IS NULL
     GROUP BY t.concurrency_key
 ), rate AS (
-    SELECT min(r.max_starts - (SELECT count(*) FROM {s}.task_queue_start AS s, clock
+    SELECT min(r.max_starts - (SELECT count(*) FROM {schema}.task_queue_start AS s, clock
                                WHERE s.queue = $1 AND s.started_at > clock.now - r.period))::int AS left,
            max(r.period) AS longest
-    FROM {s}.task_queue_rate AS r WHERE r.queue = $1
+    FROM {schema}.task_queue_rate AS r WHERE r.queue = $1
 ), budget AS (
     SELECT CASE WHEN $1::text IS NOT NULL AND NOT EXISTS (SELECT FROM queue WHERE NOT queue.paused) THEN 0
                 ELSE greatest(0, least($2::int8,
@@ -678,12 +632,12 @@ const CANDIDATES: &str = "clock AS (
                                        coalesce(rate.left, $2::int8))) END AS n
     FROM rate
 ), keys(key) AS (
-    (SELECT t.concurrency_key FROM {s}.task AS t
+    (SELECT t.concurrency_key FROM {schema}.task AS t
      WHERE t.queue = $1 AND t.concurrency_key IS NOT NULL
        AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
      ORDER BY t.concurrency_key LIMIT 1)
     UNION ALL
-    SELECT (SELECT t.concurrency_key FROM {s}.task AS t
+    SELECT (SELECT t.concurrency_key FROM {schema}.task AS t
             WHERE t.queue = $1 AND t.concurrency_key > keys.key
               AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
             ORDER BY t.concurrency_key LIMIT 1)
@@ -691,7 +645,7 @@ const CANDIDATES: &str = "clock AS (
 ), heads AS (
     SELECT h.* FROM keys AS k
     CROSS JOIN LATERAL (
-        SELECT t.id, t.concurrency_key, t.priority, t.run_at FROM {s}.task AS t
+        SELECT t.id, t.concurrency_key, t.priority, t.run_at FROM {schema}.task AS t
         WHERE t.queue = $1 AND t.concurrency_key = k.key
           AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
           AND t.run_at <= (SELECT now FROM clock) AND {filter}
@@ -704,7 +658,7 @@ const CANDIDATES: &str = "clock AS (
     ) AS h
     WHERE k.key IS NOT NULL
 ), unkeyed AS (
-    SELECT t.id, t.priority, t.run_at FROM {s}.task AS t
+    SELECT t.id, t.priority, t.run_at FROM {schema}.task AS t
     WHERE {queue} AND t.concurrency_key IS NULL
       AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
       AND t.run_at <= (SELECT now FROM clock) AND {filter}
@@ -716,7 +670,7 @@ const CANDIDATES: &str = "clock AS (
            row_number() OVER (PARTITION BY h.concurrency_key ORDER BY h.priority DESC, h.run_at, h.id)
                + coalesce((SELECT b.n FROM busy AS b WHERE b.key = h.concurrency_key), 0) AS place
     FROM heads AS h
-    LEFT JOIN {s}.task_queue_key AS turn ON turn.queue = $1 AND turn.key = h.concurrency_key
+    LEFT JOIN {schema}.task_queue_key AS turn ON turn.queue = $1 AND turn.key = h.concurrency_key
     UNION ALL
     SELECT u.id, u.priority, u.run_at, NULL, 1 FROM unkeyed AS u
 )";
@@ -727,8 +681,8 @@ const CANDIDATES: &str = "clock AS (
 /// row otherwise. `$1` its queue, `$6` false.
 const WAITING_RANK: &str = "
 WITH RECURSIVE served(fns) AS (
-    SELECT coalesce(array_agg(DISTINCT f.name), $3::text[]) FROM {s}.executor AS e
-    JOIN {s}.owner AS o ON o.id = e.owner_id
+    SELECT coalesce(array_agg(DISTINCT f.name), $3::text[]) FROM {schema}.executor AS e
+    JOIN {schema}.owner AS o ON o.id = e.owner_id
     CROSS JOIN LATERAL unnest(e.workflows) AS f(name)
     WHERE ($3::text[])[1] = ANY(e.workflows) AND o.expires_at > now()
       AND ($5::text IS NULL OR e.version IS NOT DISTINCT FROM $5)
@@ -750,14 +704,16 @@ const CLAIM_FILTER: &str = "t.workflow = ANY($3) AND (t.version IS NULL OR t.ver
 /// Fails the run `$1` claimed by owner `$2` at epoch `$3`, which cannot be
 /// started, with the reason `$4`; wakes the executors (`$5` the schema):
 /// its slot is free.
-const FAIL_UNSTARTABLE: &str = "
-UPDATE {s}.task AS t
+pub(crate) const FAIL_UNSTARTABLE: Sql = Sql::new(
+    "
+UPDATE {schema}.task AS t
 SET status = 'failed', owner_id = NULL, completed_at = now(), updated_at = now(),
     error = jsonb_build_object('type', 'Unstartable', 'module', 'durable.errors',
                                'message', format('run %s cannot be started: %s', t.name, $4::text),
                                'traceback', '')
 WHERE t.id = $1 AND t.owner_id = $2::text::uuid AND t.lease_epoch = $3 AND t.status = 'running'
-RETURNING left(pg_notify('durable', $5::text || ' queued ' || coalesce(t.queue, ''))::text, 0) AS notify";
+RETURNING left(pg_notify('durable', $5::text || ' queued ' || coalesce(t.queue, ''))::text, 0) AS notify",
+);
 
 /// Seconds until a waiting run of the functions `$1` (of no version or
 /// of `$2`) may become claimable by time alone (see `Engine::next_due`):
@@ -769,45 +725,92 @@ RETURNING left(pg_notify('durable', $5::text || ' queued ' || coalesce(t.queue, 
 /// another reason then costs one more look, not a spin). A run due at
 /// `infinity` (written by hand: `enqueue` refuses it) never comes due, and
 /// is left out: Postgres cannot subtract it.
-const NEXT_DUE: &str = "
+pub(crate) const NEXT_DUE: Sql = Sql::new(
+    "
 SELECT extract(epoch FROM least(
-    (SELECT min(t.run_at) FROM {s}.task AS t
+    (SELECT min(t.run_at) FROM {schema}.task AS t
      WHERE t.status = 'scheduled' AND t.parent_id IS NULL AND t.run_at > now() - make_interval(secs => $3)
        AND t.run_at < 'infinity'
        AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $2)),
     (SELECT min(full_until.at) FROM (
         SELECT max(w.oldest + r.period) AS at
-        FROM {s}.task_queue_rate AS r
+        FROM {schema}.task_queue_rate AS r
         CROSS JOIN LATERAL (
-            SELECT min(s.started_at) AS oldest, count(*) AS n FROM {s}.task_queue_start AS s
+            SELECT min(s.started_at) AS oldest, count(*) AS n FROM {schema}.task_queue_start AS s
             WHERE s.queue = r.queue AND s.started_at > now() - r.period
         ) AS w
         WHERE w.n >= r.max_starts
-          AND EXISTS (SELECT 1 FROM {s}.task AS t
+          AND EXISTS (SELECT 1 FROM {schema}.task AS t
                       WHERE t.queue = r.queue AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL
                         AND t.run_at <= now() AND t.workflow = ANY($1)
                         AND (t.version IS NULL OR t.version = $2))
         GROUP BY r.queue) AS full_until)
-) - now())::float8 AS due_in";
+) - now())::float8 AS due_in",
+);
 
 /// Puts the failed or cancelled root `$1` back: queued if it has a
 /// registered function (else `failed`, which `Ctx.start` takes again), its
 /// recoveries and error forgotten, its cancelled children interrupted
 /// (`running`, no holder) so that the resumed run takes them up. Wakes the
 /// executors (`$2` the schema).
-const RESUME: &str = "
+pub(crate) const RESUME: Sql = Sql::new(
+    "
 WITH root AS (
-    UPDATE {s}.task AS t
+    UPDATE {schema}.task AS t
     SET status = CASE WHEN t.workflow IS NOT NULL THEN 'queued' ELSE 'failed' END,
         owner_id = NULL, error = NULL, completed_at = NULL, recoveries = 0, isolated = false, run_at = now(),
         updated_at = now(), waiting = NULL, waiting_on = NULL
     WHERE t.parent_id IS NULL AND t.name = $1 AND t.status IN ('failed', 'cancelled')
     RETURNING t.id, t.queue, t.workflow
 ), children AS (
-    UPDATE {s}.task AS t SET status = 'running', owner_id = NULL, completed_at = NULL, updated_at = now()
+    UPDATE {schema}.task AS t SET status = 'running', owner_id = NULL, completed_at = NULL, updated_at = now()
     FROM root
     WHERE t.root_id = root.id AND t.id <> root.id AND t.kind = 'workflow' AND t.status = 'cancelled'
 )
 SELECT id, CASE WHEN workflow IS NOT NULL
                 THEN left(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, ''))::text, 0) END
-FROM root";
+FROM root",
+);
+
+// Claims and ranks come in two texts, of a queue and of no queue, not one
+// with `IS NOT DISTINCT FROM`: that one cannot use the index.
+
+/// `CLAIM` in the queue `$1`.
+pub(crate) const CLAIM_QUEUED: Sql = Sql::new(CLAIM).with(&[
+    ("candidates", CANDIDATES),
+    ("filter", CLAIM_FILTER),
+    ("lock", "FOR UPDATE OF t SKIP LOCKED"),
+    ("take", "(SELECT n FROM budget)"),
+    ("busy", BUSY),
+    ("queue", "t.queue = $1"),
+]);
+
+/// `CLAIM` among the runs of no queue (`$1` NULL).
+pub(crate) const CLAIM_UNQUEUED: Sql = Sql::new(CLAIM).with(&[
+    ("candidates", CANDIDATES),
+    ("filter", CLAIM_FILTER),
+    ("lock", "FOR UPDATE OF t SKIP LOCKED"),
+    ("take", "(SELECT n FROM budget)"),
+    ("busy", BUSY),
+    ("queue", "t.queue IS NULL AND $1::text IS NULL"),
+]);
+
+/// `WAITING_RANK` in the queue `$1`.
+pub(crate) const WAITING_RANK_QUEUED: Sql = Sql::new(WAITING_RANK).with(&[
+    ("candidates", CANDIDATES),
+    ("filter", RANK_FILTER),
+    ("lock", ""),
+    ("take", "$2::int8"),
+    ("busy", BUSY),
+    ("queue", "t.queue = $1"),
+]);
+
+/// `WAITING_RANK` among the runs of no queue (`$1` NULL).
+pub(crate) const WAITING_RANK_UNQUEUED: Sql = Sql::new(WAITING_RANK).with(&[
+    ("candidates", CANDIDATES),
+    ("filter", RANK_FILTER),
+    ("lock", ""),
+    ("take", "$2::int8"),
+    ("busy", BUSY),
+    ("queue", "t.queue IS NULL AND $1::text IS NULL"),
+]);

@@ -14,6 +14,8 @@
 
 use crate::engine::Engine;
 use crate::engine::error::EngineError;
+use crate::engine::lease::owner::CONNECTED;
+use crate::engine::sql::Sql;
 use crate::engine::workflow::col;
 
 /// What one recovery pass did and found.
@@ -114,20 +116,21 @@ impl Engine {
 /// * `queues`: the queues with waiting runs, one index probe per queue.
 /// * `isolated`: whether an isolated run of the functions is due (in a
 ///   queue that is not paused: executors make room for it).
-pub(crate) const RECOVERY_PASS: &str = "
+pub(crate) const RECOVERY_PASS: Sql = Sql::new(
+    "
 WITH RECURSIVE marked AS (
-    UPDATE {s}.owner AS o SET session_lost_at = now()
+    UPDATE {schema}.owner AS o SET session_lost_at = now()
     WHERE o.session_lost_at IS NULL AND o.expires_at > now() AND NOT {connected}
-      AND EXISTS (SELECT 1 FROM {s}.task AS t
+      AND EXISTS (SELECT 1 FROM {schema}.task AS t
                   WHERE t.owner_id = o.id AND t.parent_id IS NULL
                     AND ((t.status = 'running' AND t.workflow = ANY($1))
                          OR (t.status = 'cancelled' AND t.queue IS NOT NULL)))
 ), dead AS (
     SELECT t.id,
-           NOT EXISTS (SELECT 1 FROM {s}.task AS x
+           NOT EXISTS (SELECT 1 FROM {schema}.task AS x
                        WHERE x.owner_id = t.owner_id AND x.status = 'running' AND x.workflow IS NOT NULL
                          AND x.parent_id IS NULL AND x.id <> t.id) AS alone
-    FROM {s}.task AS t LEFT JOIN {s}.owner AS o ON o.id = t.owner_id
+    FROM {schema}.task AS t LEFT JOIN {schema}.owner AS o ON o.id = t.owner_id
     WHERE t.status = 'running' AND t.parent_id IS NULL AND t.workflow = ANY($1)
       AND (o.id IS NULL OR o.expires_at <= now()
            OR (o.session_lost_at <= now() - o.session_grace AND NOT {connected}))
@@ -135,7 +138,7 @@ WITH RECURSIVE marked AS (
     LIMIT 1000
     FOR UPDATE OF t SKIP LOCKED
 ), recovered AS (
-    UPDATE {s}.task AS t
+    UPDATE {schema}.task AS t
     SET status = CASE WHEN d.alone AND t.recoveries >= $2 THEN 'failed' ELSE 'queued' END,
         owner_id = NULL, run_at = now(), updated_at = now(), waiting = NULL, waiting_on = NULL,
         recoveries = t.recoveries + CASE WHEN d.alone THEN 1 ELSE 0 END,
@@ -150,30 +153,30 @@ WITH RECURSIVE marked AS (
     FROM dead AS d WHERE t.id = d.id
     RETURNING t.status, t.queue, t.isolated
 ), freed AS (
-    UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now()
+    UPDATE {schema}.task AS t SET owner_id = NULL, updated_at = now()
     WHERE t.status = 'cancelled' AND t.owner_id IS NOT NULL AND t.queue IS NOT NULL AND t.parent_id IS NULL
-      AND NOT EXISTS (SELECT 1 FROM {s}.owner AS o
+      AND NOT EXISTS (SELECT 1 FROM {schema}.owner AS o
                       WHERE o.id = t.owner_id AND o.expires_at > now()
                         AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace
                              OR {connected}))
     RETURNING t.queue
 ), orphans AS (
-    UPDATE {s}.task AS t
+    UPDATE {schema}.task AS t
     SET status = 'queued', owner_id = NULL, run_at = now(), updated_at = now(), waiting = NULL, waiting_on = NULL
     WHERE t.owner_id = $4::text::uuid AND t.status = 'running' AND t.workflow IS NOT NULL AND t.parent_id IS NULL
       AND NOT t.name = ANY($5::text[])
     RETURNING t.id, t.queue
 ), orphan_children AS (
-    UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now()
+    UPDATE {schema}.task AS t SET owner_id = NULL, updated_at = now()
     FROM orphans AS o
     WHERE t.root_id = o.id AND t.id <> o.id AND t.kind = 'workflow' AND t.status = 'running'
       AND t.owner_id = $4::text::uuid
 ), forgotten AS (
-    DELETE FROM {s}.task_queue_key WHERE last_started < now() - interval '1 day'
+    DELETE FROM {schema}.task_queue_key WHERE last_started < now() - interval '1 day'
 ), queues(name) AS (
-    SELECT min(queue) FROM {s}.task WHERE status IN ('queued', 'scheduled') AND parent_id IS NULL
+    SELECT min(queue) FROM {schema}.task WHERE status IN ('queued', 'scheduled') AND parent_id IS NULL
     UNION ALL
-    SELECT (SELECT min(t.queue) FROM {s}.task AS t
+    SELECT (SELECT min(t.queue) FROM {schema}.task AS t
             WHERE t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL AND t.queue > queues.name)
     FROM queues WHERE queues.name IS NOT NULL
 ), changed AS (
@@ -188,7 +191,9 @@ UNION ALL
 SELECT 'queue', name FROM queues WHERE name IS NOT NULL
 UNION ALL
 SELECT 'isolated', NULL WHERE EXISTS (SELECT 1 FROM recovered WHERE isolated AND status = 'queued') OR EXISTS (
-    SELECT 1 FROM {s}.task AS t
+    SELECT 1 FROM {schema}.task AS t
     WHERE t.isolated AND t.status IN ('queued', 'scheduled') AND t.parent_id IS NULL AND t.run_at <= now()
       AND t.workflow = ANY($1) AND (t.version IS NULL OR t.version = $6)
-      AND NOT EXISTS (SELECT 1 FROM {s}.task_queue AS q WHERE q.name = t.queue AND q.paused))";
+      AND NOT EXISTS (SELECT 1 FROM {schema}.task_queue AS q WHERE q.name = t.queue AND q.paused))",
+)
+.with(&[("connected", CONNECTED)]);

@@ -17,6 +17,7 @@
 use std::time::Duration;
 
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::workflow::col;
 use crate::engine::{Engine, validate_name};
@@ -77,7 +78,7 @@ impl Engine {
             self,
             &format!("registering the schedule {spec:?} of {workflow:?}"),
             |client| async {
-                let statement = client.prepare_cached(&sql.schedule.register).await?;
+                let statement = client.prepare_cached(&sql.schedule_register).await?;
                 client
                     .query_one(&statement, &[&workflow, &spec, &first_tick, &forget_after])
                     .await
@@ -98,7 +99,7 @@ impl Engine {
             self,
             &format!("reading the schedule {spec:?} of {workflow:?}"),
             |client| async {
-                let statement = client.prepare_cached(&sql.schedule.read).await?;
+                let statement = client.prepare_cached(&sql.schedule_read).await?;
                 client.query_opt(&statement, &[&workflow, &spec]).await
             }
         )?;
@@ -118,7 +119,7 @@ impl Engine {
             self,
             &format!("queueing the ticks of {:?}", ticks.workflow),
             |client| async {
-                let statement = client.prepare_cached(&sql.schedule.advance).await?;
+                let statement = client.prepare_cached(&sql.schedule_advance).await?;
                 let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
                     &ticks.workflow,
                     &ticks.seen,
@@ -158,60 +159,48 @@ fn validate_spec(spec: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Microseconds since the epoch of a `timestamptz` expression, and back.
-const MICROS: &str = "(extract(epoch FROM {t}) * 1000000)::int8";
-const FROM_MICROS: &str = "('epoch'::timestamptz + {t} * interval '1 microsecond')";
+// Times cross as microseconds since the epoch: `(extract(epoch FROM x) *
+// 1000000)::int8`, and back `('epoch'::timestamptz + x * interval '1
+// microsecond')`.
 
-/// Statement texts of schedules (see `sql::Statements`).
-#[derive(Debug)]
-pub(crate) struct ScheduleStatements {
-    pub register: String,
-    pub read: String,
-    pub advance: String,
-}
-
-impl ScheduleStatements {
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
-        let micros = |t: &str| MICROS.replace("{t}", t);
-        let from_micros = |t: &str| FROM_MICROS.replace("{t}", t);
-        // $1 function, $2 spec, $3 first tick, $4 seconds after which an
-        // unseen spec of the function is removed. (A delete that meets a
-        // row being advanced waits for it, then finds it seen.)
-        let register = format!(
-            "WITH forgotten AS (
-                 DELETE FROM {{s}}.task_schedule_spec
+/// Registers a spec of a function: `$1` function, `$2` spec, `$3` first
+/// tick, `$4` seconds after which an unseen spec of the function is removed.
+/// (A delete that meets a row being advanced waits for it, then finds it
+/// seen.) Times are microseconds since the epoch.
+pub(crate) const REGISTER: Sql = Sql::new(
+    "WITH forgotten AS (
+                 DELETE FROM {schema}.task_schedule_spec
                  WHERE workflow = $1 AND spec <> $2 AND seen_at < now() - make_interval(secs => $4::float8)
                  RETURNING spec
              ), registered AS (
-                 INSERT INTO {{s}}.task_schedule_spec AS x (workflow, spec, next_tick) VALUES ($1, $2, {first})
+                 INSERT INTO {schema}.task_schedule_spec AS x (workflow, spec, next_tick) VALUES ($1, $2, ('epoch'::timestamptz + $3::int8 * interval '1 microsecond'))
                  ON CONFLICT (workflow, spec) DO UPDATE SET seen_at = now()
                  RETURNING x.next_tick
              )
-             SELECT {next} AS next_tick, {now} AS now, ARRAY(SELECT spec FROM forgotten ORDER BY spec) AS forgotten
+             SELECT (extract(epoch FROM next_tick) * 1000000)::int8 AS next_tick, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now, ARRAY(SELECT spec FROM forgotten ORDER BY spec) AS forgotten
              FROM registered",
-            first = from_micros("$3::int8"),
-            next = micros("next_tick"),
-            now = micros("clock_timestamp()"),
-        );
-        let read = format!(
-            "SELECT {next} AS next_tick, {now} AS now FROM {{s}}.task_schedule_spec WHERE workflow = $1 AND spec = $2",
-            next = micros("next_tick"),
-            now = micros("clock_timestamp()"),
-        );
-        // $1 function, $2 next tick seen, $3 next tick after, $4 run names,
-        // $5 their inputs, $6 queue, $7 schema (to wake executors), $8 spec.
-        let advance = format!(
-            "WITH advanced AS (
-                 UPDATE {{s}}.task_schedule_spec SET next_tick = {next}, seen_at = now()
-                 WHERE workflow = $1 AND spec = $8 AND next_tick = {seen} AND next_tick <= clock_timestamp()
+);
+
+/// The next tick of the spec `$2` of function `$1`, and the database's clock.
+pub(crate) const READ: Sql = Sql::new(
+    "SELECT (extract(epoch FROM next_tick) * 1000000)::int8 AS next_tick, (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now FROM {schema}.task_schedule_spec WHERE workflow = $1 AND spec = $2",
+);
+
+/// Advances the spec from the tick `$2` seen to `$3` and queues the runs of
+/// the ticks passed: `$1` function, `$4` run names, `$5` their inputs, `$6`
+/// queue, `$7` schema (to wake executors), `$8` spec.
+pub(crate) const ADVANCE: Sql = Sql::new(
+    "WITH advanced AS (
+                 UPDATE {schema}.task_schedule_spec SET next_tick = ('epoch'::timestamptz + $3::int8 * interval '1 microsecond'), seen_at = now()
+                 WHERE workflow = $1 AND spec = $8 AND next_tick = ('epoch'::timestamptz + $2::int8 * interval '1 microsecond') AND next_tick <= clock_timestamp()
                  RETURNING workflow
              ), queue AS (
-                 INSERT INTO {{s}}.task_queue (name) SELECT $6 FROM advanced ON CONFLICT (name) DO NOTHING
+                 INSERT INTO {schema}.task_queue (name) SELECT $6 FROM advanced ON CONFLICT (name) DO NOTHING
              ), runs AS (
-                 INSERT INTO {{s}}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
+                 INSERT INTO {schema}.task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
                                              run_at, lease_epoch)
                  SELECT r.id, NULL, r.id, 'workflow', r.name, 'queued', r.input, $1, $6, now(), 0
-                 FROM (SELECT nextval('{{s}}.task_id_seq') AS id, u.name, u.input
+                 FROM (SELECT nextval('{schema}.task_id_seq') AS id, u.name, u.input
                        FROM unnest($4::text[], $5::jsonb[]) AS u(name, input)) AS r, advanced
                  ON CONFLICT (name) WHERE parent_id IS NULL DO NOTHING
                  RETURNING t.id
@@ -219,13 +208,4 @@ impl ScheduleStatements {
              SELECT (SELECT count(*) FROM advanced) AS advanced,
                     (SELECT left(pg_notify('durable', $7::text || ' queued ' || $6)::text, 0)
                      WHERE EXISTS (SELECT 1 FROM runs)) AS notify",
-            next = from_micros("$3::int8"),
-            seen = from_micros("$2::int8"),
-        );
-        ScheduleStatements {
-            register: fill(&register),
-            read: fill(&read),
-            advance: fill(&advance),
-        }
-    }
-}
+);

@@ -7,6 +7,7 @@ use tokio_postgres::Row;
 
 use crate::engine::Engine;
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::values::moment::Moment;
 use crate::engine::workflow::col;
 
@@ -84,25 +85,27 @@ pub(super) fn read_queue(row: &Row) -> Result<QueueInfo, EngineError> {
 /// Every queue with its limits, what runs and waits in it, and, for each
 /// rate window (shortest first), the starts within the last period. Counts
 /// read the partial indexes of waiting and running roots.
-pub(crate) const LIST_QUEUES: &str = "
+pub(crate) const LIST_QUEUES: Sql = Sql::new(
+    "
 SELECT q.name, q.paused, q.max_concurrency, q.concurrency_per_key,
-       (SELECT count(*) FROM {s}.task AS r
+       (SELECT count(*) FROM {schema}.task AS r
         WHERE r.queue = q.name AND r.status = 'running' AND r.parent_id IS NULL) AS running,
-       (SELECT count(*) FROM {s}.task AS w
+       (SELECT count(*) FROM {schema}.task AS w
         WHERE w.queue = q.name AND w.status IN ('queued', 'scheduled') AND w.parent_id IS NULL
           AND coalesce(w.run_at <= now(), true)) AS queued,
-       (SELECT count(*) FROM {s}.task AS w
+       (SELECT count(*) FROM {schema}.task AS w
         WHERE w.queue = q.name AND w.status IN ('queued', 'scheduled') AND w.parent_id IS NULL
           AND w.run_at > now()) AS delayed,
-       (SELECT min(coalesce(w.run_at, w.created_at)) FROM {s}.task AS w
+       (SELECT min(coalesce(w.run_at, w.created_at)) FROM {schema}.task AS w
         WHERE w.queue = q.name AND w.status IN ('queued', 'scheduled') AND w.parent_id IS NULL
           AND coalesce(w.run_at <= now(), true)) AS oldest_due,
-       ARRAY(SELECT r.max_starts FROM {s}.task_queue_rate AS r WHERE r.queue = q.name ORDER BY r.period)
+       ARRAY(SELECT r.max_starts FROM {schema}.task_queue_rate AS r WHERE r.queue = q.name ORDER BY r.period)
            AS rate_max,
-       ARRAY(SELECT extract(epoch FROM r.period)::float8 FROM {s}.task_queue_rate AS r
+       ARRAY(SELECT extract(epoch FROM r.period)::float8 FROM {schema}.task_queue_rate AS r
              WHERE r.queue = q.name ORDER BY r.period) AS rate_period,
-       ARRAY(SELECT (SELECT count(*) FROM {s}.task_queue_start AS s
+       ARRAY(SELECT (SELECT count(*) FROM {schema}.task_queue_start AS s
                      WHERE s.queue = r.queue AND s.started_at > now() - r.period)
-             FROM {s}.task_queue_rate AS r WHERE r.queue = q.name ORDER BY r.period) AS rate_used
-FROM {s}.task_queue AS q
-ORDER BY q.name";
+             FROM {schema}.task_queue_rate AS r WHERE r.queue = q.name ORDER BY r.period) AS rate_used
+FROM {schema}.task_queue AS q
+ORDER BY q.name",
+);

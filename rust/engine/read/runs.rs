@@ -6,7 +6,9 @@ use tokio_postgres::Row;
 use crate::engine::Engine;
 use crate::engine::connect::config::{show_path, validate_path};
 use crate::engine::error::EngineError;
+use crate::engine::lease::owner::CONNECTED;
 use crate::engine::read::tree::PATH;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::values::moment::Moment;
 use crate::engine::workflow::col;
@@ -58,7 +60,7 @@ impl Engine {
         self.check_open()?;
         let sql = &self.inner.sql;
         let rows = retrying!(self, "listing workflows", |client| async {
-            let statement = client.prepare_cached(&sql.info.list).await?;
+            let statement = client.prepare_cached(&sql.list_runs).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
                 &filter.status,
                 &filter.queue,
@@ -78,7 +80,7 @@ impl Engine {
         self.check_open()?;
         let sql = &self.inner.sql;
         let row = retrying!(self, &format!("reading workflow {}", show_path(path)), |client| async {
-            let statement = client.prepare_cached(&sql.info.get).await?;
+            let statement = client.prepare_cached(&sql.run_info).await?;
             client.query_opt(&statement, &[&path]).await
         })?;
         let parent = &path[..path.len() - 1];
@@ -102,9 +104,9 @@ impl Engine {
         };
         let sql = &self.inner.sql;
         let statement = if info.queue.is_some() {
-            &sql.queue.waiting_rank
+            &sql.waiting_rank
         } else {
-            &sql.queue.waiting_rank_unqueued
+            &sql.waiting_rank_unqueued
         };
         let take = SHOWN + 1;
         let functions = [workflow];
@@ -124,35 +126,6 @@ impl Engine {
             Some(place) => format!("ready: {} runs come before it in claim order", place - 1),
             None => format!("ready: more than {SHOWN} runs come before it in claim order"),
         }))
-    }
-
-    /// Registers an executor of this process that runs `workflows` at
-    /// `version`, so that waiting runs can tell whether a live executor
-    /// knows their function; returns its number, for `unregister_executor`.
-    /// Each executor of a process has its own registration.
-    pub async fn register_executor(&self, workflows: &[String], version: Option<&str>) -> Result<i64, EngineError> {
-        self.check_open()?;
-        let owner = self.owner_id();
-        let id = self.inner.executors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let sql = &self.inner.sql;
-        retrying!(self, "registering this executor", |client| async {
-            let statement = client.prepare_cached(&sql.info.register_executor).await?;
-            client.execute(&statement, &[&owner, &id, &workflows, &version]).await
-        })?;
-        Ok(id)
-    }
-
-    /// Removes the registration `id` (the executor stopped). The others of
-    /// this process keep theirs.
-    pub async fn unregister_executor(&self, id: i64) -> Result<(), EngineError> {
-        self.check_open()?;
-        let owner = self.owner_id();
-        let sql = &self.inner.sql;
-        retrying!(self, "unregistering this executor", |client| async {
-            let statement = client.prepare_cached(&sql.info.unregister_executor).await?;
-            client.execute(&statement, &[&owner, &id]).await
-        })?;
-        Ok(())
     }
 }
 
@@ -186,41 +159,45 @@ pub(super) fn read_info(row: &Row, parent: &[String]) -> Result<RunInfo, EngineE
     })
 }
 
-/// Statement texts of the read-only views (see `sql::Statements`).
-#[derive(Debug)]
-pub(crate) struct InfoStatements {
-    pub list: String,
-    pub get: String,
-    pub register_executor: String,
-    pub unregister_executor: String,
-}
-
-impl InfoStatements {
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
-        InfoStatements {
-            list: fill(&format!(
-                "{COLUMNS}
+/// The roots that match `list_runs`' filter (`$1` status, `$2` queue, `$3`
+/// name prefix, `$4` created since, in microseconds since the epoch), newest
+/// first, at most `$5`.
+pub(crate) const LIST: Sql = Sql::new(
+    "{columns}
                  WHERE t.parent_id IS NULL
                    AND ($1::text IS NULL OR t.status = $1) AND ($2::text IS NULL OR t.queue = $2)
                    AND ($3::text IS NULL OR starts_with(t.name, $3))
                    AND ($4::int8 IS NULL OR t.created_at >= 'epoch'::timestamptz + $4 * interval '1 microsecond')
                  ORDER BY t.id DESC
-                 LIMIT $5"
-            )),
-            get: fill(&format!(
-                "{PATH}
-                 {COLUMNS}
-                 WHERE t.id = (SELECT id FROM path WHERE depth = cardinality($1::text[]))"
-            )),
-            register_executor: fill(REGISTER_EXECUTOR),
-            unregister_executor: fill(UNREGISTER_EXECUTOR),
-        }
-    }
-}
+                 LIMIT $5",
+)
+.with(&[
+    ("columns", COLUMNS),
+    ("ready", READY),
+    ("connected", CONNECTED),
+    ("busy_r", BUSY_R),
+]);
+
+/// The workflow at the path `$1` (its names).
+pub(crate) const GET: Sql = Sql::new(
+    "{path}
+                 {columns}
+                 WHERE t.id = (SELECT id FROM path WHERE depth = cardinality($1::text[]))",
+)
+.with(&[
+    ("path", PATH),
+    ("columns", COLUMNS),
+    ("ready", READY),
+    ("connected", CONNECTED),
+    ("busy_r", BUSY_R),
+]);
 
 /// What `COLUMNS` says of a waiting run that nothing holds back but its
 /// turn; `Engine::run_info` replaces it with the run's place in claim order.
 pub(crate) const READY: &str = "ready: waiting for its turn";
+
+/// `queue::BUSY` of the row `r`: a run that holds a slot of its queue.
+pub(crate) const BUSY_R: &str = "(r.status = 'running' OR (r.status = 'cancelled' AND r.owner_id IS NOT NULL))";
 
 /// A run's columns, and for a running root waiting in its process what it
 /// waits for (`task.waiting`, see `Engine::note_wait`); for a waiting run
@@ -233,7 +210,7 @@ pub(crate) const READY: &str = "ready: waiting for its turn";
 /// by the due ones before it, which the claims take first); else it only
 /// waits for its turn (`READY`). Each reason is a condition the claims
 /// check, in the same terms.
-pub(super) const COLUMNS: &str = "
+pub(crate) const COLUMNS: &str = "
 SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input, t.output, t.error, t.attempt, t.recoveries,
        t.priority, t.concurrency_key, t.version, t.created_at, t.started_at, t.completed_at, t.run_at,
        CASE
@@ -244,9 +221,9 @@ SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input
            'delayed until ' || CASE WHEN isfinite(t.run_at)
                                     THEN to_char(t.run_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
                                     ELSE 'infinity' END
-       WHEN (SELECT paused FROM {s}.task_queue WHERE name = t.queue) THEN format('queue %s is paused', t.queue)
+       WHEN (SELECT paused FROM {schema}.task_queue WHERE name = t.queue) THEN format('queue %s is paused', t.queue)
        WHEN NOT EXISTS (
-           SELECT 1 FROM {s}.executor AS e JOIN {s}.owner AS o ON o.id = e.owner_id
+           SELECT 1 FROM {schema}.executor AS e JOIN {schema}.owner AS o ON o.id = e.owner_id
            WHERE t.workflow = ANY(e.workflows) AND o.expires_at > now()
              AND (t.version IS NULL OR t.version IS NOT DISTINCT FROM e.version)
              AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace OR {connected})) THEN
@@ -265,18 +242,18 @@ SELECT t.id, t.parent_id, t.kind, t.name, t.status, t.workflow, t.queue, t.input
            || CASE WHEN keyed.before > 0 THEN format(' and %s due before it', keyed.before) ELSE '' END
        ELSE '{ready}'
        END AS waiting_for
-FROM {s}.task AS t
-LEFT JOIN {s}.task_queue AS q ON q.name = t.queue
+FROM {schema}.task AS t
+LEFT JOIN {schema}.task_queue AS q ON q.name = t.queue
 LEFT JOIN LATERAL (
-    SELECT count(*)::int AS n FROM {s}.task AS r
+    SELECT count(*)::int AS n FROM {schema}.task AS r
     WHERE r.queue = t.queue AND {busy_r} AND r.queue IS NOT NULL AND r.parent_id IS NULL
 ) AS running ON t.status IN ('queued', 'scheduled')
 LEFT JOIN LATERAL (
-    SELECT (SELECT count(*)::int FROM {s}.task AS r
+    SELECT (SELECT count(*)::int FROM {schema}.task AS r
             WHERE r.queue = t.queue AND r.concurrency_key = t.concurrency_key AND {busy_r}
               AND r.queue IS NOT NULL AND r.parent_id IS NULL) AS n,
            (SELECT count(*)::int FROM (
-                SELECT 1 FROM {s}.task AS w
+                SELECT 1 FROM {schema}.task AS w
                 WHERE w.queue = t.queue AND w.concurrency_key = t.concurrency_key
                   AND w.status IN ('queued', 'scheduled') AND w.parent_id IS NULL
                   AND w.run_at <= now() AND NOT w.isolated
@@ -286,19 +263,10 @@ LEFT JOIN LATERAL (
 LEFT JOIN LATERAL (
     SELECT max(w.oldest + w.period) AS until FROM (
         SELECT r.period, min(s.started_at) AS oldest, count(s.*) AS starts, r.max_starts
-        FROM {s}.task_queue_rate AS r
-        LEFT JOIN {s}.task_queue_start AS s ON s.queue = r.queue AND s.started_at > now() - r.period
+        FROM {schema}.task_queue_rate AS r
+        LEFT JOIN {schema}.task_queue_start AS s ON s.queue = r.queue AND s.started_at > now() - r.period
         WHERE r.queue = t.queue
         GROUP BY r.period, r.max_starts
     ) AS w
     WHERE w.starts >= w.max_starts
 ) AS rate ON t.status IN ('queued', 'scheduled')";
-
-/// Registers the executor `$2` of owner `$1`: it runs the functions `$3` at
-/// version `$4`.
-const REGISTER_EXECUTOR: &str = "
-INSERT INTO {s}.executor (owner_id, id, workflows, version) VALUES ($1::text::uuid, $2, $3, $4)
-ON CONFLICT (owner_id, id) DO UPDATE SET workflows = EXCLUDED.workflows, version = EXCLUDED.version";
-
-/// Removes the registration of executor `$2` of owner `$1`.
-const UNREGISTER_EXECUTOR: &str = "DELETE FROM {s}.executor WHERE owner_id = $1::text::uuid AND id = $2";

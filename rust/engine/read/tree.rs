@@ -8,7 +8,9 @@ use tokio_postgres::Row;
 use crate::engine::Engine;
 use crate::engine::connect::config::{show_path, validate_path};
 use crate::engine::error::EngineError;
-use crate::engine::read::runs::{COLUMNS, RunInfo, read_info};
+use crate::engine::lease::owner::CONNECTED;
+use crate::engine::read::runs::{BUSY_R, COLUMNS, READY, RunInfo, read_info};
+use crate::engine::sql::Sql;
 use crate::engine::workflow::{Kind, col};
 
 /// A workflow and what ran under it.
@@ -77,27 +79,32 @@ pub(super) fn build(
     Ok(tree)
 }
 
-/// The workflow at the path `$1` (an array of names) and every row under it,
-/// in id order (the workflow first).
 /// The workflows along the path `$1` (`text[]` of names), each with its
 /// depth: the one at the path is `depth = cardinality($1)`.
 pub(crate) const PATH: &str = "WITH RECURSIVE path(id, depth) AS (
-    SELECT id, 1 FROM {s}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
+    SELECT id, 1 FROM {schema}.task WHERE parent_id IS NULL AND name = ($1::text[])[1]
     UNION ALL
     SELECT c.id, path.depth + 1 FROM path
-    JOIN {s}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
+    JOIN {schema}.task AS c ON c.parent_id = path.id AND c.name = ($1::text[])[path.depth + 1]
     WHERE c.kind = 'workflow'
 )";
 
-pub(crate) fn tree_statement() -> String {
-    format!(
-        "{PATH}, sub(id) AS (
+/// The workflow at the path `$1` (an array of names) and every row under it,
+/// in id order (the workflow first).
+pub(crate) const TREE: Sql = Sql::new(
+    "{path}, sub(id) AS (
              SELECT id FROM path WHERE depth = cardinality($1::text[])
              UNION ALL
-             SELECT c.id FROM sub JOIN {{s}}.task AS c ON c.parent_id = sub.id
+             SELECT c.id FROM sub JOIN {schema}.task AS c ON c.parent_id = sub.id
          )
-         {COLUMNS}
+         {columns}
          JOIN sub ON sub.id = t.id
-         ORDER BY t.id"
-    )
-}
+         ORDER BY t.id",
+)
+.with(&[
+    ("path", PATH),
+    ("columns", COLUMNS),
+    ("ready", READY),
+    ("connected", CONNECTED),
+    ("busy_r", BUSY_R),
+]);

@@ -19,9 +19,11 @@ use tokio_postgres::Row;
 
 use crate::engine::connect::config::{show_path, validate_path};
 use crate::engine::error::EngineError;
+use crate::engine::lease::owner::CONNECTED;
 use crate::engine::read::queues::{QueueInfo, read_queue};
-use crate::engine::read::runs::{COLUMNS, RunFilter, RunInfo, read_info};
+use crate::engine::read::runs::{BUSY_R, COLUMNS, READY, RunFilter, RunInfo, read_info};
 use crate::engine::read::tree::{PATH, WorkflowTree, build};
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::values::moment::Moment;
 use crate::engine::workflow::{Kind, col};
@@ -43,50 +45,6 @@ const MATCHES: &str = "(CASE WHEN $9::int8 IS NULL THEN t.parent_id IS NULL
    AND ($7::text IS NULL OR coalesce(t.input @@ $7::text::jsonpath, false))
    AND ($3::text IS NULL OR starts_with(t.name, $3))
    AND ($4::int8 IS NULL OR t.created_at >= 'epoch'::timestamptz + $4 * interval '1 microsecond')";
-
-#[derive(Debug)]
-pub(crate) struct BrowseStatements {
-    /// `list`'s rows, newest first.
-    pub page: String,
-    /// How many runs of the `{i}`th status of `$1` (NULL: any status)
-    /// match, counting at most `$5` (see `counts`).
-    count: String,
-    /// The id of the workflow at the path `$1` (its names).
-    pub resolve: String,
-    /// The roots named in `$1`, newest first.
-    pub named: String,
-    /// Every schedule, by function and spec.
-    pub schedules: String,
-    /// How many roots there are, as the planner estimates it (the size of
-    /// the partial index of roots' names): instant on any table.
-    pub estimate: String,
-    /// For the waiting root `$1`, how many due roots of its queue come
-    /// before it in claim order (priority, due time, id), counting at most
-    /// `$2`; no row when it is not waiting in a queue.
-    pub ahead: String,
-    /// The names of the registered functions known cheaply: the scheduled
-    /// ones, those the executors declared, and those of the newest `$1`
-    /// roots (`durable ui`'s start page suggests them).
-    pub workflows: String,
-    /// A digest of the rows `page` would return (their ids and row
-    /// versions), same parameters: the same index range, without reading
-    /// the inputs and outputs (TOAST).
-    pub page_version: String,
-    /// A digest of the rows of the tree of the root named `$1`, and their
-    /// count (0: no such root). One index range (`task_root`).
-    pub tree_version: String,
-    /// The past attempts (`task_attempt`) of the tasks `$1`.
-    pub attempts: String,
-    /// The messages sent to the workflows `$1`, at most `MESSAGES_SHOWN`.
-    pub messages: String,
-    /// Which of the steps `$1` are sleeps (`Engine::save_sleep`).
-    pub sleeps: String,
-    /// The JSON text of the column named `$2` of the task `$1`.
-    pub value: String,
-}
-
-/// The most messages a run page reads (the oldest first).
-const MESSAGES_SHOWN: i64 = 1000;
 
 /// A past attempt of a task (see `task_attempt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,106 +88,153 @@ pub struct BrowsedTree {
 /// The digest of the rows of `shown` (columns `id` and `xmin`).
 const DIGEST: &str = "md5(coalesce(string_agg(shown.id::text || ':' || shown.xmin::text, ',' ORDER BY shown.id), ''))";
 
-impl BrowseStatements {
-    /// Per status of `$1` (`n` of them), how many runs match: a row of
-    /// one `int8[]`. One subquery per status, rather than one over
-    /// `unnest($1)`, so that each is planned for its status (a constant in
-    /// a custom plan): a rare status is then an index range, not a scan of
-    /// every root (on a million runs: 1.5 s -> 1 ms for the seven tabs).
-    pub(super) fn counts(&self, n: usize) -> String {
-        let each: Vec<String> = (1..=n).map(|i| self.count.replace("{i}", &i.to_string())).collect();
-        format!("SELECT ARRAY[{}]::int8[] AS n", each.join(", "))
-    }
-
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
-        BrowseStatements {
-            page: fill(&format!(
-                "{COLUMNS}
-                 WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1)
+/// `browse_runs`'s rows, newest first.
+pub(crate) const PAGE: Sql = Sql::new(
+    "{columns}
+                 WHERE {matches} AND ($1::text IS NULL OR t.status = $1)
                  ORDER BY t.id DESC
-                 LIMIT $5"
-            )),
-            count: fill(&format!(
-                "(SELECT count(*) FROM (
-                     SELECT 1 FROM {{s}}.task AS t
-                     WHERE {MATCHES} AND (($1::text[])[{{i}}] IS NULL OR t.status = ($1::text[])[{{i}}])
-                     LIMIT $5) AS capped)"
-            )),
-            resolve: fill(&format!(
-                "{PATH} SELECT id FROM path WHERE depth = cardinality($1::text[])"
-            )),
-            named: fill(&format!(
-                "{COLUMNS} WHERE t.parent_id IS NULL AND t.name = ANY($1::text[]) ORDER BY t.id DESC"
-            )),
-            schedules: fill(
-                "SELECT workflow, spec, next_tick, seen_at FROM {s}.task_schedule_spec ORDER BY workflow, spec",
-            ),
-            ahead: fill(
-                "SELECT (SELECT count(*) FROM (
-                             SELECT 1 FROM {s}.task AS w
+                 LIMIT $5",
+)
+.with(&[
+    ("columns", COLUMNS),
+    ("ready", READY),
+    ("connected", CONNECTED),
+    ("busy_r", BUSY_R),
+    ("matches", MATCHES),
+]);
+
+/// How many runs of the `{i}`th status of `$1` (NULL: any status)
+/// match, counting at most `$5` (see `COUNTS`).
+const COUNT: &str = "(SELECT count(*) FROM (
+                     SELECT 1 FROM {schema}.task AS t
+                     WHERE {matches} AND (($1::text[])[{i}] IS NULL OR t.status = ($1::text[])[{i}])
+                     LIMIT $5) AS capped)";
+
+/// Per status of `$1` (`n` of them), how many runs match: a row of
+/// one `int8[]`. One subquery per status, rather than one over
+/// `unnest($1)`, so that each is planned for its status (a constant in
+/// a custom plan): a rare status is then an index range, not a scan of
+/// every root (on a million runs: 1.5 s -> 1 ms for the seven tabs).
+/// Written out for one status; `counts` sends one `COUNT` per status.
+pub(crate) const COUNTS: Sql = Sql::new("SELECT ARRAY[{counts}]::int8[] AS n")
+    .with(&[("counts", COUNT), ("i", "1"), ("matches", MATCHES)])
+    .note("one status of the status tabs; the ui sends one `COUNT` per status, `{i}` its place in `$1`");
+
+/// A digest of the rows `page` would return (their ids and row
+/// versions), same parameters: the same index range, without reading
+/// the inputs and outputs (TOAST).
+pub(crate) const PAGE_VERSION: Sql = Sql::new(
+    "SELECT {digest} AS digest FROM (
+                    SELECT t.id, t.xmin FROM {schema}.task AS t
+                    WHERE {matches} AND ($1::text IS NULL OR t.status = $1)
+                    ORDER BY t.id DESC
+                    LIMIT $5) AS shown",
+)
+.with(&[("matches", MATCHES), ("digest", DIGEST)]);
+
+/// The id of the workflow at the path `$1` (its names).
+pub(crate) const RESOLVE: Sql =
+    Sql::new("{path} SELECT id FROM path WHERE depth = cardinality($1::text[])").with(&[("path", PATH)]);
+
+/// The roots named in `$1`, newest first.
+pub(crate) const NAMED: Sql =
+    Sql::new("{columns} WHERE t.parent_id IS NULL AND t.name = ANY($1::text[]) ORDER BY t.id DESC").with(&[
+        ("columns", COLUMNS),
+        ("ready", READY),
+        ("connected", CONNECTED),
+        ("busy_r", BUSY_R),
+    ]);
+
+/// A digest of the rows of the tree of the root named `$1`, and their
+/// count (0: no such root). One index range (`task_root`).
+pub(crate) const TREE_VERSION: Sql = Sql::new(
+    "SELECT count(*)::int8 AS n, {digest} AS digest FROM (
+                    SELECT t.id, t.xmin FROM {schema}.task AS t
+                    WHERE t.root_id = (SELECT r.id FROM {schema}.task AS r WHERE r.parent_id IS NULL AND r.name = $1)
+                 ) AS shown",
+)
+.with(&[("digest", DIGEST)]);
+
+/// The past attempts (`task_attempt`) of the tasks `$1`.
+pub(crate) const ATTEMPTS: Sql = Sql::new(
+    "SELECT a.task_id, a.attempt, a.status, a.started_at, a.ended_at, a.replaced_at, a.error
+                 FROM {schema}.task_attempt AS a
+                 WHERE a.task_id = ANY($1::int8[])
+                 ORDER BY a.task_id, a.attempt",
+);
+
+/// The messages sent to the workflows `$1`, at most 1000 (the oldest first).
+pub(crate) const MESSAGES: Sql = Sql::new(
+    "SELECT m.task_id, m.topic, m.created_at AS sent_at, m.received_at, m.received_by
+                 FROM {schema}.task_message AS m
+                 WHERE m.task_id = ANY($1::int8[])
+                 ORDER BY m.id
+                 LIMIT 1000",
+);
+
+/// Which of the steps `$1` are sleeps (`Engine::save_sleep`).
+pub(crate) const SLEEPS: Sql = Sql::new(
+    "SELECT t.id FROM {schema}.task AS t
+                 WHERE t.id = ANY($1::int8[]) AND t.kind = 'step' AND t.waiting ->> 'kind' = 'sleep'
+                 ORDER BY t.id",
+);
+
+/// The JSON text of the column named `$2` of the task `$1`.
+pub(crate) const VALUE: Sql = Sql::new(
+    "SELECT CASE $2::text WHEN 'input' THEN t.input::text WHEN 'output' THEN t.output::text
+                                      WHEN 'error' THEN t.error::text END AS value
+                 FROM {schema}.task AS t WHERE t.id = $1",
+);
+
+/// Every schedule, by function and spec.
+pub(crate) const SCHEDULES: Sql =
+    Sql::new("SELECT workflow, spec, next_tick, seen_at FROM {schema}.task_schedule_spec ORDER BY workflow, spec");
+
+/// For the waiting root `$1`, how many due roots of its queue come
+/// before it in claim order (priority, due time, id), counting at most
+/// `$2`; no row when it is not waiting in a queue.
+pub(crate) const AHEAD: Sql = Sql::new(
+    "SELECT (SELECT count(*) FROM (
+                             SELECT 1 FROM {schema}.task AS w
                              WHERE w.queue = me.queue AND w.status IN ('queued', 'scheduled')
                                AND w.parent_id IS NULL AND w.run_at <= now()
                                AND (w.priority > me.priority
                                     OR w.priority = me.priority AND (w.run_at, w.id) < (me.run_at, me.id))
                              LIMIT $2) AS before)::int8 AS n
-                 FROM {s}.task AS me
+                 FROM {schema}.task AS me
                  WHERE me.id = $1 AND me.parent_id IS NULL AND me.queue IS NOT NULL
                    AND me.status IN ('queued', 'scheduled')",
-            ),
-            estimate: fill(
-                "SELECT greatest(c.reltuples, 0)::int8 AS n FROM pg_class AS c
-                 WHERE c.oid = to_regclass('{s}.task_root_name')",
-            ),
-            workflows: fill(
-                "SELECT known.workflow FROM (
-                     SELECT workflow FROM {s}.task_schedule_spec
-                     UNION SELECT unnest(workflows) FROM {s}.executor
+);
+
+/// How many roots there are, as the planner estimates it (the size of
+/// the partial index of roots' names): instant on any table.
+pub(crate) const ESTIMATE: Sql = Sql::new(
+    "SELECT greatest(c.reltuples, 0)::int8 AS n FROM pg_class AS c
+                 WHERE c.oid = to_regclass('{schema}.task_root_name')",
+);
+
+/// The names of the registered functions known cheaply: the scheduled
+/// ones, those the executors declared, and those of the newest `$1`
+/// roots (`durable ui`'s start page suggests them).
+pub(crate) const WORKFLOWS: Sql = Sql::new(
+    "SELECT known.workflow FROM (
+                     SELECT workflow FROM {schema}.task_schedule_spec
+                     UNION SELECT unnest(workflows) FROM {schema}.executor
                      UNION SELECT recent.workflow FROM (
-                         SELECT t.workflow FROM {s}.task AS t
+                         SELECT t.workflow FROM {schema}.task AS t
                          WHERE t.parent_id IS NULL ORDER BY t.id DESC LIMIT $1) AS recent
                  ) AS known
                  WHERE known.workflow IS NOT NULL
                  ORDER BY known.workflow
                  LIMIT 1000",
-            ),
-            page_version: fill(&format!(
-                "SELECT {DIGEST} AS digest FROM (
-                    SELECT t.id, t.xmin FROM {{s}}.task AS t
-                    WHERE {MATCHES} AND ($1::text IS NULL OR t.status = $1)
-                    ORDER BY t.id DESC
-                    LIMIT $5) AS shown"
-            )),
-            tree_version: fill(&format!(
-                "SELECT count(*)::int8 AS n, {DIGEST} AS digest FROM (
-                    SELECT t.id, t.xmin FROM {{s}}.task AS t
-                    WHERE t.root_id = (SELECT r.id FROM {{s}}.task AS r WHERE r.parent_id IS NULL AND r.name = $1)
-                 ) AS shown"
-            )),
-            attempts: fill(
-                "SELECT a.task_id, a.attempt, a.status, a.started_at, a.ended_at, a.replaced_at, a.error
-                 FROM {s}.task_attempt AS a
-                 WHERE a.task_id = ANY($1::int8[])
-                 ORDER BY a.task_id, a.attempt",
-            ),
-            messages: fill(&format!(
-                "SELECT m.task_id, m.topic, m.created_at AS sent_at, m.received_at, m.received_by
-                 FROM {{s}}.task_message AS m
-                 WHERE m.task_id = ANY($1::int8[])
-                 ORDER BY m.id
-                 LIMIT {MESSAGES_SHOWN}"
-            )),
-            sleeps: fill(
-                "SELECT t.id FROM {s}.task AS t
-                 WHERE t.id = ANY($1::int8[]) AND t.kind = 'step' AND t.waiting ->> 'kind' = 'sleep'
-                 ORDER BY t.id",
-            ),
-            value: fill(
-                "SELECT CASE $2::text WHEN 'input' THEN t.input::text WHEN 'output' THEN t.output::text
-                                      WHEN 'error' THEN t.error::text END AS value
-                 FROM {s}.task AS t WHERE t.id = $1",
-            ),
-        }
-    }
+);
+
+/// `COUNTS` for `n` statuses: one `COUNT` per status of `$1`.
+fn counts(schema: &str, n: usize) -> String {
+    let each: Vec<String> = (1..=n)
+        .map(|i| Sql::new(COUNT).fill_with(schema, &[("i", &i.to_string()), ("matches", MATCHES)]))
+        .collect();
+    COUNTS.fill_with(schema, &[("counts", &each.join(", "))])
 }
 
 /// The statements that open a read: nothing written, none longer than
@@ -283,7 +288,7 @@ impl Engine {
         more: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<Vec<RunInfo>, EngineError> {
-        let page = &self.inner.sql.browse.page;
+        let page = &self.inner.sql.ui_page;
         let rows = self
             .read_filtered(
                 "listing workflows",
@@ -307,7 +312,7 @@ impl Engine {
         more: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<String, EngineError> {
-        let statement = &self.inner.sql.browse.page_version;
+        let statement = &self.inner.sql.ui_page_version;
         let what = "reading the version of a list of workflows";
         let rows = self
             .read_filtered(what, statement, &filter.status, filter.limit, filter, more, timeout)
@@ -332,7 +337,7 @@ impl Engine {
             |client| async {
                 let tx = client.transaction().await?;
                 tx.batch_execute(&opening).await?;
-                let statement = tx.prepare_cached(&sql.browse.tree_version).await?;
+                let statement = tx.prepare_cached(&sql.ui_tree_version).await?;
                 let row = tx.query_one(&statement, &[&root]).await?;
                 tx.commit().await?;
                 Ok(row)
@@ -364,21 +369,21 @@ impl Engine {
                 let statement = tx.prepare_cached(&sql.tree).await?;
                 let rows = tx.query(&statement, &[&path]).await?;
                 let ids: Vec<i64> = rows.iter().map(|row| row.get::<_, i64>("id")).collect();
-                let statement = tx.prepare_cached(&sql.browse.attempts).await?;
+                let statement = tx.prepare_cached(&sql.ui_attempts).await?;
                 let attempts = tx.query(&statement, &[&ids]).await?;
                 let workflows: Vec<i64> = rows
                     .iter()
                     .filter(|row| row.get::<_, &str>("kind") == Kind::Workflow.as_str())
                     .map(|row| row.get::<_, i64>("id"))
                     .collect();
-                let statement = tx.prepare_cached(&sql.browse.messages).await?;
+                let statement = tx.prepare_cached(&sql.ui_messages).await?;
                 let messages = tx.query(&statement, &[&workflows]).await?;
                 let steps: Vec<i64> = rows
                     .iter()
                     .filter(|row| row.get::<_, &str>("kind") == Kind::Step.as_str())
                     .map(|row| row.get::<_, i64>("id"))
                     .collect();
-                let statement = tx.prepare_cached(&sql.browse.sleeps).await?;
+                let statement = tx.prepare_cached(&sql.ui_sleeps).await?;
                 let sleeps = tx.query(&statement, &[&steps]).await?;
                 tx.commit().await?;
                 Ok((rows, attempts, messages, sleeps))
@@ -414,7 +419,7 @@ impl Engine {
         if statuses.is_empty() {
             return Ok(Vec::new());
         }
-        let statement = self.inner.sql.browse.counts(statuses.len());
+        let statement = counts(self.schema(), statuses.len());
         let rows = self
             .read_filtered("counting workflows", &statement, &statuses, cap, filter, more, timeout)
             .await?;
@@ -429,7 +434,7 @@ impl Engine {
         let rows = self
             .read_rows(
                 "reading a run's place in its queue",
-                &sql.browse.ahead,
+                &sql.ui_ahead,
                 &[&id, &cap],
                 timeout,
             )
@@ -443,7 +448,7 @@ impl Engine {
         self.check_open()?;
         let sql = &self.inner.sql;
         let row = retrying!(self, "estimating the number of workflows", |client| async {
-            let statement = client.prepare_cached(&sql.browse.estimate).await?;
+            let statement = client.prepare_cached(&sql.ui_estimate).await?;
             client.query_opt(&statement, &[]).await
         })?;
         Ok(row.map_or(0, |row| row.get("n")))
@@ -456,7 +461,7 @@ impl Engine {
     pub async fn browse_value(&self, id: i64, column: &str, timeout: Duration) -> Result<Option<String>, EngineError> {
         let sql = &self.inner.sql;
         let rows = self
-            .read_rows("reading a value", &sql.browse.value, &[&id, &column], timeout)
+            .read_rows("reading a value", &sql.ui_value, &[&id, &column], timeout)
             .await?;
         rows.first().map_or(Ok(None), |row| col(row, "value"))
     }
@@ -465,7 +470,7 @@ impl Engine {
     pub async fn browse_named(&self, names: &[String], timeout: Duration) -> Result<Vec<RunInfo>, EngineError> {
         let sql = &self.inner.sql;
         let rows = self
-            .read_rows("reading workflows", &sql.browse.named, &[&names], timeout)
+            .read_rows("reading workflows", &sql.ui_named, &[&names], timeout)
             .await?;
         rows.iter().map(|row| read_info(row, &[])).collect()
     }
@@ -481,7 +486,7 @@ impl Engine {
     pub async fn browse_schedules(&self, timeout: Duration) -> Result<Vec<ScheduleRow>, EngineError> {
         let sql = &self.inner.sql;
         let rows = self
-            .read_rows("listing schedules", &sql.browse.schedules, &[], timeout)
+            .read_rows("listing schedules", &sql.ui_schedules, &[], timeout)
             .await?;
         rows.iter()
             .map(|row| {
@@ -515,7 +520,7 @@ impl Engine {
             validate_path(parent)?;
         }
         self.check_open()?;
-        let resolve = &self.inner.sql.browse.resolve;
+        let resolve = &self.inner.sql.ui_resolve;
         let opening = read_only(timeout);
         retrying!(self, what, |client| async {
             let tx = client.transaction().await?;
@@ -573,12 +578,7 @@ impl Engine {
     pub async fn known_workflows(&self, recent: i64, timeout: Duration) -> Result<Vec<String>, EngineError> {
         let sql = &self.inner.sql;
         let rows = self
-            .read_rows(
-                "listing the known workflows",
-                &sql.browse.workflows,
-                &[&recent],
-                timeout,
-            )
+            .read_rows("listing the known workflows", &sql.ui_workflows, &[&recent], timeout)
             .await?;
         rows.iter().map(|row| col(row, "workflow")).collect()
     }

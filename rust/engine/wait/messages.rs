@@ -27,6 +27,7 @@ use tokio::sync::broadcast;
 use crate::engine::connect::config::{show_path, validate_path};
 use crate::engine::error::EngineError;
 use crate::engine::read::tree::PATH;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::wait::suspend::WAKE_ROOT;
 use crate::engine::workflow::{WorkflowId, col, refusal};
@@ -34,16 +35,6 @@ use crate::engine::{Engine, validate_name};
 
 /// Longest wait between two looks of a waiter (see the module's doc).
 const POLL: Duration = Duration::from_secs(1);
-
-/// The statements of this module, for one schema.
-#[derive(Debug)]
-pub(crate) struct MessageStatements {
-    pub send: String,
-    pub own_message: String,
-    pub take: String,
-    pub set_event: String,
-    pub get_event: String,
-}
 
 /// After `tree::PATH`, the workflow at the path `$1`: `(SELECT id FROM target)`.
 const TARGET: &str = ", target AS (
@@ -58,36 +49,42 @@ const TARGET: &str = ", target AS (
 /// the message came), in the same statement as the message, so the
 /// message and the wake commit together. `found`: whether the workflow
 /// exists; `sent`: whether a message was added.
-const SEND: &str = "
+pub(crate) const SEND: Sql = Sql::new(
+    "{path}{target}
 , sent AS (
-    INSERT INTO {s}.task_message (task_id, topic, key, value, sent_from, sent_by)
+    INSERT INTO {schema}.task_message (task_id, topic, key, value, sent_from, sent_by)
     SELECT id, $2, $4, $3, $6, $7 FROM target
     ON CONFLICT (task_id, key) WHERE key IS NOT NULL DO NOTHING
     RETURNING task_id
 ), root AS (
-    SELECT w.root_id AS id FROM {s}.task AS w JOIN sent ON w.id = sent.task_id
+    SELECT w.root_id AS id FROM {schema}.task AS w JOIN sent ON w.id = sent.task_id
 ), {wake}
 SELECT EXISTS (SELECT 1 FROM target) AS found, EXISTS (SELECT 1 FROM sent) AS sent,
        (SELECT left(pg_notify('durable', $5::text || ' message ' || task_id)::text, 0) FROM sent) AS notified,
        (SELECT left(pg_notify('durable', $5::text || ' queued ' || coalesce(queue, ''))::text, 0)
-        FROM woken WHERE made_due) AS woken";
+        FROM woken WHERE made_due) AS woken",
+)
+.with(&[("path", PATH), ("target", TARGET), ("wake", WAKE_ROOT)]);
 
 /// Whether the message of key `$2` to the workflow at path `$1` was sent by
 /// `$3`, `$4` (see `Sender`). A statement of its own, after `SEND` found the
 /// key taken: `SEND`'s insert waited for the transaction that took it, so
 /// this statement's snapshot sees that message even when it committed after
 /// `SEND`'s began.
-const OWN_MESSAGE: &str = "
+pub(crate) const OWN_MESSAGE: Sql = Sql::new(
+    "{path}{target}
 SELECT EXISTS (
-    SELECT 1 FROM {s}.task_message AS m JOIN target ON m.task_id = target.id
+    SELECT 1 FROM {schema}.task_message AS m JOIN target ON m.task_id = target.id
     WHERE m.key = $2 AND m.sent_from IS NOT DISTINCT FROM $3 AND m.sent_by = $4
-) AS own";
+) AS own",
+)
+.with(&[("path", PATH), ("target", TARGET)]);
 
 /// The running workflow `$1` held by owner `$3` under epoch `$2`, share-locked
 /// (as the writer's fence) for the statement.
-pub(super) const FENCE: &str = "
+pub(crate) const FENCE: &str = "
 WITH fenced AS (
-    SELECT w.id, w.root_id FROM {s}.task AS w
+    SELECT w.id, w.root_id FROM {schema}.task AS w
     WHERE w.id = $1 AND w.owner_id = $3::text::uuid AND w.lease_epoch = $2 AND w.status = 'running'
     FOR SHARE OF w
 )";
@@ -95,7 +92,7 @@ WITH fenced AS (
 /// Saves step `$4` (attempt `$5`) of the fenced workflow as completed with
 /// `{value}`; nothing if it completed already.
 const SAVE_STEP: &str = "
-    INSERT INTO {s}.task AS t (parent_id, root_id, kind, name, status, attempt, output, started_at, completed_at)
+    INSERT INTO {schema}.task AS t (parent_id, root_id, kind, name, status, attempt, output, started_at, completed_at)
     SELECT fenced.id, fenced.root_id, 'step', $4, 'completed', $5, {value}, now(), now()
     FROM {from}
     ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
@@ -107,61 +104,56 @@ const SAVE_STEP: &str = "
 /// Takes the oldest waiting message of topic `$6` for the fenced workflow and
 /// saves it as step `$4`; the message is marked received only if the step
 /// was written. `fenced` 0: the lease was refused.
-fn take_sql() -> String {
-    let save = SAVE_STEP
-        .replace("{value}", "message.value")
-        .replace("{from}", "fenced, message");
-    format!(
-        "{FENCE}, message AS (
-             SELECT m.id, m.value FROM {{s}}.task_message AS m, fenced
+pub(crate) const TAKE: Sql = Sql::new(
+    "{fence}, message AS (
+             SELECT m.id, m.value FROM {schema}.task_message AS m, fenced
              WHERE m.task_id = fenced.id AND m.topic = $6 AND m.received_at IS NULL
              ORDER BY m.id
              LIMIT 1
              FOR UPDATE OF m SKIP LOCKED
-         ), step AS ({save}
+         ), step AS ({save_step}
          ), received AS (
-             UPDATE {{s}}.task_message AS m SET received_at = now(), received_by = $4
+             UPDATE {schema}.task_message AS m SET received_at = now(), received_by = $4
              FROM message, step
              WHERE m.id = message.id
              RETURNING m.value
          )
-         SELECT (SELECT count(*) FROM fenced) AS fenced, (SELECT value FROM received) AS value"
-    )
-}
+         SELECT (SELECT count(*) FROM fenced) AS fenced, (SELECT value FROM received) AS value",
+)
+.with(&[
+    ("fence", FENCE),
+    ("save_step", SAVE_STEP),
+    ("value", "message.value"),
+    ("from", "fenced, message"),
+]);
 
 /// Saves step `$4` (attempt `$5`) with the value `$7` and publishes it as
 /// the event `$6` of the fenced workflow, waking readers (`$8` the schema).
-fn set_event_sql() -> String {
-    let save = SAVE_STEP.replace("{value}", "$7::jsonb").replace("{from}", "fenced");
-    format!(
-        "{FENCE}, step AS ({save}
+pub(crate) const SET_EVENT: Sql = Sql::new(
+    "{fence}, step AS ({save_step}
          ), event AS (
-             INSERT INTO {{s}}.task_event (task_id, key, value)
+             INSERT INTO {schema}.task_event (task_id, key, value)
              SELECT fenced.id, $6, $7 FROM fenced, step
              ON CONFLICT (task_id, key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()
              RETURNING task_id
          )
          SELECT (SELECT count(*) FROM fenced) AS fenced,
-                (SELECT left(pg_notify('durable', $8::text || ' event ' || task_id)::text, 0) FROM event) AS notified"
-    )
-}
+                (SELECT left(pg_notify('durable', $8::text || ' event ' || task_id)::text, 0) FROM event) AS notified",
+)
+.with(&[
+    ("fence", FENCE),
+    ("save_step", SAVE_STEP),
+    ("value", "$7::jsonb"),
+    ("from", "fenced"),
+]);
 
 /// The workflow at path `$1` and its event `$2`, if set.
-const GET_EVENT: &str = "
+pub(crate) const GET_EVENT: Sql = Sql::new(
+    "{path}{target}
 SELECT target.id, e.value FROM target
-LEFT JOIN {s}.task_event AS e ON e.task_id = target.id AND e.key = $2";
-
-impl MessageStatements {
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
-        MessageStatements {
-            send: fill(&format!("{PATH}{TARGET}{SEND}").replace("{wake}", WAKE_ROOT)),
-            own_message: fill(&format!("{PATH}{TARGET}{OWN_MESSAGE}")),
-            take: fill(&take_sql()),
-            set_event: fill(&set_event_sql()),
-            get_event: fill(&format!("{PATH}{TARGET}{GET_EVENT}")),
-        }
-    }
-}
+LEFT JOIN {schema}.task_event AS e ON e.task_id = target.id AND e.key = $2",
+)
+.with(&[("path", PATH), ("target", TARGET)]);
 
 /// Who sends a message: the step `step` of the workflow `workflow_id`. A
 /// send from outside any workflow has no `Sender`; the engine tells its
@@ -229,7 +221,7 @@ impl Engine {
         );
         let context = format!("sending a message to workflow {}", show_path(path));
         let row = retrying!(self, &context, |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.messages.send).await?;
+            let statement = client.prepare_cached(&self.inner.sql.send).await?;
             client
                 .query_one(&statement, &[&path, &topic, value, &key, &schema, &sent_from, &sent_by])
                 .await
@@ -241,7 +233,7 @@ impl Engine {
             return Ok(Sent::Sent);
         }
         let own = retrying!(self, &context, |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.messages.own_message).await?;
+            let statement = client.prepare_cached(&self.inner.sql.own_message).await?;
             client.query_one(&statement, &[&path, &key, &sent_from, &sent_by]).await
         })?;
         Ok(if col::<bool>(&own, "own")? {
@@ -264,7 +256,7 @@ impl Engine {
         self.check_open()?;
         let owner = self.owner_id();
         let row = retrying!(self, &format!("receiving a message on {topic:?}"), |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.messages.take).await?;
+            let statement = client.prepare_cached(&self.inner.sql.take_message).await?;
             client
                 .query_one(
                     &statement,
@@ -306,7 +298,7 @@ impl Engine {
         let owner = self.owner_id();
         let schema = self.schema();
         let row = retrying!(self, &format!("setting event {key:?}"), |client| async {
-            let statement = client.prepare_cached(&self.inner.sql.messages.set_event).await?;
+            let statement = client.prepare_cached(&self.inner.sql.set_event).await?;
             client
                 .query_one(
                     &statement,
@@ -342,7 +334,7 @@ impl Engine {
                 self,
                 &format!("reading event {key:?} of workflow {}", show_path(path)),
                 |client| async {
-                    let statement = client.prepare_cached(&self.inner.sql.messages.get_event).await?;
+                    let statement = client.prepare_cached(&self.inner.sql.get_event).await?;
                     client.query_opt(&statement, &[&path, &key]).await
                 }
             )?;

@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::workflow::{Status, col};
 use crate::engine::{Engine, validate_name};
@@ -30,8 +31,10 @@ impl RunState {
 }
 
 /// Reads the root `$1`.
-pub(crate) const RUN_STATE: &str = "
-SELECT id, status, output, error FROM {s}.task WHERE parent_id IS NULL AND name = $1";
+pub(crate) const RUN_STATE: Sql = Sql::new(
+    "
+SELECT id, status, output, error FROM {schema}.task WHERE parent_id IS NULL AND name = $1",
+);
 
 impl Engine {
     /// The root run `name` as it is now; `None` if there is none.

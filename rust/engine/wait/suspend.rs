@@ -28,6 +28,7 @@
 //!   pending at its suspension or finds it suspended.
 
 use crate::engine::error::EngineError;
+use crate::engine::sql::Sql;
 use crate::engine::values::jsonb::JsonText;
 use crate::engine::wait::messages::FENCE;
 use crate::engine::workflow::{WorkflowId, col};
@@ -66,7 +67,7 @@ impl Engine {
         self.check_open()?;
         let sql = &self.inner.sql;
         let row = retrying!(self, "reading the database's clock", |client| async {
-            let statement = client.prepare_cached(&sql.waits.now).await?;
+            let statement = client.prepare_cached(&sql.db_now).await?;
             client.query_one(&statement, &[]).await
         })?;
         col(&row, "now_us")
@@ -88,12 +89,12 @@ impl Engine {
             // the waiter looks again and reports it.
             let (mut target, mut target_finished) = (None::<i64>, false);
             if let Some(name) = wait.waiting_on {
-                let lock = tx.prepare_cached(&sql.waits.lock_target).await?;
+                let lock = tx.prepare_cached(&sql.lock_target).await?;
                 let row = tx.query_opt(&lock, &[&name]).await?;
                 target = row.as_ref().map(|row| row.try_get("id")).transpose()?;
                 target_finished = row.map_or(Ok(true), |row| row.try_get("finished"))?;
             }
-            let suspend = tx.prepare_cached(&sql.waits.suspend).await?;
+            let suspend = tx.prepare_cached(&sql.suspend).await?;
             let (receiver, topic) = wait.message.unzip();
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 &root.id,
@@ -130,7 +131,7 @@ impl Engine {
         let schema = self.schema();
         let sql = &self.inner.sql;
         let rows = retrying!(self, "waking a waiting workflow", |client| async {
-            let statement = client.prepare_cached(&sql.waits.wake).await?;
+            let statement = client.prepare_cached(&sql.wake).await?;
             client.query(&statement, &[&root_id, &schema]).await
         })?;
         Ok(!rows.is_empty())
@@ -145,7 +146,7 @@ impl Engine {
         let owner = self.owner_id();
         let sql = &self.inner.sql;
         retrying!(self, "recording what a workflow waits for", |client| async {
-            let statement = client.prepare_cached(&sql.waits.note).await?;
+            let statement = client.prepare_cached(&sql.note_wait).await?;
             client
                 .execute(&statement, &[&root.id, &owner, &root.epoch, &waiting])
                 .await
@@ -168,7 +169,7 @@ impl Engine {
         let sql = &self.inner.sql;
         let Some(target) = target else {
             retrying!(self, "recording the end of a wait", |client| async {
-                let statement = client.prepare_cached(&sql.waits.clear_wait).await?;
+                let statement = client.prepare_cached(&sql.clear_wait).await?;
                 client.execute(&statement, &[&root.id, &owner, &root.epoch]).await
             })?;
             return Ok(());
@@ -176,9 +177,9 @@ impl Engine {
         validate_name("workflow", target)?;
         let row = retrying!(self, &format!("recording a wait for {target:?}"), |client| async {
             let tx = client.transaction().await?;
-            let lock = tx.prepare_cached(&sql.waits.lock_waits).await?;
+            let lock = tx.prepare_cached(&sql.lock_waits).await?;
             tx.execute(&lock, &[&WAIT_LOCK_CLASS, &schema]).await?;
-            let statement = tx.prepare_cached(&sql.waits.wait_on).await?;
+            let statement = tx.prepare_cached(&sql.wait_on).await?;
             let row = tx
                 .query_one(&statement, &[&root.id, &owner, &root.epoch, &target])
                 .await?;
@@ -214,7 +215,7 @@ impl Engine {
         let owner = self.owner_id();
         let sql = &self.inner.sql;
         let row = retrying!(self, &format!("saving sleep {name:?}"), |client| async {
-            let statement = client.prepare_cached(&sql.waits.save_sleep).await?;
+            let statement = client.prepare_cached(&sql.save_sleep).await?;
             client
                 .query_one(
                     &statement,
@@ -242,39 +243,9 @@ impl Engine {
 /// second is the schema's hash). Chosen at random; spells nothing.
 const WAIT_LOCK_CLASS: i32 = 0x7761_6974;
 
-/// Statement texts of waits (see `sql::Statements`).
-#[derive(Debug)]
-pub(crate) struct WaitStatements {
-    pub lock_waits: String,
-    pub wait_on: String,
-    pub clear_wait: String,
-    pub now: String,
-    pub lock_target: String,
-    pub suspend: String,
-    pub wake: String,
-    pub note: String,
-    pub save_sleep: String,
-}
-
-impl WaitStatements {
-    pub(crate) fn new(fill: impl Fn(&str) -> String) -> Self {
-        WaitStatements {
-            lock_waits: fill(LOCK_WAITS),
-            wait_on: fill(WAIT_ON),
-            clear_wait: fill(CLEAR_WAIT),
-            now: fill(NOW),
-            lock_target: fill(LOCK_TARGET),
-            suspend: fill(SUSPEND),
-            wake: fill(&wake_sql()),
-            note: fill(NOTE),
-            save_sleep: fill(&save_sleep_sql()),
-        }
-    }
-}
-
 /// Takes the lock that records waits one at a time (`$1` its class, `$2`
 /// the schema), until the transaction ends.
-const LOCK_WAITS: &str = "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))";
+pub(crate) const LOCK_WAITS: Sql = Sql::new("SELECT pg_advisory_xact_lock($1::int4, hashtext($2::text))");
 
 /// Records that the running root `$1` (held by owner `$2` at epoch `$3`)
 /// waits for the root named `$4`, unless that closes a cycle. `chain`
@@ -283,46 +254,51 @@ const LOCK_WAITS: &str = "SELECT pg_advisory_xact_lock($1::int4, hashtext($2::te
 /// it reaches the waiter or ends. `cycle`: the names along the way, the
 /// waiter last, when it was reached (then nothing is recorded); `recorded`:
 /// 1 when the wait was recorded, 0 when the waiter is not held so.
-const WAIT_ON: &str = "
+pub(crate) const WAIT_ON: Sql = Sql::new(
+    "
 WITH RECURSIVE chain(id, name, waiting_on, depth) AS (
-    SELECT t.id, t.name, t.waiting_on, 1 FROM {s}.task AS t
+    SELECT t.id, t.name, t.waiting_on, 1 FROM {schema}.task AS t
     WHERE t.parent_id IS NULL AND t.name = $4 AND t.status NOT IN ('completed', 'failed', 'cancelled')
     UNION ALL
     SELECT n.id, n.name, n.waiting_on, c.depth + 1 FROM chain AS c
-    JOIN {s}.task AS n ON n.id = c.waiting_on
+    JOIN {schema}.task AS n ON n.id = c.waiting_on
     WHERE c.id <> $1 AND c.depth < 10000 AND n.parent_id IS NULL
       AND n.status NOT IN ('completed', 'failed', 'cancelled')
 ), closing AS (
     SELECT min(depth) AS depth FROM chain WHERE id = $1
 ), recorded AS (
-    UPDATE {s}.task AS t SET waiting_on = (SELECT id FROM chain WHERE depth = 1)
+    UPDATE {schema}.task AS t SET waiting_on = (SELECT id FROM chain WHERE depth = 1)
     WHERE t.id = $1 AND t.owner_id = $2::text::uuid AND t.lease_epoch = $3 AND t.status = 'running'
       AND (SELECT depth FROM closing) IS NULL
     RETURNING t.id
 )
 SELECT (SELECT array_agg(c.name ORDER BY c.depth) FROM chain AS c, closing
         WHERE c.depth <= closing.depth) AS cycle,
-       (SELECT count(*) FROM recorded) AS recorded";
+       (SELECT count(*) FROM recorded) AS recorded",
+);
 
 /// The running root `$1` (held by owner `$2` at epoch `$3`) no longer waits.
-const CLEAR_WAIT: &str = "
-UPDATE {s}.task SET waiting_on = NULL
-WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running' AND waiting_on IS NOT NULL";
+pub(crate) const CLEAR_WAIT: Sql = Sql::new(
+    "
+UPDATE {schema}.task SET waiting_on = NULL
+WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running' AND waiting_on IS NOT NULL",
+);
 
 /// Why the running root `$1`, held by owner `$2` under epoch `$3`, waits in
 /// its process (`$4`; NULL: it no longer does).
-const NOTE: &str = "
-UPDATE {s}.task SET waiting = $4
-WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'";
+pub(crate) const NOTE: Sql = Sql::new(
+    "
+UPDATE {schema}.task SET waiting = $4
+WHERE id = $1 AND owner_id = $2::text::uuid AND lease_epoch = $3 AND status = 'running'",
+);
 
 /// Saves step `$4` (attempt `$5`) of the fenced workflow (`messages::FENCE`)
 /// as completed with the wake-up time `$6`, marked a sleep (its `waiting`
 /// record); nothing if it completed already. `fenced` 0: the lease was
 /// refused.
-fn save_sleep_sql() -> String {
-    format!(
-        "{FENCE}, step AS (
-             INSERT INTO {{s}}.task AS t
+pub(crate) const SAVE_SLEEP: Sql = Sql::new(
+    "{fence}, step AS (
+             INSERT INTO {schema}.task AS t
                  (parent_id, root_id, kind, name, status, attempt, output, waiting, started_at, completed_at)
              SELECT fenced.id, fenced.root_id, 'step', $4, 'completed', $5, $6::jsonb,
                     jsonb_build_object('kind', 'sleep'), now(), now()
@@ -333,20 +309,22 @@ fn save_sleep_sql() -> String {
              WHERE t.kind = 'step' AND t.status <> 'completed'
              RETURNING t.id
          )
-         SELECT (SELECT count(*) FROM fenced) AS fenced"
-    )
-}
+         SELECT (SELECT count(*) FROM fenced) AS fenced",
+)
+.with(&[("fence", FENCE)]);
 
 /// The database's clock (not the transaction's start), in microseconds.
-const NOW: &str = "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us";
+pub(crate) const NOW: Sql = Sql::new("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8 AS now_us");
 
 /// Share-locks the root named `$1` that a suspension waits for: its id,
 /// and whether it finished. Under READ COMMITTED a row locked by a writer in flight is
 /// read again once that writer commits: its status is the latest.
-const LOCK_TARGET: &str = "
+pub(crate) const LOCK_TARGET: Sql = Sql::new(
+    "
 SELECT id, status IN ('completed', 'failed', 'cancelled') AS finished
-FROM {s}.task WHERE parent_id IS NULL AND name = $1
-FOR SHARE";
+FROM {schema}.task WHERE parent_id IS NULL AND name = $1
+FOR SHARE",
+);
 
 /// Suspends the root `$1` held by owner `$2` at epoch `$3` and releases
 /// every running workflow of its tree this owner holds (as `RELEASE` does),
@@ -356,22 +334,23 @@ FOR SHARE";
 /// NULL: none), `$5` why it waits, `$6` the awaited root, `$8` the schema:
 /// the executors are told, as the run's queue slot is free (and the run due
 /// at once, if it is). No row: not held.
-const SUSPEND: &str = "
+pub(crate) const SUSPEND: Sql = Sql::new(
+    "
 WITH root AS (
     SELECT id, queue,
            (wake_pending OR $7::bool
-            OR EXISTS (SELECT 1 FROM {s}.task_message AS m
+            OR EXISTS (SELECT 1 FROM {schema}.task_message AS m
                        WHERE m.task_id = $9::int8 AND m.topic = $10::text AND m.received_at IS NULL)) AS woken,
            'epoch'::timestamptz + $4::int8 * interval '1 microsecond' AS due
-    FROM {s}.task
+    FROM {schema}.task
     WHERE id = $1 AND parent_id IS NULL AND owner_id = $2::text::uuid AND lease_epoch = $3
       AND status = 'running' AND workflow IS NOT NULL
     FOR UPDATE
 ), cleared AS (
-    UPDATE {s}.task AS t SET wake_pending = false
+    UPDATE {schema}.task AS t SET wake_pending = false
     FROM root WHERE t.id = root.id AND root.woken AND t.wake_pending
 ), released AS (
-    UPDATE {s}.task AS t SET owner_id = NULL, updated_at = now(),
+    UPDATE {schema}.task AS t SET owner_id = NULL, updated_at = now(),
         status = CASE WHEN t.id <> root.id THEN t.status
                       WHEN root.due <= now() THEN 'queued' ELSE 'scheduled' END,
         run_at = CASE WHEN t.id = root.id THEN root.due ELSE t.run_at END,
@@ -386,7 +365,8 @@ SELECT root.woken,
        CASE WHEN NOT root.woken AND (root.due <= now() OR root.queue IS NOT NULL)
             THEN left(pg_notify('durable', $8::text || ' queued ' || coalesce(root.queue, ''))::text, 0) END
            AS notify
-FROM root";
+FROM root",
+);
 
 /// Wakes the root of the CTE `root` (its `id`), whatever it is doing, in
 /// ONE `UPDATE` of its row: suspended, it becomes due now (`made_due`: the
@@ -401,7 +381,7 @@ FROM root";
 /// in every live state, so Postgres re-evaluates the whole `SET` on the row
 /// the suspension (or a claim) left.
 pub(crate) const WAKE_ROOT: &str = "woken AS (
-    UPDATE {s}.task AS t
+    UPDATE {schema}.task AS t
     SET wake_pending = t.wake_pending OR t.status = 'running',
         status = CASE WHEN t.status IN ('queued', 'scheduled') AND t.waiting IS NOT NULL
                       THEN 'queued' ELSE t.status END,
@@ -415,12 +395,11 @@ pub(crate) const WAKE_ROOT: &str = "woken AS (
 
 /// Wakes the root `$1` (`$2` the schema; see `WAKE_ROOT`). One row when it
 /// was made due or its next suspension will be refused.
-fn wake_sql() -> String {
-    format!(
-        "WITH root AS (SELECT $1::int8 AS id), {WAKE_ROOT}
+pub(crate) const WAKE: Sql = Sql::new(
+    "WITH root AS (SELECT $1::int8 AS id), {wake}
          SELECT CASE WHEN made_due
                      THEN left(pg_notify('durable', $2::text || ' queued ' || coalesce(queue, ''))::text, 0) END
                     AS notify
-         FROM woken WHERE made_due OR pending"
-    )
-}
+         FROM woken WHERE made_due OR pending",
+)
+.with(&[("wake", WAKE_ROOT)]);
