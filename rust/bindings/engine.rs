@@ -7,9 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use super::errors::{ConfigError, to_py};
-use super::fork::ForkSafe;
 use super::json;
 use super::logs;
+use super::os_fork::ForkSafe;
 use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{

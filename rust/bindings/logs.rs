@@ -4,7 +4,8 @@
 //! first record into an empty queue wakes the event loop (or blocking call)
 //! that last drained results, through its `Waker`. Records are emitted when
 //! a `Waker` drains, on that thread, before the results it resolves, under
-//! the logger `durable.<engine module>` (`durable.writer`, `durable.owner`).
+//! the logger `durable.<engine module>` (`durable.writer`, `durable.owner`; the
+//! module's name without its folder).
 //!
 //! Each drain (and the import) copies the effective level of the `durable` logger into the
 //! `log` crate's maximum, so a disabled record costs one atomic load at its
@@ -53,10 +54,11 @@ impl Log for Bridge {
     fn flush(&self) {}
 }
 
-/// `durable::engine::writer` -> `durable.writer`.
+/// `durable::engine::checkpoint::writer` -> `durable.writer`: the module,
+/// not its folder, so that loggers keep their names when modules move.
 fn logger_name(target: &str) -> String {
     match target.strip_prefix("durable::engine::") {
-        Some(module) => format!("durable.{}", module.replace("::", ".")),
+        Some(path) => format!("durable.{}", path.rsplit("::").next().unwrap_or(path)),
         None => "durable".to_owned(),
     }
 }

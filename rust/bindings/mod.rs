@@ -3,10 +3,10 @@
 
 mod engine;
 mod errors;
-mod fork;
 mod json;
 mod limits;
 mod logs;
+mod os_fork;
 mod runtime;
 mod sql_values;
 mod transaction;
@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 mod core {
     use pyo3::prelude::*;
 
-    use super::{fork, limits, runtime};
+    use super::{limits, os_fork, runtime};
 
     #[pymodule_export]
     use super::engine::PyEngine;
@@ -32,7 +32,7 @@ mod core {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
-        fork::install(m)?;
+        os_fork::install(m)?;
         runtime::init(m.py())?;
         m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)?;
         limits::export(m)

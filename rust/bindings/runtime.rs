@@ -35,8 +35,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use tokio::runtime::Handle;
 
-use super::fork;
 use super::logs;
+use super::os_fork;
 
 /// The runtime of this process and the pid it was made in. A child made by
 /// `fork()` inherits the handle but not the thread that runs it: it gets a
@@ -64,7 +64,7 @@ pub(crate) fn nudge_log_drainer() {
 /// The runtime of this process.
 fn runtime() -> PyResult<Handle> {
     let mut slot = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
-    let pid = fork::current_pid();
+    let pid = os_fork::current_pid();
     if let Some((made_in, handle)) = &*slot {
         if *made_in == pid {
             return Ok(handle.clone());

@@ -10,8 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyString;
 
 use super::errors::to_py;
-use super::fork::ForkSafe;
 use super::json;
+use super::os_fork::ForkSafe;
 use super::runtime::{abortable, awaitable};
 use super::transaction::PyTransaction;
 use crate::engine::{

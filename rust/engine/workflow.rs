@@ -9,8 +9,8 @@ use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
 
 use super::error::EngineError;
-use super::holds::Hold;
-use super::jsonb::JsonText;
+use super::lease::holds::Hold;
+use super::values::jsonb::JsonText;
 
 /// Lifecycle of a task row (see doc/schema.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
