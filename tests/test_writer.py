@@ -4,6 +4,7 @@ workflow, transient conflicts are retried, batches are bounded by bytes."""
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import asyncpg
 import pytest
@@ -18,7 +19,9 @@ async def test_results_pending_at_once_share_one_commit(dsn: str, schema: str, d
     contexts = await asyncio.gather(*(Ctx.start(db, f"w{w}") for w in range(workflows)))
     async with writer_blocked(dsn, schema, db):
         before = db.stats()
-        steps = [asyncio.ensure_future(ctx.step("s", lambda w=w: {"w": w})) for w, ctx in enumerate(contexts)]
+        steps: list[asyncio.Future[dict[str, int]]] = [
+            asyncio.ensure_future(ctx.step("s", functools.partial(dict, w=w))) for w, ctx in enumerate(contexts)
+        ]
         await handed_over(db)  # every result (and its running marker) is queued behind the blocked batch
     assert await asyncio.gather(*steps) == [{"w": w} for w in range(workflows)]
     after = db.stats()
