@@ -1,4 +1,4 @@
-# Everything a fresh clone needs: `make example`, `make test`.
+# Everything a fresh clone needs: `make example`, `make test`, `make test-all`.
 # Needs python3 (3.11+) and a Rust toolchain; Postgres is found or embedded.
 
 VENV   := .venv
@@ -9,14 +9,25 @@ WHEEL_STAMP := $(VENV)/.wheel-deps-installed
 # maturin finds zig as `python3 -m ziglang`, with the python3 on PATH: the venv's.
 WITH_VENV := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 
-.PHONY: example test browser lint build build-release bench bench-suite wheel wheel-aarch64 wheel-check clean
+.PHONY: example test test-rest test-all browser lint build build-release bench bench-suite wheel wheel-aarch64 wheel-check clean
 
 example: build
 	$(PY) examples/nested_etl.py
 
-# Engine tests (cargo) and Python tests (pytest), in one fresh database.
-test: build browser
-	$(PY) tests/_testdb.py sh -c 'cargo test --quiet && $(PY) -m pytest -q'
+# The tiers (markers in pyproject.toml). The fast tier, `make test`: the
+# engine's tests (cargo) and every Python test (pytest) not marked slow
+# (storms, soaks, own Postgres clusters, long crash tests), browser or timing
+# (a wall-clock bound a busy machine can miss). `make test-rest` runs just
+# those; `make test-all` both. Each run has a fresh database of its own.
+FAST := not slow and not browser and not timing
+
+test: build
+	$(PY) tests/_testdb.py sh -c 'cargo test --quiet && $(PY) -m pytest -q -m "$(FAST)"'
+
+test-rest: build browser
+	$(PY) tests/_testdb.py $(PY) -m pytest -q -m "not ($(FAST))"
+
+test-all: test test-rest
 
 # The browser tests (tests/test_ui.py) drive Debian's chromium through
 # Playwright: installed here when it is missing and this can (root, apt-get);

@@ -39,17 +39,34 @@ async def until_lock_waits(conn: asyncpg.Connection, count: int) -> None:
     await until(enough, f"{count} durable sessions wait on a lock")
 
 
+async def handed_over(db: durable.Db) -> None:
+    """Returns once every task made before this call has handed its steps'
+    results (or its starts) to the engine's writer (or starter), provided it
+    waits on nothing before its first call into the engine.
+
+    Two orders make it so, neither a matter of timing: asyncio runs every
+    ready task up to its first wait before the task that yields here runs
+    again; and the engine's calls run on one current-thread tokio runtime
+    (``rust/bindings/runtime.rs``), which begins calls in the order they were
+    made, each up to its first wait, which for a result or a start comes
+    after it is queued. This call's own read is made after all of them."""
+    await asyncio.sleep(0)
+    await durable.list_queues(db)
+
+
 @contextlib.asynccontextmanager
 async def writer_blocked(dsn: str, schema: str, db: durable.Db) -> AsyncIterator[None]:
-    """While the block runs, the writer's batch in flight waits on a row lock
-    (of workflow ``gate``), so everything queued meanwhile forms the next
-    batch, sent when the block ends."""
+    """While the block runs, the writer's batch in flight (the completion of
+    workflow ``gate``, which someone waits for) waits on a row lock, and the
+    writer takes nothing from its queue until that batch is answered: all
+    that is queued meanwhile forms the next batch, sent when the block ends.
+    The gate's batch is its completion alone: one record, one commit."""
     gate = await Ctx.start(db, "gate")
     locker = await asyncpg.connect(dsn, server_settings={"search_path": schema})
     try:
         async with locker.transaction():
             await locker.execute("SELECT 1 FROM task WHERE name = 'gate' FOR UPDATE")
-            waiting = asyncio.ensure_future(gate.step("gate", lambda: "opened"))
+            waiting = asyncio.ensure_future(gate.complete("opened"))
             await until_lock_waits(locker, 1)
             yield
             await locker.execute("ROLLBACK")

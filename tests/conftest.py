@@ -15,6 +15,13 @@ import durable
 from _testdb import create_database, drop_database, server_dsn
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the browser is in the browser tier (pyproject.toml's markers)."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def dsn() -> Iterator[str]:
     """URL of a database that belongs to this test run alone."""

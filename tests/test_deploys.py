@@ -159,6 +159,7 @@ async def deploy_slot(
         await watch.close()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(DEPLOY_TIMEOUT + 60)
 async def test_a_deploy_storm_fails_no_run_and_runs_no_step_twice(
     dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection, tmp_path: Path

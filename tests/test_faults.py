@@ -62,6 +62,8 @@ def restart(server: Any) -> None:
     pg_ctl(server, "restart")
 
 
+# The full tier: the fast one loses connections without a restart (above).
+@pytest.mark.slow
 async def test_a_workflow_survives_a_database_restart(own_server: Any) -> None:
     dsn = own_server.get_uri("postgres")
     db = await durable.init(dsn, schema=f"restart_{os.getpid()}")

@@ -18,8 +18,12 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 import durable
+
+# A storm: the full tier (pyproject.toml); test_crash.py has the fast tests of a SIGKILL.
+pytestmark = pytest.mark.slow
 
 PROGRAM = Path(__file__).parent / "programs" / "storm.py"
 STEPS = int(os.environ.get("DURABLE_STORM_STEPS", "200"))

@@ -122,6 +122,10 @@ async def test_a_workflow_function_stops_on_lease_lost(
     assert status == "running", "the new holder's run is untouched (not marked failed)"
 
 
+# A bound on wall-clock time (a busy machine starts an interpreter slowly): the
+# full tier. The takeover itself is fast-tested in test_ownership.py
+# (a killed holder is taken over at the first claim) and test_crash.py.
+@pytest.mark.timing
 async def test_a_killed_program_is_resumed_and_running_within_one_and_a_half_seconds(
     dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
 ) -> None:

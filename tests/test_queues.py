@@ -416,6 +416,10 @@ async def test_a_child_runs_in_its_parents_slot(db: durable.Db) -> None:
         await task
 
 
+# A bound on wall-clock time: the full tier. That an enqueue wakes an executor
+# that would not look again for an hour is fast-tested in test_claims.py and
+# test_times.py.
+@pytest.mark.timing
 async def test_executors_and_waiters_are_woken_by_notifications_not_polls(
     dsn: str, schema: str, db: durable.Db, pg: asyncpg.Connection
 ) -> None:

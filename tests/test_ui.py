@@ -78,11 +78,12 @@ async def serve(db: durable.Db) -> AsyncIterator[Callable[..., Awaitable[Served]
         await serving
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Headless Chromium: the system's, as the Makefile installs it."""
+@pytest.fixture(scope="session")
+async def chromium() -> AsyncIterator[Browser]:
+    """Headless Chromium: the system's, as the Makefile installs it; launched
+    once for the whole run."""
     if not Path(CHROMIUM).exists():
-        pytest.skip(f"no {CHROMIUM}: install Debian's chromium package (make test does, as root with apt-get)")
+        pytest.skip(f"no {CHROMIUM}: install Debian's chromium package (make test-all does, as root with apt-get)")
     playwright_api = pytest.importorskip("playwright.async_api", reason="needs playwright (the dev group)")
     async with playwright_api.async_playwright() as playwright:
         launched: Browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -90,6 +91,16 @@ async def browser() -> AsyncIterator[Browser]:
             yield launched
         finally:
             await launched.close()
+
+
+@pytest.fixture
+async def browser(chromium: Browser) -> AsyncIterator[Browser]:
+    """The run's Chromium; every page and context the test opened is closed
+    after it (each page has a context of its own: no cookie or storage
+    outlives its test)."""
+    yield chromium
+    for context in chromium.contexts:
+        await context.close()
 
 
 async def http(
