@@ -753,3 +753,6 @@ impl<H: HoldSlot> Run<H> {
         self.watch(|| "its wait".to_owned(), result)
     }
 }
+
+#[cfg(test)]
+mod tests;
