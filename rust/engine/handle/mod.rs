@@ -16,15 +16,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
-use super::config::validate_name;
-use super::error::EngineError;
-use super::holds::Hold;
-use super::jsonb::JsonText;
-use super::transaction::Transaction;
-use super::waits::{Suspended, Suspension};
-use super::workflow::{HistoryEntry, Kind, Started, Status, WorkflowId};
-use super::writer::Outcome;
-use super::{Engine, Parent};
+use super::{
+    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended, Suspension,
+    Transaction, WorkflowId, validate_name,
+};
 
 /// `type` of the error record of an at-most-once step found interrupted.
 const STEP_INTERRUPTED: &str = "StepInterrupted";
