@@ -114,7 +114,8 @@ async def test_unknown_names_exit_1_with_one_line(db: durable.Db, dsn: str, sche
         result = await durable_cli(dsn, schema, command, "nope")
         fails(result, 1, "there is no workflow named 'nope'")
         assert len(result.stderr.strip().splitlines()) == 1
-    fails(await durable_cli(dsn, schema, "show", "etl", "--child", ""), 1, "invalid workflow name")
+    # A name that is not a name is a usage error, found before connecting.
+    fails(await durable_cli(dsn, schema, "show", "etl", "--child", ""), 2, "invalid child workflow name")
     fails(await durable_cli(dsn, schema, "show", "etl/publish"), 1, "there is no workflow named 'etl/publish'")
     fails(
         await durable_cli(dsn, schema, "cancel", "etl", "--child", "publish"),

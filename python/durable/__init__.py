@@ -12,7 +12,8 @@ A completed step never runs again: when the program restarts, its saved
 result is returned instead. See doc/api.md.
 """
 
-from ._ctx import Ctx, Starting, attempt
+from ._attempts import attempt
+from ._ctx import Ctx, Starting
 from ._db import Db, cancel, init
 from ._retry import Backoff
 from ._decorators import Workflow, step, workflow

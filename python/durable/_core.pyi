@@ -3,10 +3,50 @@
 from collections.abc import Awaitable, Sequence
 from typing import Any, final
 
-__all__ = ["MAX_NAME_BYTES", "SCHEMA_VERSION", "Engine", "Statement", "Transaction", "Waker", "Workflow"]
+from ._query import RunQuery as _RunQuery
+
+__all__ = [
+    "FINISHED_STATUSES",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECT_TIMEOUT",
+    "MAX_DURATION",
+    "MAX_LEASE",
+    "MAX_NAME_BYTES",
+    "MAX_RATE_PERIOD",
+    "MAX_RECONNECT_TIMEOUT",
+    "MAX_SESSION_GRACE",
+    "MAX_VALUE_BYTES",
+    "MAX_WAIT",
+    "MIN_CONNECTIONS",
+    "MIN_LEASE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Engine",
+    "Statement",
+    "Transaction",
+    "Waker",
+    "Workflow",
+]
 
 SCHEMA_VERSION: int
+
+# The engine's limits (`engine::limits`): sizes in bytes, durations in seconds.
 MAX_NAME_BYTES: int
+MIN_CONNECTIONS: int
+MAX_CONNECTIONS: int
+MAX_CONNECT_TIMEOUT: float
+MIN_LEASE: float
+MAX_LEASE: float
+MAX_RECONNECT_TIMEOUT: float
+MAX_SESSION_GRACE: float
+MAX_VALUE_BYTES: int
+MAX_DURATION: float
+MAX_WAIT: float
+MAX_RATE_PERIOD: float
+
+# A run's statuses, in the order it goes through them; those of a run that ended.
+STATUSES: tuple[str, ...]
+FINISHED_STATUSES: tuple[str, ...]
 
 @final
 class Waker:
@@ -83,54 +123,15 @@ class Engine:
         since: int | None = None,
         limit: int = 100,
     ) -> Awaitable[list[dict[str, Any]]]: ...
-    def browse_runs(
-        self,
-        status: str | None,
-        queue: str | None,
-        name_prefix: str | None,
-        since: int | None,
-        limit: int,
-        workflow: str | None,
-        input: str | None,
-        before: int | None,
-        timeout: float,
-        until: int | None = None,
-        parent: Sequence[str] | None = None,
-    ) -> Awaitable[list[dict[str, Any]]]: ...
+    def browse_runs(self, query: _RunQuery, timeout: float) -> Awaitable[list[dict[str, Any]]]: ...
     # tree's dict plus "attempts" (past attempts, task_attempt), "messages"
     # (sent to the tree's workflows) and "json" ((id, input, output, error)
     # as the database's JSON text, per task).
     def browse_tree(self, path: Sequence[str], timeout: float) -> Awaitable[dict[str, Any] | None]: ...
     def browse_value(self, id: int, column: str, timeout: float) -> Awaitable[str | None]: ...
-    def runs_version(
-        self,
-        status: str | None,
-        queue: str | None,
-        name_prefix: str | None,
-        since: int | None,
-        limit: int,
-        workflow: str | None,
-        input: str | None,
-        before: int | None,
-        timeout: float,
-        until: int | None = None,
-        parent: Sequence[str] | None = None,
-    ) -> Awaitable[str]: ...
+    def runs_version(self, query: _RunQuery, timeout: float) -> Awaitable[str]: ...
     def tree_version(self, root: str, timeout: float) -> Awaitable[str | None]: ...
-    def count_runs(
-        self,
-        statuses: list[str | None],
-        queue: str | None,
-        name_prefix: str | None,
-        since: int | None,
-        cap: int,
-        workflow: str | None,
-        input: str | None,
-        timeout: float,
-        until: int | None = None,
-        parent: Sequence[str] | None = None,
-        before: int | None = None,
-    ) -> Awaitable[list[int]]: ...
+    def count_runs(self, statuses: list[str | None], query: _RunQuery, timeout: float) -> Awaitable[list[int]]: ...
     def estimate_roots(self) -> Awaitable[int]: ...
     def runs_ahead(self, id: int, cap: int, timeout: float) -> Awaitable[int | None]: ...
     def browse_queues(self, timeout: float) -> Awaitable[list[dict[str, Any]]]: ...

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-import inspect
-import traceback
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from datetime import datetime, timezone
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
 from . import _core, _otel
+from ._attempts import RETRY, StepBody, call, current, error_record, in_step, may_retry, record_failure, run_attempts
+from ._core import FINISHED_STATUSES, MAX_DURATION, MAX_WAIT
 from ._db import Db, resolve
 from ._json import J, Json
 from ._names import check as check_name
@@ -39,91 +38,17 @@ from .errors import (
 
 T = TypeVar("T")
 
-#: The context of the workflow running in the current task, for
-#: ``@durable.step``; None inside a step's body, where decorated steps are
-#: plain calls.
-current: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("durable_current_ctx", default=None)
-
-#: The workflow whose step body is running in the current task, if any.
-_in_step: contextvars.ContextVar[Ctx | None] = contextvars.ContextVar("durable_in_step", default=None)
-
-#: The attempt number of the step body running in the current task.
-_attempt: contextvars.ContextVar[int] = contextvars.ContextVar("durable_step_attempt")
-
-_NO_RETRY = Backoff()
-
-#: Longest ``wait`` of ``Ctx.start`` (a year) and farthest ``deadline`` (a century), in seconds.
-MAX_WAIT = 365 * 86400.0
-MAX_DEADLINE = 100 * 365 * 86400.0
-
 #: Longest wait, in seconds, for the database to take a release while an
 #: interruption propagates (see ``Ctx._release_on_interrupt``).
 RELEASE_WAIT = 1.0
-
-#: Statuses of a run that ended.
-_FINISHED = ("completed", "failed", "cancelled")
 
 #: Default of ``Executor(suspend_after=...)``, in seconds: in a workflow run
 #: by an executor, a wait longer than this suspends the workflow (see
 #: ``Ctx._wait``) instead of holding it in the process.
 SUSPEND_AFTER = 60.0
 
-#: Longest durable sleep (a century), in seconds.
-MAX_SLEEP = MAX_DEADLINE
-
 #: Marks "no argument given" where None is a value.
 _SAVED: Any = object()
-
-#: Longest message and traceback kept in an error record, in characters.
-_MESSAGE_CHARS = 16_000
-_TRACEBACK_CHARS = 64_000
-
-
-def attempt() -> int:
-    """The attempt number of the step whose body is running: 1 on its first
-    run, 2 and up after a retry, a failure or an interruption. Outside a step
-    body, ``LookupError``."""
-    try:
-        return _attempt.get()
-    except LookupError:
-        raise LookupError("durable.attempt() is only known inside a step's body") from None
-
-
-def error_record(exc: BaseException, *, brief: bool = False) -> dict[str, str]:
-    """What is saved about an exception: enough for a human to act on.
-
-    Every text is made storable: a NUL becomes the four characters ``\\x00``
-    and a lone surrogate its ``\\udXXX`` escape; a message or traceback too
-    long keeps its beginning and end. ``brief`` keeps only type, module and
-    the start of the message (for a value-size limit too small for more).
-    """
-    kind = type(exc)
-    try:
-        message = str(exc)
-    except Exception:
-        message = f"<str() of the {kind.__qualname__} failed>"
-    record = {
-        "type": _storable(kind.__qualname__, 200),
-        "module": _storable(kind.__module__, 200),
-        "message": _storable(message, 200 if brief else _MESSAGE_CHARS),
-    }
-    if not brief:
-        try:
-            text = "".join(traceback.format_exception(exc))
-        except Exception:
-            text = "<the traceback could not be formatted>"
-        record["traceback"] = _storable(text, _TRACEBACK_CHARS)
-    return record
-
-
-def _storable(text: str, limit: int) -> str:
-    """``text`` as Postgres can store it, at most about ``limit`` characters."""
-    text = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
-    if len(text) > limit:
-        cut = len(text) - limit
-        text = f"{text[: limit // 2]}\n[... {cut} characters cut ...]\n{text[-(limit // 2) :]}"
-    return text
-
 
 def check_step_options(
     name: str,
@@ -147,23 +72,12 @@ def check_step_options(
         raise ConfigError(f"step {name!r}: at_most_once must be True or False, not {at_most_once!r}")
 
 
-#: The longest wait of ``recv`` (a year), in seconds.
-_MAX_WAIT = 365 * 86400.0
-
-
 class WorkflowSuspended(BaseException):
     """Unwinds a workflow run by an executor once it was suspended (see
     ``Ctx._wait``): the workflow left this process and an executor resumes
     it when it is due. Not a failure, and nothing records it as one: a
     ``BaseException``, so that ``except Exception`` in workflow code lets it
     pass (as ``asyncio.CancelledError``)."""
-
-
-class _Retry:
-    """What an attempt of a transaction step returns when it failed and is retried."""
-
-
-_RETRY = _Retry()
 
 
 class _Drained:
@@ -173,7 +87,7 @@ class _Drained:
 _DRAINED = _Drained()
 
 
-class _Tree:
+class Tree:
     """What the contexts of one workflow tree share in this process: how
     many step bodies are in flight (from before a body starts until its
     outcome is saved), and whether the tree is being suspended or was.
@@ -260,7 +174,7 @@ class Ctx:
         #: None: a direct run, which always waits in its process.
         self._suspend_after: float | None = None
         #: Shared by the contexts of one tree (a child gets its parent's).
-        self._tree = _Tree()
+        self._tree = Tree()
 
     @staticmethod
     def start(
@@ -273,17 +187,27 @@ class Ctx:
     ) -> Starting:
         """Creates the root workflow ``name``, or takes it over if it exists.
 
-        Resuming a completed workflow gives a context whose steps all replay
-        and whose :attr:`output` is the saved result. ``input`` must be JSON
-        and equal to the saved input of an existing workflow (else
-        ``InputMismatch``). ``db`` may be a database URL string.
+        ``await`` it for a ``Ctx``, or use it as ``async with Ctx.start(...)
+        as ctx:``. A new name creates the workflow (``ctx.created``,
+        ``ctx.attempt == 1``); an interrupted or failed one runs again as
+        its next attempt, its completed steps replaying. Resuming a
+        completed workflow gives a context whose steps all replay and whose
+        :attr:`output` is the saved result; a step it never completed raises
+        ``WorkflowFinished``. ``input`` must be JSON and have the same JSON
+        form as the saved input of an existing workflow (``1`` and ``1.0``
+        differ; else ``InputMismatch``). ``db`` may be a database URL string
+        (one ``Db`` per URL per process is made and reused).
 
         A workflow held by another live holder (another process, another
         ``Db``, or another handle in this process) raises ``WorkflowBusy``,
-        or, with ``wait`` (seconds or a timedelta), is waited for: it may
-        finish, be released, or its holder die. ``deadline``: seconds from now
-        by which a new workflow must complete (kept across restarts); past
-        it, the next step raises ``DeadlineExceeded``.
+        or, with ``wait`` (seconds or a timedelta, at most a year), is
+        waited for: it may finish, be released, or its holder die. A holder
+        that is dead (or whose lease expired) is taken over, and its writes
+        are refused from then on (``LeaseLost``). ``deadline`` (at most a
+        century): seconds from now by which a new workflow must complete
+        (kept across restarts; children share their root's); past it, the
+        next step raises ``DeadlineExceeded``. A cancelled workflow raises
+        ``Cancelled``; a bad ``wait`` or ``deadline`` is a ``ConfigError``.
         """
         return Starting(start_root(db, name, input, wait=wait, deadline=deadline, workflow=None))
 
@@ -291,6 +215,7 @@ class Ctx:
 
     @property
     def name(self) -> str:
+        """The workflow's own name (a child's: not its parent's)."""
         return self._wf.name
 
     @property
@@ -320,7 +245,8 @@ class Ctx:
 
     @property
     def status(self) -> str:
-        """``running``, ``completed`` or ``failed``."""
+        """``running``, ``completed``, ``failed``, or ``cancelled`` as soon as
+        this handle was told of a cancel."""
         return self._wf.status
 
     @property
@@ -335,6 +261,7 @@ class Ctx:
 
     @property
     def db(self) -> Db:
+        """The ``Db`` it runs on."""
         return self._db
 
     # -- steps and children --------------------------------------------------
@@ -387,65 +314,63 @@ class Ctx:
         interrupted by a crash is not run again: it raises ``StepInterrupted``
         for a human to decide.
 
+        ``name`` is unique within the workflow (steps and children share
+        names): a second use in one run raises ``DuplicateStep`` without
+        calling ``fn``. The options are checked before anything runs
+        (``ConfigError``). A result that is not JSON, or over
+        ``max_value_bytes``, fails the step with ``NotJson`` /
+        ``ValueTooLarge`` before any of it is written. Once another holder
+        took the workflow over, or it was cancelled, the step raises
+        ``LeaseLost`` / ``Cancelled`` and so does every later call on this
+        handle. A sync ``fn`` runs on the event loop's thread: run blocking
+        work in a thread (``lambda: asyncio.to_thread(load, path)``).
+
         Called inside another step's body (of the same workflow tree), ``fn``
         simply runs: the outer step's saved result covers it.
         """
         if not callable(fn):
             raise TypeError(f"step {name!r}: fn must be a callable taking no arguments, not {type(fn).__name__}")
+        check_name("step", name)
         check_step_options(name, retries, backoff, retry_on, at_most_once)
-        outer = _in_step.get()
+        outer = in_step.get()
         if outer is not None and outer.root_id == self.root_id:
-            return await _call(fn)
+            return await call(fn)
         verdict, saved, number = self._wf.begin_step(name, at_most_once)
         if verdict == "replay":
             _otel.step_replayed()
             return saved
         if verdict == "interrupted":
             interrupted = StepInterrupted(saved)
-            await self._record_failure(interrupted, lambda record: self._wf.fail_step(name, number, record))
+            await record_failure(interrupted, lambda record: self._wf.fail_step(name, number, record))
             raise interrupted
-        policy = backoff or _NO_RETRY
-        retried = 0
-        tree = self._tree
-        while True:
-            if retried:
-                await asyncio.sleep(policy.delay(retried))
-            if tree.held_back():
-                await tree.wait_to_start()
-            tree.enter()
-            try:
-                if at_most_once:
-                    await self._wf.mark_step_durably(name, number)
-                else:
-                    self._wf.mark_step(name, number)
-                with _otel.step_attempt(self.name, name, number) as report:
-                    tokens = (_attempt.set(number), _in_step.set(self), current.set(None))
+
+        async def run(number: int, retried: int) -> Any:
+            if at_most_once:
+                await self._wf.mark_step_durably(name, number)
+            else:
+                self._wf.mark_step(name, number)
+            with _otel.step_attempt(self.name, name, number) as report:
+                with StepBody(self, number):
                     try:
-                        result = await _call(fn)
+                        result = await call(fn)
                     except Exception as exc:
                         report.failed(exc)
-                        await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
-                        if retried >= retries or not isinstance(exc, retry_on):
+                        await record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
+                        if not may_retry(exc, retried, retries, retry_on):
                             raise
-                        retried += 1
-                        number += 1
-                        continue
-                    finally:
-                        current.reset(tokens[2])
-                        _in_step.reset(tokens[1])
-                        _attempt.reset(tokens[0])
-                    try:
-                        saving = self._wf.finish_step(name, number, result)
-                    except (NotJson, ValueTooLarge) as exc:
-                        # The body ran but its result cannot be saved: that is the step's failure.
-                        report.failed(exc)
-                        await self._record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
-                        raise
-                    value = await (_otel.timed_commit(saving) if _otel.active() else saving)
-                    report.completed()
-                    return value
-            finally:
-                tree.leave()
+                        return RETRY
+                try:
+                    saving = self._wf.finish_step(name, number, result)
+                except (NotJson, ValueTooLarge) as exc:
+                    # The body ran but its result cannot be saved: that is the step's failure.
+                    report.failed(exc)
+                    await record_failure(exc, lambda record: self._wf.fail_step(name, number, record))
+                    raise
+                value = await (_otel.timed_commit(saving) if _otel.active() else saving)
+                report.completed()
+                return value
+
+        return await run_attempts(self._tree, backoff, number, run)
 
     async def recv(self, topic: str, timeout: Seconds | None = None) -> Any:
         """Receives the oldest message sent to this workflow on ``topic``
@@ -456,12 +381,15 @@ class Ctx:
         saves it as this workflow's step, named like an automatically named
         step (``topic``, ``topic#2``... in call order), so a replay receives
         the same message, or the same None, again. A message sent before the
-        wait is kept for it.
+        wait is kept for it. ``timeout`` is at most a year. Not inside a
+        step's body (``DurableError``). A cancel ends the wait with
+        ``Cancelled``; a long wait suspends a workflow run by an executor,
+        as ``sleep`` does.
         """
         if not isinstance(topic, str):
             raise ConfigError(f"recv's topic must be a str, not {topic!r}")
         check_name("topic", topic)
-        wait = _MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=_MAX_WAIT, zero_ok=True)
+        wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
         self._refuse_in_step(f"ctx.recv({topic!r})")
         name = self.auto_name(topic)
         verdict, saved, number = self._wf.begin_step(name)
@@ -523,7 +451,7 @@ class Ctx:
         await self._wf.set_event(name, number, key, value)
 
     def _refuse_in_step(self, call: str) -> None:
-        outer = _in_step.get()
+        outer = in_step.get()
         if outer is not None and outer.root_id == self.root_id:
             raise DurableError(
                 f"{call} was called inside the body of a step of workflow {outer.name!r}: a step's body "
@@ -570,27 +498,32 @@ class Ctx:
         raises, the transaction rolls back, the attempt is recorded failed
         and, with ``retries``, retried like a step's. ``LeaseLost`` (another
         holder took the workflow) rolls everything back. Not inside a
-        step's body. See doc/api.md for ``tx`` and the type mapping.
+        step's body. See "Transaction steps" and "Type mapping" in
+        doc/api.md for ``tx`` and the types of its parameters and columns.
         """
         if not callable(fn):
             raise TypeError(f"transaction {name!r}: fn must be a callable taking tx, not {type(fn).__name__}")
         check_step_options(name, retries, backoff, retry_on, False)
-        outer = _in_step.get()
+        outer = in_step.get()
         if outer is not None and outer.root_id == self.root_id:
             raise DurableError(
                 f"ctx.transaction({name!r}) was called inside the body of a step of workflow {outer.name!r}: "
                 "a step's body runs as one unit whose result is saved; run the transaction from the workflow itself"
             )
-        return await run_transaction(self, self._wf, name, fn, retries, backoff, retry_on)
+        return await run_transaction(self, self._wf, self._tree, name, fn, retries, backoff, retry_on)
 
     def child(self, name: str, input: Json = None) -> Starting:
         """Creates (or resumes) the child workflow ``name`` with its own steps.
 
-        Children may run concurrently. Use ``async with ctx.child(...) as c:``
-        or call ``await c.complete(result)`` yourself. Not inside a step's
-        body: a step's saved result stands for everything its body did.
+        The same rules as ``Ctx.start``; its name shares the parent's
+        namespace of step names. Children may run concurrently. Use
+        ``async with ctx.child(...) as c:`` or call ``await
+        c.complete(result)`` yourself. A child of a finished parent is only
+        read, to replay. Not inside a step's body (``DurableError``): a
+        step's saved result stands for everything its body did.
         """
-        outer = _in_step.get()
+        check_name("child workflow", name)
+        outer = in_step.get()
         if outer is not None and outer.root_id == self.root_id:
             raise DurableError(
                 f"ctx.child({name!r}) was called inside the body of a step of workflow {outer.name!r}: "
@@ -622,7 +555,12 @@ class Ctx:
         at its wake-up time, and frees its executor slot) and an executor
         resumes it when due, replaying its steps up to here. A direct run
         (``Workflow.run``, ``Ctx.start``) always sleeps in its process.
+
+        A duration is at most a century (0 is fine); both or neither of
+        ``duration`` and ``until``, or a naive ``until``, is a
+        ``ConfigError`` before anything is saved.
         """
+        check_name("sleep", name)
         if (duration is None) == (until is None):
             raise ConfigError(f"ctx.sleep({name!r}): give a duration or until=, not both or neither")
         engine = self._db._engine
@@ -634,7 +572,7 @@ class Ctx:
 
         else:
             assert duration is not None
-            delay = round(seconds(f"ctx.sleep({name!r}) duration", duration, at_most=MAX_SLEEP, zero_ok=True) * 1e6)
+            delay = round(seconds(f"ctx.sleep({name!r}) duration", duration, at_most=MAX_DURATION, zero_ok=True) * 1e6)
 
             async def wake_time() -> str:
                 return from_micros(await engine.db_now() + delay).isoformat()
@@ -651,24 +589,22 @@ class Ctx:
         one on a replay. Inside a step's body it is only computed, as a
         nested step's result is. Otherwise it is a step as ``step`` runs one
         (none starts while the tree is being suspended; a span of its own)."""
-        outer = _in_step.get()
+        outer = in_step.get()
         if outer is not None and outer.root_id == self.root_id:
             return await wake_time()
         verdict, saved, number = self._wf.begin_step(name)
         if verdict == "replay":
             _otel.step_replayed()
             return str(saved)
-        tree = self._tree
-        if tree.held_back():
-            await tree.wait_to_start()
-        tree.enter()
-        try:
+
+        async def run(number: int, retried: int) -> str:
             with _otel.step_attempt(self.name, name, number) as report:
                 wake = await wake_time()
                 await self._wf.save_sleep(name, number, wake)
                 report.completed()
-        finally:
-            tree.leave()
+            return wake
+
+        wake: str = await run_attempts(self._tree, None, number, run)
         return wake
 
     async def _wait(
@@ -714,7 +650,7 @@ class Ctx:
         wake-up time first).
         """
         engine = self._db._engine
-        outer = _in_step.get()
+        outer = in_step.get()
         threshold = None if outer is not None and outer.root_id == self.root_id else self._suspend_after
         waiting = {"kind": kind, "step": name, "detail": detail}
         noted = False
@@ -804,15 +740,15 @@ class Ctx:
             state = await self._unless_stopped(engine.run_state(run, timeout), drain=self._suspend_after is not None)
             if isinstance(state, _Drained):
                 return False
-            return state is None or state[0] in _FINISHED
+            return state is None or state[0] in FINISHED_STATUSES
 
         state = await engine.run_state(run, 0.0)
-        if state is not None and state[0] not in _FINISHED:
+        if state is not None and state[0] not in FINISHED_STATUSES:
             # Recorded first: a wait that closes a cycle (this run waits,
             # through others maybe, for this workflow) is refused, WaitCycle.
             await self._wf.wait_on(run)
             try:
-                while state is not None and state[0] not in _FINISHED:
+                while state is not None and state[0] not in FINISHED_STATUSES:
                     started = state[0] not in ("queued", "scheduled")
                     await self._wait(name, None, finished, "result", detail, waiting_on=run, patient=started)
                     state = await engine.run_state(run, 0.0)
@@ -848,13 +784,17 @@ class Ctx:
         JSON form (what a replay returns).
 
         On a workflow that completed in an earlier run, returns the saved result.
+        After this run completed or failed the workflow, any later write (a
+        step still in flight, ``fail``, ``complete`` after ``fail``) raises
+        ``WorkflowFinished``.
         """
         if self._wf.status == "completed":
             return self._wf.output
         return await self._wf.complete(result)
 
     async def fail(self, exc: BaseException) -> None:
-        """Marks the workflow failed with the error's type, message and traceback."""
+        """Marks the workflow failed with the error's type, module, message
+        and traceback (see "What is saved of an error" in doc/api.md)."""
         record = error_record(exc)
         try:
             recording = self._wf.fail(record)
@@ -870,7 +810,10 @@ class Ctx:
 
         The function is given the workflow's input as saved (its JSON form,
         the same on every run). ``input``, if given, must have the same JSON
-        form (else ``InputMismatch``).
+        form (else ``InputMismatch``). Past the deadline the workflow fails
+        with ``DeadlineExceeded``. If the function is interrupted by a
+        ``BaseException`` (its task cancelled, ``asyncio.wait_for`` ran out),
+        the workflow is released, not failed, and the exception propagates.
         """
         if input is not _SAVED and not self._wf.same_input(input):
             raise InputMismatch(f"ctx.run() was given another input than workflow {self.name!r} was started with")
@@ -894,7 +837,7 @@ class Ctx:
                 except Exception as exc:
                     outcome = "failed"
                     try:
-                        await self._record_failure(exc, self._wf.fail)
+                        await record_failure(exc, self._wf.fail)
                     finally:
                         # Not recorded (the database failed, or the run was
                         # cancelled): let a new run resume it, or free the
@@ -939,7 +882,9 @@ class Ctx:
 
     def auto_name(self, base: str) -> str:
         """``base`` on first use in this run, then ``base#2``, ``base#3``...,
-        shortened (see ``_names.derived``) when longer than a name may be.
+        shortened (see "Derived names" in doc/api.md) when longer than a
+        name may be. How decorated steps, ``enqueue``, ``send``... inside a
+        workflow name their steps.
 
         Deterministic as long as the workflow's own code calls in the same
         order: steps called inside a step's body are plain calls and take no
@@ -960,25 +905,6 @@ class Ctx:
         except (Exception, asyncio.CancelledError):
             pass  # the interruption that brought us here is what propagates
 
-    @staticmethod
-    async def _record_failure(exc: BaseException, save: Callable[[dict[str, str]], Awaitable[None]]) -> None:
-        """Saves a failure with ``save(error_record)``. If the workflow is no
-        longer this process's to write (lease lost, cancelled), that is raised
-        instead; if saving fails otherwise, the original error says so in a
-        note. The original error is never replaced."""
-        try:
-            try:
-                recording = save(error_record(exc))
-            except ValueTooLarge:
-                recording = save(error_record(exc, brief=True))
-            await recording
-        except (LeaseLost, Cancelled) as stop:
-            raise stop from exc
-        except WorkflowFinished:
-            pass  # finished already: nothing left to mark
-        except DurableError as db_exc:
-            exc.add_note(f"durable could not record this failure: {db_exc}")
-
     # -- async with ----------------------------------------------------------
 
     async def __aenter__(self) -> Ctx:
@@ -996,7 +922,7 @@ class Ctx:
             if self._wf.status == "running":
                 await self.complete(None)
         elif isinstance(exc, Exception) and self._wf.status == "running":
-            await self._record_failure(exc, self._wf.fail)
+            await record_failure(exc, self._wf.fail)
         elif not isinstance(exc, Exception):
             await self._release_on_interrupt()
 
@@ -1008,8 +934,9 @@ async def start_root(
     db: Db | str, name: str, input: Any, *, wait: Seconds, deadline: Seconds | None, workflow: str | None
 ) -> Ctx:
     """``Ctx.start``, for a root run by the registered function ``workflow`` (or by hand: None)."""
+    check_name("workflow", name)
     wait_s = seconds("wait", wait, at_most=MAX_WAIT, zero_ok=True)
-    deadline_s = None if deadline is None else seconds("deadline", deadline, at_most=MAX_DEADLINE)
+    deadline_s = None if deadline is None else seconds("deadline", deadline, at_most=MAX_DURATION)
     resolved = await resolve(db)
     loop = asyncio.get_running_loop()
     give_up = loop.time() + wait_s
@@ -1053,11 +980,3 @@ class Starting:
 def _moment(moment: datetime) -> str:
     """A time for humans: UTC, to the millisecond."""
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-async def _call(fn: Callable[[], Any]) -> Any:
-    """Calls a step body, sync or async."""
-    result = fn()
-    if inspect.isawaitable(result):
-        result = await result
-    return result

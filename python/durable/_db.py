@@ -7,8 +7,18 @@ import socket
 from types import TracebackType
 
 from . import _core, _embedded
+from ._core import (
+    MAX_CONNECT_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_LEASE,
+    MAX_RECONNECT_TIMEOUT,
+    MAX_SESSION_GRACE,
+    MAX_VALUE_BYTES,
+    MIN_CONNECTIONS,
+    MIN_LEASE,
+)
 from ._bridge import off_loop
-from ._names import WorkflowPath, path_of
+from ._names import WorkflowPath, lone_surrogate, path_of, text
 from ._options import Seconds, count, seconds
 from .errors import ConfigError
 
@@ -22,14 +32,13 @@ PG_TARGET_ENV = ("PGHOST", "PGDATABASE")
 #: The URL that takes everything from the ``PG*`` environment variables.
 ENVIRONMENT_DSN = "postgresql://"
 
-#: The largest value jsonb can hold, in bytes.
-MAX_VALUE_BYTES = 268_435_455
-
-
 class Db:
     """A connection pool to durable's tables, made by :func:`init`.
 
     Share one per process: every workflow and step may use it concurrently.
+    Each ``Db`` is a lease owner of its own. A process made by ``os.fork()``
+    must call ``init`` again: its parent's ``Db`` raises ``DurableError``
+    there.
     """
 
     def __init__(self, engine: _core.Engine) -> None:
@@ -57,10 +66,13 @@ class Db:
         return self._engine.stats()
 
     async def close(self) -> None:
-        """Gives up this process's leases and closes the pool.
+        """Gives back the workflows this ``Db`` still holds (released, as an
+        interrupted run is, not left for a recovery), gives up its leases
+        and closes the pool.
 
-        Others may take over its unfinished workflows at once; workflows still
-        using this ``Db`` fail with ``DatabaseError``.
+        Others may take over its unfinished workflows at once; later calls
+        on this ``Db`` fail with ``DatabaseError``. ``async with await
+        durable.init(...) as db:`` closes it at the end of the block.
         """
         await self._engine.close()
 
@@ -108,15 +120,23 @@ async def init(
     ``pool_mode=transaction``, Supabase's port 6543) is refused with
     ``ConfigError``; use the direct endpoint.
 
-    Durations are seconds or a ``timedelta``. ``connect_timeout``: the
-    longest a new connection may take (TCP, login). ``lease``: how long a
-    workflow's lease outlives this process's last heartbeat (only a hung or
-    cut-off process needs it to run out: a killed one is seen at once).
-    ``reconnect_timeout``: how long writes keep retrying through a lost
-    connection or a database restart, and the longest wait for any answer.
-    ``session_grace``: how long others wait for this process to reconnect
-    its liveness session when it drops, before taking its workflows over
-    (0: not at all, for a process whose session only ends with it).
+    ``schema``: where the tables live (1 to 63 lowercase letters, digits or
+    underscores, not starting with a digit). ``max_connections`` (2 to
+    10,000): the pool's size; one is the checkpoint writer's and one is kept
+    for durable's own calls, so transaction steps hold at most
+    ``max_connections - 2``.
+
+    Durations are seconds or a ``timedelta``. ``connect_timeout`` (at most
+    an hour): the longest a new connection may take (TCP, TLS, login).
+    ``lease`` (1 s to a day): how long a workflow's lease outlives this
+    process's last heartbeat (only a hung or cut-off process needs it to
+    run out: a killed one is seen at once); heartbeats run every third of
+    it. ``reconnect_timeout`` (at most a day): how long writes keep
+    retrying through a lost connection or a database restart, and the
+    longest wait for any answer. ``session_grace`` (0 to 60 s): how long
+    others wait for this process to reconnect its liveness session when it
+    drops, before taking its workflows over (0: not at all, for a process
+    whose session only ends with it).
     ``max_value_bytes``: largest JSON value saved (at most 268435455, what
     jsonb holds). ``migrate``: bring the schema up to date (the default); with
     False, only check that it is (``ConfigError`` if it is missing or older,
@@ -132,15 +152,14 @@ async def init(
     which check failed), ``SchemaTooNew`` when a newer durable migrated the
     schema.
     """
-    if not isinstance(schema, str):
-        raise ConfigError(f"schema must be a str, not {schema!r}")
+    text("schema", schema)
     if not isinstance(migrate, bool):
         raise ConfigError(f"migrate must be a bool, not {migrate!r}")
-    connections = count("max_connections", max_connections, at_least=2, at_most=10_000)
-    connect_s = seconds("connect_timeout", connect_timeout, at_most=3600)
-    lease_s = seconds("lease", lease, at_least=1, at_most=86400, zero_ok=True)
-    reconnect_s = seconds("reconnect_timeout", reconnect_timeout, at_most=86400)
-    grace_s = seconds("session_grace", session_grace, at_most=60, zero_ok=True)
+    connections = count("max_connections", max_connections, at_least=MIN_CONNECTIONS, at_most=MAX_CONNECTIONS)
+    connect_s = seconds("connect_timeout", connect_timeout, at_most=MAX_CONNECT_TIMEOUT)
+    lease_s = seconds("lease", lease, at_least=MIN_LEASE, at_most=MAX_LEASE, zero_ok=True)
+    reconnect_s = seconds("reconnect_timeout", reconnect_timeout, at_most=MAX_RECONNECT_TIMEOUT)
+    grace_s = seconds("session_grace", session_grace, at_most=MAX_SESSION_GRACE, zero_ok=True)
     value_bytes = count("max_value_bytes", max_value_bytes, at_least=1, at_most=MAX_VALUE_BYTES)
     if dsn is None:
         dsn = os.environ.get(DATABASE_URL_ENV) or None  # set but empty counts as unset
@@ -150,6 +169,9 @@ async def init(
         dsn = await off_loop(_embedded.start_embedded)
     if not isinstance(dsn, str):
         raise ConfigError(f"the database URL must be a str, not {type(dsn).__name__}")
+    if "\x00" in dsn or lone_surrogate(dsn) is not None:
+        # Not shown: a URL may hold a password.
+        raise ConfigError("the database URL holds a NUL character or a lone surrogate: no URL does")
     engine = await _core.Engine.connect(
         dsn,
         schema=schema,

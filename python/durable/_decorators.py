@@ -9,7 +9,9 @@ from datetime import datetime
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
-from ._ctx import Ctx, _in_step, check_step_options, current, start_root
+from ._attempts import current, in_step
+from ._core import MAX_DURATION
+from ._ctx import Ctx, check_step_options, start_root
 from ._db import Db, resolve
 from ._json import Json
 from ._names import check as check_name
@@ -21,8 +23,6 @@ from .errors import ConfigError
 
 log = logging.getLogger("durable")
 
-#: The longest delay of ``enqueue`` (a century), in seconds.
-MAX_DELAY = 100 * 365 * 86400.0
 
 I = TypeVar("I", bound=Json | datetime)  # noqa: E741 - the input type (a tick, for scheduled ones)
 O = TypeVar("O", bound=Json)  # noqa: E741 - the workflow's output type
@@ -60,8 +60,12 @@ class Workflow(Generic[I, O]):
         if queue is not None and not isinstance(queue, str):
             raise ConfigError(f"@durable.workflow(queue=...) must be a str, not {queue!r}")
         self.fn = fn
+        #: Its registered identity: ``module.qualname`` unless ``name=`` gave another.
         self.name = name or f"{fn.__module__}.{fn.__qualname__}"
+        #: Where ``enqueue`` puts its runs (``"default"`` unless ``queue=`` gave another).
         self.queue = queue or DEFAULT_QUEUE
+        check_name("workflow", self.name)
+        check_name("queue", self.queue)
         #: When it runs by itself (an Executor queues one run per tick), if it does.
         self.schedule = Schedule.make(schedule, every, timezone, missed, self.name)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]  # copies __name__, __doc__...
@@ -93,7 +97,10 @@ class Workflow(Generic[I, O]):
         return await ctx.run(self.body())
 
     async def run_child(self, parent: Ctx, name: str, input: I) -> O:
-        """Runs the workflow as the child ``name`` of ``parent``."""
+        """Runs the workflow as the child ``name`` of ``parent`` (see
+        ``Ctx.child``): created, or resumed with its completed steps
+        replaying; its result is returned as ``run``'s is. The child runs
+        in its parent's queue slot and belongs to its parent's tree."""
         ctx = await parent.child(name, _saved(input))
         return await ctx.run(self.body())
 
@@ -121,6 +128,7 @@ class Workflow(Generic[I, O]):
         ``enqueue <workflow name>``, ``#2``... in call order): a resumed parent
         does not enqueue twice.
         """
+        check_name("workflow", name)
         delay_s, start_at = _when(delay, run_at, priority, key)
         resolved = await resolve(db)
         by = _enqueuer(resolved)
@@ -170,6 +178,7 @@ class Workflow(Generic[I, O]):
         for pair in pairs:
             if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
                 raise ConfigError(f"enqueue_many takes (name, input) pairs with a str name, not {pair!r}")
+            check_name("workflow", pair[0])
         resolved = await resolve(db)
         by = _enqueuer(resolved)
 
@@ -198,11 +207,11 @@ def _when(delay: Seconds | None, run_at: datetime | None, priority: int, key: st
     """Checks an enqueue's options; its delay in seconds and its ``run_at`` as text."""
     if delay is not None and run_at is not None:
         raise ConfigError("give delay or run_at, not both")
-    delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DELAY, zero_ok=True)
+    delay_s = 0.0 if delay is None else seconds("delay", delay, at_most=MAX_DURATION, zero_ok=True)
     start_at = None if run_at is None else moment("run_at", run_at)
     count("priority", priority, at_least=-(2**31), at_most=2**31 - 1)
-    if key is not None and not isinstance(key, str):
-        raise ConfigError(f"key must be a str, not {key!r}")
+    if key is not None:
+        check_name("key", key)
     return delay_s, None if start_at is None else start_at.isoformat()
 
 
@@ -210,7 +219,7 @@ def _enqueuer(db: Db) -> int | None:
     """The id of the workflow whose code (its own, or a step's body) is
     enqueueing into ``db``, recorded on the runs it enqueues so that a
     cancel can reach them (``durable.cancel(..., enqueued=True)``)."""
-    ctx = current.get() or _in_step.get()
+    ctx = current.get() or in_step.get()
     return ctx.id if ctx is not None and ctx.db is db else None
 
 
@@ -261,7 +270,10 @@ def workflow(
     unless ``timezone=`` names another zone) or ``every=`` (an interval, ticks
     aligned to the epoch): executors that know it queue one run per tick,
     named ``<name>@<tick>``. After downtime, ``missed="latest"`` runs the
-    latest missed tick once, ``missed="all"`` each of them.
+    latest missed tick once, ``missed="all"`` each of them. The function
+    must be ``async def`` (else ``TypeError``); a bad option, cron
+    expression, time zone or interval is a ``ConfigError`` here, when the
+    function is decorated.
     """
 
     def decorate(f: Callable[[Ctx, I], Awaitable[O]]) -> Workflow[I, O]:
@@ -300,8 +312,10 @@ def step(
     """Checkpoints an async function as a step whenever it is called inside a
     running workflow (``Workflow.run`` or ``async with`` a ``Ctx``).
 
-    The step is named after the function (or ``name=``); repeated calls in one
-    run are named ``name``, ``name#2``, ``name#3``... in call order. Called
+    The step is named after the function (``__qualname__``, or ``name=``);
+    repeated calls in one run are named ``name``, ``name#2``,
+    ``name#3``... in call order, given at the call, so that
+    ``asyncio.gather(fetch(a), fetch(b))`` is deterministic. Called
     outside any workflow, or inside another step's body, the function simply
     runs (inside a step, the outer step's saved result covers it).
     ``retries``, ``backoff``, ``retry_on`` and ``at_most_once`` are those of

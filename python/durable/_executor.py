@@ -18,6 +18,7 @@ from ._decorators import Workflow
 from ._options import Seconds, count, seconds
 from ._schedules import CONFIRM_EVERY, FORGET_AFTER, from_micros, tick_run_name, tick_text, to_micros
 from .errors import ConfigError, DurableError
+from ._names import text
 
 log = logging.getLogger("durable")
 
@@ -79,8 +80,8 @@ class Executor:
                 raise ConfigError(f"two workflows are registered as {workflow.name!r}; give one of them another name=")
         if not self._workflows:
             raise ConfigError("an Executor needs at least one workflow")
-        if version is not None and not isinstance(version, str):
-            raise ConfigError(f"version must be a str, not {version!r}")
+        if version is not None:
+            text("version", version)
         self._concurrency = count("concurrency", concurrency, at_least=1, at_most=100_000)
         self._version = version
         self._max_recoveries = count("max_recoveries", max_recoveries, at_least=0, at_most=1_000_000)

@@ -7,6 +7,7 @@ from typing import Any
 from ._db import Db, resolve
 from ._runs import Run
 from .errors import ConfigError, WorkflowNotFound
+from ._names import check as check_name
 
 
 class _Keep:
@@ -46,8 +47,11 @@ async def fork(db: Db | str, name: str, new_name: str, *, from_step: str | None 
     for what, text in (("name", name), ("new_name", new_name)):
         if not isinstance(text, str):
             raise ConfigError(f"fork's {what} must be a str, not {text!r}")
+        check_name("workflow", text)
     if from_step is not None and not isinstance(from_step, str):
         raise ConfigError(f"fork's from_step must be the name (a str) of a step or child workflow, or None, not {from_step!r}")
+    if from_step is not None:
+        check_name("step", from_step)
     resolved = await resolve(db)
     replace = input is not KEEP
     outcome, status, _ = await resolved._engine.fork(name, new_name, from_step, input if replace else None, replace)

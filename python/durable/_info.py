@@ -10,41 +10,52 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from ._core import STATUSES
 from ._db import Db, resolve
 from ._moments import moments
-from ._names import WorkflowPath, path_of, shown
+from ._names import WorkflowPath, path_of, shown, text
 from ._options import count, moment
 from ._schedules import to_micros
 from .errors import ConfigError, WorkflowNotFound
 
-STATUSES = ("pending", "queued", "scheduled", "running", "completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
 class WorkflowInfo:
     """A workflow as it is now (a read-only record)."""
 
+    #: Its row id in ``task``.
     id: int
     #: Its own name (a child's: not its parent's).
     name: str
     #: Where it is: the root's name, then each child's down to it (a
     #: root's is ``(name,)``). What ``get``, ``tree``, ``send``... take.
     path: tuple[str, ...]
+    #: pending, queued, scheduled, running, completed, failed or cancelled.
     status: str
     #: The registered function that runs it, if one does.
     workflow: str | None
+    #: The queue it was enqueued in, if it was.
     queue: str | None
+    #: Its input as saved (JSON).
     input: Any
+    #: Its result once completed (JSON), else None.
     output: Any
     #: The saved error record of a failed run: type, module, message, traceback.
     error: Any
+    #: Which run of it this is (1 for the first).
     attempt: int
+    #: How many times its holder died while it ran alone (see ``Executor(max_recoveries=)``).
     recoveries: int
+    #: Its priority in its queue (higher runs first).
     priority: int
+    #: Its key in its queue (``enqueue(key=)``), if any.
     key: str | None
     #: None only for a time out of range (see ``out_of_range``).
     created_at: datetime | None
+    #: When its current attempt started.
     started_at: datetime | None
+    #: When it finished (completed, failed or cancelled).
     completed_at: datetime | None
     #: When a queued or scheduled run may start.
     run_at: datetime | None
@@ -62,8 +73,10 @@ class WorkflowInfo:
     #: The version of the executors that may run it (set when first claimed).
     version: str | None
     #: Its times that no ``datetime`` holds (``infinity``, a year outside 1
-    #: to 9999 in UTC: only SQL written by hand stores one), by field, as
-    #: text (``{"run_at": "infinity"}``); each such field is None.
+    #: to 9999 in UTC) and its JSON values that Python cannot read (nested
+    #: over 128 levels, a number beyond any float), by field, as text
+    #: (``{"run_at": "infinity"}``; a value's cut after 1000 bytes); each
+    #: such field is None. Only SQL written by hand stores such a value.
     out_of_range: Mapping[str, str] = field(default_factory=dict)
 
     @staticmethod
@@ -75,8 +88,11 @@ class WorkflowInfo:
 class StepInfo:
     """A step of a workflow as it is now (a read-only record)."""
 
+    #: Its row id in ``task`` (what ``at_most_once``'s decision by hand names).
     id: int
+    #: Its name in its workflow (a sleep's, a receive's and an event's too).
     name: str
+    #: running, completed or failed.
     status: str
     #: Which attempt ran last (1 for the first).
     attempt: int
@@ -88,8 +104,9 @@ class StepInfo:
     created_at: datetime | None
     #: When its last attempt started, as recorded.
     started_at: datetime | None
+    #: When it completed.
     completed_at: datetime | None
-    #: Its times that no ``datetime`` holds, by field, as text (as ``WorkflowInfo``'s).
+    #: Its times and values that Python cannot hold, by field, as text (as ``WorkflowInfo``'s).
     out_of_range: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -97,6 +114,7 @@ class StepInfo:
 class WorkflowTree:
     """A workflow with its steps and its child workflows, recursively."""
 
+    #: The workflow itself.
     info: WorkflowInfo
     #: Its steps, in the order they were first recorded.
     steps: tuple[StepInfo, ...]
@@ -127,13 +145,18 @@ async def list_workflows(
     since: datetime | None = None,
     limit: int = 100,
 ) -> list[WorkflowInfo]:
-    """The root workflows that match, newest first (at most ``limit``).
+    """The root workflows that match, newest first (at most ``limit``, 1 to
+    100,000).
 
     ``status`` one of pending, queued, scheduled, running, completed, failed,
-    cancelled; ``since`` an aware ``datetime``: created at or after it.
+    cancelled; ``queue`` a queue's name; ``name_prefix`` the start of their
+    names; ``since`` an aware ``datetime``: created at or after it.
     """
     if status is not None and status not in STATUSES:
         raise ConfigError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+    for what, given in (("queue filter", queue), ("name_prefix filter", name_prefix)):
+        if given is not None:
+            text(what, given)
     since_us = None if since is None else to_micros(moment("since", since))
     count("limit", limit, at_least=1, at_most=100_000)
     engine = (await resolve(db))._engine

@@ -5,17 +5,14 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from ._ctx import current
+from ._attempts import current
+from ._core import MAX_WAIT
 from ._db import Db, resolve
 from ._json import Json
 from ._names import WorkflowPath, path_of, shown
 from ._names import check as check_name
 from ._options import Seconds, seconds
 from .errors import ConfigError, WorkflowNotFound
-
-#: The longest wait of ``get_event`` (a year), in seconds.
-MAX_WAIT = 365 * 86400.0
-
 
 async def send(db: Db | str, workflow: WorkflowPath, topic: str, value: Json, key: str | None = None) -> bool:
     """Sends ``value`` on ``topic`` to the workflow ``workflow`` (a root's
@@ -85,8 +82,7 @@ async def get_event(db: Db | str, workflow: WorkflowPath, key: str, timeout: Sec
     such workflow. Called inside a running workflow, the wait ends as soon
     as that workflow is cancelled (``Cancelled``), as its other waits do."""
     path = path_of("get_event", workflow)
-    if not isinstance(key, str):
-        raise ConfigError(f"get_event's key must be a str, not {key!r}")
+    check_name("event key", key)
     wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
     reading = (await resolve(db))._engine.get_event(path, key, wait)
     ctx = current.get()

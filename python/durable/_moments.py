@@ -21,6 +21,7 @@ def read(value: int | str | None) -> datetime | None:
 
 def moments(row: dict[str, Any], *fields: str) -> dict[str, Any]:
     """``row`` with its times ``fields`` as ``read`` makes them, and
-    ``out_of_range``: the text of each time out of range, by field."""
-    beyond = {key: row[key] for key in fields if isinstance(row[key], str)}
+    ``out_of_range``: the text of each time out of range, by field, with
+    the row's own (the engine's text of a JSON value Python cannot hold)."""
+    beyond = dict(row.get("out_of_range", {})) | {key: row[key] for key in fields if isinstance(row[key], str)}
     return row | {key: read(row[key]) for key in fields} | {"out_of_range": beyond}

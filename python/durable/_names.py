@@ -11,6 +11,7 @@ them.
 from __future__ import annotations
 
 import hashlib
+import json
 
 from ._core import MAX_NAME_BYTES
 from .errors import ConfigError, InvalidName
@@ -20,18 +21,54 @@ _HASH_DIGITS = 16
 
 
 def check(what: str, name: str) -> str:
-    """``name`` if it is a valid name (not empty, at most 255 bytes, no NUL);
-    else ``InvalidName`` naming ``what`` (the user's argument: ``topic``,
-    ``event key``...)."""
+    """``name`` if it is a valid name (not empty, at most 255 bytes, no NUL,
+    text that UTF-8 can encode); else ``InvalidName`` naming ``what`` (the
+    user's argument: ``topic``, ``event key``...)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"invalid {what} name {name!r}: a name is a str, not {type(name).__name__}")
     if not name:
         reason = "it is empty"
     elif len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
         reason = f"it is longer than {MAX_NAME_BYTES} bytes"
     elif "\x00" in name:
         reason = "it contains a NUL character"
+    elif (surrogate := lone_surrogate(name)) is not None:
+        reason = surrogate
     else:
         return name
-    raise InvalidName(f"invalid {what} name {name[:80]!r}: {reason}")
+    raise InvalidName(f"invalid {what} name {quoted(name)}: {reason}")
+
+
+def text(what: str, value: str) -> str:
+    """``value`` if Postgres can store it as text (no NUL, no lone
+    surrogate); else ``ConfigError`` naming ``what`` (a filter, an option)."""
+    if not isinstance(value, str):
+        raise ConfigError(f"invalid {what} {value!r}: it must be a str, not {type(value).__name__}")
+    if "\x00" in value:
+        reason = "it contains a NUL character, which Postgres text cannot hold"
+    elif (surrogate := lone_surrogate(value)) is not None:
+        reason = surrogate
+    else:
+        return value
+    raise ConfigError(f"invalid {what} {quoted(value)}: {reason}")
+
+
+def quoted(value: str) -> str:
+    """The first 80 characters of ``value`` in double quotes, as the engine
+    and the SQL ``enqueue`` show a name (JSON's escapes; a lone surrogate
+    escaped too, so that the message can be printed)."""
+    shown = value[:80]
+    return json.dumps(shown, ensure_ascii=lone_surrogate(shown) is not None)
+
+
+def lone_surrogate(value: str) -> str | None:
+    """Why ``value`` is not text UTF-8 can encode (a lone surrogate, as
+    ``os.fsdecode`` makes of bytes that are not UTF-8), or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        return f"it holds a lone surrogate ({value[e.start]!r} at position {e.start}), which is not text in UTF-8"
+    return None
 
 
 def derived(name: str) -> str:

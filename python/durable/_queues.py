@@ -7,16 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
+from ._core import MAX_RATE_PERIOD
 from ._db import Db, resolve
 from ._moments import moments
 from ._options import Seconds, count, seconds
 from .errors import ConfigError
+from ._names import check as check_name
 
 #: A rate limit: at most ``limit`` runs start in any window of ``period``.
 RateLimit = tuple[int, Seconds]
-
-#: The longest rate window (a year), in seconds.
-MAX_PERIOD = 366 * 86400.0
 
 
 async def create_queue(
@@ -35,6 +34,7 @@ async def create_queue(
     them, each allowing at most ``limit`` starts in any window of ``period``
     (a ``timedelta`` or seconds); given, they replace the queue's windows.
     """
+    check_name("queue", name)
     resolved = await resolve(db)
     rates = None if rate_limit is None else _rates(name, rate_limit)
     await resolved._engine.create_queue(
@@ -52,12 +52,12 @@ async def pause_queue(db: Db | str, name: str) -> None:
 
     Runs already running go on. A queue that does not exist yet is created, paused.
     """
-    await (await resolve(db))._engine.set_queue_paused(name, True)
+    await (await resolve(db))._engine.set_queue_paused(check_name("queue", name), True)
 
 
 async def resume_queue(db: Db | str, name: str) -> None:
     """Resumes the queue ``name``, waking the executors."""
-    await (await resolve(db))._engine.set_queue_paused(name, False)
+    await (await resolve(db))._engine.set_queue_paused(check_name("queue", name), False)
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class QueueInfo:
     """A queue as it is now (a read-only record)."""
 
     name: str
+    #: True while ``pause_queue`` holds it: executors start none of its runs.
     paused: bool
     #: Most runs running at once, across every executor (None: no limit).
     concurrency: int | None
@@ -120,7 +121,7 @@ def _rates(queue: str, rate_limit: RateLimit | Sequence[RateLimit]) -> list[tupl
         rates.append(
             (
                 count("rate_limit's limit", limit, at_least=1, at_most=2**31 - 1),
-                seconds("rate_limit's period", period, at_most=MAX_PERIOD),
+                seconds("rate_limit's period", period, at_most=MAX_RATE_PERIOD),
             )
         )
     if len({period for _, period in rates}) != len(rates):

@@ -19,11 +19,18 @@ class Backoff:
     """Delays between attempts of a step: ``initial`` seconds before the first
     retry, multiplied by ``factor`` for each next one, at most ``max``, each
     spread by up to ``jitter`` (a fraction: 0.1 is ±10%) so that many failing
-    workflows do not retry in lockstep."""
+    workflows do not retry in lockstep. A step's retries without a
+    ``backoff`` use these defaults. The fields must be finite, with ``0 <=
+    initial <= max <= 86400``, ``1 <= factor <= 1000`` and ``0 <= jitter <=
+    1`` (else ``ConfigError``)."""
 
+    #: Seconds before the first retry.
     initial: float = 1.0
+    #: What each next delay is multiplied by.
     factor: float = 2.0
+    #: The longest delay, in seconds.
     max: float = 60.0
+    #: How far each delay is spread, as a fraction of it.
     jitter: float = 0.1
 
     def __post_init__(self) -> None:

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 from typing import Any, Generic, TypeVar
 
-from ._ctx import current
+from ._attempts import current
+from ._core import MAX_WAIT
 from ._db import Db, resolve
 from ._options import Seconds, seconds
 from .errors import Cancelled, WorkflowFailed, WorkflowNotFound
+from ._names import check as check_name
 
 O = TypeVar("O")  # noqa: E741 - the run's output type
-
-#: The longest wait of ``result`` (a year), in seconds.
-MAX_WAIT = 365 * 86400.0
-
 
 class Run(Generic[O]):
     """A queued run of a workflow, by name. ``await run.result()`` for its output."""
 
     def __init__(self, db: Db, name: str, status: str, created: bool) -> None:
+        #: The ``Db`` it was enqueued through.
         self.db = db
+        #: The run's name: a root workflow's.
         self.name = name
         #: Its status when it was enqueued (``queued``, ``scheduled``, or
         #: what an existing run of that name was: enqueueing is idempotent).
@@ -63,6 +63,7 @@ async def result(db: Db | str, name: str, timeout: Seconds | None = None) -> Any
     when ``timeout`` runs out first (seconds or a ``timedelta``; None: wait
     as long as it takes).
     """
+    check_name("workflow", name)
     wait = MAX_WAIT if timeout is None else seconds("timeout", timeout, at_most=MAX_WAIT, zero_ok=True)
     resolved = await resolve(db)
     state = await resolved._engine.run_state(name, wait)
@@ -88,4 +89,5 @@ async def resume(db: Db | str, name: str) -> bool:
     Returns False if there is no such workflow or it is neither failed nor
     cancelled.
     """
+    check_name("workflow", name)
     return await (await resolve(db))._engine.resume(name)

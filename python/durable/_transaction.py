@@ -1,21 +1,20 @@
 """Transaction steps: ``ctx.transaction(name, fn)`` and the ``tx`` given to ``fn``.
 
 The user's statements and the step's saved result commit in one Postgres
-transaction (see "Transactions: the checkpoint in the user's transaction"
-in doc/design.md): both land or neither does.
+transaction (see doc/adr/026-transactions.md): both land or neither does.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import _core, _otel
+from ._attempts import RETRY, StepBody, call, may_retry, record_failure, run_attempts
 from .errors import Cancelled, LeaseLost, NotJson, ValueTooLarge
 
 if TYPE_CHECKING:
-    from ._ctx import Ctx
+    from ._ctx import Ctx, Tree
     from ._retry import Backoff
 
 
@@ -24,8 +23,8 @@ class Transaction:
 
     Statements use ``$1``, ``$2``... placeholders; each call is one
     statement (no ``;``-separated scripts). Parameters are converted for the
-    types Postgres infers for them, and rows come back as dicts (see the
-    type mapping of ``ctx.transaction`` in doc/api.md). Valid only while the
+    types Postgres infers for them, and rows come back as dicts (see
+    "Type mapping" in doc/api.md). Valid only while the
     step's function runs.
     """
 
@@ -61,86 +60,55 @@ class Transaction:
 async def run_transaction(
     ctx: Ctx,
     wf: _core.Workflow,
+    tree: Tree,
     name: str,
     fn: Callable[[Transaction], Any],
     retries: int,
     backoff: Backoff | None,
     retry_on: type[Exception] | tuple[type[Exception], ...],
 ) -> Any:
-    """The body of ``Ctx.transaction`` (see there): replay, or run ``fn`` in
-    a transaction that commits with the step's result, retrying per policy."""
-    from ._ctx import _NO_RETRY, _RETRY
-
+    """The body of ``Ctx.transaction`` (see there) for the workflow ``ctx``
+    (its handle ``wf``, its ``tree``): replay, or run ``fn`` in a
+    transaction that commits with the step's result, retrying per policy."""
     verdict, saved, number = wf.begin_step(name, False)
     if verdict == "replay":
         _otel.step_replayed()
         return saved
-    policy = backoff or _NO_RETRY
-    retried = 0
-    while True:
-        if retried:
-            await asyncio.sleep(policy.delay(retried))
-        tree = ctx._tree
-        if tree.held_back():
-            await tree.wait_to_start()
-        tree.enter()
-        try:
-            outcome = await _attempt(ctx, wf, name, fn, number, retries, retry_on, retried)
-        finally:
-            tree.leave()
-        if outcome is not _RETRY:
-            return outcome
-        retried += 1
-        number += 1
 
+    async def run(number: int, retried: int) -> Any:
+        """One attempt: its result once committed, or ``RETRY`` when it
+        failed and is retried (its failure recorded); raises when it failed
+        for good."""
+        tx = await wf.begin_transaction(name, number)
+        with _otel.step_attempt(ctx.name, name, number) as report:
+            with StepBody(ctx, number):
+                try:
+                    result = await call(lambda: fn(Transaction(tx)))
+                    committing = tx.commit(result)
+                except BaseException as exc:
+                    if not isinstance(exc, Exception):
+                        tx.rollback_soon()  # cancelled: the connection closes, the server rolls back
+                        raise
+                    await tx.rollback()
+                    report.failed(exc)
+                    await record_failure(exc, lambda record: wf.fail_step(name, number, record))
+                    if not may_retry(exc, retried, retries, retry_on) or isinstance(exc, (NotJson, ValueTooLarge)):
+                        raise
+                    return RETRY
+            try:
+                value = await committing
+            except (LeaseLost, Cancelled):
+                raise
+            except Exception as exc:
+                report.failed(exc)
+                if tx.in_doubt:
+                    raise  # the run stopped; a new run reads whether the step committed
+                # Rolled back for sure (the server refused the commit): an ordinary failed attempt.
+                await record_failure(exc, lambda record: wf.fail_step(name, number, record))
+                if not may_retry(exc, retried, retries, retry_on):
+                    raise
+                return RETRY
+            report.completed()
+            return value
 
-async def _attempt(
-    ctx: Ctx,
-    wf: _core.Workflow,
-    name: str,
-    fn: Callable[[Transaction], Any],
-    number: int,
-    retries: int,
-    retry_on: type[Exception] | tuple[type[Exception], ...],
-    retried: int,
-) -> Any:
-    """One attempt of transaction step ``name``: its result once committed,
-    or ``_RETRY`` when it failed and is retried (its failure recorded);
-    raises when it failed for good."""
-    from ._ctx import _RETRY, _attempt, _call, _in_step, current
-
-    tx = await wf.begin_transaction(name, number)
-    with _otel.step_attempt(ctx.name, name, number) as report:
-        tokens = (_attempt.set(number), _in_step.set(ctx), current.set(None))
-        try:
-            result = await _call(lambda: fn(Transaction(tx)))
-            committing = tx.commit(result)
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                tx.rollback_soon()  # cancelled: the connection closes, the server rolls back
-                raise
-            await tx.rollback()
-            report.failed(exc)
-            await ctx._record_failure(exc, lambda record: wf.fail_step(name, number, record))
-            if retried >= retries or not isinstance(exc, retry_on) or isinstance(exc, (NotJson, ValueTooLarge)):
-                raise
-            return _RETRY
-        finally:
-            current.reset(tokens[2])
-            _in_step.reset(tokens[1])
-            _attempt.reset(tokens[0])
-        try:
-            value = await committing
-        except (LeaseLost, Cancelled):
-            raise
-        except Exception as exc:
-            report.failed(exc)
-            if tx.in_doubt:
-                raise  # the run stopped; a new run reads whether the step committed
-            # Rolled back for sure (the server refused the commit): an ordinary failed attempt.
-            await ctx._record_failure(exc, lambda record: wf.fail_step(name, number, record))
-            if retried >= retries or not isinstance(exc, retry_on):
-                raise
-            return _RETRY
-        report.completed()
-        return value
+    return await run_attempts(tree, backoff, number, run)

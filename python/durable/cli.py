@@ -43,10 +43,13 @@ from ._db import cancel as cancel_workflow
 from ._fork import fork as fork_workflow
 from ._gc import MAX_AGE
 from ._gc import gc as collect
-from ._info import STATUSES, get, list_workflows, tree
+from ._core import STATUSES
+from ._info import get, list_workflows, tree
+from ._names import check as check_name
+from ._names import text
 from ._queues import list_queues
 from ._runs import resume as resume_workflow
-from .errors import ConfigError, DatabaseError, DurableError, SchemaTooNew
+from .errors import ConfigError, DatabaseError, DurableError, InvalidName, SchemaTooNew
 
 T = TypeVar("T")
 C = TypeVar("C", bound=Callable[..., Any])
@@ -159,6 +162,38 @@ class Seconds(click.FloatRange):
         return number
 
 
+class Name(click.types.StringParamType):
+    """A workflow's, step's or queue's name, checked as the API checks it
+    (not empty, at most 255 bytes, no NUL, text that UTF-8 can encode: the
+    shell hands over bytes that are not UTF-8 as lone surrogates), so that
+    a bad one is a usage error, found before connecting."""
+
+    name = "name"
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        try:
+            return check_name(self.what, value)
+        except InvalidName as exc:
+            self.fail(str(exc), param, ctx)
+
+
+class Text(click.types.StringParamType):
+    """A filter's text, checked as the API checks it (no NUL, text that
+    UTF-8 can encode): a bad one is a usage error."""
+
+    name = "text"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        what = param.name if param is not None and param.name is not None else "value"
+        try:
+            return text(what, value)
+        except ConfigError as exc:
+            self.fail(str(exc), param, ctx)
+
+
 DSN_HELP = (
     "Database URL (postgresql://user:password@host:5432/db). Default: $DURABLE_DATABASE_URL, "
     "else the PG* variables if $PGHOST or $PGDATABASE is set, else the embedded Postgres."
@@ -257,8 +292,10 @@ def migrate(settings: Settings) -> None:
 
 @cli.command("list")
 @click.option("--status", type=click.Choice(STATUSES), help="Only workflows in this status.")
-@click.option("--queue", help="Only runs of this queue.")
-@click.option("--prefix", "--name-prefix", "name_prefix", metavar="TEXT", help="Only names that start with TEXT.")
+@click.option("--queue", type=Text(), help="Only runs of this queue.")
+@click.option(
+    "--prefix", "--name-prefix", "name_prefix", type=Text(), metavar="TEXT", help="Only names that start with TEXT."
+)
 @click.option(
     "--since", metavar="WHEN", help="Only those created since: a duration back (30d, 12h, 15m) or an ISO datetime."
 )
@@ -284,6 +321,7 @@ def list_command(
 child_option = click.option(
     "--child",
     "children",
+    type=Name("child workflow"),
     metavar="NAME",
     multiple=True,
     help="A child workflow of NAME, by its own name; repeat it for a child of that child. "
@@ -303,7 +341,7 @@ def _label(path: tuple[str, ...]) -> str:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=Name("workflow"))
 @connection_options()
 @child_option
 @click.pass_obj
@@ -316,7 +354,7 @@ def show(settings: Settings, name: str, children: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=Name("workflow"))
 @connection_options()
 @child_option
 @click.option(
@@ -350,7 +388,7 @@ def cancel(settings: Settings, name: str, children: tuple[str, ...], with_childr
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", type=Name("workflow"))
 @connection_options()
 @click.pass_obj
 def resume(settings: Settings, name: str) -> None:
@@ -375,9 +413,9 @@ def resume(settings: Settings, name: str) -> None:
 
 
 @cli.command()
-@click.argument("name")
-@click.argument("new_name")
-@click.option("--from-step", "from_step", metavar="STEP", help="Run again from this step or child workflow on (default: from the start).")
+@click.argument("name", type=Name("workflow"))
+@click.argument("new_name", type=Name("workflow"))
+@click.option("--from-step", "from_step", type=Name("step"), metavar="STEP", help="Run again from this step or child workflow on (default: from the start).")
 @click.option("--input", "input_json", metavar="JSON", help="A new input, as JSON (default: the source's).")
 @connection_options()
 @click.pass_obj

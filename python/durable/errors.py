@@ -8,7 +8,9 @@ from __future__ import annotations
 
 
 class DurableError(Exception):
-    """Base of every error raised by durable itself."""
+    """Base of every error raised by durable itself; raised as such for
+    misuse that fits no other class (a ``Db`` used in a process forked from
+    the one that made it, ``ctx.child`` inside a step's body)."""
 
 
 class ConfigError(DurableError, ValueError, TypeError):
@@ -18,7 +20,8 @@ class ConfigError(DurableError, ValueError, TypeError):
 
 
 class InvalidName(DurableError, ValueError):
-    """A workflow or step name that is empty, longer than 255 bytes, or holds a NUL."""
+    """A name (of a workflow, step, topic, key or queue) that is empty,
+    longer than 255 bytes, or holds a NUL."""
 
 
 class NotJson(DurableError, TypeError):
@@ -64,11 +67,14 @@ class ValueTooLarge(DurableError, ValueError):
 
 
 class WorkflowBusy(DurableError):
-    """Another live process holds the workflow (``Ctx.start(..., wait=...)`` waits for it)."""
+    """Another live holder (another process, another ``Db``, or another
+    handle of this ``Db``) holds the workflow (``Ctx.start(..., wait=...)``
+    waits for it)."""
 
 
 class LeaseLost(DurableError):
-    """Another process took the workflow over; this one must stop working on it.
+    """Another holder took the workflow over, or this process released it;
+    this handle must stop working on it.
 
     Raised by the first write after the takeover; nothing from then on is saved.
     """
@@ -81,7 +87,7 @@ class Cancelled(DurableError):
 class StepInterrupted(DurableError):
     """An ``at_most_once`` step was interrupted in an earlier run and is not run again.
 
-    Its row is marked failed for a human to decide (see doc/api.md).
+    Its row is marked failed for a human to decide (see "Steps" in doc/api.md).
     """
 
 

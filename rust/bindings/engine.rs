@@ -18,13 +18,6 @@ use crate::engine::{
     validate_name,
 };
 
-/// The largest value jsonb can hold, in bytes: `max_value_bytes` may not
-/// promise more.
-pub(crate) const MAX_VALUE_BYTES: i64 = 268_435_455;
-
-/// The farthest deadline accepted: a century.
-const MAX_DEADLINE: Duration = Duration::from_secs(100 * 365 * 86_400);
-
 #[pyclass(frozen, module = "durable._core", name = "Engine")]
 pub(crate) struct PyEngine {
     engine: ForkSafe<Engine>,
@@ -43,38 +36,39 @@ pub(crate) fn seconds(what: &str, value: f64, at_most: Duration) -> PyResult<Dur
     }
 }
 
-/// The filters of `durable ui`'s lists, owned (they move into the future).
-struct UiFilters {
+/// Which runs a read of `durable ui` selects: a `durable._query.RunQuery`,
+/// read by attribute (times in microseconds since the epoch).
+#[derive(FromPyObject)]
+struct RunQuery {
     status: Option<String>,
     queue: Option<String>,
     name_prefix: Option<String>,
     since: Option<i64>,
-    limit: i64,
+    until: Option<i64>,
     workflow: Option<String>,
     input: Option<String>,
-    until: Option<i64>,
     parent: Option<Vec<String>>,
     before: Option<i64>,
+    limit: i64,
 }
 
-impl UiFilters {
-    /// The engine's two filters, borrowing these.
-    fn borrowed(&self) -> (RunFilter<'_>, BrowseFilter<'_>) {
-        let filter = RunFilter {
-            status: self.status.as_deref(),
-            queue: self.queue.as_deref(),
-            name_prefix: self.name_prefix.as_deref(),
-            since: self.since,
-            limit: self.limit,
-        };
-        let more = BrowseFilter {
+impl RunQuery {
+    /// The engine's filter, borrowing this query.
+    fn filter(&self) -> BrowseFilter<'_> {
+        BrowseFilter {
+            runs: RunFilter {
+                status: self.status.as_deref(),
+                queue: self.queue.as_deref(),
+                name_prefix: self.name_prefix.as_deref(),
+                since: self.since,
+                limit: self.limit,
+            },
             workflow: self.workflow.as_deref(),
             input: self.input.as_deref(),
             until: self.until,
             parent: self.parent.as_deref(),
             before: self.before,
-        };
-        (filter, more)
+        }
     }
 }
 
@@ -115,9 +109,10 @@ impl PyEngine {
         host: String,
         migrate: bool,
     ) -> PyResult<Bound<'_, PyAny>> {
-        if !(1..=MAX_VALUE_BYTES).contains(&max_value_bytes) {
+        if !(1..=limits::MAX_VALUE_BYTES).contains(&max_value_bytes) {
             return Err(ConfigError::new_err(format!(
-                "max_value_bytes must be from 1 to {MAX_VALUE_BYTES} (the most jsonb holds), not {max_value_bytes}"
+                "max_value_bytes must be from 1 to {} (the most jsonb holds), not {max_value_bytes}",
+                limits::MAX_VALUE_BYTES
             )));
         }
         let options = Options {
@@ -155,7 +150,9 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         validate_name("workflow", &name).map_err(to_py)?;
-        let deadline = deadline.map(|d| seconds("deadline", d, MAX_DEADLINE)).transpose()?;
+        let deadline = deadline
+            .map(|d| seconds("deadline", d, limits::MAX_DURATION))
+            .transpose()?;
         let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
         let limit = self.max_value_bytes;
         awaitable(py, async move {
@@ -206,7 +203,7 @@ impl PyEngine {
             .zip(inputs.iter())
             .map(|(name, input)| json::encode(&input, &format!("input of workflow {name:?}"), self.max_value_bytes))
             .collect::<PyResult<Vec<JsonText>>>()?;
-        let delay = seconds_or_zero("delay", delay, MAX_DEADLINE)?;
+        let delay = seconds_or_zero("delay", delay, limits::MAX_DURATION)?;
         awaitable(py, async move {
             let runs: Vec<(&str, &JsonText)> = names.iter().map(String::as_str).zip(&inputs).collect();
             let enqueued = engine
@@ -245,7 +242,7 @@ impl PyEngine {
             .map(|rates| {
                 rates
                     .into_iter()
-                    .map(|(n, period)| Ok((n, seconds("rate limit period", period, MAX_DEADLINE)?)))
+                    .map(|(n, period)| Ok((n, seconds("rate limit period", period, limits::MAX_DURATION)?)))
                     .collect::<PyResult<Vec<_>>>()
             })
             .transpose()?;
@@ -358,7 +355,7 @@ impl PyEngine {
         forget_after: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let forget_after = seconds("forget_after", forget_after, MAX_DEADLINE)?;
+        let forget_after = seconds("forget_after", forget_after, limits::MAX_DURATION)?;
         awaitable(py, async move {
             let registered = engine
                 .schedule(&workflow, &spec, first_tick, forget_after)
@@ -446,86 +443,29 @@ impl PyEngine {
         })
     }
 
-    /// `list_runs` (and the function `workflow`, and `input` a JSON path
-    /// predicate on the input) from below the id `before` (None: from the
-    /// newest), in a read-only transaction under a statement timeout
-    /// (seconds), for `durable ui`; with `parent`, its child workflows
-    /// instead of the roots.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (status, queue, name_prefix, since, limit, workflow, input, before, timeout, until=None, parent=None))]
-    fn browse_runs<'py>(
-        &self,
-        py: Python<'py>,
-        status: Option<String>,
-        queue: Option<String>,
-        name_prefix: Option<String>,
-        since: Option<i64>,
-        limit: i64,
-        workflow: Option<String>,
-        input: Option<String>,
-        before: Option<i64>,
-        timeout: f64,
-        until: Option<i64>,
-        parent: Option<Vec<String>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    /// The runs that `query` (a `RunQuery`) selects, newest first, in a
+    /// read-only transaction under a statement timeout (seconds), for
+    /// `durable ui`: `list_runs`'s filter, and the function `workflow`,
+    /// `input` a JSON path predicate on the input, below the id `before`
+    /// (None: from the newest); with `parent`, its child workflows instead
+    /// of the roots.
+    fn browse_runs<'py>(&self, py: Python<'py>, query: RunQuery, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
-        let filters = UiFilters {
-            status,
-            queue,
-            name_prefix,
-            since,
-            limit,
-            workflow,
-            input,
-            until,
-            parent,
-            before,
-        };
         awaitable(py, async move {
-            let (filter, more) = filters.borrowed();
-            let runs = engine.browse_runs(&filter, &more, timeout).await.map_err(to_py)?;
+            let runs = engine.browse_runs(&query.filter(), timeout).await.map_err(to_py)?;
             Ok(runs.into_iter().map(Info).collect::<Vec<_>>())
         })
     }
 
-    /// A version of what `browse_runs` answers for the same arguments (a
+    /// A version of what `browse_runs` answers for the same query (a
     /// string that changes when a run appears in it, leaves it or changes),
     /// for the live pages of `durable ui`; an awaitable of a string.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (status, queue, name_prefix, since, limit, workflow, input, before, timeout, until=None, parent=None))]
-    fn runs_version<'py>(
-        &self,
-        py: Python<'py>,
-        status: Option<String>,
-        queue: Option<String>,
-        name_prefix: Option<String>,
-        since: Option<i64>,
-        limit: i64,
-        workflow: Option<String>,
-        input: Option<String>,
-        before: Option<i64>,
-        timeout: f64,
-        until: Option<i64>,
-        parent: Option<Vec<String>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn runs_version<'py>(&self, py: Python<'py>, query: RunQuery, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
-        let filters = UiFilters {
-            status,
-            queue,
-            name_prefix,
-            since,
-            limit,
-            workflow,
-            input,
-            until,
-            parent,
-            before,
-        };
         awaitable(py, async move {
-            let (filter, more) = filters.borrowed();
-            engine.runs_version(&filter, &more, timeout).await.map_err(to_py)
+            engine.runs_version(&query.filter(), timeout).await.map_err(to_py)
         })
     }
 
@@ -563,44 +503,21 @@ impl PyEngine {
         })
     }
 
-    /// For each status (None: any), how many runs match the filters (as
-    /// `browse_runs`'s), counting at most `cap`; an awaitable of ints, for
+    /// For each status (None: any), how many runs `query` selects but its
+    /// status, counting at most its limit; an awaitable of ints, for
     /// `durable ui`.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (statuses, queue, name_prefix, since, cap, workflow, input, timeout, until=None, parent=None, before=None))]
     fn count_runs<'py>(
         &self,
         py: Python<'py>,
         statuses: Vec<Option<String>>,
-        queue: Option<String>,
-        name_prefix: Option<String>,
-        since: Option<i64>,
-        cap: i64,
-        workflow: Option<String>,
-        input: Option<String>,
+        query: RunQuery,
         timeout: f64,
-        until: Option<i64>,
-        parent: Option<Vec<String>>,
-        before: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
         let timeout = read_timeout(timeout)?;
-        let filters = UiFilters {
-            status: None,
-            queue,
-            name_prefix,
-            since,
-            limit: cap,
-            workflow,
-            input,
-            until,
-            parent,
-            before,
-        };
         awaitable(py, async move {
-            let (filter, more) = filters.borrowed();
             engine
-                .count_runs(&statuses, &filter, &more, cap, timeout)
+                .count_runs(&statuses, &query.filter(), timeout)
                 .await
                 .map_err(to_py)
         })
@@ -744,7 +661,7 @@ impl PyEngine {
     /// seconds passed; an awaitable of whether it changed.
     fn work_changed<'py>(&self, py: Python<'py>, seen: u64, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(limits::MAX_DURATION);
         abortable(py, async move { Ok(engine.work_changed(seen, timeout).await) })
     }
 
@@ -754,7 +671,7 @@ impl PyEngine {
     #[pyo3(signature = (name, timeout = 0.0))]
     fn run_state<'py>(&self, py: Python<'py>, name: String, timeout: f64) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(limits::MAX_DURATION);
         abortable(py, async move {
             let state = engine.wait_finished(&name, timeout).await.map_err(to_py)?;
             Ok(state.map(|state| {
@@ -812,7 +729,7 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?.clone();
-        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(MAX_DEADLINE);
+        let timeout = Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(limits::MAX_DURATION);
         abortable(py, async move {
             Ok(match engine.get_event(&path, &key, timeout).await.map_err(to_py)? {
                 EventRead::Value(value) => ("value", Some(json::Decoded(value))),
@@ -979,7 +896,10 @@ impl<'py> IntoPyObject<'py> for Time {
 }
 
 /// A `RunInfo` as Python sees it: a dict, JSON values decoded, times as
-/// `Time`.
+/// `Time`. A value Python cannot hold (nested deeper than the reader goes, a
+/// number beyond any float: only SQL written by hand stores one) is None,
+/// and its text, cut, is in `out_of_range` under its field, so that one row
+/// never breaks a listing.
 struct Info(RunInfo);
 
 impl<'py> IntoPyObject<'py> for Info {
@@ -989,8 +909,15 @@ impl<'py> IntoPyObject<'py> for Info {
 
     fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let run = self.0;
-        let decode = |text: Option<JsonText>| -> PyResult<Option<Bound<'py, PyAny>>> {
-            text.map(|text| json::decode(py, text.as_str())).transpose()
+        let beyond = PyDict::new(py);
+        let decode = |field: &str, text: Option<JsonText>| -> PyResult<Option<Bound<'py, PyAny>>> {
+            let Some(text) = text else { return Ok(None) };
+            if let Ok(value) = json::decode(py, text.as_str()) {
+                Ok(Some(value))
+            } else {
+                beyond.set_item(field, json::unreadable(text.as_str()))?;
+                Ok(None)
+            }
         };
         let dict = PyDict::new(py);
         dict.set_item("id", run.id)?;
@@ -999,9 +926,9 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("status", run.status)?;
         dict.set_item("workflow", run.workflow)?;
         dict.set_item("queue", run.queue)?;
-        dict.set_item("input", decode(run.input)?)?;
-        dict.set_item("output", decode(run.output)?)?;
-        dict.set_item("error", decode(run.error)?)?;
+        dict.set_item("input", decode("input", run.input)?)?;
+        dict.set_item("output", decode("output", run.output)?)?;
+        dict.set_item("error", decode("error", run.error)?)?;
         dict.set_item("attempt", run.attempt)?;
         dict.set_item("recoveries", run.recoveries)?;
         dict.set_item("priority", run.priority)?;
@@ -1012,6 +939,7 @@ impl<'py> IntoPyObject<'py> for Info {
         dict.set_item("completed_at", run.completed_at.map(Time))?;
         dict.set_item("run_at", run.run_at.map(Time))?;
         dict.set_item("waiting_for", run.waiting_for)?;
+        dict.set_item("out_of_range", beyond)?;
         Ok(dict)
     }
 }
@@ -1064,7 +992,14 @@ impl<'py> IntoPyObject<'py> for Browsed {
             item.set_item("started_at", attempt.started_at.map(Time))?;
             item.set_item("ended_at", attempt.ended_at.map(Time))?;
             item.set_item("replaced_at", Time(attempt.replaced_at))?;
-            let error = attempt.error.map(|text| json::decode(py, text.as_str())).transpose()?;
+            // The ui shows an error it cannot decode as its text.
+            let error = attempt
+                .error
+                .map(|text| {
+                    json::decode(py, text.as_str())
+                        .or_else(|_| json::unreadable(text.as_str()).into_pyobject(py).map(Bound::into_any))
+                })
+                .transpose()?;
             item.set_item("error", error)?;
             past.push(item);
         }

@@ -281,6 +281,22 @@ pub(crate) fn decode<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, Py
     Ok(value)
 }
 
+/// Most of a value's text that `unreadable` shows.
+const UNREADABLE_SHOWN: usize = 1000;
+
+/// What a reader shows of saved JSON that `decode` refuses: its text, cut
+/// (at a character boundary) after `UNREADABLE_SHOWN` bytes, saying so.
+pub(crate) fn unreadable(text: &str) -> String {
+    if text.len() <= UNREADABLE_SHOWN {
+        return text.to_owned();
+    }
+    let mut end = UNREADABLE_SHOWN;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &text[..end], text.len())
+}
+
 /// JSON text that becomes its Python value when handed to Python (decoded
 /// on the event loop's thread, where the awaitable resolves).
 pub(crate) struct Decoded(pub(crate) JsonText);

@@ -5,6 +5,7 @@ mod engine;
 mod errors;
 mod fork;
 mod json;
+mod limits;
 mod logs;
 mod runtime;
 mod sql_values;
@@ -18,7 +19,7 @@ use pyo3::prelude::*;
 mod core {
     use pyo3::prelude::*;
 
-    use super::{fork, runtime};
+    use super::{fork, limits, runtime};
 
     #[pymodule_export]
     use super::engine::PyEngine;
@@ -34,6 +35,6 @@ mod core {
         fork::install(m)?;
         runtime::init(m.py())?;
         m.add("SCHEMA_VERSION", crate::engine::LATEST_VERSION)?;
-        m.add("MAX_NAME_BYTES", crate::engine::MAX_NAME_BYTES)
+        limits::export(m)
     }
 }

@@ -259,9 +259,11 @@ pub struct ScheduleRow {
     pub seen_at: Moment,
 }
 
-/// The ui's filters beyond `RunFilter`'s.
+/// Which runs a read of the ui selects: `list_runs`'s filter (its `limit`:
+/// how many runs are read, or counted at most) and more.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct BrowseFilter<'a> {
+    pub runs: RunFilter<'a>,
     /// The root's registered function.
     pub workflow: Option<&'a str>,
     /// A JSON path predicate on the input (`$.day == 1`).
@@ -276,41 +278,23 @@ pub struct BrowseFilter<'a> {
 }
 
 impl Engine {
-    /// The runs that match `filter` and `more`, newest first.
-    pub async fn browse_runs(
-        &self,
-        filter: &RunFilter<'_>,
-        more: &BrowseFilter<'_>,
-        timeout: Duration,
-    ) -> Result<Vec<RunInfo>, EngineError> {
+    /// The runs that match `filter`, newest first.
+    pub async fn browse_runs(&self, filter: &BrowseFilter<'_>, timeout: Duration) -> Result<Vec<RunInfo>, EngineError> {
         let page = &self.inner.sql.browse.page;
         let rows = self
-            .read_filtered(
-                "listing workflows",
-                page,
-                &filter.status,
-                filter.limit,
-                filter,
-                more,
-                timeout,
-            )
+            .read_filtered("listing workflows", page, &filter.runs.status, filter, timeout)
             .await?;
-        let parent = more.parent.unwrap_or_default();
+        let parent = filter.parent.unwrap_or_default();
         rows.iter().map(|row| read_info(row, parent)).collect()
     }
 
-    /// A version of `browse_runs`'s answer for the same arguments: another
+    /// A version of `browse_runs`'s answer for the same filter: another
     /// value when a run would appear, leave or change in it.
-    pub async fn runs_version(
-        &self,
-        filter: &RunFilter<'_>,
-        more: &BrowseFilter<'_>,
-        timeout: Duration,
-    ) -> Result<String, EngineError> {
+    pub async fn runs_version(&self, filter: &BrowseFilter<'_>, timeout: Duration) -> Result<String, EngineError> {
         let statement = &self.inner.sql.browse.page_version;
         let what = "reading the version of a list of workflows";
         let rows = self
-            .read_filtered(what, statement, &filter.status, filter.limit, filter, more, timeout)
+            .read_filtered(what, statement, &filter.runs.status, filter, timeout)
             .await?;
         let row = rows
             .first()
@@ -402,13 +386,11 @@ impl Engine {
     }
 
     /// For each of `statuses` (`None`: any), how many runs match `filter`
-    /// (its status and limit unused) and `more`, counting at most `cap`.
+    /// but its status, counting at most its limit.
     pub async fn count_runs(
         &self,
         statuses: &[Option<String>],
-        filter: &RunFilter<'_>,
-        more: &BrowseFilter<'_>,
-        cap: i64,
+        filter: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<Vec<i64>, EngineError> {
         if statuses.is_empty() {
@@ -416,7 +398,7 @@ impl Engine {
         }
         let statement = self.inner.sql.browse.counts(statuses.len());
         let rows = self
-            .read_filtered("counting workflows", &statement, &statuses, cap, filter, more, timeout)
+            .read_filtered("counting workflows", &statement, &statuses, filter, timeout)
             .await?;
         rows.first().map_or(Ok(vec![0; statuses.len()]), |row| col(row, "n"))
     }
@@ -497,21 +479,18 @@ impl Engine {
 
     /// The rows of one of the filtered statements (`page`, `page_version`,
     /// `counts`), read as the others (`read_only`): `$1` is `first` (a
-    /// status, or the statuses counted), `$5` is `fifth` (a limit or a
-    /// cap), the rest are the filters. A `parent` path is resolved to its
-    /// id in the same read; one that does not exist matches nothing.
-    #[allow(clippy::too_many_arguments)]
+    /// status, or the statuses counted), the rest are the filter's. A
+    /// `parent` path is resolved to its id in the same read; one that does
+    /// not exist matches nothing.
     async fn read_filtered(
         &self,
         what: &str,
         statement: &str,
         first: &(dyn tokio_postgres::types::ToSql + Sync),
-        fifth: i64,
-        filter: &RunFilter<'_>,
-        more: &BrowseFilter<'_>,
+        filter: &BrowseFilter<'_>,
         timeout: Duration,
     ) -> Result<Vec<Row>, EngineError> {
-        if let Some(parent) = more.parent {
+        if let Some(parent) = filter.parent {
             validate_path(parent)?;
         }
         self.check_open()?;
@@ -520,7 +499,7 @@ impl Engine {
         retrying!(self, what, |client| async {
             let tx = client.transaction().await?;
             tx.batch_execute(&opening).await?;
-            let parent_id: Option<i64> = match more.parent {
+            let parent_id: Option<i64> = match filter.parent {
                 None => None,
                 Some(names) => {
                     let resolve = tx.prepare_cached(resolve).await?;
@@ -531,15 +510,15 @@ impl Engine {
             let statement = tx.prepare_cached(statement).await?;
             let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
                 first,
-                &filter.queue,
-                &filter.name_prefix,
-                &filter.since,
-                &fifth,
-                &more.workflow,
-                &more.input,
-                &more.before,
+                &filter.runs.queue,
+                &filter.runs.name_prefix,
+                &filter.runs.since,
+                &filter.runs.limit,
+                &filter.workflow,
+                &filter.input,
+                &filter.before,
                 &parent_id,
-                &more.until,
+                &filter.until,
             ];
             let rows = tx.query(&statement, &params).await?;
             tx.commit().await?;

@@ -29,13 +29,26 @@ const PLANNER_OPTIONS: &str = "-c plan_cache_mode=force_generic_plan -c enable_s
 pub const MAX_NAME_BYTES: usize = 255;
 
 /// Bounds of the options: what makes sense, and keeps every deadline
-/// computed from them representable (no overflow, no panic).
+/// computed from them representable (no overflow, no panic). Each is
+/// defined here alone: the bindings check by them and export them to the
+/// Python package (`durable._core`), which checks by them too.
+pub const MIN_CONNECTIONS: usize = 2;
 pub const MAX_CONNECTIONS: usize = 10_000;
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MIN_LEASE: Duration = Duration::from_secs(1);
 pub const MAX_LEASE: Duration = Duration::from_secs(86_400);
 pub const MAX_RECONNECT_TIMEOUT: Duration = Duration::from_secs(86_400);
 pub const MAX_SESSION_GRACE: Duration = Duration::from_secs(60);
+/// The largest value jsonb holds, in bytes: `max_value_bytes` may not promise more.
+pub const MAX_VALUE_BYTES: i64 = 268_435_455;
+/// The longest duration an option gives (a deadline, a delay, a sleep, how
+/// long a schedule is remembered): a century.
+pub const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 86_400);
+/// The longest wait for something to happen (a busy workflow to be free, a
+/// message, a run's end, an event): a year.
+pub const MAX_WAIT: Duration = Duration::from_secs(365 * 86_400);
+/// The longest period of a queue's rate limit: a year, leap or not.
+pub const MAX_RATE_PERIOD: Duration = Duration::from_secs(366 * 86_400);
 
 /// TCP keepalive settings used when the DSN sets none: a peer that vanished
 /// (a crashed host, a cut network) is noticed within about 25 seconds.
@@ -91,9 +104,9 @@ impl Options {
     /// Refuses options out of their bounds, naming the option and the bounds.
     pub fn validate(&self) -> Result<(), EngineError> {
         validate_schema(&self.schema)?;
-        if !(2..=MAX_CONNECTIONS).contains(&self.max_connections) {
+        if !(MIN_CONNECTIONS..=MAX_CONNECTIONS).contains(&self.max_connections) {
             return Err(EngineError::InvalidOption(format!(
-                "max_connections must be from 2 (the checkpoint writer keeps one) to {MAX_CONNECTIONS}, not {}",
+                "max_connections must be from {MIN_CONNECTIONS} (the checkpoint writer keeps one) to {MAX_CONNECTIONS}, not {}",
                 self.max_connections
             )));
         }

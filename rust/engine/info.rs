@@ -42,7 +42,7 @@ pub struct RunInfo {
 }
 
 /// Which roots `list` returns; `None` filters nothing.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RunFilter<'a> {
     pub status: Option<&'a str>,
     pub queue: Option<&'a str>,

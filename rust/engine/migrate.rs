@@ -88,6 +88,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0018_enqueued_by.sql",
         include_str!("../../migrations/0018_enqueued_by.sql"),
     ),
+    (
+        19,
+        "0019_enqueue_value_checks.sql",
+        include_str!("../../migrations/0019_enqueue_value_checks.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.

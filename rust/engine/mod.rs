@@ -93,10 +93,11 @@ use tokio::runtime::Handle;
 pub use browse::{AttemptInfo, BrowsedTree, MessageInfo};
 pub use config::{MAX_NAME_BYTES, Options, show_path, validate_name, validate_path, validate_schema};
 
-/// The bounds of the options (see `Options::validate`).
+/// The bounds of the options (see `Options::validate`), each defined once.
 pub mod limits {
     pub use super::config::{
-        MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_LEASE, MAX_RECONNECT_TIMEOUT, MAX_SESSION_GRACE, MIN_LEASE,
+        MAX_CONNECT_TIMEOUT, MAX_CONNECTIONS, MAX_DURATION, MAX_LEASE, MAX_NAME_BYTES, MAX_RATE_PERIOD,
+        MAX_RECONNECT_TIMEOUT, MAX_SESSION_GRACE, MAX_VALUE_BYTES, MAX_WAIT, MIN_CONNECTIONS, MIN_LEASE,
     };
 }
 pub use browse::{BrowseFilter, ScheduleRow};

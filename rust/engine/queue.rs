@@ -20,6 +20,7 @@ use tokio_postgres::Row;
 use super::error::EngineError;
 use super::holds::Reservation;
 use super::jsonb::JsonText;
+use super::limits::MAX_RATE_PERIOD;
 use super::workflow::{Started, Status, WorkflowId, col, read_history};
 use super::{Engine, validate_name};
 
@@ -458,7 +459,7 @@ fn validate_limits(name: &str, limits: &QueueLimits) -> Result<(), EngineError> 
     positive("concurrency_per_key", limits.concurrency_per_key)?;
     for &(max_starts, period) in limits.rates.iter().flatten() {
         positive("the rate limit", Some(max_starts))?;
-        if period.is_zero() || period > Duration::from_secs(366 * 86_400) {
+        if period.is_zero() || period > MAX_RATE_PERIOD {
             return Err(EngineError::InvalidOption(format!(
                 "the rate limit period of queue {name:?} must be positive and at most a year, not {} s",
                 period.as_secs_f64()

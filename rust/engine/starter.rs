@@ -7,7 +7,7 @@
 //! cost a commit each, and took as long as the ten times as many steps
 //! that followed them (those are group-committed by the writer). Measured
 //! (release build, 200 concurrent `Ctx.start`, medians of 5, see
-//! doc/design.md): 1,700 -> 5,700 starts/s, in 5 statements instead of
+//! doc/adr/013-root-starts-group-committed.md): 1,700 -> 5,700 starts/s, in 5 statements instead of
 //! 200; one start at a time costs what it did.
 //!
 //! There is no timer, as in the checkpoint writer: the task takes whatever

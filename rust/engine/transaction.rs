@@ -32,8 +32,8 @@ use super::workflow::{Status, WorkflowId, refusal, vanished};
 use super::{Engine, EngineError};
 
 /// Opens the transaction. Durable's connections plan for its own statements
-/// (generic plans, index access: see "Generic plans, index access" in
-/// doc/design.md); the user's statements get Postgres' default planning back
+/// (generic plans, index access: see doc/adr/003-generic-plans-index-access.md);
+/// the user's statements get Postgres' default planning back
 /// for the length of the transaction.
 const BEGIN: &str = "BEGIN; SET LOCAL plan_cache_mode = auto; SET LOCAL enable_seqscan = on";
 

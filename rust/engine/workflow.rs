@@ -25,6 +25,20 @@ pub enum Status {
 }
 
 impl Status {
+    /// Every status, in the order a run goes through them.
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::Queued,
+        Status::Scheduled,
+        Status::Running,
+        Status::Completed,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    /// The statuses of a run that ended: it no longer changes by itself.
+    pub const FINISHED: [Status; 3] = [Status::Completed, Status::Failed, Status::Cancelled];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Pending => "pending",

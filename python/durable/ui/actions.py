@@ -27,7 +27,7 @@ from .._db import cancel
 from .._fork import KEEP, fork
 from .._json import Json
 from .._messages import send
-from .._decorators import MAX_DELAY
+from .._core import MAX_DURATION
 from .._options import count, seconds
 from .._options import moment as in_utc
 from .._queues import list_queues
@@ -264,19 +264,7 @@ class Actions:
         most ``BULK_CAP + 1`` (enough to say "more than the cap")."""
         if not statuses:
             return 0
-        since, until = filters.bounds()
-        found = await self.db._engine.count_runs(
-            list(statuses),
-            filters.queue,
-            filters.prefix,
-            since,
-            BULK_CAP + 1,
-            filters.workflow,
-            filters.input,
-            READ_TIMEOUT,
-            until=until,
-            parent=filters.parent,
-        )
+        found = await self.db._engine.count_runs(list(statuses), filters.query(BULK_CAP + 1), READ_TIMEOUT)
         return sum(found)
 
     async def bulk(self, request: Request) -> Response:
@@ -355,7 +343,7 @@ def when(delay: str, run_at: str) -> tuple[float, str | None]:
         raise Refused(400, "give a delay or a time to run at, not both")
     if delay:
         try:
-            return seconds("the delay", render.parse_duration(delay), at_most=MAX_DELAY, zero_ok=True), None
+            return seconds("the delay", render.parse_duration(delay), at_most=MAX_DURATION, zero_ok=True), None
         except ValueError as exc:
             raise Refused(400, str(exc)) from None
     if run_at:

@@ -20,8 +20,10 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 
 from .. import _cli_render as render
 from .._db import Db, cancel
-from .._info import STATUSES, WorkflowInfo, WorkflowTree
+from .._core import FINISHED_STATUSES, STATUSES
+from .._info import WorkflowInfo, WorkflowTree
 from .._names import shown
+from .._query import RunQuery
 from .._queues import QueueInfo, pause_queue, resume_queue
 from .._runs import resume
 from .._schedules import to_micros
@@ -43,8 +45,6 @@ FORK_NAME_TRIES = 20
 LIVE_EVERY = 2.0
 #: How often the queues page reads itself again (its counts have no cheap version).
 QUEUES_EVERY = 5.0
-#: A run in one of these statuses no longer changes by itself.
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 #: The most of an error's line a page shows (a list shows 50 of them).
 LINE_CHARS = 1000
 
@@ -118,6 +118,7 @@ def templates() -> Environment:
     env.globals["took_of"] = render.took_of
     env.globals["time_text"] = render.time_text
     env.globals["traceback_of"] = traceback_of
+    env.globals["finished"] = FINISHED_STATUSES
     return env
 
 
@@ -202,6 +203,22 @@ class Filters:
             return None if text is None else to_micros(render.parse_moment(text, now))
 
         return micros(self.since), micros(self.until)
+
+    def query(self, limit: int) -> RunQuery:
+        """What the engine reads for these filters: at most ``limit`` runs."""
+        since, until = self.bounds()
+        return RunQuery(
+            status=self.status,
+            queue=self.queue,
+            name_prefix=self.prefix,
+            since=since,
+            until=until,
+            workflow=self.workflow,
+            input=self.input,
+            parent=self.parent,
+            before=self.before,
+            limit=limit,
+        )
 
     def counted(self) -> Filters:
         """The filters the status tabs count by: all but the status and the page."""
@@ -368,7 +385,7 @@ class Pages:
             now=datetime.now(timezone.utc),
             # The first page may get new runs; any page, runs that change.
             live=Live(
-                filters.before is None or any(run.status not in FINISHED for run in runs),
+                filters.before is None or any(run.status not in FINISHED_STATUSES for run in runs),
                 LIVE_EVERY,
                 "/api/live/runs" + filters.url(before=filters.before).removeprefix("/"),
                 version,
@@ -378,39 +395,13 @@ class Pages:
     async def list(self, filters: Filters, limit: int) -> list[WorkflowInfo]:
         """The runs that match, newest first, below the cursor: one index
         range, however deep the page (keyset pagination)."""
-        since, until = filters.bounds()
-        rows = await self.db._engine.browse_runs(
-            filters.status,
-            filters.queue,
-            filters.prefix,
-            since,
-            limit,
-            filters.workflow,
-            filters.input,
-            filters.before,
-            READ_TIMEOUT,
-            until=until,
-            parent=filters.parent,
-        )
+        rows = await self.db._engine.browse_runs(filters.query(limit), READ_TIMEOUT)
         return [WorkflowInfo._from(row) for row in rows]
 
     async def list_version(self, filters: Filters) -> str:
         """A version of ``list(filters, filters.limit + 1)``: another value
         when a run appears in it, leaves it or changes."""
-        since, until = filters.bounds()
-        return await self.db._engine.runs_version(
-            filters.status,
-            filters.queue,
-            filters.prefix,
-            since,
-            filters.limit + 1,
-            filters.workflow,
-            filters.input,
-            filters.before,
-            READ_TIMEOUT,
-            until=until,
-            parent=filters.parent,
-        )
+        return await self.db._engine.runs_version(filters.query(filters.limit + 1), READ_TIMEOUT)
 
     async def runs_version(self, request: Request) -> Response:
         """The version of the runs page with the same filters (``live.js``
@@ -445,19 +436,7 @@ class Pages:
         if kept is not None and time.monotonic() - kept[0] < COUNT_TTL:
             return kept[1]
         statuses: list[str | None] = [None, *STATUSES]
-        since, until = key.bounds()
-        found = await self.db._engine.count_runs(
-            statuses,
-            key.queue,
-            key.prefix,
-            since,
-            COUNT_CAP + 1,
-            key.workflow,
-            key.input,
-            READ_TIMEOUT,
-            until=until,
-            parent=key.parent,
-        )
+        found = await self.db._engine.count_runs(statuses, key.query(COUNT_CAP + 1), READ_TIMEOUT)
         tabs = {status: f"{COUNT_CAP}+" if n > COUNT_CAP else str(n) for status, n in zip(statuses, found)}
         estimate = None
         if found[0] > COUNT_CAP and not key.narrowed():
@@ -486,7 +465,7 @@ class Pages:
         root = len(names) == 1
         fork_name = await self.free_fork_name(names[0]) if root and not self.read_only else None
         now = datetime.now(timezone.utc)
-        live = Live(found.info.status not in FINISHED, LIVE_EVERY, "/api/live" + names_url(names), version)
+        live = Live(found.info.status not in FINISHED_STATUSES, LIVE_EVERY, "/api/live" + names_url(names), version)
         timeline = layout(found, History._from(read), now)
         exact = ExactJson(read.get("json", ()))
         try:

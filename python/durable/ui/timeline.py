@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .._cli_render import duration
+from .._core import FINISHED_STATUSES
 from .._info import StepInfo, WorkflowInfo, WorkflowTree
 from .._moments import read
 
@@ -26,7 +27,6 @@ INDENT = 14
 MIN_BAR = 1.5
 #: At most this many rows are drawn (a run of thousands of steps says how many were left out).
 MAX_ROWS = 500
-DONE = ("completed", "failed", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ def layout(tree: WorkflowTree, history: History, now: datetime) -> Timeline:
     in start order, each child followed by its own rows."""
     info = tree.info
     start = info.created_at or now  # None: a time out of range, which the page shows as text
-    end = info.completed_at if info.status in DONE and info.completed_at is not None else now
+    end = info.completed_at if info.status in FINISHED_STATUSES and info.completed_at is not None else now
     axis = Axis(start, max(end, start))
     rows: list[Row] = []
     total = _walk(tree, history, axis, now, 0, rows)
@@ -217,9 +217,9 @@ def _attempt_bars(
         current = previous_end  # a workflow's row keeps its first start only
     if current is None:
         return bars, None
-    stop = task.completed_at if task.status in DONE and task.completed_at is not None else now
+    stop = task.completed_at if task.status in FINISHED_STATUSES and task.completed_at is not None else now
     stop = max(stop, current)
-    title = _title(name, task.status, task.attempt, current, stop, running=task.status not in DONE)
+    title = _title(name, task.status, task.attempt, current, stop, running=task.status not in FINISHED_STATUSES)
     bars.append(axis.bar(current, stop, "run", task.status, title))
     return bars, current
 
