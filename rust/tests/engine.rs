@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use durable::engine::{
     CancelScope, Cell, CommitError, Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Param,
-    Parent, Status,
+    Parent, Status, StepVerdict, WorkflowHandle,
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -1730,5 +1730,185 @@ async fn two_waits_recorded_at_once_still_find_their_cycle() {
         .count();
     assert_eq!(cycles, 1, "exactly one of two crossing waits is refused: {a:?}, {b:?}");
     drop(claimed);
+    fx.drop_schema().await;
+}
+
+// The workflow handle (`engine::WorkflowHandle`) with the hold of its tree
+// and real writes; its rules without a database are unit tests of
+// `engine::handle`.
+
+/// The handle of the root `name`, started (or found finished) with input null.
+async fn root_handle(fx: &Fixture, name: &str) -> WorkflowHandle {
+    let started = fx.engine.start(None, name, &json("null"), None).await.unwrap();
+    WorkflowHandle::new(name.to_owned(), json("null"), started, None)
+}
+
+/// The handle of the child `name` of `parent`, with input null.
+async fn child_handle(fx: &Fixture, parent: &WorkflowHandle, name: &str) -> WorkflowHandle {
+    let child = parent.claim_child(name.to_owned()).unwrap();
+    parent.run().start_child(&fx.engine, child, json("null")).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_handle_finishes_its_workflow_once_and_a_later_write_says_this_run_finished_it() {
+    let fx = Fixture::new().await;
+    let wf = root_handle(&fx, "r").await;
+    assert_eq!(wf.begin_step("s", false), Ok(StepVerdict::Run { attempt: 1 }));
+    let result = Outcome::Completed(json("1"));
+    wf.check_finish(&result).unwrap();
+    wf.run().finish(&fx.engine, result.clone()).await.unwrap();
+    assert_eq!((wf.status(), wf.output()), (Status::Completed, Some(json("1"))));
+    let finished_here = |what: &str| EngineError::FinishedHere {
+        workflow: "r".to_owned(),
+        status: "completed",
+        what: what.to_owned(),
+    };
+    assert_eq!(wf.check_finish(&result), Err(finished_here("its result")));
+    let late = wf
+        .run()
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("2")))
+        .await;
+    assert_eq!(late, Err(finished_here("the outcome of step \"s\"")));
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_child_shares_its_roots_hold_and_stops_when_the_root_finishes_while_the_root_does_not() {
+    let fx = Fixture::new().await;
+    let wf = root_handle(&fx, "r").await;
+    let child = child_handle(&fx, &wf, "c").await;
+    assert_eq!(child.tree_root(), Some(wf.id()), "the child holds the root's tree");
+    assert_eq!(child.begin_step("s", false), Ok(StepVerdict::Run { attempt: 1 }));
+    child
+        .run()
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    wf.run()
+        .finish(&fx.engine, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    assert_eq!(
+        child.check(),
+        Err(EngineError::RootFinished {
+            name: "r".to_owned(),
+            status: "completed",
+        })
+    );
+    assert_eq!(wf.check(), Ok(()), "a root's own end is told by its status");
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_child_stops_its_own_handle_and_not_its_parents() {
+    let fx = Fixture::new().await;
+    let wf = root_handle(&fx, "r").await;
+    let child = child_handle(&fx, &wf, "c").await;
+    assert!(
+        fx.engine
+            .cancel(&path(&["r", "c"]), CancelScope::default())
+            .await
+            .unwrap()
+    );
+    let cancelled = EngineError::Cancelled {
+        workflow_id: child.id().id,
+    };
+    let write = child
+        .run()
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")))
+        .await;
+    assert_eq!(write, Err(cancelled.clone()));
+    assert_eq!(
+        (child.status(), child.check()),
+        (Status::Cancelled, Err(cancelled.clone()))
+    );
+    assert_eq!(child.begin_step("t", false), Err(cancelled));
+    assert_eq!((wf.status(), wf.check()), (Status::Running, Ok(())));
+    wf.run()
+        .finish(&fx.engine, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_released_root_stops_its_tree_and_a_late_write_says_it_was_released() {
+    let fx = Fixture::new().await;
+    let wf = root_handle(&fx, "r").await;
+    let child = child_handle(&fx, &wf, "c").await;
+    wf.release().await;
+    let released = |name: &str| EngineError::Released { name: name.to_owned() };
+    assert_eq!(wf.check(), Err(released("r")));
+    assert_eq!(child.check(), Err(released("r")));
+    // The database refuses the write (the lease is given up); the handle
+    // says why: this process released it.
+    let late = child
+        .run()
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")))
+        .await;
+    assert_eq!(late, Err(released("c")));
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_refuses_new_steps_and_lets_the_run_finish() {
+    let fx = Fixture::new().await;
+    let wf = root_handle(&fx, "r").await;
+    let child = child_handle(&fx, &wf, "c").await;
+    child.drain();
+    assert!(wf.draining(), "the whole tree drains");
+    let draining = EngineError::Draining { name: "r".to_owned() };
+    assert_eq!(wf.begin_step("s", false), Err(draining.clone()));
+    assert_eq!(child.begin_step("s", false), Err(draining));
+    child.check_finish(&Outcome::Completed(json("1"))).unwrap();
+    child
+        .run()
+        .finish(&fx.engine, Outcome::Completed(json("1")))
+        .await
+        .unwrap();
+    wf.check_finish(&Outcome::Completed(json("2"))).unwrap();
+    wf.run()
+        .finish(&fx.engine, Outcome::Completed(json("2")))
+        .await
+        .unwrap();
+    assert_eq!((wf.status(), child.status()), (Status::Completed, Status::Completed));
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_finished_roots_handle_replays_its_children_and_they_run_nothing_new() {
+    let fx = Fixture::new().await;
+    let wf = root_handle(&fx, "r").await;
+    let child = child_handle(&fx, &wf, "c").await;
+    child.begin_step("s", false).unwrap();
+    let saved = Outcome::Completed(json("\"saved\""));
+    child
+        .run()
+        .save_step(&fx.engine, "s".to_owned(), 1, saved)
+        .await
+        .unwrap();
+    // The root completes while its child still runs (its result not needed).
+    wf.run()
+        .finish(&fx.engine, Outcome::Completed(json("2")))
+        .await
+        .unwrap();
+
+    let again = root_handle(&fx, "r").await;
+    assert!(again.replays_only());
+    assert_eq!(again.tree_root(), None, "nothing is held to replay");
+    let child = child_handle(&fx, &again, "c").await;
+    assert_eq!(child.status(), Status::Running);
+    assert_eq!(
+        child.begin_step("s", false),
+        Ok(StepVerdict::Replay {
+            output: json("\"saved\""),
+            attempt: 1,
+        })
+    );
+    let refused = child.begin_step("new", false).unwrap_err();
+    assert!(
+        matches!(&refused, EngineError::WithinFinished { parent, status: "completed", .. } if parent == "r"),
+        "{refused:?}"
+    );
     fx.drop_schema().await;
 }
