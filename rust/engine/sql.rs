@@ -145,6 +145,7 @@ registry! {
         owner_register = lease::owner::REGISTER;
         owner_heartbeat = lease::owner::HEARTBEAT;
         owner_release = lease::owner::RELEASE;
+        owner_gone = lease::gone::OWNER_GONE;
         cancelled = lease::owner::CANCELLED;
         release = lease::release::RELEASE;
         // checkpoint: starting workflows, saving steps
