@@ -122,6 +122,19 @@ async def test_a_killed_holder_on_this_machine_is_taken_over_without_waiting_its
     assert took < LONG_GRACE, f"the takeover waited out the grace of a process that had ended ({took:.1f} s)"
 
 
+async def test_a_program_started_after_a_crash_frees_what_its_predecessor_held_as_it_starts(
+    dsn: str, schema: str, long_grace_holder: asyncio.subprocess.Process, pg: asyncpg.Connection
+) -> None:
+    owner, _ = await killed(long_grace_holder, pg)
+    restarted = await durable.init(dsn, schema=schema)
+    try:
+        # Before it looks at any workflow: to executors' recovery passes too.
+        grace_over = "SELECT session_lost_at <= now() - session_grace FROM owner WHERE id = $1::uuid"
+        assert await pg.fetchval(grace_over, owner), "the ended predecessor was left its grace"
+    finally:
+        await restarted.close()
+
+
 async def test_a_pid_taken_by_another_process_counts_as_gone(
     long_grace_holder: asyncio.subprocess.Process, db: durable.Db, pg: asyncpg.Connection
 ) -> None:

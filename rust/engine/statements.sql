@@ -66,6 +66,17 @@ WHERE o.id = $1::text::uuid AND o.backend_pid = $2 AND o.process_start = $3 AND 
     WHERE a.pid = o.backend_pid
       AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start));
 
+-- name: owners_gone_here
+-- from: lease::gone::OWNERS_GONE_HERE
+SELECT o.id::text AS owner_id, o.backend_pid, o.boot_id, o.pid_namespace, o.pid, o.process_start
+FROM "durable".owner AS o
+WHERE o.boot_id = $1 AND o.pid_namespace = $2 AND o.id <> $3::text::uuid AND o.expires_at > now()
+  AND o.session_grace > interval '0' AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace)
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = o.backend_pid
+      AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start));
+
 -- name: cancelled
 -- from: lease::owner::CANCELLED
 SELECT id, root_id FROM "durable".task WHERE root_id = ANY($1) AND kind = 'workflow' AND status = 'cancelled';

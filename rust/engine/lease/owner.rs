@@ -9,7 +9,8 @@
 //! connection itself, and a new session is registered right away. Claimants
 //! give a gone session the owner's grace (`session_grace`) before they take
 //! its workflows over, so a live process keeps them; unless they run on the
-//! same machine and find the process itself gone (see `lease::process`).
+//! same machine and find the process itself ended (`lease::gone`), which a
+//! process also looks for among the owners of its machine when it registers.
 //! Every heartbeat also marks the sessions of other owners that vanished,
 //! so that their grace runs from then rather than from a claimant's look.
 
@@ -25,6 +26,7 @@ use tokio_postgres::{AsyncMessage, Client, Config, Notification};
 use crate::engine::connect::pool::connect_error;
 use crate::engine::connect::tls::Connector;
 use crate::engine::error::EngineError;
+use crate::engine::lease::gone;
 use crate::engine::lease::holds::Holds;
 use crate::engine::lease::notifications::CHANNEL;
 use crate::engine::lease::notifications::Events;
@@ -83,6 +85,13 @@ impl Owner {
         let session = setup.connect().await?;
         let process = Process::this();
         let id = setup.register(&session.client, None, process.as_ref()).await?;
+        if let Some(here) = &process {
+            // Sooner only: a start that finds their workflows proves them ended too.
+            let released = gone::release_ended(&session.client, &setup.sql, here, &id, setup.connect_timeout);
+            if let Err(err) = released.await {
+                log::warn!("{err}");
+            }
+        }
         let task = tokio::spawn(setup.run(session, id.clone(), process.clone()));
         Ok(Owner { id, process, task })
     }
