@@ -107,6 +107,7 @@ async def test_the_owner_row_records_which_process_it_is(
 ) -> None:
     owner, _ = await session_of_w(pg)
     row = await pg.fetchrow("SELECT boot_id, pid_namespace, pid, process_start FROM owner WHERE id = $1::uuid", owner)
+    assert row is not None
     with open("/proc/sys/kernel/random/boot_id") as boot_id:
         assert row["boot_id"] == boot_id.read().strip()
     assert row["pid_namespace"].startswith(os.readlink("/proc/self/ns/pid"))

@@ -52,12 +52,16 @@ pub(crate) async fn release_ended(
 ) -> Result<(), EngineError> {
     let context = "looking for owners of this machine that have ended";
     let answer = timeout(limit, async {
-        let rows = client.query(&sql.owners_gone_here, &[&here.boot_id, &here.namespace, &id]).await?;
+        let rows = client
+            .query(&sql.owners_gone_here, &[&here.boot_id, &here.namespace, &id])
+            .await?;
         let mut ended_here = Vec::new();
         for row in &rows {
             if let Some((holder, owner, session)) = recorded(row).ok().flatten() {
                 if here.proves_gone(&holder) {
-                    client.execute(&sql.owner_gone, &[&owner, &session, &holder.start]).await?;
+                    client
+                        .execute(&sql.owner_gone, &[&owner, &session, &holder.start])
+                        .await?;
                     ended_here.push((owner, holder));
                 }
             }

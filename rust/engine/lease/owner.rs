@@ -146,7 +146,12 @@ impl Setup {
 
     /// Records (or refreshes) the owner row for this session, with this
     /// `process`; returns the id.
-    async fn register(&self, client: &Client, id: Option<&str>, process: Option<&Process>) -> Result<String, EngineError> {
+    async fn register(
+        &self,
+        client: &Client,
+        id: Option<&str>,
+        process: Option<&Process>,
+    ) -> Result<String, EngineError> {
         let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
             &id,

@@ -151,7 +151,10 @@ mod tests {
             start: recorded.start + 1,
             ..recorded.clone()
         };
-        assert!(here.proves_gone(&reused), "the same pid under another start time is another process");
+        assert!(
+            here.proves_gone(&reused),
+            "the same pid under another start time is another process"
+        );
         child.kill().unwrap();
         child.wait().unwrap();
     }
