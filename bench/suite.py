@@ -464,7 +464,8 @@ def judge(target: Target, results: Results, baseline: Results | None) -> tuple[s
     if target.other == BASELINE:
         theirs = None if baseline is None else median(baseline, target.workload, "durable", target.metric)
         if theirs is None:
-            return f"{fmt(mine)} ({unit}); no baseline (--baseline FILE)", ""
+            missing = "no baseline (--baseline FILE)" if baseline is None else "not in the baseline"
+            return f"{fmt(mine)} ({unit}); {missing}", ""
         against = "baseline"
     else:
         theirs = median(results, target.workload, target.other, target.metric)
@@ -551,7 +552,10 @@ def table_from(paths: list[Path], baseline: Results | None) -> str:
 
 async def main() -> None:
     args = parse_args()
-    baseline = load(args.baseline)[0] if args.baseline else None
+    baseline, baseline_quick = load(args.baseline) if args.baseline else (None, False)
+    quick = load(args.table_from)[1] if args.table_from else args.quick
+    if baseline is not None and baseline_quick != quick:
+        print("warning: the baseline and this run differ in --quick: their sizes differ", flush=True)
     if args.table_from:
         print(table_from(args.table_from, baseline))
         return
