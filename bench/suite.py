@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from suite_common import RESTART_AFTER_S
 
 BENCH = Path(__file__).resolve().parent
 PEERS_VENV = BENCH / ".venv-peers"
@@ -141,7 +142,7 @@ def plan(quick: bool) -> list[Workload]:
         Workload("W2", f"{w2} workflows x 10 steps in flight (F2: {w2 * 10} concurrent inserts, pool of 16)",
                  [*(Child(s, f, "W2", 10, w2) for s, f in both), Child("raw", r, "F2", w2 * 10, 16)]),
         Workload("W3", f"resume in a new process, {w1} completed steps, default options, "
-                       "restarted 2 s after the SIGKILL", [Child(s, f, "W3", w1) for s, f in both]),
+                       f"restarted {RESTART_AFTER_S:g} s after the SIGKILL", [Child(s, f, "W3", w1) for s, f in both]),
         Workload("W3-grace0", f"resume in a new process, {w1} completed steps, the crashed process "
                               "with session_grace=0, restarted at once",
                  [Child(s, f, "W3-grace0", w1) for s, f in both]),
@@ -163,13 +164,16 @@ def plan(quick: bool) -> list[Workload]:
 
 #: Under the table, for the workloads shown (any of the keys): what their figures are.
 WORKLOAD_NOTES = {
-    ("W3", "W3-grace0"): "- W3, W3-grace0: resume ms from the new process's spawn to the new step's body (DBOS: the same; it "
-          "recovers the workflow at launch, so 'Ctx.start → new step's end' and the takeover are durable's only).",
-    ("W4",): "- W4: per run, from its enqueue call to its result in hand (client clock); DBOS: enqueue_async + "
-          "get_result (its default 1 s polling); awa-pg offers no wait for a job's completion or result: one "
-          "insert per job, and its latency ends at the handler's end, seen in the process.",
-    ("W4-batch",): "- W4-batch: enqueue → completion on the database's clock (awa-pg: insert_many_copy → handler end; "
-                "DBOS: one enqueue_async each, it has no batch enqueue).",
+    ("W3", "W3-grace0"):
+        "- W3, W3-grace0: resume ms from the new process's spawn to the new step's body (DBOS: the same; it "
+        "recovers the workflow at launch, so 'Ctx.start → new step's end' and the takeover are durable's only).",
+    ("W4",):
+        "- W4: per run, from its enqueue call to its result in hand (client clock); DBOS: enqueue_async + "
+        "get_result (its default 1 s polling); awa-pg offers no wait for a job's completion or result: one "
+        "insert per job, and its latency ends at the handler's end, seen in the process.",
+    ("W4-batch",):
+        "- W4-batch: enqueue → completion on the database's clock (awa-pg: insert_many_copy → handler end; "
+        "DBOS: one enqueue_async each, it has no batch enqueue).",
 }
 
 
@@ -437,8 +441,8 @@ def targets(quick: bool) -> list[Target]:
         Target("W4 as users write it ≥ 5× awa-pg", "W4", WORKFLOWS_PER_S, "awa", 5),
         Target(f"{enqueues} concurrent single enqueues (W4) ≥ 10× faster than the baseline", "W4", ENQUEUE,
                BASELINE, 10),
-        Target("W3, default options, restarted 2 s after the SIGKILL: Ctx.start → end of the new step ≤ 50 ms",
-               "W3", START_TO_END, None, 50),
+        Target(f"W3, default options, restarted {RESTART_AFTER_S:g} s after the SIGKILL: Ctx.start → end of "
+               "the new step ≤ 50 ms", "W3", START_TO_END, None, 50),
         Target("W1 ≥ 0.85× F1", "W1", STEPS_PER_S, "raw", 0.85),
         Target("W2 ≥ 4× F2", "W2", STEPS_PER_S, "raw", 4),
         Target("W3b resume unchanged or better than the baseline (0.9× allows the machine's noise)", "W3b",
