@@ -134,8 +134,9 @@ class Workflow(Generic[I, O]):
         by = _enqueuer(resolved)
 
         async def enqueue() -> list[Any]:
-            [(_, status, created, queue_created)] = await resolved._engine.enqueue_many(
-                [name], self.name, [_saved(input)], self.queue, delay_s, priority, key, start_at, by
+            # Sent with the other enqueues of the moment, in one commit.
+            _, status, created, queue_created = await resolved._engine.enqueue(
+                name, self.name, _saved(input), self.queue, delay_s, priority, key, start_at, by
             )
             if queue_created:
                 log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
