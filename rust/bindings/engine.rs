@@ -13,8 +13,8 @@ use super::os_fork::ForkSafe;
 use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, CancelScope, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText, Moment,
-    Options, QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits,
+    BrowseFilter, BrowsedTree, CancelScope, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText,
+    Moment, Options, QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits,
     validate_name,
 };
 

@@ -104,10 +104,10 @@ pub mod limits {
 use checkpoint::starter::Starter;
 use checkpoint::writer::Writer;
 use connect::pool;
-use queue::enqueuer::Enqueuer;
 use lease::holds::Holds;
 use lease::notifications::Events;
 use lease::owner::Owner;
+use queue::enqueuer::Enqueuer;
 use sql::Statements;
 use wait::messages;
 

@@ -207,7 +207,7 @@ async fn execute<K: Kind>(setup: &Setup, kind: &K, batch: Vec<Request<K::Item>>,
         Err(Failure::Database(err)) if batch.len() > 1 && !is_transient(&err) => {
             log::warn!(
                 "the server refused a batch ({}); sending its requests one by one",
-                EngineError::database(&K::what_many(batch.len()), &err)
+                EngineError::database(K::what_many(batch.len()), &err)
             );
             for request in batch {
                 let sent = send(setup, kind, std::slice::from_ref(&request)).await;
@@ -219,12 +219,7 @@ async fn execute<K: Kind>(setup: &Setup, kind: &K, batch: Vec<Request<K::Item>>,
 }
 
 /// Gives each caller of a batch its row, or the error its request reports.
-fn settle<K: Kind>(
-    setup: &Setup,
-    batch: Vec<Request<K::Item>>,
-    sent: Result<Vec<Row>, Failure>,
-    counters: &Counters,
-) {
+fn settle<K: Kind>(setup: &Setup, batch: Vec<Request<K::Item>>, sent: Result<Vec<Row>, Failure>, counters: &Counters) {
     match sent {
         Ok(rows) => {
             counters.batches.fetch_add(1, Ordering::Relaxed);
@@ -345,7 +340,7 @@ mod tests {
 
     impl Kind for Names {
         type Item = ();
-        fn size(_: &()) -> usize {
+        fn size((): &()) -> usize {
             0
         }
         fn what(name: &str) -> String {
