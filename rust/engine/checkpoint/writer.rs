@@ -103,6 +103,12 @@ pub struct AttemptTimes {
     pub ended_us: i64,
 }
 
+/// A step attempt's outcome, and when the attempt ended (see `AttemptTimes`).
+struct Ending {
+    outcome: Outcome,
+    ended_us: i64,
+}
+
 /// What the group commits did so far. The writer: statements committed,
 /// records written in them, and batches split to isolate a record the
 /// server refused. The root starts (`starter.rs`): statements committed and
@@ -130,16 +136,15 @@ struct Counters {
 type Reply = oneshot::Sender<Result<(), EngineError>>;
 
 enum Op {
-    /// `outcome: None` is the `running` marker written before a step's body
+    /// `ending: None` is the `running` marker written before a step's body
     /// runs; usually nobody waits for it (`reply: None`). The times are the
-    /// process's (see `AttemptTimes`); a marker has no end.
+    /// process's (see `AttemptTimes`).
     Step {
         workflow: WorkflowId,
         name: String,
         attempt: i32,
-        outcome: Option<Outcome>,
+        ending: Option<Ending>,
         started_us: Option<i64>,
-        ended_us: Option<i64>,
         reply: Option<Reply>,
     },
     Workflow {
@@ -155,7 +160,7 @@ impl Op {
         matches!(
             self,
             Op::Step {
-                outcome: None,
+                ending: None,
                 reply: None,
                 ..
             }
@@ -213,9 +218,8 @@ impl Writer {
             workflow,
             name: name.to_owned(),
             attempt,
-            outcome: None,
+            ending: None,
             started_us: Some(started_us),
-            ended_us: None,
             reply: None,
         })
     }
@@ -233,9 +237,8 @@ impl Writer {
             workflow,
             name,
             attempt,
-            outcome: None,
+            ending: None,
             started_us: Some(started_us),
-            ended_us: None,
             reply: Some(reply),
         })
         .await
@@ -254,9 +257,11 @@ impl Writer {
             workflow,
             name,
             attempt,
-            outcome: Some(outcome),
+            ending: Some(Ending {
+                outcome,
+                ended_us: times.ended_us,
+            }),
             started_us: times.started_us,
-            ended_us: Some(times.ended_us),
             reply: Some(reply),
         })
         .await
@@ -747,7 +752,7 @@ fn op_bytes(op: &Op) -> usize {
         None => 0,
     };
     match op {
-        Op::Step { name, outcome, .. } => name.len() + outcome_bytes(outcome.as_ref()),
+        Op::Step { name, ending, .. } => name.len() + outcome_bytes(ending.as_ref().map(|e| &e.outcome)),
         Op::Workflow { outcome, .. } => outcome_bytes(Some(outcome)),
     }
 }
@@ -787,13 +792,11 @@ impl Batch {
                 workflow,
                 name,
                 attempt,
-                outcome,
+                ending,
                 started_us,
-                ended_us,
                 reply,
             } => {
                 let key = (workflow.id, name);
-                let times = (started_us, ended_us);
                 if let Some(&i) = self.step_index.get(&key) {
                     // An unawaited marker in this batch is superseded by
                     // whatever comes later for the same step; anything that
@@ -804,13 +807,12 @@ impl Batch {
                             workflow,
                             name,
                             attempt,
-                            outcome,
+                            ending,
                             started_us,
-                            ended_us,
                             reply,
                         });
                     }
-                    self.steps[i].set(workflow, attempt, outcome, times, reply);
+                    self.steps[i].set(workflow, attempt, ending, started_us, reply);
                 } else {
                     let mut record = StepRecord {
                         workflow,
@@ -823,7 +825,7 @@ impl Batch {
                         ended_us: None,
                         reply: None,
                     };
-                    record.set(workflow, attempt, outcome, times, reply);
+                    record.set(workflow, attempt, ending, started_us, reply);
                     self.step_index.insert(key, self.steps.len());
                     self.steps.push(record);
                 }
@@ -857,18 +859,22 @@ impl Batch {
 
     /// The records again, as operations: a merged marker is its outcome.
     fn into_ops(self) -> Vec<Op> {
-        let steps = self.steps.into_iter().map(|s| Op::Step {
-            workflow: s.workflow,
-            name: s.name,
-            attempt: s.attempt,
-            outcome: match s.status {
+        let steps = self.steps.into_iter().map(|s| {
+            let outcome = match s.status {
                 Status::Completed => Some(Outcome::Completed(s.output.unwrap_or_else(|| JsonText("null".into())))),
                 Status::Failed => Some(Outcome::Failed(s.error.unwrap_or_else(|| JsonText("null".into())))),
                 _ => None,
-            },
-            started_us: s.started_us,
-            ended_us: s.ended_us,
-            reply: s.reply,
+            };
+            Op::Step {
+                workflow: s.workflow,
+                name: s.name,
+                attempt: s.attempt,
+                ending: outcome
+                    .zip(s.ended_us)
+                    .map(|(outcome, ended_us)| Ending { outcome, ended_us }),
+                started_us: s.started_us,
+                reply: s.reply,
+            }
         });
         let workflows = self.workflows.into_iter().map(|w| Op::Workflow {
             workflow: w.workflow,
@@ -971,18 +977,18 @@ impl StepRecord {
         &mut self,
         workflow: WorkflowId,
         attempt: i32,
-        outcome: Option<Outcome>,
-        (started_us, ended_us): (Option<i64>, Option<i64>),
+        ending: Option<Ending>,
+        started_us: Option<i64>,
         reply: Option<Reply>,
     ) {
         // An outcome that does not know its start keeps its marker's.
         if started_us.is_some() || attempt != self.attempt {
             self.started_us = started_us;
         }
-        self.ended_us = ended_us;
         self.attempt = attempt;
         self.workflow = workflow;
-        if let Some(outcome) = outcome {
+        if let Some(Ending { outcome, ended_us }) = ending {
+            self.ended_us = Some(ended_us);
             self.status = outcome.status();
             let (output, error) = outcome.into_columns();
             self.output = output;
@@ -1090,8 +1096,7 @@ mod tests {
             },
             name: name.to_owned(),
             attempt: 1,
-            ended_us: outcome.is_some().then_some(20),
-            outcome,
+            ending: outcome.map(|outcome| Ending { outcome, ended_us: 20 }),
             started_us: Some(10),
             reply,
         }
