@@ -102,9 +102,10 @@ class StepInfo:
     error: Any
     #: None only for a time out of range (see ``out_of_range``).
     created_at: datetime | None
-    #: When its last attempt started, as recorded.
+    #: When its last attempt's body began, by the clock of the process that
+    #: ran it (a workflow's times are the database's).
     started_at: datetime | None
-    #: When it completed.
+    #: When its last attempt's body ended (completed or failed), by the same clock.
     completed_at: datetime | None
     #: Its times and values that Python cannot hold, by field, as text (as ``WorkflowInfo``'s).
     out_of_range: Mapping[str, str] = field(default_factory=dict)

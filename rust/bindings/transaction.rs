@@ -15,7 +15,7 @@ use super::json;
 use super::runtime::awaitable;
 use super::sql_values::{Fetched, params};
 use super::workflow::Run;
-use crate::engine::{CommitError, EngineError, Transaction};
+use crate::engine::{CommitError, EngineError, Transaction, now_us};
 
 /// The transaction, `None` once committed or rolled back. Statements of
 /// one transaction run one at a time, in the order they were issued.
@@ -120,6 +120,7 @@ impl PyTransaction {
     /// transaction; the awaitable resolves to the result's JSON form. Raises
     /// `NotJson` or `ValueTooLarge` at once (nothing is committed: roll back).
     fn commit<'py>(&self, py: Python<'py>, result: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let ended_us = now_us(); // the body's end: before the result is encoded
         let output = json::encode(result, &format!("result of step {:?}", self.name), self.limit)?;
         let value = json::decode(py, output.as_str())?.unbind();
         let tx = Arc::clone(&self.tx);
@@ -129,7 +130,7 @@ impl PyTransaction {
         awaitable(py, async move {
             let taken = tx.lock().await.take();
             let tx = taken.ok_or_else(|| Self::over(&name))?;
-            match tx.commit(output).await {
+            match tx.commit(output, ended_us).await {
                 Ok(()) => Ok(value),
                 Err(CommitError::RolledBack(err)) => {
                     let what = || format!("the result of transaction step {name:?}");

@@ -13,7 +13,7 @@ use super::json;
 use super::os_fork::ForkSafe;
 use super::runtime::{abortable, awaitable};
 use super::transaction::PyTransaction;
-use crate::engine::{Engine, Hold, HoldSlot, JsonText, Outcome, Started, Status, StepVerdict, WorkflowHandle};
+use crate::engine::{Engine, Hold, HoldSlot, JsonText, Outcome, Started, Status, StepVerdict, WorkflowHandle, now_us};
 
 /// The hold of a handle's tree, neither used nor dropped in a child of
 /// `os.fork()` (see `ForkSafe`).
@@ -72,19 +72,23 @@ impl PyWorkflow {
         json::encode(value, what, self.limit)
     }
 
-    /// Saves a step's outcome; the awaitable resolves to `value` once committed.
+    /// Saves a step's outcome, its attempt ended at `ended_us`; the
+    /// awaitable resolves to `value` once committed.
     fn save_step<'py>(
         &self,
         py: Python<'py>,
         name: String,
         attempt: i32,
         outcome: Outcome,
+        ended_us: i64,
         value: Py<PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let engine = self.engine()?;
         let run = self.handle.run();
         awaitable(py, async move {
-            run.save_step(&engine, name, attempt, outcome).await.map_err(to_py)?;
+            run.save_step(&engine, name, attempt, outcome, ended_us)
+                .await
+                .map_err(to_py)?;
             Ok(value)
         })
     }
@@ -131,11 +135,7 @@ impl PyWorkflow {
     /// Refuses (before the body runs) when the handle may do no more work:
     /// cancelled, lease lost, released.
     fn mark_step(&self, name: &str, attempt: i32) -> PyResult<()> {
-        self.handle.check().map_err(to_py)?;
-        self.engine
-            .get()?
-            .step_started(self.handle.id(), name, attempt)
-            .map_err(to_py)
+        self.handle.mark_step(self.engine.get()?, name, attempt).map_err(to_py)
     }
 
     /// Writes the `running` marker of a step's attempt; an awaitable that
@@ -159,9 +159,10 @@ impl PyWorkflow {
         attempt: i32,
         result: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let ended_us = now_us(); // the body's end: before the result is encoded
         let output = self.encode(result, &format!("result of step {name:?}"))?;
         let value = json::decode(py, output.as_str())?.unbind();
-        self.save_step(py, name, attempt, Outcome::Completed(output), value)
+        self.save_step(py, name, attempt, Outcome::Completed(output), ended_us, value)
     }
 
     /// Receives the oldest message on `topic` as step `name` (attempt
@@ -235,8 +236,9 @@ impl PyWorkflow {
         attempt: i32,
         error: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let ended_us = now_us();
         let error = self.encode(error, &format!("error of step {name:?}"))?;
-        self.save_step(py, name, attempt, Outcome::Failed(error), py.None())
+        self.save_step(py, name, attempt, Outcome::Failed(error), ended_us, py.None())
     }
 
     /// Starts transaction step `name` as `attempt` (after `begin_step` said

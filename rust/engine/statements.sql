@@ -267,28 +267,29 @@ WHERE parent_id = $1;
 -- name: flush
 -- from: checkpoint::writer::FLUSH
 WITH durability AS (
-    SELECT set_config('synchronous_commit', $15, true)
+    SELECT set_config('synchronous_commit', $17, true)
 ), fenced AS (
     SELECT r.* FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int4[],
-                           $6::jsonb[], $7::jsonb[], $8::int8[])
-                    AS r(parent_id, root_id, name, status, attempt, output, error, epoch)
+                           $6::jsonb[], $7::jsonb[], $8::int8[], $9::int8[], $10::int8[])
+                    AS r(parent_id, root_id, name, status, attempt, output, error, epoch, started_us, ended_us)
     JOIN "durable".task AS w ON w.id = r.parent_id
-    WHERE w.owner_id = $14::text::uuid AND w.lease_epoch = r.epoch AND w.status = 'running'
+    WHERE w.owner_id = $16::text::uuid AND w.lease_epoch = r.epoch AND w.status = 'running'
     FOR SHARE OF w
 ), steps AS (
     INSERT INTO "durable".task AS t (parent_id, root_id, kind, name, status, attempt, output, error,
                                started_at, completed_at)
     SELECT r.parent_id, r.root_id, 'step', r.name, r.status, r.attempt, r.output, r.error,
-           now(), CASE WHEN r.status <> 'running' THEN now() END
+           'epoch'::timestamptz + coalesce(r.started_us, r.ended_us) * interval '1 microsecond',
+           CASE WHEN r.status <> 'running' THEN 'epoch'::timestamptz + r.ended_us * interval '1 microsecond' END
     FROM fenced AS r, durability
     ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
         status = EXCLUDED.status,
         attempt = EXCLUDED.attempt,
         output = EXCLUDED.output,
         error = CASE WHEN EXCLUDED.status = 'running' THEN t.error ELSE EXCLUDED.error END,
-        -- A new attempt starts now, even when its marker was merged into its outcome.
+        -- A new attempt starts, even when its marker was merged into its outcome.
         started_at = CASE WHEN EXCLUDED.status = 'running' OR t.attempt < EXCLUDED.attempt
-                          THEN now() ELSE t.started_at END,
+                          THEN EXCLUDED.started_at ELSE t.started_at END,
         completed_at = EXCLUDED.completed_at,
         updated_at = now()
     WHERE t.kind = 'step'
@@ -298,17 +299,17 @@ WITH durability AS (
     UPDATE "durable".task AS t
     SET status = w.status, output = w.output, error = w.error,
         completed_at = now(), updated_at = now()
-    FROM unnest($9::bigint[], $10::text[], $11::jsonb[], $12::jsonb[], $13::int8[])
+    FROM unnest($11::bigint[], $12::text[], $13::jsonb[], $14::jsonb[], $15::int8[])
              AS w(id, status, output, error, epoch),
          durability
     WHERE t.id = w.id AND t.kind = 'workflow'
-      AND t.owner_id = $14::text::uuid AND t.lease_epoch = w.epoch
+      AND t.owner_id = $16::text::uuid AND t.lease_epoch = w.epoch
       AND (t.status = 'running' OR t.status = w.status)
     RETURNING t.id, t.parent_id IS NULL AS is_root
 )
 SELECT 's' AS kind, parent_id AS id, name FROM steps
 UNION ALL
-SELECT 'w', id, CASE WHEN is_root THEN left(pg_notify('durable', $16::text || ' done ' || id)::text, 0) END
+SELECT 'w', id, CASE WHEN is_root THEN left(pg_notify('durable', $18::text || ' done ' || id)::text, 0) END
 FROM workflows;
 
 -- name: diagnose

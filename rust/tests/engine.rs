@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use durable::engine::{
-    CancelScope, Cell, CommitError, Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options, Outcome, Param,
-    Parent, Status, StepVerdict, WorkflowHandle,
+    AttemptTimes, CancelScope, Cell, CommitError, Engine, EngineError, JsonText, Kind, LATEST_VERSION, Options,
+    Outcome, Param, Parent, Status, StepVerdict, WorkflowHandle, now_us,
 };
 use tokio_postgres::{Client, NoTls};
 
@@ -24,6 +24,14 @@ fn fresh_schema() -> String {
         nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The times of a step's attempt that ends now, its start not known here.
+fn ran() -> AttemptTimes {
+    AttemptTimes {
+        started_us: None,
+        ended_us: now_us(),
+    }
 }
 
 async fn admin() -> Client {
@@ -219,13 +227,19 @@ async fn start_creates_then_resumes_with_history() {
     assert_eq!(wf.id, wf.root_id);
 
     fx.engine
-        .step_finished(wf, "a".into(), 1, Outcome::Completed(json("[1, 2]")))
+        .step_finished(wf, "a".into(), 1, Outcome::Completed(json("[1, 2]")), ran())
         .await
         .unwrap();
-    fx.engine.step_started(wf, "b", 1).unwrap();
+    fx.engine.step_started(wf, "b", 1, now_us()).unwrap();
     // An awaited write after the marker proves the marker is flushed too.
     fx.engine
-        .step_finished(wf, "c".into(), 1, Outcome::Failed(json("{\"type\": \"ValueError\"}")))
+        .step_finished(
+            wf,
+            "c".into(),
+            1,
+            Outcome::Failed(json("{\"type\": \"ValueError\"}")),
+            ran(),
+        )
         .await
         .unwrap();
 
@@ -343,7 +357,13 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     assert_eq!(child.workflow.root_id, root.id);
     assert_ne!(child.workflow.id, root.id);
     fx.engine
-        .step_finished(child.workflow, "notify".into(), 1, Outcome::Completed(json("true")))
+        .step_finished(
+            child.workflow,
+            "notify".into(),
+            1,
+            Outcome::Completed(json("true")),
+            ran(),
+        )
         .await
         .unwrap();
 
@@ -360,12 +380,12 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     // A step cannot take a child's name, nor a child a step's.
     let err = fx
         .engine
-        .step_finished(root, "child".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(root, "child".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap_err();
     assert!(matches!(err, EngineError::DuplicateName { .. }), "{err:?}");
     fx.engine
-        .step_finished(root, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(root, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap();
     let err = fx
@@ -377,18 +397,125 @@ async fn children_have_their_own_steps_and_names_are_shared_with_steps() {
     fx.drop_schema().await;
 }
 
+/// Microseconds since the epoch of a time, as Postgres keeps it.
+const AT_START: &str = "(extract(epoch FROM started_at) * 1000000)::int8";
+const AT_END: &str = "(extract(epoch FROM completed_at) * 1000000)::int8";
+
+#[tokio::test]
+async fn a_steps_row_holds_its_attempts_own_times() {
+    let fx = Fixture::new().await;
+    let started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let wf = started.workflow;
+    // Times far from the database's clock: only the process's may be written.
+    let t0: i64 = 1_500_000_000_000_000;
+    let times = |started_us, ended_us| AttemptTimes { started_us, ended_us };
+    let ok = || Outcome::Completed(json("1"));
+    // A marker and its outcome in one commit (the marker is held back).
+    fx.engine.step_started(wf, "merged", 1, t0).unwrap();
+    fx.engine
+        .step_finished(wf, "merged".into(), 1, ok(), times(Some(t0), t0 + 250_000))
+        .await
+        .unwrap();
+    // A marker committed first (an awaited write flushes it): its start stays.
+    fx.engine.step_started(wf, "apart", 1, t0 + 1_000_000).unwrap();
+    fx.engine
+        .step_finished(wf, "flush".into(), 1, ok(), times(Some(t0), t0))
+        .await
+        .unwrap();
+    fx.engine
+        .step_finished(wf, "apart".into(), 1, ok(), times(None, t0 + 1_300_000))
+        .await
+        .unwrap();
+    // A failed attempt, then a second one: the first goes to the history.
+    let failed = Outcome::Failed(json("{\"type\": \"ValueError\"}"));
+    fx.engine
+        .step_finished(
+            wf,
+            "retried".into(),
+            1,
+            failed,
+            times(Some(t0 + 2_000_000), t0 + 2_100_000),
+        )
+        .await
+        .unwrap();
+    fx.engine.step_started(wf, "retried", 2, t0 + 2_500_000).unwrap();
+    fx.engine
+        .step_finished(
+            wf,
+            "retried".into(),
+            2,
+            ok(),
+            times(Some(t0 + 2_500_000), t0 + 2_900_000),
+        )
+        .await
+        .unwrap();
+    // An outcome whose start nobody knows, of a new row: it starts as it ends.
+    fx.engine
+        .step_finished(wf, "unknown".into(), 1, ok(), times(None, t0 + 3_000_000))
+        .await
+        .unwrap();
+
+    let sql = format!(
+        "SELECT name, {AT_START}, {AT_END} FROM {}.task WHERE parent_id = $1 ORDER BY name",
+        fx.schema
+    );
+    let rows = fx.admin.query(&sql, &[&wf.id]).await.unwrap();
+    let rows: Vec<(String, i64, i64)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(
+        rows,
+        [
+            ("apart".to_owned(), t0 + 1_000_000, t0 + 1_300_000),
+            ("flush".to_owned(), t0, t0),
+            ("merged".to_owned(), t0, t0 + 250_000),
+            ("retried".to_owned(), t0 + 2_500_000, t0 + 2_900_000),
+            ("unknown".to_owned(), t0 + 3_000_000, t0 + 3_000_000),
+        ]
+    );
+    let sql = format!(
+        "SELECT a.attempt, a.status, (extract(epoch FROM a.started_at) * 1000000)::int8,
+                (extract(epoch FROM a.ended_at) * 1000000)::int8
+         FROM {0}.task_attempt AS a JOIN {0}.task AS t ON t.id = a.task_id
+         WHERE t.parent_id = $1 AND t.name = 'retried'",
+        fx.schema
+    );
+    let history = fx.admin.query(&sql, &[&wf.id]).await.unwrap();
+    let history: Vec<(i32, String, i64, i64)> = history
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(history, [(1, "failed".to_owned(), t0 + 2_000_000, t0 + 2_100_000)]);
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_transaction_steps_row_holds_its_attempts_own_times() {
+    let fx = Fixture::new().await;
+    let started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
+    let wf = started.workflow;
+    let t0: i64 = 1_500_000_000_000_000;
+    let tx = fx.engine.begin_transaction(wf, "t".into(), 1, t0).await.unwrap();
+    tx.commit(json("1"), t0 + 400_000).await.unwrap();
+    let sql = format!(
+        "SELECT {AT_START}, {AT_END} FROM {}.task WHERE parent_id = $1",
+        fx.schema
+    );
+    let row = fx.admin.query_one(&sql, &[&wf.id]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (t0, t0 + 400_000));
+    fx.drop_schema().await;
+}
+
 #[tokio::test]
 async fn a_late_marker_never_overwrites_a_result() {
     let fx = Fixture::new().await;
     let started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
     let wf = started.workflow;
     fx.engine
-        .step_finished(wf, "s".into(), 1, Outcome::Completed(json("7")))
+        .step_finished(wf, "s".into(), 1, Outcome::Completed(json("7")), ran())
         .await
         .unwrap();
-    fx.engine.step_started(wf, "s", 1).unwrap();
+    fx.engine.step_started(wf, "s", 1, now_us()).unwrap();
     fx.engine
-        .step_finished(wf, "flush".into(), 1, Outcome::Completed(json("0")))
+        .step_finished(wf, "flush".into(), 1, Outcome::Completed(json("0")), ran())
         .await
         .unwrap();
     let rows = fx.children(wf.id).await;
@@ -398,9 +525,9 @@ async fn a_late_marker_never_overwrites_a_result() {
         "{rows:?}"
     );
     // A marker of a later attempt does reopen it: that is a re-run.
-    fx.engine.step_started(wf, "s", 2).unwrap();
+    fx.engine.step_started(wf, "s", 2, now_us()).unwrap();
     fx.engine
-        .step_finished(wf, "flush2".into(), 1, Outcome::Completed(json("0")))
+        .step_finished(wf, "flush2".into(), 1, Outcome::Completed(json("0")), ran())
         .await
         .unwrap();
     let rows = fx.children(wf.id).await;
@@ -424,9 +551,9 @@ async fn concurrent_checkpoints_are_all_saved() {
             let engine = std::sync::Arc::clone(&engine);
             tokio::spawn(async move {
                 let name = format!("s{s}");
-                engine.step_started(wf, &name, 1).unwrap();
+                engine.step_started(wf, &name, 1, now_us()).unwrap();
                 engine
-                    .step_finished(wf, name, 1, Outcome::Completed(JsonText(s.to_string())))
+                    .step_finished(wf, name, 1, Outcome::Completed(JsonText(s.to_string())), ran())
                     .await
             })
         })
@@ -492,7 +619,7 @@ async fn a_live_owner_makes_the_workflow_busy_for_others() {
     assert_eq!(err, EngineError::WorkflowBusy { name: "w".into() });
     // Being refused changed nothing: the holder writes on.
     fx.engine
-        .step_finished(held.workflow, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(held.workflow, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap();
     // A finished workflow is nobody's: the other engine replays it.
@@ -513,7 +640,7 @@ async fn a_released_workflow_is_taken_over_at_once_and_its_old_handles_fenced_ou
     let held = started.workflow;
     let tree = started.hold.clone().expect("a root taken to run is held");
     other
-        .step_finished(held, "before".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(held, "before".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap();
     tree.release().await;
@@ -522,7 +649,7 @@ async fn a_released_workflow_is_taken_over_at_once_and_its_old_handles_fenced_ou
     assert_eq!(taken.workflow.epoch, held.epoch + 1);
     assert_eq!(taken.history["before"].status, Status::Completed);
     let err = other
-        .step_finished(held, "late".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(held, "late".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap_err();
     assert_eq!(err, EngineError::LeaseLost { workflow_id: held.id });
@@ -551,16 +678,16 @@ async fn an_expired_holder_cannot_write_after_a_takeover() {
     let taken = taken_started.workflow;
     assert_eq!(taken.epoch, held.epoch + 1);
     fx.engine
-        .step_finished(taken, "s".into(), 1, Outcome::Completed(json("\"new\"")))
+        .step_finished(taken, "s".into(), 1, Outcome::Completed(json("\"new\"")), ran())
         .await
         .unwrap();
 
     let stale_step = hung
-        .step_finished(held, "s".into(), 1, Outcome::Completed(json("\"stale\"")))
+        .step_finished(held, "s".into(), 1, Outcome::Completed(json("\"stale\"")), ran())
         .await
         .unwrap_err();
     assert_eq!(stale_step, EngineError::LeaseLost { workflow_id: held.id });
-    hung.step_started(held, "t", 1).unwrap();
+    hung.step_started(held, "t", 1, now_us()).unwrap();
     let stale_finish = hung
         .workflow_finished(held, Outcome::Completed(json("\"stale\"")))
         .await
@@ -588,7 +715,7 @@ async fn a_second_start_in_one_engine_is_busy_until_the_first_hold_goes() {
     assert_eq!(new.epoch, old.epoch + 1);
     let err = fx
         .engine
-        .step_finished(old, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(old, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap_err();
     assert_eq!(err, EngineError::LeaseLost { workflow_id: old.id });
@@ -639,7 +766,7 @@ async fn cancelling_a_root_cancels_its_children_and_stops_their_writes() {
     );
     let err = fx
         .engine
-        .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap_err();
     assert_eq!(err, EngineError::Cancelled { workflow_id: child.id });
@@ -696,12 +823,12 @@ async fn cancelling_a_child_by_its_path_stops_it_alone() {
     assert_eq!(hold.check(sibling.id), Ok(()), "and so does its sibling");
     let err = fx
         .engine
-        .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap_err();
     assert_eq!(err, EngineError::Cancelled { workflow_id: child.id });
     fx.engine
-        .step_finished(sibling, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(sibling, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap();
     fx.engine
@@ -716,7 +843,10 @@ async fn a_durable_marker_is_committed_before_it_returns() {
     let fx = Fixture::new().await;
     let started = fx.engine.start(None, "w", &json("null"), None).await.unwrap();
     let wf = started.workflow;
-    fx.engine.step_started_durably(wf, "pay".into(), 1).await.unwrap();
+    fx.engine
+        .step_started_durably(wf, "pay".into(), 1, now_us())
+        .await
+        .unwrap();
     let rows = fx.children(wf.id).await;
     assert_eq!(rows, [("pay".into(), "running".into(), 1, None)]);
     fx.drop_schema().await;
@@ -760,12 +890,12 @@ async fn a_tree_has_the_steps_and_children_of_each_workflow_in_order() {
         name: "root",
     };
     fx.engine
-        .step_finished(root, "b".into(), 1, Outcome::Completed(json("\"first\"")))
+        .step_finished(root, "b".into(), 1, Outcome::Completed(json("\"first\"")), ran())
         .await
         .unwrap();
     let error = r#"{"type": "ValueError", "module": "builtins", "message": "no", "traceback": "Traceback..."}"#;
     fx.engine
-        .step_finished(root, "a".into(), 2, Outcome::Failed(json(error)))
+        .step_finished(root, "a".into(), 2, Outcome::Failed(json(error)), ran())
         .await
         .unwrap();
     let child = fx
@@ -775,7 +905,7 @@ async fn a_tree_has_the_steps_and_children_of_each_workflow_in_order() {
         .unwrap()
         .workflow;
     fx.engine
-        .step_finished(child, "x".into(), 1, Outcome::Completed(json("2")))
+        .step_finished(child, "x".into(), 1, Outcome::Completed(json("2")), ran())
         .await
         .unwrap();
 
@@ -862,11 +992,11 @@ async fn gc_deletes_whole_finished_trees_finished_long_enough_ago_and_nothing_el
             .unwrap()
             .workflow;
         fx.engine
-            .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")))
+            .step_finished(child, "s".into(), 1, Outcome::Completed(json("1")), ran())
             .await
             .unwrap();
         fx.engine
-            .step_finished(root, "s".into(), 1, Outcome::Completed(json("1")))
+            .step_finished(root, "s".into(), 1, Outcome::Completed(json("1")), ran())
             .await
             .unwrap();
         match outcome {
@@ -1142,7 +1272,11 @@ async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
     let insert = format!("INSERT INTO {table} (order_id) VALUES ($1)");
 
     // Rolled back: only the marker (written outside the transaction) remains.
-    let mut tx = fx.engine.begin_transaction(wf, "record".into(), 1).await.unwrap();
+    let mut tx = fx
+        .engine
+        .begin_transaction(wf, "record".into(), 1, now_us())
+        .await
+        .unwrap();
     let statement = tx.prepare(&insert).await.unwrap();
     assert_eq!(tx.execute(&statement, &[Param::Int4(1)]).await.unwrap(), 1);
     tx.rollback().await;
@@ -1153,13 +1287,21 @@ async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
     );
 
     // Dropped open: its connection is closed, not pooled, and the server rolls back.
-    let mut tx = fx.engine.begin_transaction(wf, "record".into(), 2).await.unwrap();
+    let mut tx = fx
+        .engine
+        .begin_transaction(wf, "record".into(), 2, now_us())
+        .await
+        .unwrap();
     let statement = tx.prepare(&insert).await.unwrap();
     tx.execute(&statement, &[Param::Int4(2)]).await.unwrap();
     drop(tx);
 
     // Committed: both land.
-    let mut tx = fx.engine.begin_transaction(wf, "record".into(), 3).await.unwrap();
+    let mut tx = fx
+        .engine
+        .begin_transaction(wf, "record".into(), 3, now_us())
+        .await
+        .unwrap();
     let statement = tx.prepare(&insert).await.unwrap();
     tx.execute(&statement, &[Param::Int4(3)]).await.unwrap();
     let select = tx
@@ -1169,7 +1311,7 @@ async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
     let rows = tx.query(&select, &[Param::Text("-0.50".into())]).await.unwrap();
     assert_eq!(rows.columns, ["order_id", "n"]);
     assert_eq!(rows.rows, [vec![Cell::Int(3), Cell::Numeric("-0.50".into())]]);
-    tx.commit(json("3")).await.unwrap();
+    tx.commit(json("3"), now_us()).await.unwrap();
     assert_eq!(count().await, 1);
     assert_eq!(
         fx.children(wf.id).await,
@@ -1177,7 +1319,11 @@ async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
     );
 
     // Taken over meanwhile: the fence refuses the step, and the user's row goes with it.
-    let mut tx = fx.engine.begin_transaction(wf, "late".into(), 1).await.unwrap();
+    let mut tx = fx
+        .engine
+        .begin_transaction(wf, "late".into(), 1, now_us())
+        .await
+        .unwrap();
     let statement = tx.prepare(&insert).await.unwrap();
     tx.execute(&statement, &[Param::Int4(4)]).await.unwrap();
     fx.admin
@@ -1190,7 +1336,7 @@ async fn a_transaction_commits_the_users_rows_with_the_step_or_neither() {
         )
         .await
         .unwrap();
-    let refused = tx.commit(json("4")).await;
+    let refused = tx.commit(json("4"), now_us()).await;
     assert!(
         matches!(refused, Err(CommitError::RolledBack(EngineError::LeaseLost { .. }))),
         "{refused:?}"
@@ -1266,7 +1412,13 @@ async fn a_batch_of_root_starts_gives_each_caller_its_own_answer() {
     let other = second_engine(&fx).await;
     let done = fx.engine.start(None, "done", &json("1"), None).await.unwrap();
     fx.engine
-        .step_finished(done.workflow, "s".into(), 1, Outcome::Completed(json("\"saved\"")))
+        .step_finished(
+            done.workflow,
+            "s".into(),
+            1,
+            Outcome::Completed(json("\"saved\"")),
+            ran(),
+        )
         .await
         .unwrap();
     fx.engine
@@ -1328,7 +1480,7 @@ async fn a_batch_of_root_starts_gives_each_caller_its_own_answer() {
     );
     // The refused starts changed nothing: the holder writes on.
     other
-        .step_finished(held.workflow, "s".into(), 1, Outcome::Completed(json("1")))
+        .step_finished(held.workflow, "s".into(), 1, Outcome::Completed(json("1")), ran())
         .await
         .unwrap();
     drop((new, resumed, held));
@@ -1766,7 +1918,7 @@ async fn a_handle_finishes_its_workflow_once_and_a_later_write_says_this_run_fin
     assert_eq!(wf.check_finish(&result), Err(finished_here("its result")));
     let late = wf
         .run()
-        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("2")))
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("2")), now_us())
         .await;
     assert_eq!(late, Err(finished_here("the outcome of step \"s\"")));
     fx.drop_schema().await;
@@ -1781,7 +1933,7 @@ async fn a_child_shares_its_roots_hold_and_stops_when_the_root_finishes_while_th
     assert_eq!(child.begin_step("s", false), Ok(StepVerdict::Run { attempt: 1 }));
     child
         .run()
-        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")))
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")), now_us())
         .await
         .unwrap();
     wf.run()
@@ -1815,7 +1967,7 @@ async fn a_cancelled_child_stops_its_own_handle_and_not_its_parents() {
     };
     let write = child
         .run()
-        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")))
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")), now_us())
         .await;
     assert_eq!(write, Err(cancelled.clone()));
     assert_eq!(
@@ -1844,7 +1996,7 @@ async fn a_released_root_stops_its_tree_and_a_late_write_says_it_was_released() 
     // says why: this process released it.
     let late = child
         .run()
-        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")))
+        .save_step(&fx.engine, "s".to_owned(), 1, Outcome::Completed(json("1")), now_us())
         .await;
     assert_eq!(late, Err(released("c")));
     fx.drop_schema().await;
@@ -1884,7 +2036,7 @@ async fn a_finished_roots_handle_replays_its_children_and_they_run_nothing_new()
     let saved = Outcome::Completed(json("\"saved\""));
     child
         .run()
-        .save_step(&fx.engine, "s".to_owned(), 1, saved)
+        .save_step(&fx.engine, "s".to_owned(), 1, saved, now_us())
         .await
         .unwrap();
     // The root completes while its child still runs (its result not needed).

@@ -1,42 +1,56 @@
 //! Saving what a workflow did: its steps' `running` markers and outcomes,
 //! and its own result, through the checkpoint writer.
 
-use crate::engine::{Engine, EngineError, Outcome, WorkflowId};
+use crate::engine::{AttemptTimes, Engine, EngineError, Outcome, WorkflowId};
 
 impl Engine {
-    /// Queues the `running` marker of a step, to be written without anyone
-    /// waiting: a step's body starts at once.
-    pub fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
+    /// Queues the `running` marker of a step's attempt, begun at
+    /// `started_us` (`now_us`), to be written without anyone waiting: a
+    /// step's body starts at once.
+    pub fn step_started(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+        started_us: i64,
+    ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.inner.writer.step_started(workflow, name, attempt)
+        self.inner.writer.step_started(workflow, name, attempt, started_us)
     }
 
-    /// Writes the `running` marker of a step and waits for its commit: for
-    /// steps that must not run twice, the marker must be durable first.
+    /// Writes the `running` marker of a step's attempt, begun at
+    /// `started_us`, and waits for its commit: for steps that must not run
+    /// twice, the marker must be durable first.
     pub async fn step_started_durably(
         &self,
         workflow: WorkflowId,
         name: String,
         attempt: i32,
+        started_us: i64,
     ) -> Result<(), EngineError> {
         self.check_open()?;
-        self.inner.writer.step_started_durably(workflow, name, attempt).await
+        self.inner
+            .writer
+            .step_started_durably(workflow, name, attempt, started_us)
+            .await
     }
 
-    /// Saves a step's result or error; resolves after the commit.
+    /// Saves a step's result or error, and when its attempt ran; resolves
+    /// after the commit.
     pub async fn step_finished(
         &self,
         workflow: WorkflowId,
         name: String,
         attempt: i32,
         outcome: Outcome,
+        times: AttemptTimes,
     ) -> Result<(), EngineError> {
         self.check_open()?;
         let status = outcome.status();
         let debug = log::log_enabled!(log::Level::Debug).then(|| name.clone());
         self.inner
             .writer
-            .step_finished(workflow, name, attempt, outcome)
+            .step_finished(workflow, name, attempt, outcome, times)
             .await?;
         if let Some(name) = debug {
             log::debug!(

@@ -62,6 +62,8 @@ pub struct Transaction {
     workflow: WorkflowId,
     name: String,
     attempt: i32,
+    /// When the attempt began, by this process's clock (see `AttemptTimes`).
+    started_us: i64,
     /// The first statement that failed: the transaction can only roll back.
     failed: Option<EngineError>,
 }
@@ -71,12 +73,13 @@ impl Engine {
     /// pooled connection within the share transaction steps may hold (an
     /// `InvalidOption` when the pool leaves none), the step's `running`
     /// marker (fenced, so a lost lease is found before the user's function
-    /// runs), and `BEGIN`.
+    /// runs), and `BEGIN`. `started_us`: when the attempt began (`now_us`).
     pub async fn begin_transaction(
         &self,
         workflow: WorkflowId,
         name: String,
         attempt: i32,
+        started_us: i64,
     ) -> Result<Transaction, EngineError> {
         self.check_open()?;
         let inner = &self.inner;
@@ -97,10 +100,11 @@ impl Engine {
             workflow,
             name,
             attempt,
+            started_us,
             failed: None,
         };
         let answer = match tx.conn.as_ref() {
-            Some(conn) => tx.timed(tx.flush(conn, Status::Running, None, "off")).await,
+            Some(conn) => tx.timed(tx.flush(conn, Status::Running, None, None, "off")).await,
             None => return Err(over(&tx.name)),
         };
         if !tx.settle(&context, answer)? {
@@ -173,9 +177,10 @@ impl Transaction {
         self.settle_statement(&context, answer)
     }
 
-    /// Writes the step's result (fenced like every checkpoint) and commits
-    /// it with everything the user's statements did.
-    pub async fn commit(mut self, output: JsonText) -> Result<(), CommitError> {
+    /// Writes the step's result (fenced like every checkpoint), its attempt
+    /// ended at `ended_us` (`now_us`), and commits it with everything the
+    /// user's statements did.
+    pub async fn commit(mut self, output: JsonText, ended_us: i64) -> Result<(), CommitError> {
         let context = format!("committing transaction step {:?}", self.name);
         if let Some(failed) = self.failed.clone() {
             self.rollback().await;
@@ -192,7 +197,8 @@ impl Transaction {
             Some(conn) => {
                 self.timed(async {
                     conn.batch_execute(ENGINE_PLANNER).await?;
-                    self.flush(conn, Status::Completed, Some(&output), "on").await
+                    self.flush(conn, Status::Completed, Some(&output), Some(ended_us), "on")
+                        .await
                 })
                 .await
             }
@@ -324,6 +330,7 @@ impl Transaction {
         conn: &Object,
         status: Status,
         output: Option<&JsonText>,
+        ended_us: Option<i64>,
         durability: &str,
     ) -> Result<bool, tokio_postgres::Error> {
         let inner = &self.engine.inner;
@@ -346,6 +353,8 @@ impl Transaction {
                     &vec![output],
                     &vec![none],
                     &vec![w.epoch],
+                    &vec![Some(self.started_us)],
+                    &vec![ended_us],
                     &no_ids,
                     &no_text,
                     &no_json,

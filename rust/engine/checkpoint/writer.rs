@@ -89,6 +89,26 @@ impl Outcome {
     }
 }
 
+/// When a step's attempt ran, by the wall clock of the process that ran it
+/// (`clock::now_us`): microseconds since the Unix epoch, taken where the
+/// attempt began and where its outcome was handed over. They become the
+/// row's `started_at` and `completed_at`, whichever commits carry the
+/// marker and the outcome (one, mostly: see `MARKER_HOLD`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptTimes {
+    /// `None` when this process did not begin the attempt (an at-most-once
+    /// step found interrupted, a `recv` that got nothing): the row keeps
+    /// the start it has for the attempt, else starts when it ended.
+    pub started_us: Option<i64>,
+    pub ended_us: i64,
+}
+
+/// A step attempt's outcome, and when the attempt ended (see `AttemptTimes`).
+struct Ending {
+    outcome: Outcome,
+    ended_us: i64,
+}
+
 /// What the group commits did so far. The writer: statements committed,
 /// records written in them, and batches split to isolate a record the
 /// server refused. The root starts (`starter.rs`) and the single enqueues
@@ -118,13 +138,15 @@ struct Counters {
 type Reply = oneshot::Sender<Result<(), EngineError>>;
 
 enum Op {
-    /// `outcome: None` is the `running` marker written before a step's body
-    /// runs; usually nobody waits for it (`reply: None`).
+    /// `ending: None` is the `running` marker written before a step's body
+    /// runs; usually nobody waits for it (`reply: None`). The times are the
+    /// process's (see `AttemptTimes`).
     Step {
         workflow: WorkflowId,
         name: String,
         attempt: i32,
-        outcome: Option<Outcome>,
+        ending: Option<Ending>,
+        started_us: Option<i64>,
         reply: Option<Reply>,
     },
     Workflow {
@@ -140,7 +162,7 @@ impl Op {
         matches!(
             self,
             Op::Step {
-                outcome: None,
+                ending: None,
                 reply: None,
                 ..
             }
@@ -185,29 +207,40 @@ impl Writer {
         }
     }
 
-    /// Queues the `running` marker of a step without waiting for it.
-    pub(super) fn step_started(&self, workflow: WorkflowId, name: &str, attempt: i32) -> Result<(), EngineError> {
+    /// Queues the `running` marker of a step's attempt begun at
+    /// `started_us` without waiting for it.
+    pub(super) fn step_started(
+        &self,
+        workflow: WorkflowId,
+        name: &str,
+        attempt: i32,
+        started_us: i64,
+    ) -> Result<(), EngineError> {
         self.send(Op::Step {
             workflow,
             name: name.to_owned(),
             attempt,
-            outcome: None,
+            ending: None,
+            started_us: Some(started_us),
             reply: None,
         })
     }
 
-    /// Writes the `running` marker of a step; resolves once it is committed.
+    /// Writes the `running` marker of a step's attempt begun at
+    /// `started_us`; resolves once it is committed.
     pub(super) async fn step_started_durably(
         &self,
         workflow: WorkflowId,
         name: String,
         attempt: i32,
+        started_us: i64,
     ) -> Result<(), EngineError> {
         self.committed(|reply| Op::Step {
             workflow,
             name,
             attempt,
-            outcome: None,
+            ending: None,
+            started_us: Some(started_us),
             reply: Some(reply),
         })
         .await
@@ -220,12 +253,17 @@ impl Writer {
         name: String,
         attempt: i32,
         outcome: Outcome,
+        times: AttemptTimes,
     ) -> Result<(), EngineError> {
         self.committed(|reply| Op::Step {
             workflow,
             name,
             attempt,
-            outcome: Some(outcome),
+            ending: Some(Ending {
+                outcome,
+                ended_us: times.ended_us,
+            }),
+            started_us: times.started_us,
             reply: Some(reply),
         })
         .await
@@ -605,12 +643,14 @@ async fn flush(client: &Object, statement: &Statement, setup: &Setup, batch: &Ba
     let step_output: Vec<Option<&JsonText>> = steps.iter().map(|s| s.output.as_ref()).collect();
     let step_error: Vec<Option<&JsonText>> = steps.iter().map(|s| s.error.as_ref()).collect();
     let step_epoch: Vec<i64> = steps.iter().map(|s| s.workflow.epoch).collect();
+    let step_started: Vec<Option<i64>> = steps.iter().map(|s| s.started_us).collect();
+    let step_ended: Vec<Option<i64>> = steps.iter().map(|s| s.ended_us).collect();
     let wf_id: Vec<i64> = workflows.iter().map(|w| w.workflow.id).collect();
     let wf_status: Vec<&str> = workflows.iter().map(|w| w.status.as_str()).collect();
     let wf_output: Vec<Option<&JsonText>> = workflows.iter().map(|w| w.output.as_ref()).collect();
     let wf_error: Vec<Option<&JsonText>> = workflows.iter().map(|w| w.error.as_ref()).collect();
     let wf_epoch: Vec<i64> = workflows.iter().map(|w| w.workflow.epoch).collect();
-    let params: [&(dyn ToSql + Sync); 16] = [
+    let params: [&(dyn ToSql + Sync); 18] = [
         &step_parent,
         &step_root,
         &step_name,
@@ -619,6 +659,8 @@ async fn flush(client: &Object, statement: &Statement, setup: &Setup, batch: &Ba
         &step_output,
         &step_error,
         &step_epoch,
+        &step_started,
+        &step_ended,
         &wf_id,
         &wf_status,
         &wf_output,
@@ -680,6 +722,8 @@ struct StepRecord {
     status: Status,
     output: Option<JsonText>,
     error: Option<JsonText>,
+    started_us: Option<i64>,
+    ended_us: Option<i64>,
     reply: Option<Reply>,
 }
 
@@ -710,7 +754,7 @@ fn op_bytes(op: &Op) -> usize {
         None => 0,
     };
     match op {
-        Op::Step { name, outcome, .. } => name.len() + outcome_bytes(outcome.as_ref()),
+        Op::Step { name, ending, .. } => name.len() + outcome_bytes(ending.as_ref().map(|e| &e.outcome)),
         Op::Workflow { outcome, .. } => outcome_bytes(Some(outcome)),
     }
 }
@@ -750,7 +794,8 @@ impl Batch {
                 workflow,
                 name,
                 attempt,
-                outcome,
+                ending,
+                started_us,
                 reply,
             } => {
                 let key = (workflow.id, name);
@@ -764,11 +809,12 @@ impl Batch {
                             workflow,
                             name,
                             attempt,
-                            outcome,
+                            ending,
+                            started_us,
                             reply,
                         });
                     }
-                    self.steps[i].set(workflow, attempt, outcome, reply);
+                    self.steps[i].set(workflow, attempt, ending, started_us, reply);
                 } else {
                     let mut record = StepRecord {
                         workflow,
@@ -777,9 +823,11 @@ impl Batch {
                         status: Status::Running,
                         output: None,
                         error: None,
+                        started_us: None,
+                        ended_us: None,
                         reply: None,
                     };
-                    record.set(workflow, attempt, outcome, reply);
+                    record.set(workflow, attempt, ending, started_us, reply);
                     self.step_index.insert(key, self.steps.len());
                     self.steps.push(record);
                 }
@@ -813,16 +861,22 @@ impl Batch {
 
     /// The records again, as operations: a merged marker is its outcome.
     fn into_ops(self) -> Vec<Op> {
-        let steps = self.steps.into_iter().map(|s| Op::Step {
-            workflow: s.workflow,
-            name: s.name,
-            attempt: s.attempt,
-            outcome: match s.status {
+        let steps = self.steps.into_iter().map(|s| {
+            let outcome = match s.status {
                 Status::Completed => Some(Outcome::Completed(s.output.unwrap_or_else(|| JsonText("null".into())))),
                 Status::Failed => Some(Outcome::Failed(s.error.unwrap_or_else(|| JsonText("null".into())))),
                 _ => None,
-            },
-            reply: s.reply,
+            };
+            Op::Step {
+                workflow: s.workflow,
+                name: s.name,
+                attempt: s.attempt,
+                ending: outcome
+                    .zip(s.ended_us)
+                    .map(|(outcome, ended_us)| Ending { outcome, ended_us }),
+                started_us: s.started_us,
+                reply: s.reply,
+            }
         });
         let workflows = self.workflows.into_iter().map(|w| Op::Workflow {
             workflow: w.workflow,
@@ -921,10 +975,22 @@ impl Batch {
 }
 
 impl StepRecord {
-    fn set(&mut self, workflow: WorkflowId, attempt: i32, outcome: Option<Outcome>, reply: Option<Reply>) {
+    fn set(
+        &mut self,
+        workflow: WorkflowId,
+        attempt: i32,
+        ending: Option<Ending>,
+        started_us: Option<i64>,
+        reply: Option<Reply>,
+    ) {
+        // An outcome that does not know its start keeps its marker's.
+        if started_us.is_some() || attempt != self.attempt {
+            self.started_us = started_us;
+        }
         self.attempt = attempt;
         self.workflow = workflow;
-        if let Some(outcome) = outcome {
+        if let Some(Ending { outcome, ended_us }) = ending {
+            self.ended_us = Some(ended_us);
             self.status = outcome.status();
             let (output, error) = outcome.into_columns();
             self.output = output;
@@ -937,19 +1003,24 @@ impl StepRecord {
 /// One group commit: every queued step record and workflow result in one
 /// statement, hence one transaction and one WAL flush.
 ///
-/// * `$1..$8` step rows (parent, root, name, status, attempt, output, error,
-///   parent's lease epoch). A row is written only if its workflow is still
-///   running under this owner and epoch (the fence); the workflow row is
-///   share-locked until commit, so a takeover waits for this write or this
-///   write sees the takeover. A `running` row (the marker written before a
-///   step's body runs) never overwrites a finished row of the same or a later
-///   attempt, so markers and results commute.
-/// * `$9..$13` workflow results (id, status, output, error, epoch), fenced the
-///   same way. Writing the same status again under the same epoch succeeds,
-///   so a batch retried after a lost connection is idempotent.
-/// * A root that finishes is announced (`<schema> done <id>`, `$16` the
+/// * `$1..$10` step rows (parent, root, name, status, attempt, output, error,
+///   parent's lease epoch, and the attempt's start and end by the process's
+///   clock, microseconds since the epoch: see `AttemptTimes`). A row is
+///   written only if its workflow is still running under this owner and
+///   epoch (the fence); the workflow row is share-locked until commit, so a
+///   takeover waits for this write or this write sees the takeover. A
+///   `running` row (the marker written before a step's body runs) never
+///   overwrites a finished row of the same or a later attempt, so markers
+///   and results commute. An attempt's start is written by whichever record
+///   of it comes first (marker, or the outcome it merged into) and kept by
+///   the outcome; a start not known (NULL) is the end's.
+/// * `$11..$15` workflow results (id, status, output, error, epoch), fenced
+///   the same way. Writing the same status again under the same epoch
+///   succeeds, so a batch retried after a lost connection is idempotent.
+///   A workflow's times stay the database's.
+/// * A root that finishes is announced (`<schema> done <id>`, `$18` the
 ///   schema) to executors and to whoever waits for its result.
-/// * `$14` the owner. `$15` the `synchronous_commit` setting for this
+/// * `$16` the owner. `$17` the `synchronous_commit` setting for this
 ///   transaction: `off` when the batch holds only markers nobody waits for.
 ///   Such a marker costs no fsync of its own; it becomes durable with the next
 ///   synchronous commit (WAL is flushed in order), and losing it in a crash
@@ -960,28 +1031,29 @@ impl StepRecord {
 pub(crate) const FLUSH: Sql = Sql::new(
     "
 WITH durability AS (
-    SELECT set_config('synchronous_commit', $15, true)
+    SELECT set_config('synchronous_commit', $17, true)
 ), fenced AS (
     SELECT r.* FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::int4[],
-                           $6::jsonb[], $7::jsonb[], $8::int8[])
-                    AS r(parent_id, root_id, name, status, attempt, output, error, epoch)
+                           $6::jsonb[], $7::jsonb[], $8::int8[], $9::int8[], $10::int8[])
+                    AS r(parent_id, root_id, name, status, attempt, output, error, epoch, started_us, ended_us)
     JOIN {schema}.task AS w ON w.id = r.parent_id
-    WHERE w.owner_id = $14::text::uuid AND w.lease_epoch = r.epoch AND w.status = 'running'
+    WHERE w.owner_id = $16::text::uuid AND w.lease_epoch = r.epoch AND w.status = 'running'
     FOR SHARE OF w
 ), steps AS (
     INSERT INTO {schema}.task AS t (parent_id, root_id, kind, name, status, attempt, output, error,
                                started_at, completed_at)
     SELECT r.parent_id, r.root_id, 'step', r.name, r.status, r.attempt, r.output, r.error,
-           now(), CASE WHEN r.status <> 'running' THEN now() END
+           'epoch'::timestamptz + coalesce(r.started_us, r.ended_us) * interval '1 microsecond',
+           CASE WHEN r.status <> 'running' THEN 'epoch'::timestamptz + r.ended_us * interval '1 microsecond' END
     FROM fenced AS r, durability
     ON CONFLICT (parent_id, name) WHERE parent_id IS NOT NULL DO UPDATE SET
         status = EXCLUDED.status,
         attempt = EXCLUDED.attempt,
         output = EXCLUDED.output,
         error = CASE WHEN EXCLUDED.status = 'running' THEN t.error ELSE EXCLUDED.error END,
-        -- A new attempt starts now, even when its marker was merged into its outcome.
+        -- A new attempt starts, even when its marker was merged into its outcome.
         started_at = CASE WHEN EXCLUDED.status = 'running' OR t.attempt < EXCLUDED.attempt
-                          THEN now() ELSE t.started_at END,
+                          THEN EXCLUDED.started_at ELSE t.started_at END,
         completed_at = EXCLUDED.completed_at,
         updated_at = now()
     WHERE t.kind = 'step'
@@ -991,17 +1063,17 @@ WITH durability AS (
     UPDATE {schema}.task AS t
     SET status = w.status, output = w.output, error = w.error,
         completed_at = now(), updated_at = now()
-    FROM unnest($9::bigint[], $10::text[], $11::jsonb[], $12::jsonb[], $13::int8[])
+    FROM unnest($11::bigint[], $12::text[], $13::jsonb[], $14::jsonb[], $15::int8[])
              AS w(id, status, output, error, epoch),
          durability
     WHERE t.id = w.id AND t.kind = 'workflow'
-      AND t.owner_id = $14::text::uuid AND t.lease_epoch = w.epoch
+      AND t.owner_id = $16::text::uuid AND t.lease_epoch = w.epoch
       AND (t.status = 'running' OR t.status = w.status)
     RETURNING t.id, t.parent_id IS NULL AS is_root
 )
 SELECT 's' AS kind, parent_id AS id, name FROM steps
 UNION ALL
-SELECT 'w', id, CASE WHEN is_root THEN left(pg_notify('durable', $16::text || ' done ' || id)::text, 0) END
+SELECT 'w', id, CASE WHEN is_root THEN left(pg_notify('durable', $18::text || ' done ' || id)::text, 0) END
 FROM workflows",
 );
 
@@ -1026,7 +1098,8 @@ mod tests {
             },
             name: name.to_owned(),
             attempt: 1,
-            outcome,
+            ending: outcome.map(|outcome| Ending { outcome, ended_us: 20 }),
+            started_us: Some(10),
             reply,
         }
     }
@@ -1069,6 +1142,20 @@ mod tests {
         let statuses: Vec<Status> = batch.steps.iter().map(|s| s.status).collect();
         assert_eq!(statuses, [Status::Completed, Status::Running]);
         assert_eq!(rest.len(), 1, "the second result of `a` goes to the next batch");
+    }
+
+    #[test]
+    fn a_merged_marker_gives_its_start_to_an_outcome_that_does_not_know_it() {
+        let (reply, _done) = oneshot::channel();
+        let mut unknown_start = step("a", Some(Outcome::Completed(JsonText("1".into()))), Some(reply));
+        if let Op::Step { started_us, .. } = &mut unknown_start {
+            *started_us = None;
+        }
+        let (batch, _) = take(vec![step("a", None, None), unknown_start]);
+        let record = &batch.steps[0];
+        assert_eq!((record.started_us, record.ended_us), (Some(10), Some(20)));
+        let (marker, _) = take(vec![step("b", None, None)]);
+        assert_eq!((marker.steps[0].started_us, marker.steps[0].ended_us), (Some(10), None));
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //! names used in this run. Its rules are kept here, synchronously: how a
 //! name is looked up in the history (replay, run, or refuse), that each
 //! name is used once per run, when a workflow may still be finished, and
-//! how a refused write stops the handle (`Run::watch`). The writes resolve
-//! after their commit.
+//! how a refused write stops the handle (`Run::watch`), and when each step
+//! attempt began, by this process's clock, so that its outcome is saved
+//! with how long its body ran (`AttemptTimes`). The writes resolve after
+//! their commit.
 //!
 //! A handle of a finished workflow, or of a child read under a finished
 //! parent, only replays: what it recorded comes back, nothing new runs.
@@ -17,8 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use super::{
-    Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended, Suspension,
-    Transaction, WorkflowId, validate_name,
+    AttemptTimes, Engine, EngineError, HistoryEntry, Hold, JsonText, Kind, Outcome, Parent, Started, Status, Suspended,
+    Suspension, Transaction, WorkflowId, now_us, validate_name,
 };
 
 /// `type` of the error record of an at-most-once step found interrupted.
@@ -76,6 +78,9 @@ struct State {
     history: HashMap<String, HistoryEntry>,
     /// Step and child names used by this run: each may be used once.
     used: HashSet<String>,
+    /// The step attempts this run began and has not saved an outcome of:
+    /// by name, the attempt and when it began (`now_us`).
+    begun: HashMap<String, (i32, i64)>,
     /// Set once a write learns that this process may no longer work on the
     /// workflow (lease lost, cancelled), or the handle was released: every
     /// later call fails with it, so no further step body runs.
@@ -144,6 +149,7 @@ impl<H: HoldSlot> WorkflowHandle<H> {
                     error: started.error,
                     history: started.history,
                     used: HashSet::new(),
+                    begun: HashMap::new(),
                     doomed: None,
                     finished_here: false,
                 }),
@@ -316,6 +322,11 @@ impl<H: HoldSlot> WorkflowHandle<H> {
     /// Ok while this handle may start new work (see `Run::check`).
     pub fn check(&self) -> Result<(), EngineError> {
         self.run.check()
+    }
+
+    /// Queues the `running` marker of a step's attempt, beginning now (see `Run::mark_step`).
+    pub fn mark_step(&self, engine: &Engine, name: &str, attempt: i32) -> Result<(), EngineError> {
+        self.run.mark_step(engine, name, attempt)
     }
 
     /// Ok while this handle may end its workflow or suspend it (see `Run::check_ending`).
@@ -563,27 +574,61 @@ impl<H: HoldSlot> Run<H> {
         }
     }
 
-    /// Writes the `running` marker of a step's attempt and waits for its
-    /// commit (for at-most-once steps); then Ok only if the body may still
-    /// run (nothing ended the hold while the marker was written).
+    /// Notes that `attempt` of step `name` begins now; when, by this
+    /// process's clock.
+    fn begin_attempt(&self, name: &str, attempt: i32) -> i64 {
+        let started_us = now_us();
+        self.lock().begun.insert(name.to_owned(), (attempt, started_us));
+        started_us
+    }
+
+    /// When `attempt` of step `name` ran, ending at `ended_us`: its start
+    /// if this run began it (else unknown), forgotten from now on.
+    fn attempt_times(&self, name: &str, attempt: i32, ended_us: i64) -> AttemptTimes {
+        let begun = self.lock().begun.remove(name);
+        AttemptTimes {
+            started_us: begun.filter(|&(begun, _)| begun == attempt).map(|(_, at)| at),
+            ended_us,
+        }
+    }
+
+    /// Queues the `running` marker of a step's attempt, beginning now,
+    /// without waiting; refused (before the body runs) when the handle may
+    /// do no more work.
+    pub fn mark_step(&self, engine: &Engine, name: &str, attempt: i32) -> Result<(), EngineError> {
+        self.check()?;
+        let started_us = self.begin_attempt(name, attempt);
+        engine.step_started(self.workflow, name, attempt, started_us)
+    }
+
+    /// Writes the `running` marker of a step's attempt, beginning now, and
+    /// waits for its commit (for at-most-once steps: the attempt's time
+    /// includes it); then Ok only if the body may still run (nothing ended
+    /// the hold while the marker was written).
     pub async fn mark_step_durably(&self, engine: &Engine, name: String, attempt: i32) -> Result<(), EngineError> {
+        let started_us = self.begin_attempt(&name, attempt);
         let what = || format!("the start of step {name:?}");
-        let result = engine.step_started_durably(self.workflow, name.clone(), attempt).await;
+        let result = engine
+            .step_started_durably(self.workflow, name.clone(), attempt, started_us)
+            .await;
         self.watch(what, result)?;
         self.check()
     }
 
-    /// Saves a step's outcome; resolves once committed.
+    /// Saves a step's outcome, its attempt ended at `ended_us` (`now_us`,
+    /// taken when the body ended); resolves once committed.
     pub async fn save_step(
         &self,
         engine: &Engine,
         name: String,
         attempt: i32,
         outcome: Outcome,
+        ended_us: i64,
     ) -> Result<(), EngineError> {
         let what = || format!("the outcome of step {name:?}");
+        let times = self.attempt_times(&name, attempt, ended_us);
         let result = engine
-            .step_finished(self.workflow, name.clone(), attempt, outcome)
+            .step_finished(self.workflow, name.clone(), attempt, outcome, times)
             .await;
         self.watch(what, result)
     }
@@ -660,16 +705,20 @@ impl<H: HoldSlot> Run<H> {
         self.watch(|| format!("sleep {name:?}"), result)
     }
 
-    /// Starts transaction step `name` as `attempt`: its `running` marker,
-    /// and an open Postgres transaction, returned only if the body may
-    /// still run (nothing ended the hold meanwhile).
+    /// Starts transaction step `name` as `attempt`, beginning now: its
+    /// `running` marker, and an open Postgres transaction, returned only if
+    /// the body may still run (nothing ended the hold meanwhile).
     pub async fn begin_transaction(
         &self,
         engine: &Engine,
         name: String,
         attempt: i32,
     ) -> Result<Transaction, EngineError> {
-        let result = engine.begin_transaction(self.workflow, name.clone(), attempt).await;
+        // Not noted in `begun`: the marker commits before the body runs, so
+        // a failure saved later finds the attempt's start in the row.
+        let result = engine
+            .begin_transaction(self.workflow, name.clone(), attempt, now_us())
+            .await;
         let tx = self.watch(|| format!("the start of transaction step {name:?}"), result)?;
         self.check()?;
         Ok(tx)
