@@ -196,17 +196,17 @@ impl Watcher {
         let State {
             runs, names: ids, due, ..
         } = &mut *state;
-        let mut found: HashMap<String, RunState> = match &rows {
-            Ok(rows) => rows.iter().cloned().collect(),
-            Err(_) => HashMap::new(),
+        let (mut found, failed): (HashMap<String, RunState>, _) = match rows {
+            Ok(rows) => (rows.into_iter().collect(), None),
+            Err(err) => (HashMap::new(), Some(err)),
         };
         for name in names {
             let Some(watched) = runs.get_mut(&name) else {
                 continue; // its waiters left meanwhile
             };
-            let run = match &rows {
-                Ok(_) => Ok(found.remove(&name)),
-                Err(err) => Err(err.clone()),
+            let run = match &failed {
+                None => Ok(found.remove(&name)),
+                Some(err) => Err(err.clone()),
             };
             if let Ok(now) = &run {
                 let id = now.as_ref().map(|run| run.id);
@@ -253,6 +253,7 @@ impl Watcher {
     }
 
     /// How long between two looks at every run waited for.
+    #[cfg_attr(not(test), allow(clippy::unused_self))]
     fn fallback(&self) -> Duration {
         #[cfg(test)]
         if let Some(fallback) = self.hooks.fallback() {
