@@ -68,7 +68,8 @@ bench: build-release
 
 # The side-by-side suite (doc/performance.md): durable against DBOS, awa-pg and
 # raw asyncpg on one Postgres; installs the peers itself, in bench/.venv-peers.
-# Options through SUITE, e.g. make bench-suite SUITE="--quick --runs 1".
+# Options through SUITE, e.g. make bench-suite SUITE="--quick --runs 1" or
+# SUITE="--only W3,W4 --runs 3".
 SUITE ?=
 bench-suite: build-release
 	$(PY) bench/suite.py $(SUITE)

@@ -2,17 +2,27 @@
 raw asyncpg, on one Postgres, in one run.
 
     make bench-suite                       # the release build, then this
+    make bench-suite SUITE="--only W3,W4 --runs 3"
     .venv/bin/python bench/suite.py [--dsn URL] [--runs 3] [--quick] [--only W1,W2] [--out FILE]
+                                    [--baseline FILE...]
 
-Workloads (doc/performance.md describes each and what it measures):
+Workloads (doc/performance.md describes each and what it measures); the
+default path, what users write, comes first, a variant after it:
 W1 one workflow of 1000 sequential steps (floor F1: 1000 autocommit inserts,
 one connection); W2 200 workflows x 10 steps in flight (floor F2: 2000
 concurrent inserts, pool of 16); W3 resume in a new process of a workflow
-with 1000 completed steps, W3b with 100,000; W4 2000 one-step workflows on a
-queue of concurrency 50 (DBOS at 1 s and 10 ms polling, awa-pg); W5 10,000
-workflows x 10 steps in flight, peak RSS; M1 RSS after 1,000 and after
-100,000 steps; W6 1, 2, 4 executor processes draining 10,000 queued
-one-step workflows.
+with 1000 completed steps, default options, restarted 2 s after the SIGKILL
+(W3-grace0: session_grace=0, restarted at once), W3b with 100,000; W4 2000
+one-step workflows on a queue of concurrency 50 as users write it, one
+enqueue and one result per run, all at once (W4-batch: one enqueue_many,
+nobody waiting; DBOS at 1 s and 10 ms polling, awa-pg); W5 10,000 workflows
+x 10 steps in flight, peak RSS; M1 RSS after 1,000 and after 100,000 steps;
+W6 1, 2, 4 executor processes draining 10,000 queued one-step workflows.
+--only W3 takes W3 and W3-grace0, --only W4 W4 and W4-batch.
+
+After the table, the targets: each with what was measured and whether it is
+met; --baseline (an earlier run's JSON, e.g. of the engine before a change)
+adds those stated against it.
 
 Each measurement runs in a process of its own (bench/suite_<system>.py),
 --runs times, systems interleaved (round-robin). Prints medians with min and
@@ -31,6 +41,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -42,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+from suite_common import RESTART_AFTER_S
 
 BENCH = Path(__file__).resolve().parent
 PEERS_VENV = BENCH / ".venv-peers"
@@ -50,6 +62,10 @@ REQUIREMENTS = BENCH / "requirements-peers.txt"
 LOCAL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DURABLE_SCHEMA = "durable_bench_suite"
 DATABASES = {"dbos": "durable_bench_dbos", "awa": "durable_bench_awa"}
+#: The suite's JSON layout: 2 since W3 and W4 measure the default path (the
+#: earlier W3 and W4 are now W3-grace0 and W4-batch).
+SUITE_VERSION = 2
+RENAMED_IN_2 = {"W3": "W3-grace0", "W4": "W4-batch"}
 
 
 @dataclass
@@ -94,11 +110,19 @@ WORKFLOWS_PER_S = Metric("workflows_per_s", "workflows/s", True)
 P50 = Metric("p50_ms", "p50 ms", False)
 P99 = Metric("p99_ms", "p99 ms", False)
 RESUME = Metric("resume_ms", "resume ms", False)
+START_TO_END = Metric("start_to_step_end_ms", "Ctx.start → new step's end ms", False)
+TAKEOVER = Metric("takeover_ms", "of which takeover (Ctx.start) ms", False)
+ENQUEUE = Metric("enqueue_s", "until every enqueue returned s", False)
 PROCESS = Metric("start_and_imports_ms", "of which process start + imports ms", False)
 PEAK = Metric("peak_rss_mb", "peak RSS MB", False)
 GROWTH = Metric("growth_mb", "RSS growth MB", False)
 RSS_1K = Metric("rss_1k_mb", "RSS after 1k MB", False)
 RSS_END = Metric("rss_end_mb", "RSS at end MB", False)
+
+
+def family(key: str) -> str:
+    """A workload's family, for --only and --skip: W3 of W3-grace0, W6 of W6/2."""
+    return re.split(r"[/-]", key)[0]
 
 
 def plan(quick: bool) -> list[Workload]:
@@ -117,13 +141,18 @@ def plan(quick: bool) -> list[Workload]:
                  [*(Child(s, f, "W1", w1) for s, f in both), Child("raw", r, "F1", w1)]),
         Workload("W2", f"{w2} workflows x 10 steps in flight (F2: {w2 * 10} concurrent inserts, pool of 16)",
                  [*(Child(s, f, "W2", 10, w2) for s, f in both), Child("raw", r, "F2", w2 * 10, 16)]),
-        Workload("W3", f"resume in a new process, {w1} completed steps",
-                 [Child(s, f, "W3", w1) for s, f in both]),
+        Workload("W3", f"resume in a new process, {w1} completed steps, default options, "
+                       f"restarted {RESTART_AFTER_S:g} s after the SIGKILL", [Child(s, f, "W3", w1) for s, f in both]),
+        Workload("W3-grace0", f"resume in a new process, {w1} completed steps, the crashed process "
+                              "with session_grace=0, restarted at once",
+                 [Child(s, f, "W3-grace0", w1) for s, f in both]),
         Workload("W3b", f"resume in a new process, {w3b:,} completed steps (bulk copied)",
                  [Child(s, f, "W3b", w3b, w3b_template) for s, f in both]),
-        Workload("W4", f"{w4} one-step workflows, queue of concurrency 50, 1 process",
-                 [Child("durable", d, "W4", w4), Child("dbos", b, "W4", w4, poll=1.0),
-                  Child("dbos-10ms", b, "W4", w4, poll=0.01), Child("awa", a, "W4", w4)]),
+        *(Workload(key, f"{w4} one-step workflows, queue of concurrency 50, 1 process, {shape}",
+                   [Child("durable", d, key, w4), Child("dbos", b, key, w4, poll=1.0),
+                    Child("dbos-10ms", b, key, w4, poll=0.01), Child("awa", a, key, w4)])
+          for key, shape in (("W4", "as users write it: one enqueue + one result per run, all at once"),
+                             ("W4-batch", "one enqueue_many, nobody waiting"))),
         Workload("W5", f"{w5:,} workflows x 10 steps in flight, 1 process",
                  [Child(s, f, "W5", 10, w5) for s, f in both]),
         Workload("M1", f"RSS after 1,000 and after {m1:,} steps, 1 process",
@@ -133,15 +162,36 @@ def plan(quick: bool) -> list[Workload]:
     ]
 
 
+#: Under the table, for the workloads shown (any of the keys): what their figures are.
+WORKLOAD_NOTES = {
+    ("W3", "W3-grace0"):
+        "- W3, W3-grace0: resume ms from the new process's spawn to the new step's body (DBOS: the same; it "
+        "recovers the workflow at launch, so 'Ctx.start → new step's end' and the takeover are durable's only).",
+    ("W4",):
+        "- W4: per run, from its enqueue call to its result in hand (client clock); DBOS: enqueue_async + "
+        "get_result (its default 1 s polling); awa-pg offers no wait for a job's completion or result: one "
+        "insert per job, and its latency ends at the handler's end, seen in the process.",
+    ("W4-batch",):
+        "- W4-batch: enqueue → completion on the database's clock (awa-pg: insert_many_copy → handler end; "
+        "DBOS: one enqueue_async each, it has no batch enqueue).",
+}
+
+
 def rows() -> list[Row]:
     return [
         Row("W1", STEPS_PER_S, "dbos", "raw"), Row("W1", P50, "dbos", "raw"), Row("W1", P99, "dbos", "raw"),
         Row("W2", STEPS_PER_S, "dbos", "raw"), Row("W2", P99, "dbos", "raw"),
+        Row("W3", START_TO_END, None, None), Row("W3", TAKEOVER, None, None),
         Row("W3", RESUME, "dbos", None), Row("W3", PROCESS, "dbos", None),
+        Row("W3-grace0", START_TO_END, None, None), Row("W3-grace0", RESUME, "dbos", None),
+        Row("W3-grace0", PROCESS, "dbos", None),
         Row("W3b", RESUME, "dbos", None), Row("W3b", PROCESS, "dbos", None),
-        Row("W4", WORKFLOWS_PER_S, "dbos", "awa", "DBOS at 1 s polling; awa-pg"),
-        Row("W4", WORKFLOWS_PER_S, "dbos-10ms", None, "DBOS at 10 ms polling"),
-        Row("W4", P50, "dbos", "awa"), Row("W4", P99, "dbos", "awa"),
+        *(row for key in ("W4", "W4-batch") for row in (
+            Row(key, WORKFLOWS_PER_S, "dbos", "awa", "DBOS at 1 s polling; awa-pg"),
+            Row(key, WORKFLOWS_PER_S, "dbos-10ms", None, "DBOS at 10 ms polling"),
+            Row(key, P50, "dbos", "awa"), Row(key, P99, "dbos", "awa"),
+            Row(key, ENQUEUE, "dbos", "awa"),
+        )),
         Row("W5", STEPS_PER_S, "dbos", None), Row("W5", PEAK, "dbos", None),
         Row("M1", RSS_1K, "dbos", None), Row("M1", RSS_END, "dbos", None), Row("M1", GROWTH, "dbos", None),
         *(Row(f"W6/{p}", WORKFLOWS_PER_S, "dbos", None) for p in (1, 2, 4)),
@@ -225,6 +275,7 @@ async def machine(dsn: str, quick: bool, runs: int) -> dict[str, Any]:
         "commit": commit,
         "quick": quick,
         "runs": runs,
+        "suite_version": SUITE_VERSION,
     }
 
 
@@ -283,7 +334,7 @@ async def measure(workloads: list[Workload], dsns: dict[str, str], missing: dict
         for child in workload.children:
             if child.system in missing:
                 results.add(workload.key, child.system, {"error": missing[child.system]})
-            elif {f"{child.system}:{workload.key}", f"{child.system}:{workload.key.split('/')[0]}"} & skip:
+            elif {f"{child.system}:{workload.key}", f"{child.system}:{family(workload.key)}"} & skip:
                 results.add(workload.key, child.system, {"error": "not measured in this run (--skip)"})
         for run in range(1, runs + 1):
             for child in workload.children:
@@ -357,9 +408,97 @@ def table(results: Results, workloads: list[Workload]) -> str:
     ]
     notes = ["", "Medians [min–max]. 'durable vs X': how many times better durable is "
              "(throughput durable/X; times and memory X/durable).", *legend]
+    notes += [note for keys, note in WORKLOAD_NOTES.items() if set(keys) & titles.keys()]
     if failures:
         notes += ["", "Not measured:", *failures]
     return "\n".join([*lines, *notes])
+
+
+# -- the targets -------------------------------------------------------------------
+
+#: The ``other`` of a target stated against an earlier run (--baseline).
+BASELINE = "baseline"
+
+
+@dataclass
+class Target:
+    """A goal: durable at least ``bound`` times better than ``other`` (a
+    system of this run, or durable in the baseline run), or, ``other``
+    None, durable's own median at most ``bound``."""
+
+    text: str
+    workload: str
+    metric: Metric
+    other: str | None
+    bound: float
+
+
+def targets(quick: bool) -> list[Target]:
+    enqueues = 200 if quick else 2000
+    return [
+        Target("W4 as users write it ≥ 60× DBOS (1 s polling)", "W4", WORKFLOWS_PER_S, "dbos", 60),
+        Target("W4 as users write it ≥ 20× DBOS (10 ms polling)", "W4", WORKFLOWS_PER_S, "dbos-10ms", 20),
+        Target("W4 as users write it ≥ 5× awa-pg", "W4", WORKFLOWS_PER_S, "awa", 5),
+        Target(f"{enqueues} concurrent single enqueues (W4) ≥ 10× faster than the baseline", "W4", ENQUEUE,
+               BASELINE, 10),
+        Target(f"W3, default options, restarted {RESTART_AFTER_S:g} s after the SIGKILL: Ctx.start → end of "
+               "the new step ≤ 50 ms", "W3", START_TO_END, None, 50),
+        Target("W1 ≥ 0.85× F1", "W1", STEPS_PER_S, "raw", 0.85),
+        Target("W2 ≥ 4× F2", "W2", STEPS_PER_S, "raw", 4),
+        Target("W3b resume unchanged or better than the baseline (0.9× allows the machine's noise)", "W3b",
+               RESUME, BASELINE, 0.9),
+        Target("W5 steps/s unchanged or better than the baseline", "W5", STEPS_PER_S, BASELINE, 0.9),
+        Target("M1 RSS at end unchanged or better than the baseline", "M1", RSS_END, BASELINE, 0.9),
+    ]
+
+
+def median(results: Results, workload: str, system: str, metric: Metric) -> float | None:
+    values = results.values(workload, system, metric.key)
+    return statistics.median(values) if values else None
+
+
+def judge(target: Target, results: Results, baseline: Results | None) -> tuple[str, str]:
+    """What was measured for ``target``, and whether it is met."""
+    mine = median(results, target.workload, "durable", target.metric)
+    if mine is None:
+        return "not measured", ""
+    unit = target.metric.label
+    if target.other is None:
+        return f"{fmt(mine)} ({unit})", "met" if mine <= target.bound else "not met"
+    if target.other == BASELINE:
+        theirs = None if baseline is None else median(baseline, target.workload, "durable", target.metric)
+        if theirs is None:
+            missing = "no baseline (--baseline FILE)" if baseline is None else "not in the baseline"
+            return f"{fmt(mine)} ({unit}); {missing}", ""
+        against = "baseline"
+    else:
+        theirs = median(results, target.workload, target.other, target.metric)
+        if theirs is None:
+            return f"{fmt(mine)} ({unit}); {target.other} not measured", ""
+        against = target.other
+    if mine <= 0 or theirs <= 0:
+        return f"{fmt(mine)} against {fmt(theirs)} ({unit})", ""
+    times = mine / theirs if target.metric.higher_is_better else theirs / mine
+    verdict = "met" if times >= target.bound else "not met"
+    return f"{times:.2f}× ({fmt(mine)} against {against} {fmt(theirs)} {unit})", verdict
+
+
+def targets_table(results: Results, baseline: Results | None, quick: bool) -> list[dict[str, str]]:
+    rows_ = []
+    for target in targets(quick):
+        if target.workload not in results.figures:
+            continue
+        measured, verdict = judge(target, results, baseline)
+        rows_.append({"target": target.text, "measured": measured, "verdict": verdict})
+    return rows_
+
+
+def targets_text(judged: list[dict[str, str]]) -> str:
+    if not judged:
+        return ""
+    lines = ["| target | measured | |", "|---|---|---|"]
+    lines += [f"| {t['target']} | {t['measured']} | {t['verdict']} |" for t in judged]
+    return "\n".join(lines)
 
 
 def parse_args() -> argparse.Namespace:
@@ -368,7 +507,9 @@ def parse_args() -> argparse.Namespace:
                    help="a postgresql:// URL (default: $DURABLE_DATABASE_URL, else the local server)")
     p.add_argument("--runs", type=int, default=3, help="rounds of each workload (default 3)")
     p.add_argument("--quick", action="store_true", help="small sizes, to check the harness end to end")
-    p.add_argument("--only", default="", help="comma-separated workloads (W1,W2,W3,W3b,W4,W5,M1,W6)")
+    p.add_argument("--only", default="",
+                   help="comma-separated workloads (W1,W2,W3,W3-grace0,W3b,W4,W4-batch,W5,M1,W6): "
+                        "a family (W3, W4, W6) takes its variants")
     p.add_argument("--skip", default="",
                    help="comma-separated system:workload pairs not to measure, e.g. dbos:M1,dbos:W5 "
                         "(those that take DBOS tens of minutes)")
@@ -376,29 +517,56 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="where the JSON goes (default bench/results/suite-<time>.json)")
     p.add_argument("--table-from", type=Path, nargs="+", metavar="JSON",
                    help="measure nothing: print the table of these outputs (a later file's workloads win)")
+    p.add_argument("--baseline", type=Path, nargs="+", metavar="JSON",
+                   help="an earlier run's output (e.g. the engine before a change), for the targets "
+                        "stated against it (a later file's workloads win)")
     return p.parse_args()
 
 
-def table_from(paths: list[Path]) -> str:
-    """The table of earlier runs, e.g. a full run and a rerun of some workloads."""
+def load(paths: list[Path]) -> tuple[Results, bool]:
+    """The figures of earlier runs, merged (a later file's workloads win), in
+    this suite's names (an output older than SUITE_VERSION 2 had the batch
+    variants under W3 and W4); whether they were --quick."""
     merged = Results()
     quick = False
     for path in paths:
         saved = json.loads(path.read_text())
         quick = bool(saved["machine"]["quick"])
-        merged.figures.update(saved["figures"])
-    return table(merged, [w for w in plan(quick) if w.key in merged.figures])
+        figures: dict[str, Any] = saved["figures"]
+        if saved["machine"].get("suite_version", 1) < 2:
+            figures = {RENAMED_IN_2.get(key, key): value for key, value in figures.items()}
+        merged.figures.update(figures)
+    order = [w.key for w in plan(quick)]
+    merged.figures = dict(sorted(merged.figures.items(), key=lambda kv: order.index(kv[0])
+                                 if kv[0] in order else len(order)))
+    return merged, quick
+
+
+def report(results: Results, workloads: list[Workload], baseline: Results | None, quick: bool) -> str:
+    """The table, then the targets."""
+    judged = targets_text(targets_table(results, baseline, quick))
+    return table(results, workloads) + (f"\n\nTargets:\n\n{judged}" if judged else "")
+
+
+def table_from(paths: list[Path], baseline: Results | None) -> str:
+    """The table of earlier runs, e.g. a full run and a rerun of some workloads."""
+    merged, quick = load(paths)
+    return report(merged, [w for w in plan(quick) if w.key in merged.figures], baseline, quick)
 
 
 async def main() -> None:
     args = parse_args()
+    baseline, baseline_quick = load(args.baseline) if args.baseline else (None, False)
+    quick = load(args.table_from)[1] if args.table_from else args.quick
+    if baseline is not None and baseline_quick != quick:
+        print("warning: the baseline and this run differ in --quick: their sizes differ", flush=True)
     if args.table_from:
-        print(table_from(args.table_from))
+        print(table_from(args.table_from, baseline))
         return
     workloads = plan(args.quick)
     if args.only:
         wanted = {w.strip() for w in args.only.split(",")}
-        workloads = [w for w in workloads if w.key in wanted or w.key.split("/")[0] in wanted]
+        workloads = [w for w in workloads if w.key in wanted or family(w.key) in wanted]
     missing = ensure_peers()
     for system, reason in missing.items():
         print(f"not measured: {system}: {reason}", flush=True)
@@ -409,12 +577,14 @@ async def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
 
     def save(results: Results) -> None:
-        text = table(results, workloads)
-        out.write_text(json.dumps({"machine": about, "figures": results.figures, "table": text}, indent=1) + "\n")
+        text = report(results, workloads, baseline, args.quick)
+        judged = targets_table(results, baseline, args.quick)
+        out.write_text(json.dumps({"machine": about, "figures": results.figures, "table": text, "targets": judged},
+                                  indent=1) + "\n")
 
     skip = {pair.strip() for pair in args.skip.split(",") if pair.strip()}
     results = await measure(workloads, dsns, missing, args.runs, args.timeout, save, skip)
-    print("\n" + table(results, workloads))
+    print("\n" + report(results, workloads, baseline, args.quick))
     print(f"\nfigures: {out}")
 
 

@@ -30,6 +30,11 @@ def small_dict(i: int) -> dict[str, Any]:
 #: copy of one step's row is exactly the row the engine writes for any step.
 RESUME_STEP_RESULT: dict[str, Any] = {"status": "ok", "tags": ["a", "b"]}
 
+#: W3 (the default path): seconds from the SIGKILL of the process running a
+#: workflow to the start of the program that resumes it, as a supervisor
+#: restarts a crashed program. W3-grace0 and W3b restart at once.
+RESTART_AFTER_S = 2.0
+
 
 def pct(values: Sequence[float], p: float) -> float:
     """The p-quantile (0..1) of values, nearest rank; NaN when empty."""
@@ -61,12 +66,14 @@ def emit(figures: dict[str, Any]) -> None:
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """The command line every workload script takes."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("workload", help="W1, W2, W3, W3b, W4, W5, M1, W6 (or an internal role)")
+    p.add_argument("workload", help="W1, W2, W3, W3-grace0, W3b, W4, W4-batch, W5, M1, W6 (or an internal role)")
     p.add_argument("--dsn", required=True, help="database of this system")
     p.add_argument("--size", type=int, default=0, help="steps or workflows, per workload")
     p.add_argument("--width", type=int, default=0, help="workflows in flight, or processes (W6)")
     p.add_argument("--name", default="", help="workflow name (internal roles)")
     p.add_argument("--poll", type=float, default=1.0, help="DBOS queue polling interval, seconds (W4)")
+    p.add_argument("--grace0", action="store_true",
+                   help="durable's crashed process runs with session_grace=0 (internal role w3-setup)")
     return p
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import durable
 from durable import Ctx
 from suite_common import (
+    RESTART_AFTER_S,
     RESUME_STEP_RESULT,
     emit,
     exit_now,
@@ -119,12 +120,14 @@ async def m1(dsn: str, total: int) -> dict[str, Any]:
     return {"rss_1k_mb": after_first, "rss_end_mb": after_all, "growth_mb": after_all - after_first}
 
 
-# -- W3, W3b: resume in a new process ------------------------------------------------
+# -- W3, W3-grace0, W3b: resume in a new process -------------------------------------
 
 #: The role of this process in W3: "setup" blocks in the first new step (to be
-#: killed there), "resume" notes when that step's body starts.
+#: killed there), "resume" notes when that step's body starts and when the
+#: step ends (its result committed).
 role = "resume"
 first_new_step_at = 0.0
+new_step_done_at = 0.0
 
 
 async def new_step() -> dict[str, Any]:
@@ -138,22 +141,28 @@ async def new_step() -> dict[str, Any]:
 
 async def steps_then_new(ctx: Ctx, steps: int) -> None:
     """``steps`` steps returning the same small dict, then the new step."""
+    global new_step_done_at
     for i in range(steps):
         await ctx.step(f"s{i}", lambda: RESUME_STEP_RESULT)
     await ctx.step("new", new_step)
+    new_step_done_at = now()
     await ctx.complete(None)
 
 
-async def w3_setup(dsn: str, name: str, steps: int) -> None:
-    # No grace for a dropped session: this process is killed, not cut off,
-    # and W3 measures the resume, not the wait for a holder to come back
-    # (with the default session_grace, a takeover waits up to 0.5 s more).
-    await steps_then_new(await Ctx.start(await connect(dsn, session_grace=0), name), steps)
+async def w3_setup(dsn: str, name: str, steps: int, grace0: bool) -> None:
+    # W3 runs the crashed program with the default options, as users do:
+    # whoever resumes its workflow may have to wait out its session_grace.
+    # W3-grace0 and W3b give it session_grace=0 (its session only ends with
+    # it), to measure the resume without that wait.
+    options = {"session_grace": 0} if grace0 else {}
+    await steps_then_new(await Ctx.start(await connect(dsn, **options), name), steps)
 
 
 async def w3_resume(dsn: str, name: str, steps: int) -> dict[str, Any]:
-    """Resumes the workflow; where the time went: the interpreter and its
-    imports, init (connections, migrations checked), the takeover, the replay."""
+    """Resumes the workflow with the default options; where the time went:
+    the interpreter and its imports, init (connections, migrations checked),
+    the takeover (``Ctx.start``, which waits while the dead holder is still
+    taken for alive), the replay."""
     main_at = now()
     db = await connect(dsn)
     init_at = now()
@@ -161,24 +170,32 @@ async def w3_resume(dsn: str, name: str, steps: int) -> dict[str, Any]:
     taken_at = now()
     await steps_then_new(ctx, steps)
     await db.close()
-    return {"first_new_step_at": first_new_step_at, "main_at": main_at, "init_at": init_at, "taken_at": taken_at}
+    return {
+        "first_new_step_at": first_new_step_at,
+        "new_step_done_at": new_step_done_at,
+        "main_at": main_at,
+        "init_at": init_at,
+        "taken_at": taken_at,
+    }
 
 
-async def crashed_after(dsn: str, name: str, steps: int) -> None:
+async def crashed_after(dsn: str, name: str, steps: int, grace0: bool) -> None:
     """A workflow of ``steps`` completed steps whose process died in the next one."""
-    setup = await spawn(__file__, "w3-setup", "--dsn", dsn, "--size", str(steps), "--name", name)
+    flags = ["--grace0"] if grace0 else []
+    setup = await spawn(__file__, "w3-setup", "--dsn", dsn, "--size", str(steps), "--name", name, *flags)
     await wait_line(setup, "ready")
     await kill(setup)
 
 
 async def resume_ms(dsn: str, name: str, steps: int) -> dict[str, float]:
     """From the start of a new process to the body of the first new step,
-    and its parts."""
+    and its parts; from ``Ctx.start`` to the end of that step."""
     started = now()
     resume = await spawn(__file__, "w3-resume", "--dsn", dsn, "--size", str(steps), "--name", name)
     at = await last_json(resume)
     return {
         "resume_ms": (at["first_new_step_at"] - started) * 1000,
+        "start_to_step_end_ms": (at["new_step_done_at"] - at["init_at"]) * 1000,
         "start_and_imports_ms": (at["main_at"] - started) * 1000,
         "init_ms": (at["init_at"] - at["main_at"]) * 1000,
         "takeover_ms": (at["taken_at"] - at["init_at"]) * 1000,
@@ -186,9 +203,13 @@ async def resume_ms(dsn: str, name: str, steps: int) -> dict[str, float]:
     }
 
 
-async def w3(dsn: str, steps: int) -> dict[str, Any]:
+async def w3(dsn: str, steps: int, grace0: bool) -> dict[str, Any]:
+    """W3: default options, the program restarted RESTART_AFTER_S after the
+    SIGKILL; W3-grace0: session_grace=0, restarted at once."""
     name = f"w3-{tag()}"
-    await crashed_after(dsn, name, steps)
+    await crashed_after(dsn, name, steps, grace0)
+    if not grace0:
+        await asyncio.sleep(RESTART_AFTER_S)  # the restart's delay is part of the scenario
     return await resume_ms(dsn, name, steps)
 
 
@@ -268,7 +289,7 @@ async def w3b(dsn: str, steps: int, template_steps: int) -> dict[str, Any]:
     """W3 with ``steps`` completed steps, copied in bulk from a crashed
     workflow of ``template_steps`` steps run by the engine."""
     template = f"w3b-template-{tag()}"
-    await crashed_after(dsn, template, template_steps)
+    await crashed_after(dsn, template, template_steps, grace0=True)
     pg = await pg_connect(dsn)
     await check_clone(pg, template, template_steps)
     name = f"w3b-{tag()}"
@@ -331,20 +352,62 @@ async def latencies_ms(pg: asyncpg.Connection, names: list[str]) -> list[float]:
     return [float(r["ms"]) for r in rows]
 
 
-async def w4(dsn: str, count: int) -> dict[str, Any]:
-    """``count`` one-step workflows on a queue of concurrency 50, drained by
-    an executor in this process while they are enqueued: from the first
-    enqueue to the last completion, enqueue -> completion of each."""
+async def w4_start(dsn: str) -> tuple[durable.Db, durable.Executor, asyncio.Task[None]]:
+    """The queue of concurrency 50 and an executor running it in this process."""
     db = await connect(dsn)
     await durable.create_queue(db, "suite-w4", concurrency=50)
     executor = durable.Executor(db, [w4_one], concurrency=100)
-    running = asyncio.create_task(executor.run())
+    return db, executor, asyncio.create_task(executor.run())
+
+
+async def w4(dsn: str, count: int) -> dict[str, Any]:
+    """W4 as users write it: ``count`` requests at once, each enqueueing its
+    run (``wf.enqueue``, one call per run) and awaiting its result
+    (``Run.result``), an executor in this process draining the queue: from
+    the first enqueue to the last result, enqueue call -> result of each,
+    and from the first enqueue until every enqueue returned (client clock)."""
+    db, executor, running = await w4_start(dsn)
+    t = tag()
+    enqueued: list[float] = []
+    latencies: list[float] = []
+
+    async def request(i: int) -> None:
+        began = time.perf_counter()
+        run = await w4_one.enqueue(db, f"{w4_one.name}-{t}-{i}", i)
+        enqueued.append(time.perf_counter())
+        output = await run.result()
+        latencies.append(time.perf_counter() - began)
+        if output != small_dict(i):
+            raise RuntimeError(f"run {i} returned {output!r}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(request(i) for i in range(count)))
+    elapsed = time.perf_counter() - started
+    executor.stop()
+    await running
+    await db.close()
+    return {
+        "workflows_per_s": count / elapsed,
+        "enqueue_s": max(enqueued) - started,
+        "p50_ms": pct(latencies, 0.5) * 1000,
+        "p99_ms": pct(latencies, 0.99) * 1000,
+    }
+
+
+async def w4_batch(dsn: str, count: int) -> dict[str, Any]:
+    """W4-batch: ``count`` one-step workflows enqueued at once
+    (``enqueue_many``), drained by an executor in this process, nobody
+    waiting for their results: from the first enqueue to the last
+    completion, enqueue -> completion of each (database clock)."""
+    db, executor, running = await w4_start(dsn)
     pg = await pg_connect(dsn)
+    enqueue_started = time.perf_counter()
     names = await enqueue_all(db, w4_one, count)
+    enqueue_s = time.perf_counter() - enqueue_started
     await wait_drained(pg, names)
     executor.stop()
     await running
-    figures = {"workflows_per_s": await rate(pg, names, "created_at")}
+    figures = {"workflows_per_s": await rate(pg, names, "created_at"), "enqueue_s": enqueue_s}
     latencies = await latencies_ms(pg, names)
     await pg.close()
     await db.close()
@@ -388,17 +451,19 @@ async def main() -> None:
             emit(await in_flight(dsn, width, size))
         case "M1":
             emit(await m1(dsn, size))
-        case "W3":
-            emit(await w3(dsn, size))
+        case "W3" | "W3-grace0":
+            emit(await w3(dsn, size, grace0=args.workload == "W3-grace0"))
         case "W3b":
             emit(await w3b(dsn, size, width))
         case "W4":
             emit(await w4(dsn, size))
+        case "W4-batch":
+            emit(await w4_batch(dsn, size))
         case "W6":
             emit(await w6(dsn, size, width))
         case "w3-setup":
             role = "setup"
-            await w3_setup(dsn, args.name, size)
+            await w3_setup(dsn, args.name, size, args.grace0)
         case "w3-resume":
             emit(await w3_resume(dsn, args.name, size))
             exit_now()

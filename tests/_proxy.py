@@ -3,6 +3,7 @@
     async with FaultProxy(host, port) as proxy:
         db = await durable.init(proxy.via(dsn), schema=schema)
         proxy.arm_commit_cut()  # the next COMMIT's answer is lost
+        proxy.arm_answer_cut(b"x")  # the next committed answer holding x is lost
         ...
         proxy.cut_all()  # every connection dropped at once
 
@@ -59,6 +60,7 @@ class FaultProxy:
         self.cut = asyncio.Event()
         self.lost_answer = b""
         self._armed = False
+        self._marker: bytes | None = None
         self._links: set[_Link] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
@@ -108,6 +110,16 @@ class FaultProxy:
         self.lost_answer = b""
         self._armed = True
 
+    def arm_answer_cut(self, marker: bytes) -> None:
+        """Cuts the next connection whose server's answer to a transaction
+        holds ``marker`` (say, a name in a row a statement returns), at the
+        end of that answer (ReadyForQuery, idle: an implicit transaction has
+        committed by then), which is not forwarded: the server has committed
+        and the client never hears of it. Sets ``cut`` when done."""
+        self.cut.clear()
+        self.lost_answer = b""
+        self._marker = marker
+
     async def _accept(self, client_in: asyncio.StreamReader, client_out: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
@@ -136,8 +148,12 @@ class FaultProxy:
                 # chunks is found too (once: it must end in this chunk).
                 seen = len(link.answer)
                 link.answer += chunk
-                if self._armed and COMMIT_COMPLETE in link.answer[max(0, seen - len(COMMIT_COMPLETE) + 1) :]:
+                committed = self._armed and COMMIT_COMPLETE in link.answer[max(0, seen - len(COMMIT_COMPLETE) + 1) :]
+                ended = link.answer.rfind(READY_IDLE, max(0, seen - len(READY_IDLE) + 1))
+                answered = self._marker is not None and ended >= 0 and self._marker in link.answer[:ended]
+                if committed or answered:
                     self._armed = False
+                    self._marker = None
                     self.lost_answer = bytes(link.answer)
                     self._links.discard(link)
                     link.cut()

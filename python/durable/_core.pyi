@@ -73,6 +73,18 @@ class Engine:
     def start(
         self, name: str, input: Any, deadline: float | None = None, workflow: str | None = None
     ) -> Awaitable[Workflow]: ...
+    def enqueue(
+        self,
+        name: str,
+        workflow: str,
+        input: Any,
+        queue: str,
+        delay: float,
+        priority: int,
+        key: str | None = None,
+        run_at: str | None = None,
+        enqueued_by: int | None = None,
+    ) -> Awaitable[tuple[int, str, bool, bool]]: ...
     def enqueue_many(
         self,
         names: list[str],

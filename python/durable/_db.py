@@ -60,9 +60,11 @@ class Db:
         (rows written in them) and ``splits`` (batches split to isolate a
         record the server refused). Root starts (``Ctx.start`` and runs of
         registered workflows): ``start_batches`` (statements committed, each
-        one transaction) and ``starts`` (starts answered in them). Everything
-        else: ``calls`` (round trips to the database: reads, claims, recovery
-        passes, waits, sends...)."""
+        one transaction) and ``starts`` (starts answered in them). Single
+        enqueues (``Workflow.enqueue``): ``enqueue_batches`` (statements
+        committed, each one transaction) and ``enqueues`` (enqueues answered
+        in them). Everything else: ``calls`` (round trips to the database:
+        reads, claims, recovery passes, waits, sends...)."""
         return self._engine.stats()
 
     async def close(self) -> None:

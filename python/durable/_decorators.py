@@ -124,7 +124,8 @@ class Workflow(Generic[I, O]):
         first. ``key``: runs of one key count against the queue's
         ``concurrency_per_key``. The queue is made, without limits, if it
         does not exist. Returns a ``Run`` whose ``result()`` waits for it.
-        Called inside a running workflow, the enqueue is a step of it (named
+        Enqueues made at the same time share one statement and one commit,
+        each with its own answer. Called inside a running workflow, the enqueue is a step of it (named
         ``enqueue <workflow name>``, ``#2``... in call order): a resumed parent
         does not enqueue twice.
         """
@@ -134,8 +135,9 @@ class Workflow(Generic[I, O]):
         by = _enqueuer(resolved)
 
         async def enqueue() -> list[Any]:
-            [(_, status, created, queue_created)] = await resolved._engine.enqueue_many(
-                [name], self.name, [_saved(input)], self.queue, delay_s, priority, key, start_at, by
+            # Sent with the other enqueues of the moment, in one commit.
+            _, status, created, queue_created = await resolved._engine.enqueue(
+                name, self.name, _saved(input), self.queue, delay_s, priority, key, start_at, by
             )
             if queue_created:
                 log.info("queue %r did not exist: made it, without limits (durable.create_queue sets them)", self.queue)
@@ -166,12 +168,13 @@ class Workflow(Generic[I, O]):
     ) -> list[Run[O]]:
         """``enqueue`` of many runs at once: ``runs`` is ``(name, input)``
         pairs, the options apply to each. One statement and one commit for
-        all of them (much faster than one ``enqueue`` each). Idempotent by
-        name, as ``enqueue``: a run that exists is returned as it is. A run
-        that exists with another input raises ``InputMismatch`` (the others
-        are queued); a name given twice raises ``ConfigError``. Returns the
-        ``Run`` of each, in order. Called inside a running workflow, it is
-        one step of it, named as ``enqueue``'s.
+        all of them (much faster than one ``enqueue`` each, awaited in
+        turn). Idempotent by name, as ``enqueue``: a run that exists is
+        returned as it is. A run that exists with another input raises
+        ``InputMismatch`` (the others are queued); a name given twice raises
+        ``ConfigError``. Returns the ``Run`` of each, in order. Called
+        inside a running workflow, it is one step of it, named as
+        ``enqueue``'s.
         """
         delay_s, start_at = _when(delay, run_at, priority, key)
         pairs = list(runs)

@@ -13,8 +13,8 @@ use super::os_fork::ForkSafe;
 use super::runtime::{abortable, awaitable};
 use super::workflow::PyWorkflow;
 use crate::engine::{
-    BrowseFilter, BrowsedTree, CancelScope, ClaimLimits, Engine, EnqueueMany, EventRead, Forked, JsonText, Moment,
-    Options, QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits,
+    BrowseFilter, BrowsedTree, CancelScope, ClaimLimits, Engine, Enqueue, EnqueueMany, EventRead, Forked, JsonText,
+    Moment, Options, QueueInfo, QueueLimits, Recovered, RunFilter, RunInfo, Sender, Sent, Ticks, WorkflowTree, limits,
     validate_name,
 };
 
@@ -167,6 +167,53 @@ impl PyEngine {
                 started.map_err(to_py)?,
                 None,
                 limit,
+            ))
+        })
+    }
+
+    /// Queues the run `name` of the registered function `workflow`, sent
+    /// with the other enqueues of the moment in one statement; an awaitable
+    /// of `(id, status, created, queue_created)`. `Workflow.enqueue` queues
+    /// through it. `enqueued_by`: the id of the workflow that enqueues it,
+    /// if one does.
+    #[allow(clippy::too_many_arguments)] // one per column of the run
+    #[pyo3(signature = (name, workflow, input, queue, delay, priority, key = None, run_at = None, enqueued_by = None))]
+    fn enqueue<'py>(
+        &self,
+        py: Python<'py>,
+        name: String,
+        workflow: String,
+        input: &Bound<'py, PyAny>,
+        queue: String,
+        delay: f64,
+        priority: i32,
+        key: Option<String>,
+        run_at: Option<String>,
+        enqueued_by: Option<i64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let engine = self.engine()?.clone();
+        let input = json::encode(input, &format!("input of workflow {name:?}"), self.max_value_bytes)?;
+        let delay = seconds_or_zero("delay", delay, limits::MAX_DURATION)?;
+        awaitable(py, async move {
+            let enqueued = engine
+                .enqueue(&Enqueue {
+                    name: &name,
+                    input: &input,
+                    workflow: &workflow,
+                    queue: &queue,
+                    delay,
+                    run_at: run_at.as_deref(),
+                    priority,
+                    key: key.as_deref(),
+                    enqueued_by,
+                })
+                .await
+                .map_err(to_py)?;
+            Ok((
+                enqueued.id,
+                enqueued.status.as_str(),
+                enqueued.created,
+                enqueued.queue_created,
             ))
         })
     }
@@ -811,6 +858,8 @@ impl PyEngine {
     /// (statements committed), `records` (rows written in them), `splits`
     /// (batches split to isolate a record the server refused). Root starts:
     /// `start_batches` (statements committed), `starts` (starts in them).
+    /// Single enqueues: `enqueue_batches` (statements committed),
+    /// `enqueues` (enqueues in them).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let stats = self.engine()?.stats();
         let dict = PyDict::new(py);
@@ -819,6 +868,8 @@ impl PyEngine {
         dict.set_item("splits", stats.splits)?;
         dict.set_item("start_batches", stats.start_batches)?;
         dict.set_item("starts", stats.starts)?;
+        dict.set_item("enqueue_batches", stats.enqueue_batches)?;
+        dict.set_item("enqueues", stats.enqueues)?;
         dict.set_item("calls", stats.calls)?;
         Ok(dict)
     }

@@ -79,7 +79,7 @@ pub use handle::{ChildStart, HoldSlot, Run, StepVerdict, WorkflowHandle};
 pub use lease::holds::Hold;
 pub use queue::recovery::Recovered;
 pub use queue::schedule::{Registered, ScheduleState, Ticks};
-pub use queue::{ClaimLimits, Claimed, EnqueueMany, Enqueued, QueueLimits};
+pub use queue::{ClaimLimits, Claimed, Enqueue, EnqueueMany, Enqueued, QueueLimits};
 pub use read::queues::{QueueInfo, RateUse};
 pub use read::runs::{RunFilter, RunInfo};
 pub use read::tree::WorkflowTree;
@@ -107,6 +107,7 @@ use connect::pool;
 use lease::holds::Holds;
 use lease::notifications::Events;
 use lease::owner::Owner;
+use queue::enqueuer::Enqueuer;
 use sql::Statements;
 use wait::messages;
 
@@ -122,6 +123,7 @@ struct Inner {
     connections: pool::Connections,
     writer: Writer,
     starter: Starter,
+    enqueuer: Enqueuer,
     owner: Owner,
     holds: Arc<Holds>,
     events: Arc<Events>,
@@ -142,7 +144,8 @@ struct Inner {
     claiming: tokio::sync::RwLock<()>,
     /// The number of the next executor registered (see `register_executor`).
     executors: std::sync::atomic::AtomicI64,
-    /// Database calls made outside the writer and the starter: reads,
+    /// Database calls made outside the group commits (the writer, the
+    /// starter, the enqueuer): reads,
     /// claims, recovery passes, waits... (`Stats::calls`).
     calls: std::sync::atomic::AtomicU64,
 }
@@ -171,12 +174,16 @@ impl Engine {
         self.inner.migrated_from
     }
 
-    /// What the checkpoint writer and the root starts' group commit did so far.
+    /// What the group commits (the checkpoint writer, root starts and
+    /// single enqueues) did so far.
     pub fn stats(&self) -> Stats {
         let (start_batches, starts) = self.inner.starter.stats();
+        let (enqueue_batches, enqueues) = self.inner.enqueuer.stats();
         Stats {
             start_batches,
             starts,
+            enqueue_batches,
+            enqueues,
             calls: self.inner.calls.load(std::sync::atomic::Ordering::Relaxed),
             ..self.inner.writer.stats()
         }

@@ -178,6 +178,7 @@ registry! {
         create_queue = queue::CREATE_QUEUE;
         pause_queue = queue::PAUSE_QUEUE;
         enqueue = queue::ENQUEUE;
+        enqueue_rows = queue::enqueuer::ENQUEUE_ROWS;
         lock_queue = queue::LOCK_QUEUE;
         claim = queue::CLAIM_QUEUED;
         claim_unqueued = queue::CLAIM_UNQUEUED;

@@ -578,6 +578,39 @@ SELECT made.id, made.name, made.status, made.workflow, made.created,
         FROM made WHERE made.created LIMIT 1) AS woken
 FROM made JOIN asked AS a ON a.name = made.name;
 
+-- name: enqueue_rows
+-- from: queue::enqueuer::ENQUEUE_ROWS
+WITH asked AS (
+    SELECT r.*, row_number() OVER (PARTITION BY r.queue ORDER BY r.name) AS nth_of_queue
+    FROM unnest($1::text[], $2::jsonb[], $3::text[], $4::text[], $5::float8[], $6::text[], $7::int4[],
+                $8::text[], $9::int8[])
+         AS r(name, input, workflow, queue, delay, run_at, priority, key, enqueued_by)
+), queue AS (
+    INSERT INTO "durable".task_queue (name)
+    SELECT DISTINCT a.queue FROM asked AS a ORDER BY a.queue
+    ON CONFLICT (name) DO NOTHING RETURNING name
+), made AS (
+    INSERT INTO "durable".task AS t (id, parent_id, root_id, kind, name, status, input, workflow, queue,
+                               run_at, priority, concurrency_key, lease_epoch, enqueued_by)
+    SELECT n.id, NULL, n.id, 'workflow', n.name,
+           CASE WHEN n.at > now() THEN 'scheduled' ELSE 'queued' END,
+           n.input, n.workflow, n.queue, n.at, n.priority, n.key, 0, n.enqueued_by
+    FROM (SELECT nextval('"durable".task_id_seq') AS id, a.*,
+                 coalesce(a.run_at::timestamptz, now() + make_interval(secs => a.delay)) AS at
+          FROM asked AS a ORDER BY a.name) AS n
+    ORDER BY n.name
+    ON CONFLICT (name) WHERE parent_id IS NULL DO UPDATE SET updated_at = t.updated_at
+    RETURNING t.id, t.name, t.status, t.workflow, (t.xmax = 0) AS created, t.input
+), woken AS (
+    SELECT left(pg_notify('durable', $10::text || ' queued ' || q.queue)::text, 0) AS notified
+    FROM (SELECT DISTINCT a.queue FROM made JOIN asked AS a ON a.name = made.name WHERE made.created) AS q
+)
+SELECT made.id, made.name, made.status, made.workflow, made.created,
+       (made.input::text IS NOT DISTINCT FROM a.input::text) AS input_matches,
+       (SELECT count(*) FROM queue WHERE queue.name = a.queue AND a.nth_of_queue = 1) AS queue_created,
+       (SELECT count(*) FROM woken) AS woken
+FROM made JOIN asked AS a ON a.name = made.name;
+
 -- name: lock_queue
 -- from: queue::LOCK_QUEUE
 SELECT name FROM "durable".task_queue WHERE name = $1 FOR UPDATE;

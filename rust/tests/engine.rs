@@ -1912,3 +1912,165 @@ async fn a_finished_roots_handle_replays_its_children_and_they_run_nothing_new()
     );
     fx.drop_schema().await;
 }
+
+/// A single enqueue of `app.job` named `name` in queue `q`, no delay: the
+/// options each test then changes.
+fn single<'a>(name: &'a str, input: &'a JsonText) -> durable::engine::Enqueue<'a> {
+    durable::engine::Enqueue {
+        name,
+        input,
+        workflow: "app.job",
+        queue: "q",
+        delay: std::time::Duration::ZERO,
+        run_at: None,
+        priority: 0,
+        key: None,
+        enqueued_by: None,
+    }
+}
+
+#[tokio::test]
+async fn single_enqueues_made_at_once_share_a_statement_each_with_its_own_options() {
+    use durable::engine::Enqueue;
+    let fx = Fixture::new().await;
+    let names: Vec<String> = (0..40).map(|i| format!("run-{i:02}")).collect();
+    let inputs: Vec<JsonText> = (0..40).map(|i| json(&format!("{{\"i\": {i}}}"))).collect();
+    // Every option differs from one run to the next.
+    let request = |i: usize| Enqueue {
+        workflow: if i % 2 == 0 { "app.even" } else { "app.odd" },
+        queue: ["qa", "qb", "qc"][i % 3],
+        delay: std::time::Duration::from_secs(if i % 5 == 1 { 3600 } else { 0 }),
+        run_at: (i % 5 == 2).then_some("2999-01-01T00:00:00Z"),
+        priority: i32::try_from(i).unwrap(),
+        key: (i % 4 == 0).then_some("k"),
+        enqueued_by: (i % 7 == 0).then_some(7),
+        ..single(&names[i], &inputs[i])
+    };
+    let before = fx.engine.stats();
+    // Each call queues its request at its first poll, before the
+    // enqueuer's task runs: all forty go in its first statement.
+    let enqueued = futures_util::future::join_all((0..40).map(|i| {
+        let (engine, request) = (fx.engine.clone(), request(i));
+        async move { engine.enqueue(&request).await }
+    }))
+    .await;
+    let after = fx.engine.stats();
+    assert_eq!(
+        (
+            after.enqueue_batches - before.enqueue_batches,
+            after.enqueues - before.enqueues
+        ),
+        (1, 40),
+        "forty enqueues in one statement"
+    );
+    let rows = fx
+        .admin
+        .query(
+            &format!(
+                "SELECT id, name, input::text, workflow, queue, status, priority, concurrency_key, enqueued_by,
+                        run_at > now() + interval '59 minutes', xmin::text
+                 FROM {}.task WHERE parent_id IS NULL ORDER BY name",
+                fx.schema
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 40);
+    let commits: std::collections::HashSet<String> = rows.iter().map(|r| r.get(10)).collect();
+    assert_eq!(commits.len(), 1, "one transaction wrote them all");
+    let mut queues_made = 0;
+    for (i, (row, enqueued)) in rows.iter().zip(&enqueued).enumerate() {
+        let asked = request(i);
+        let enqueued = enqueued.as_ref().expect("enqueued");
+        assert_eq!(row.get::<_, i64>(0), enqueued.id, "each caller got its own run");
+        assert!(enqueued.created);
+        queues_made += usize::from(enqueued.queue_created);
+        assert_eq!(row.get::<_, String>(1), names[i]);
+        assert_eq!(row.get::<_, String>(2), inputs[i].0);
+        assert_eq!(row.get::<_, String>(3), asked.workflow);
+        assert_eq!(row.get::<_, String>(4), asked.queue);
+        let delayed = i % 5 == 1 || i % 5 == 2;
+        let status = if delayed { Status::Scheduled } else { Status::Queued };
+        assert_eq!((row.get::<_, &str>(5), enqueued.status), (status.as_str(), status));
+        assert_eq!(row.get::<_, i32>(6), asked.priority);
+        assert_eq!(row.get::<_, Option<&str>>(7), asked.key);
+        assert_eq!(row.get::<_, Option<i64>>(8), asked.enqueued_by);
+        assert_eq!(row.get::<_, bool>(9), delayed);
+    }
+    assert_eq!(
+        queues_made, 3,
+        "each new queue is reported made once, as one enqueue after another would"
+    );
+    fx.drop_schema().await;
+}
+
+#[tokio::test]
+async fn an_enqueue_refused_in_a_batch_fails_alone() {
+    let fx = Fixture::new().await;
+    let (one, two) = (json("1"), json("2"));
+    fx.engine.enqueue(&single("same", &one)).await.unwrap();
+    let owned = durable::engine::Enqueue {
+        workflow: "app.other",
+        ..single("owned", &one)
+    };
+    fx.engine.enqueue(&owned).await.unwrap();
+    let before = fx.engine.stats();
+    let requests = [
+        single("a", &one),
+        single("same", &two),
+        single("owned", &one),
+        // The server refuses this one for good (no such time): the batch is
+        // sent again one enqueue at a time.
+        durable::engine::Enqueue {
+            run_at: Some("not a time"),
+            ..single("bad", &one)
+        },
+        single("same", &one),
+        single("b", &one),
+    ];
+    let results = futures_util::future::join_all(requests.iter().map(|request| {
+        let engine = fx.engine.clone();
+        async move { engine.enqueue(request).await }
+    }))
+    .await;
+    let [a, mismatch, other_function, bad, again, b] = results.try_into().unwrap();
+    assert!(a.unwrap().created);
+    assert!(b.unwrap().created);
+    assert_eq!(
+        mismatch.unwrap_err(),
+        EngineError::InputMismatch { name: "same".into() }
+    );
+    assert_eq!(
+        other_function.unwrap_err(),
+        EngineError::OtherWorkflow {
+            name: "owned".into(),
+            workflow: Some("app.other".into())
+        }
+    );
+    let bad = bad.unwrap_err();
+    assert_eq!(bad.sqlstate(), Some("22007"), "{bad:?}");
+    assert!(bad.to_string().contains("enqueueing workflow \"bad\""), "{bad}");
+    let again = again.unwrap();
+    assert!(!again.created, "the second enqueue of `same` found the first");
+    let after = fx.engine.stats();
+    // The batch of five names was refused; then each went alone, and the
+    // repeated name `same` after them.
+    assert_eq!(
+        (
+            after.enqueue_batches - before.enqueue_batches,
+            after.enqueues - before.enqueues
+        ),
+        (5, 5)
+    );
+    let names: Vec<String> = fx
+        .admin
+        .query(&format!("SELECT name FROM {}.task ORDER BY name", fx.schema), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names, ["a", "b", "owned", "same"]);
+    fx.drop_schema().await;
+}

@@ -91,8 +91,8 @@ impl Outcome {
 
 /// What the group commits did so far. The writer: statements committed,
 /// records written in them, and batches split to isolate a record the
-/// server refused. The root starts (`starter.rs`): statements committed and
-/// starts answered in them.
+/// server refused. The root starts (`starter.rs`) and the single enqueues
+/// (`queue::enqueuer`): statements committed and requests answered in them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub commits: u64,
@@ -100,7 +100,9 @@ pub struct Stats {
     pub splits: u64,
     pub start_batches: u64,
     pub starts: u64,
-    /// Calls to the database outside the writer and the starter (each a
+    pub enqueue_batches: u64,
+    pub enqueues: u64,
+    /// Calls to the database outside the group commits (each a
     /// round trip, most of them one transaction): reads, claims, recovery
     /// passes, waits, sends...
     pub calls: u64,

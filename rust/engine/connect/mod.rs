@@ -3,6 +3,7 @@
 
 pub(super) mod config;
 pub(super) mod dsn;
+pub(super) mod group;
 pub(super) mod migrate;
 pub(super) mod pool;
 pub(super) mod pooler;
@@ -14,11 +15,12 @@ use std::sync::Arc;
 use deadpool_postgres::Object;
 use tokio::runtime::Handle;
 
-use super::checkpoint::starter::{self, Starter};
+use super::checkpoint::starter::{Starter, Starts};
 use super::checkpoint::writer::{self, Writer};
 use super::lease::holds::Holds;
 use super::lease::notifications::Events;
 use super::lease::owner::{self, Owner};
+use super::queue::enqueuer::{Enqueuer, Enqueues};
 use super::sql::Statements;
 use super::wait::messages;
 use super::{Engine, EngineError, Inner, Options};
@@ -75,14 +77,26 @@ impl Engine {
         })
         .await?;
         let connections = pool::Connections::new(pool.clone(), Arc::clone(&target));
-        let starter = Starter::spawn(starter::Setup {
+        let group_setup = || group::Setup {
             connections: connections.clone(),
-            sql: Arc::clone(&sql),
             target: Arc::clone(&target),
-            owner: owner.id.clone(),
             reconnect_timeout: options.reconnect_timeout,
             max_connections: options.max_connections,
-        });
+        };
+        let starter = Starter::spawn(
+            group_setup(),
+            Starts {
+                sql: Arc::clone(&sql),
+                owner: owner.id.clone(),
+            },
+        );
+        let enqueuer = Enqueuer::spawn(
+            group_setup(),
+            Enqueues {
+                sql: Arc::clone(&sql),
+                schema: options.schema.clone(),
+            },
+        );
         let writer = Writer::spawn(writer::Setup {
             pool: pool.clone(),
             sql: Arc::clone(&sql),
@@ -96,6 +110,7 @@ impl Engine {
                 connections,
                 writer,
                 starter,
+                enqueuer,
                 owner,
                 holds,
                 events,

@@ -12,6 +12,7 @@
 //! overspend a shared budget under READ COMMITTED. The transaction is sent
 //! in one round trip (BEGIN, both statements and COMMIT pipelined).
 
+pub(super) mod enqueuer;
 pub(super) mod executors;
 pub(super) mod recovery;
 pub(super) mod schedule;
@@ -55,6 +56,21 @@ pub struct EnqueueMany<'a> {
     pub key: Option<&'a str>,
     /// The id of the workflow that enqueues them, if a workflow does
     /// (recorded in `task.enqueued_by`, for a cancel to reach them).
+    pub enqueued_by: Option<i64>,
+}
+
+/// One run to enqueue, sent with the other single enqueues of the moment
+/// (see `enqueuer`); the options as `EnqueueMany`'s.
+#[derive(Debug, Clone)]
+pub struct Enqueue<'a> {
+    pub name: &'a str,
+    pub input: &'a JsonText,
+    pub workflow: &'a str,
+    pub queue: &'a str,
+    pub delay: Duration,
+    pub run_at: Option<&'a str>,
+    pub priority: i32,
+    pub key: Option<&'a str>,
     pub enqueued_by: Option<i64>,
 }
 
@@ -153,6 +169,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Queues the run `request.name` of `request.workflow`, or finds the run
+    /// of that name: enqueueing is idempotent. Sent with the other enqueues
+    /// of the moment, in one statement and one commit (see `enqueuer`), but
+    /// answered as if alone: a run that exists with another input fails
+    /// with `InputMismatch`, one owned by another function with
+    /// `OtherWorkflow`, and neither fails the others. Executors are told at
+    /// the commit.
+    pub async fn enqueue(&self, request: &Enqueue<'_>) -> Result<Enqueued, EngineError> {
+        validate_name("workflow", request.name)?;
+        validate_name("queue", request.queue)?;
+        if let Some(key) = request.key {
+            validate_name("key", key)?;
+        }
+        self.check_open()?;
+        let queued = enqueuer::Queued {
+            input: request.input.clone(),
+            workflow: request.workflow.to_owned(),
+            queue: request.queue.to_owned(),
+            delay: request.delay.as_secs_f64(),
+            run_at: request.run_at.map(str::to_owned),
+            priority: request.priority,
+            key: request.key.map(str::to_owned),
+            enqueued_by: request.enqueued_by,
+        };
+        let row = self.inner.enqueuer.send(request.name, queued).await?;
+        read_enqueued(&row, request.name, request.workflow)
+    }
+
     /// Queues runs of `request.workflow` with the same options, in one
     /// statement (one commit), or finds the runs of those names: enqueueing
     /// is idempotent. What it found or made for each, in the order given. A
@@ -211,24 +255,7 @@ impl Engine {
             let row = found
                 .get(*name)
                 .ok_or_else(|| EngineError::Unexpected(format!("enqueueing workflow {name:?} returned no row")))?;
-            let owner: Option<String> = col(row, "workflow")?;
-            if owner.as_deref() != Some(request.workflow) {
-                return Err(EngineError::OtherWorkflow {
-                    name: (*name).to_owned(),
-                    workflow: owner,
-                });
-            }
-            if !col::<bool>(row, "input_matches")? {
-                return Err(EngineError::InputMismatch {
-                    name: (*name).to_owned(),
-                });
-            }
-            enqueued.push(Enqueued {
-                id: col(row, "id")?,
-                status: Status::parse(col(row, "status")?)?,
-                created: col(row, "created")?,
-                queue_created: col::<i64>(row, "queue_created")? > 0,
-            });
+            enqueued.push(read_enqueued(row, name, request.workflow)?);
         }
         Ok(enqueued)
     }
@@ -451,6 +478,28 @@ impl Engine {
         })?;
         Ok(col::<Option<f64>>(&row, "due_in")?.map(|s| Duration::try_from_secs_f64(s.max(0.0)).unwrap_or_default()))
     }
+}
+
+/// What an enqueue of the run `name` of `workflow` found or made, from its
+/// row of `ENQUEUE` (or `ENQUEUE_ROWS`); `OtherWorkflow` or `InputMismatch`
+/// when the run that exists is not the one asked for.
+fn read_enqueued(row: &Row, name: &str, workflow: &str) -> Result<Enqueued, EngineError> {
+    let owner: Option<String> = col(row, "workflow")?;
+    if owner.as_deref() != Some(workflow) {
+        return Err(EngineError::OtherWorkflow {
+            name: name.to_owned(),
+            workflow: owner,
+        });
+    }
+    if !col::<bool>(row, "input_matches")? {
+        return Err(EngineError::InputMismatch { name: name.to_owned() });
+    }
+    Ok(Enqueued {
+        id: col(row, "id")?,
+        status: Status::parse(col(row, "status")?)?,
+        created: col(row, "created")?,
+        queue_created: col::<i64>(row, "queue_created")? > 0,
+    })
 }
 
 fn validate_limits(name: &str, limits: &QueueLimits) -> Result<(), EngineError> {
