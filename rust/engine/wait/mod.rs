@@ -1,6 +1,7 @@
 //! Waiting: durable sleeps and suspension, messages and events, and waiting
-//! for a run's result.
+//! for a run's result (one watcher of results per engine).
 
 pub(super) mod messages;
 pub(super) mod results;
 pub(super) mod suspend;
+pub(super) mod watcher;
