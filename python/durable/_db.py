@@ -138,7 +138,8 @@ async def init(
     longest wait for any answer. ``session_grace`` (0 to 60 s): how long
     others wait for this process to reconnect its liveness session when it
     drops, before taking its workflows over (0: not at all, for a process
-    whose session only ends with it).
+    whose session only ends with it); a process on the same machine that
+    finds this one ended (Linux) does not wait.
     ``max_value_bytes``: largest JSON value saved (at most 268435455, what
     jsonb holds). ``migrate``: bring the schema up to date (the default); with
     False, only check that it is (``ConfigError`` if it is missing or older,

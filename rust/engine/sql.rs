@@ -145,6 +145,8 @@ registry! {
         owner_register = lease::owner::REGISTER;
         owner_heartbeat = lease::owner::HEARTBEAT;
         owner_release = lease::owner::RELEASE;
+        owner_gone = lease::gone::OWNER_GONE;
+        owners_gone_here = lease::gone::OWNERS_GONE_HERE;
         cancelled = lease::owner::CANCELLED;
         release = lease::release::RELEASE;
         // checkpoint: starting workflows, saving steps

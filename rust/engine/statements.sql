@@ -15,16 +15,21 @@
 
 -- name: owner_register
 -- from: lease::owner::REGISTER
-INSERT INTO "durable".owner AS o (id, backend_pid, backend_start, host, pid, expires_at, session_grace)
+INSERT INTO "durable".owner AS o (id, backend_pid, backend_start, host, pid, expires_at, session_grace,
+                                 boot_id, pid_namespace, process_start)
 SELECT coalesce($1::text::uuid, gen_random_uuid()), pg_backend_pid(),
        (SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()),
-       $2, $3, now() + make_interval(secs => $4::float8), make_interval(secs => $5::float8)
+       $2, $3, now() + make_interval(secs => $4::float8), make_interval(secs => $5::float8),
+       $6::text, $7::text, $8::int8
 ON CONFLICT (id) DO UPDATE SET
     backend_pid = EXCLUDED.backend_pid,
     backend_start = EXCLUDED.backend_start,
     expires_at = EXCLUDED.expires_at,
     session_grace = EXCLUDED.session_grace,
-    session_lost_at = NULL
+    session_lost_at = NULL,
+    boot_id = EXCLUDED.boot_id,
+    pid_namespace = EXCLUDED.pid_namespace,
+    process_start = EXCLUDED.process_start
 RETURNING id::text;
 
 -- name: owner_heartbeat
@@ -33,6 +38,17 @@ WITH renewed AS (
     UPDATE "durable".owner SET expires_at = now() + make_interval(secs => $2::float8), session_lost_at = NULL
     WHERE id = $1::text::uuid AND backend_pid = pg_backend_pid()
     RETURNING id
+), lost AS (
+    SELECT o.id, o.backend_pid FROM "durable".owner AS o
+    WHERE o.id <> $1::text::uuid AND o.session_lost_at IS NULL AND o.session_grace > interval '0'
+      AND o.expires_at > now() AND NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = o.backend_pid
+      AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start))
+), marked AS (
+    UPDATE "durable".owner AS o SET session_lost_at = now()
+    FROM lost
+    WHERE o.id = lost.id AND o.backend_pid = lost.backend_pid AND o.session_lost_at IS NULL
 ), purged AS (
     DELETE FROM "durable".owner WHERE expires_at < now() - interval '1 day'
 )
@@ -41,6 +57,25 @@ SELECT count(*) AS renewed FROM renewed;
 -- name: owner_release
 -- from: lease::owner::RELEASE
 UPDATE "durable".owner SET expires_at = now() WHERE id = $1::text::uuid;
+
+-- name: owner_gone
+-- from: lease::gone::OWNER_GONE
+UPDATE "durable".owner AS o SET session_lost_at = least(coalesce(o.session_lost_at, now()), now() - o.session_grace)
+WHERE o.id = $1::text::uuid AND o.backend_pid = $2 AND o.process_start = $3 AND NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = o.backend_pid
+      AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start));
+
+-- name: owners_gone_here
+-- from: lease::gone::OWNERS_GONE_HERE
+SELECT o.id::text AS owner_id, o.backend_pid, o.boot_id, o.pid_namespace, o.pid, o.process_start
+FROM "durable".owner AS o
+WHERE o.boot_id = $1 AND o.pid_namespace = $2 AND o.id <> $3::text::uuid AND o.expires_at > now()
+  AND o.session_grace > interval '0' AND (o.session_lost_at IS NULL OR o.session_lost_at > now() - o.session_grace)
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity AS a
+    WHERE a.pid = o.backend_pid
+      AND (a.backend_start IS NULL OR o.backend_start IS NULL OR a.backend_start = o.backend_start));
 
 -- name: cancelled
 -- from: lease::owner::CANCELLED
@@ -196,6 +231,7 @@ WHERE t.parent_id = $3 AND t.name = $1;
 -- from: checkpoint::start::HOLDER
 WITH h AS (
     SELECT o.id, o.backend_pid, o.session_lost_at, o.session_grace,
+           o.boot_id, o.pid_namespace, o.pid, o.process_start,
            o.expires_at <= now() AS expired, EXISTS (
     SELECT 1 FROM pg_stat_activity AS a
     WHERE a.pid = o.backend_pid
@@ -211,7 +247,8 @@ WITH h AS (
 )
 SELECT h.connected, h.expired,
        extract(epoch FROM coalesce((SELECT session_lost_at FROM marked), h.session_lost_at)
-                          + h.session_grace - now())::float8 AS grace_left
+                          + h.session_grace - now())::float8 AS grace_left,
+       h.id::text AS owner_id, h.backend_pid, h.boot_id, h.pid_namespace, h.pid, h.process_start
 FROM h;
 
 -- name: root_input

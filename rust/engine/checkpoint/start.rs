@@ -38,7 +38,8 @@ impl Engine {
     /// `WorkflowBusy` when another live holder has it, `Cancelled`,
     /// `LeaseLost` when `parent` is no longer held by this process.
     /// A root whose owner's session is gone is waited for, for the rest of
-    /// that owner's grace, then taken over unless the owner came back.
+    /// that owner's grace, then taken over unless the owner came back; at
+    /// once if the owner ran on this machine and its process has ended.
     /// `deadline` applies to a new root only (children share their root's).
     pub async fn start(
         &self,
@@ -154,7 +155,8 @@ impl Engine {
         Ok((matches == Some(false)).then(|| EngineError::InputMismatch { name: name.to_owned() }))
     }
 
-    /// Who holds the busy root `name`, marking its session gone if it is.
+    /// Who holds the busy root `name`, marking its session gone if it is;
+    /// free at once if its process is proven ended (`lease::gone`).
     async fn holder(&self, name: &str) -> Result<Holder, EngineError> {
         let owner = self.owner_id();
         let row = retrying!(self, &format!("checking who holds workflow {name:?}"), |client| async {
@@ -171,6 +173,9 @@ impl Engine {
             return Ok(Holder::Free);
         }
         let left = workflow::col::<Option<f64>>(&row, "grace_left")?.unwrap_or(0.0);
+        if left > 0.0 && self.holder_gone(&row).await? {
+            return Ok(Holder::Free);
+        }
         Ok(Holder::Gone(
             Duration::try_from_secs_f64(left).unwrap_or(Duration::ZERO),
         ))
@@ -350,16 +355,18 @@ pub(crate) const START_CHILD: Sql = Sql::new(
 .with(&[("take", TAKE), ("claim", CHILD_CLAIM), ("started", STARTED)]);
 
 /// Who holds the running root `$1` that a start found busy, as seen now:
-/// whether its session is connected, whether its row expired, and how many
-/// seconds of its grace are left. The first claimant to find the session
-/// gone records when (`session_lost_at`), so the grace runs from then; the
-/// mark is only set on the very session seen gone (`backend_pid`), so an
-/// owner that re-registered meanwhile keeps a clean row. No row: nobody
-/// live holds it any more (released, finished, or its owner row is gone).
+/// whether its session is connected, whether its row expired, how many
+/// seconds of its grace are left, and which process it is (for
+/// `lease::gone`). The first to find the session gone records when
+/// (`session_lost_at`), so the grace runs from then; the mark is only set
+/// on the very session seen gone (`backend_pid`), so an owner that
+/// re-registered meanwhile keeps a clean row. No row: nobody live holds it
+/// any more (released, finished, or its owner row is gone).
 pub(crate) const HOLDER: Sql = Sql::new(
     "
 WITH h AS (
     SELECT o.id, o.backend_pid, o.session_lost_at, o.session_grace,
+           o.boot_id, o.pid_namespace, o.pid, o.process_start,
            o.expires_at <= now() AS expired, {connected} AS connected
     FROM {schema}.task AS t JOIN {schema}.owner AS o ON o.id = t.owner_id
     WHERE t.parent_id IS NULL AND t.name = $1 AND t.status = 'running' AND t.owner_id <> $2::text::uuid
@@ -372,7 +379,8 @@ WITH h AS (
 )
 SELECT h.connected, h.expired,
        extract(epoch FROM coalesce((SELECT session_lost_at FROM marked), h.session_lost_at)
-                          + h.session_grace - now())::float8 AS grace_left
+                          + h.session_grace - now())::float8 AS grace_left,
+       h.id::text AS owner_id, h.backend_pid, h.boot_id, h.pid_namespace, h.pid, h.process_start
 FROM h",
 )
 .with(&[("connected", CONNECTED)]);

@@ -102,6 +102,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "0019_enqueue_value_checks.sql",
         include_str!("../../../migrations/0019_enqueue_value_checks.sql"),
     ),
+    (
+        20,
+        "0020_owner_process.sql",
+        include_str!("../../../migrations/0020_owner_process.sql"),
+    ),
 ];
 
 /// The newest schema version this library knows.
