@@ -1092,8 +1092,8 @@ WITH advanced AS (
 
 -- name: recovery_pass
 -- from: queue::recovery::RECOVERY_PASS
-WITH RECURSIVE marked AS (
-    UPDATE "durable".owner AS o SET session_lost_at = now()
+WITH RECURSIVE lost AS (
+    SELECT o.id, o.backend_pid FROM "durable".owner AS o
     WHERE o.session_lost_at IS NULL AND o.expires_at > now() AND NOT EXISTS (
     SELECT 1 FROM pg_stat_activity AS a
     WHERE a.pid = o.backend_pid
@@ -1102,6 +1102,10 @@ WITH RECURSIVE marked AS (
                   WHERE t.owner_id = o.id AND t.parent_id IS NULL
                     AND ((t.status = 'running' AND t.workflow = ANY($1))
                          OR (t.status = 'cancelled' AND t.queue IS NOT NULL)))
+), marked AS (
+    UPDATE "durable".owner AS o SET session_lost_at = now()
+    FROM lost
+    WHERE o.id = lost.id AND o.backend_pid = lost.backend_pid AND o.session_lost_at IS NULL
 ), dead AS (
     SELECT t.id,
            NOT EXISTS (SELECT 1 FROM "durable".task AS x

@@ -102,8 +102,12 @@ impl Engine {
 /// the root names this process holds or is starting, `$6` the version.
 /// Rows: `(kind, value)`.
 ///
-/// * `marked`: the first to see an owner's session gone records when, which
-///   starts its grace (only owners that hold something of interest).
+/// * `lost`, `marked`: the first to see an owner's session gone records
+///   when, which starts its grace (only owners that hold something of
+///   interest); only on the very session seen gone (`backend_pid` pinned,
+///   as the heartbeat does), since a row that changed meanwhile is
+///   re-checked against this transaction's cached view of the sessions, in
+///   which an owner's new session may not show yet.
 /// * `dead`: running roots of the functions whose holder is dead (its row
 ///   expired or gone, or its session gone for its grace), with whether it
 ///   held nothing else (`alone`).
@@ -118,13 +122,17 @@ impl Engine {
 ///   queue that is not paused: executors make room for it).
 pub(crate) const RECOVERY_PASS: Sql = Sql::new(
     "
-WITH RECURSIVE marked AS (
-    UPDATE {schema}.owner AS o SET session_lost_at = now()
+WITH RECURSIVE lost AS (
+    SELECT o.id, o.backend_pid FROM {schema}.owner AS o
     WHERE o.session_lost_at IS NULL AND o.expires_at > now() AND NOT {connected}
       AND EXISTS (SELECT 1 FROM {schema}.task AS t
                   WHERE t.owner_id = o.id AND t.parent_id IS NULL
                     AND ((t.status = 'running' AND t.workflow = ANY($1))
                          OR (t.status = 'cancelled' AND t.queue IS NOT NULL)))
+), marked AS (
+    UPDATE {schema}.owner AS o SET session_lost_at = now()
+    FROM lost
+    WHERE o.id = lost.id AND o.backend_pid = lost.backend_pid AND o.session_lost_at IS NULL
 ), dead AS (
     SELECT t.id,
            NOT EXISTS (SELECT 1 FROM {schema}.task AS x
