@@ -175,7 +175,6 @@ registry! {
         set_event = wait::messages::SET_EVENT;
         get_event = wait::messages::GET_EVENT;
         run_state = wait::results::RUN_STATE;
-        run_states = wait::watcher::RUN_STATES;
         // queue: queues, claims, schedules, recovery, executors
         create_queue = queue::CREATE_QUEUE;
         pause_queue = queue::PAUSE_QUEUE;

@@ -558,10 +558,6 @@ LEFT JOIN "durable".task_event AS e ON e.task_id = target.id AND e.key = $2;
 -- from: wait::results::RUN_STATE
 SELECT id, status, output, error FROM "durable".task WHERE parent_id IS NULL AND name = $1;
 
--- name: run_states
--- from: wait::watcher::RUN_STATES
-SELECT id, name, status, output, error FROM "durable".task WHERE parent_id IS NULL AND name = ANY($1::text[]);
-
 -- name: create_queue
 -- from: queue::CREATE_QUEUE
 WITH queue AS (

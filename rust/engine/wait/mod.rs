@@ -1,7 +1,6 @@
 //! Waiting: durable sleeps and suspension, messages and events, and waiting
-//! for a run's result (one watcher of results per engine).
+//! for a run's result.
 
 pub(super) mod messages;
 pub(super) mod results;
 pub(super) mod suspend;
-pub(super) mod watcher;
